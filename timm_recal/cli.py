@@ -1,0 +1,102 @@
+"""The ``timm-recal`` command. Subcommands declare their arguments here cheaply; heavy imports (training,
+ONNX) happen when a subcommand runs, and a missing optional extra is reported by name."""
+import argparse
+import fnmatch
+import sys
+from typing import List, Optional
+
+from .version import __version__
+
+__all__ = ['main']
+
+#: extra that provides each top-level module a subcommand needs
+EXTRA_FOR_MODULE = {
+    'yaml': 'train', 'tqdm': 'train', 'matplotlib': 'train', 'onnx': 'deploy', 'onnxruntime': 'deploy',
+    'onnxscript': 'deploy', 'onnxslim': 'deploy', 'huggingface_hub': 'hub', 'safetensors': 'hub',
+    'ptflops': 'flops',
+}
+
+
+class CliError(Exception):
+    """An error with a message for the user; ``main`` prints it and exits non-zero (no traceback)."""
+
+
+def _add_models_parser(sub) -> None:
+    p = sub.add_parser('models', help='list the registered timm-recal models')
+    p.add_argument('filter', nargs='*', help="wildcard filters, e.g. 'ab_*' '*cifar'")
+    p.add_argument('--stats', action='store_true', help='also count params and GMACs (slower)')
+    p.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    import json
+    from .registry import model_table
+    rows = model_table(args.filter or None, stats=args.stats)
+    if not rows:
+        raise CliError(f"no registered model matches {' '.join(args.filter)}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ['name', 'paper'] + (['params', 'gmacs', 'input'] if args.stats else [])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print('  '.join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print('  '.join(str(r[c]).ljust(widths[c]) for c in cols))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='timm-recal', description='Channel-recalibration CNNs for timm: models, training and deployment.')
+    parser.add_argument('--version', action='version', version=f'timm-recal {__version__}')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    _add_models_parser(sub)
+    from .training.cli import add_train_parser
+    add_train_parser(sub)
+    for add in _optional_parsers():
+        add(sub)
+    return parser
+
+
+def _optional_parsers():
+    """Parsers of subcommands that live in other modules (deploy stage, sweep, publish), if present."""
+    adders = []
+    for modname, attr in (('timm_recal.training.sweep_cli', 'add_parser'),
+                          ('timm_recal_deploy.cli', 'add_parsers'),
+                          ('timm_recal_deploy.publish_cli', 'add_parser')):
+        try:
+            mod = __import__(modname, fromlist=[attr])
+        except ModuleNotFoundError as e:
+            if e.name and modname.startswith(e.name):
+                continue  # that part of the project is not installed
+            raise
+        adders.append(getattr(mod, attr))
+    return adders
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, 'func', None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as e:
+        extra = EXTRA_FOR_MODULE.get((e.name or '').split('.')[0])
+        if extra:
+            print(f"timm-recal {args.command}: needs the '{e.name}' package; "
+                  f"install it with: pip install 'timm-recal[{extra}]'", file=sys.stderr)
+            return 3
+        raise
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+    except (CliError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        print(f"timm-recal {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Pieces shared by the model files: default cfgs, registration of variant tables, weight init."""
+import sys
+from typing import Any, Callable, Dict, Iterable, Optional
+
+from torch import nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import register_model
+
+__all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'imagenet_cfg', 'cifar_cfg', 'register_variants', 'init_conv_weights_']
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+#: The Hub organisation that `timm-recal publish` pushes trained weights to.
+HUB_ORG = 'timm-recal'
+
+
+def imagenet_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv', 'classifier': 'head.fc', 'license': 'apache-2.0', **kwargs,
+    }
+
+
+def cifar_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    """CIFAR models see the whole 32x32 image: no resize, crop_pct 1.0, CIFAR-10 statistics."""
+    return {
+        'url': url, 'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': (4, 4),
+        'crop_pct': 1.0, 'crop_mode': 'center', 'interpolation': 'bilinear',
+        'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
+        'first_conv': 'stem.conv', 'classifier': 'head.fc', 'license': 'apache-2.0', **kwargs,
+    }
+
+
+def register_variants(names: Iterable[str], create_fn: Callable[..., nn.Module], module: str, doc: str = '') -> None:
+    """Register one thin timm entrypoint per variant name (each calls ``create_fn(name, pretrained, **kw)``).
+
+    timm's ``register_model`` keys the entrypoint on ``fn.__name__`` and reads the pretrained cfgs from the
+    ``default_cfgs`` of ``fn.__module__``; so the entrypoints are named and homed as if written by hand.
+    """
+    mod = sys.modules[module]
+    for name in names:
+        def entrypoint(pretrained: bool = False, _variant: str = name, **kwargs) -> nn.Module:
+            return create_fn(_variant, pretrained, **kwargs)
+        entrypoint.__name__ = entrypoint.__qualname__ = name
+        entrypoint.__module__ = module
+        entrypoint.__doc__ = doc.format(name=name) if doc else None
+        setattr(mod, name, register_model(entrypoint))
+
+
+def init_conv_weights_(model: nn.Module, mode: str = 'kaiming_fan_out') -> None:
+    """Conv init selectable as a model kwarg (``conv_init=``) so training recipes need no custom code.
+
+    ``'kaiming_fan_out'``: He normal init, fan_out, ReLU gain (Wang & Yuan; torchvision ResNet);
+    ``'kaiming_fan_in'``; ``'torch'`` keeps PyTorch's default (Kaiming uniform, a=sqrt(5)).
+    BatchNorm starts at weight 1, bias 0 in every mode.
+    """
+    if mode not in ('kaiming_fan_out', 'kaiming_fan_in', 'torch'):
+        raise ValueError(f"conv_init must be 'kaiming_fan_out', 'kaiming_fan_in' or 'torch', got {mode!r}")
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and mode != 'torch':
+            nn.init.kaiming_normal_(m.weight, mode=mode.split('_', 1)[1], nonlinearity='relu')
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

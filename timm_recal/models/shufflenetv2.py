@@ -1,0 +1,301 @@
+"""ShuffleNet V2 (Ma et al., "ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design",
+ECCV 2018), which timm lacks, with recalibration gates:
+
+* SE / SLE on CIFAR-10: Wang & Yuan, "Investigating the effectiveness of feature recalibration networks on
+  image classification". Their text says 0.5x but their code builds 1.0x; ``se_shufflenetv2_cifar`` and
+  ``sle_shufflenetv2_cifar`` reproduce the code exactly (1,493,204 / 3,743,934 parameters).
+* AB / AB-Plus (Singh et al., "Accuracy Booster") at the same eight positions as SE.
+
+Gate positions (SE, AB, AB-Plus): after the stem (r=1), after the first and after the last unit of each stage
+(r = 4, 8, 16 for stages 2, 3, 4), after the final 1x1 conv (r=16). SLE gates stage 2 with the stem output,
+stage 3 with the (gated) stage 2 output and stage 4 with the (gated) stage 3 output.
+
+CIFAR variants (``*_cifar``) use a 3x3 stride-1 stem and no max-pool, for 32x32 inputs.
+"""
+from collections import OrderedDict
+from functools import partial
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from timm.layers import ClassifierHead
+from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models._features import feature_take_indices
+
+from ..layers import SkipLayerExcitation, get_gate
+from ._common import HUB_ORG, cifar_cfg, imagenet_cfg, init_conv_weights_, register_variants
+
+__all__ = ['ShuffleNetV2', 'ShuffleUnit']
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    # shape-free so torch.fx and a dynamic ONNX batch axis both stay happy
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
+
+
+def _conv_bn(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1,
+             act: bool = True, dd: Optional[dict] = None) -> nn.Sequential:
+    dd = dd or {}
+    layers = OrderedDict(
+        conv=nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False, **dd),
+        bn=nn.BatchNorm2d(out_chs, **dd),
+    )
+    if act:
+        layers['act'] = nn.ReLU(inplace=True)
+    return nn.Sequential(layers)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet V2 unit: channel split (stride 1) or two downsampling branches (stride 2), concat, shuffle,
+    then an optional gate on the unit output."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, attn_layer=None, device=None, dtype=None):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if stride not in (1, 2):
+            raise ValueError(f"ShuffleUnit: stride must be 1 or 2, got {stride}")
+        if stride == 1 and in_chs != out_chs:
+            raise ValueError("ShuffleUnit: a stride-1 unit keeps its width (in_chs == out_chs)")
+        mid = out_chs // 2
+        self.stride = stride
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                _conv_bn(in_chs, in_chs, 3, stride, groups=in_chs, act=False, dd=dd),
+                _conv_bn(in_chs, mid, 1, dd=dd),
+            )
+        else:
+            self.branch1 = None
+        self.branch2 = nn.Sequential(
+            _conv_bn(in_chs if stride > 1 else mid, mid, 1, dd=dd),
+            _conv_bn(mid, mid, 3, stride, groups=mid, act=False, dd=dd),
+            _conv_bn(mid, mid, 1, dd=dd),
+        )
+        self.attn = attn_layer(out_chs, **dd) if attn_layer is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.branch1 is None:
+            halves = x.chunk(2, dim=1)
+            out = torch.cat((halves[0], self.branch2(halves[1])), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return self.attn(channel_shuffle(out, 2))
+
+
+class ShuffleNetV2(nn.Module):
+    """ShuffleNet V2 with optional SE-style gates at eight positions, or SLE between stages.
+
+    Args:
+        stage_chs: output widths of stages 2-4.
+        stage_units: units per stage (the first one downsamples).
+        head_chs: width of the final 1x1 conv (1024, or 2048 for 2.0x).
+        cifar_stem: 3x3 stride-1 stem without max-pool (32x32 inputs).
+        attn_layer: gate name/class placed after the stem, after the first and last unit of each stage and
+            after the head conv; None for none.
+        attn_reductions: the reduction ratio r passed to the gate at (stem, stage 2, 3, 4, head).
+        sle: add Skip-Layer Excitation stem->2, 2->3, 3->4.
+        conv_init: ``'kaiming_fan_out'`` (default), ``'kaiming_fan_in'`` or ``'torch'``.
+    """
+
+    def __init__(
+            self,
+            stage_chs: Sequence[int] = (116, 232, 464),
+            stage_units: Sequence[int] = (4, 8, 4),
+            stem_chs: int = 24,
+            head_chs: int = 1024,
+            num_classes: int = 1000,
+            in_chans: int = 3,
+            cifar_stem: bool = False,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+            attn_layer: Union[str, type, None] = None,
+            attn_reductions: Sequence[float] = (1, 4, 8, 16, 16),
+            sle: bool = False,
+            conv_init: str = 'kaiming_fan_out',
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if len(stage_chs) != len(stage_units):
+            raise ValueError("ShuffleNetV2: stage_chs and stage_units must have the same length")
+        if len(attn_reductions) != len(stage_chs) + 2:
+            raise ValueError(f"ShuffleNetV2: attn_reductions needs {len(stage_chs) + 2} values (stem, stages, head)")
+        gate = get_gate(attn_layer)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        def make_gate(i: int):
+            return partial(gate, reduction=attn_reductions[i]) if gate is not None else None
+
+        stem_stride = 1 if cifar_stem else 4
+        self.stem = _conv_bn(in_chans, stem_chs, 3, 1 if cifar_stem else 2, dd=dd)
+        self.stem_pool = nn.Identity() if cifar_stem else nn.MaxPool2d(3, 2, 1)
+        self.stem_attn = make_gate(0)(stem_chs, **dd) if gate is not None else nn.Identity()
+        self.feature_info = [dict(num_chs=stem_chs, reduction=stem_stride, module='stem_attn')]
+
+        stages = []
+        prev, stride = stem_chs, stem_stride
+        for i, (chs, units) in enumerate(zip(stage_chs, stage_units)):
+            stride *= 2
+            blocks = []
+            for j in range(units):
+                gated = gate is not None and (j == 0 or j == units - 1)
+                blocks.append(ShuffleUnit(prev, chs, 2 if j == 0 else 1, make_gate(i + 1) if gated else None, **dd))
+                prev = chs
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=chs, reduction=stride, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+
+        self.sle = None
+        if sle:
+            widths = [stem_chs] + list(stage_chs)
+            self.sle = nn.ModuleList([SkipLayerExcitation(a, b, **dd) for a, b in zip(widths[:-1], widths[1:])])
+
+        self.num_features = self.head_hidden_size = head_chs
+        self.conv_head = _conv_bn(prev, head_chs, 1, dd=dd)
+        self.head_attn = make_gate(len(stage_chs) + 1)(head_chs, **dd) if gate is not None else nn.Identity()
+        self.feature_info.append(dict(num_chs=head_chs, reduction=stride, module='head_attn'))
+        self.head = ClassifierHead(head_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+
+        init_conv_weights_(self, conv_init)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)',
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def _stages(self, x: torch.Tensor, stop: Optional[int] = None) -> List[torch.Tensor]:
+        """Run stem and stages, returning [stem, stage2, ...] outputs (SLE applied); ``stop`` ends early."""
+        x = self.stem_attn(self.stem_pool(self.stem(x)))
+        outs = [x]
+        for i, stage in enumerate(self.stages):
+            if stop is not None and i >= stop:
+                break
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                from timm.models._manipulate import checkpoint_seq
+                y = checkpoint_seq(stage, outs[-1])
+            else:
+                y = stage(outs[-1])
+            if self.sle is not None:
+                y = self.sle[i](outs[-1], y)
+            outs.append(y)
+        return outs
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Features of stem, each stage and the gated head conv (indices 0..len(stages)+1)."""
+        if output_fmt != 'NCHW':
+            raise ValueError('ShuffleNetV2 only supports output_fmt="NCHW"')
+        num = len(self.stages) + 2
+        take_indices, max_index = feature_take_indices(num, indices)
+        stop = max_index if stop_early else None
+        outs = self._stages(x, stop=stop)
+        need_head = not stop_early or max_index == num - 1
+        if need_head:
+            x = self.head_attn(self.conv_head(outs[-1]))
+            outs.append(x)
+        intermediates = [outs[i] for i in take_indices]
+        if intermediates_only:
+            return intermediates
+        return outs[-1], intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        num = len(self.stages) + 2
+        take_indices, max_index = feature_take_indices(num, indices)
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._stages(x)[-1]
+        return self.head_attn(self.conv_head(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# --- variants as data --------------------------------------------------------------------------------------
+_WIDTHS = {
+    'x0_5': ((48, 96, 192), 1024),
+    'x1_0': ((116, 232, 464), 1024),
+    'x1_5': ((176, 352, 704), 1024),
+    'x2_0': ((244, 488, 976), 2048),
+}
+_GATES = {'': {}, 'se_': dict(attn_layer='se'), 'ab_': dict(attn_layer='ab'),
+          'abplus_': dict(attn_layer='abplus'), 'sle_': dict(sle=True)}
+_PAPER = {'': 'Ma et al. 2018', 'se_': 'Wang & Yuan (SE)', 'sle_': 'Wang & Yuan (SLE)',
+          'ab_': 'Singh et al. (AB)', 'abplus_': 'Singh et al. (AB-Plus)'}
+
+
+def _variant_table() -> Dict[str, Dict[str, Any]]:
+    table = {}
+    for prefix, gate_args in _GATES.items():
+        for width, (chs, head) in _WIDTHS.items():
+            for cifar in (False, True):
+                args = dict(stage_chs=chs, head_chs=head, cifar_stem=cifar, **gate_args)
+                suffix = '_cifar' if cifar else ''
+                table[f'{prefix}shufflenetv2_{width}{suffix}'] = args
+                if width == 'x1_0':  # the unqualified name is the 1.0x net
+                    table[f'{prefix}shufflenetv2{suffix}'] = args
+    return table
+
+
+model_args = _variant_table()
+
+#: Variants with trained CIFAR-10 weights in weights/ (pushed to the Hub by `timm-recal publish`).
+TRAINED_CIFAR10: Tuple[str, ...] = ()
+
+
+def _cfgs() -> Dict[str, Dict[str, Any]]:
+    cfgs = {}
+    for name, args in model_args.items():
+        base = cifar_cfg if args['cifar_stem'] else imagenet_cfg
+        if name in TRAINED_CIFAR10:
+            cfgs[f'{name}.cifar10'] = base(hf_hub_id=f'{HUB_ORG}/{name}.cifar10')
+        cfgs[name] = base()
+    return cfgs
+
+
+default_cfgs = generate_default_cfgs(_cfgs())
+
+
+def _create_shufflenetv2(variant: str, pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    args = dict(model_args[variant.split('.')[0]])
+    if args['cifar_stem']:
+        kwargs.setdefault('num_classes', 10)
+    return build_model_with_cfg(
+        ShuffleNetV2, variant, pretrained,
+        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3, 4)),
+        **dict(args, **kwargs),
+    )
+
+
+register_variants(
+    model_args, _create_shufflenetv2, __name__,
+    doc='ShuffleNet V2 variant ``{name}`` (see the module docstring for gate positions).')

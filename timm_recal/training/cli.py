@@ -1,0 +1,49 @@
+"""``timm-recal train``: argument definitions (no heavy imports here) and the command."""
+import argparse
+
+__all__ = ['add_train_parser', 'run_train']
+
+_OVERRIDES = {  # command-line flag -> TrainConfig field
+    'model': str, 'data_dir': str, 'epochs': int, 'batch_size': int, 'lr': float, 'workers': int,
+    'device': str, 'resume': str, 'threads': int, 'aug': str, 'seed': int, 'max_steps_per_epoch': int,
+}
+
+
+def add_train_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser('train', help='train a model from a train.py-style YAML config (CPU or CUDA)',
+                       description='Train with timm library parts, reading timm train.py YAML configs.')
+    p.add_argument('--config', '-c', help='YAML file of timm train.py options (train_configs/...)')
+    p.add_argument('-o', '--output', required=True, help='run folder (checkpoints, summary.csv, results.json)')
+    p.add_argument('--force', action='store_true', help='train into an existing, non-empty run folder')
+    p.add_argument('--model')
+    p.add_argument('--data-dir', dest='data_dir')
+    p.add_argument('--epochs', type=int)
+    p.add_argument('--batch-size', '-b', dest='batch_size', type=int)
+    p.add_argument('--lr', type=float)
+    p.add_argument('--workers', '-j', type=int)
+    p.add_argument('--device', choices=['cpu', 'cuda'])
+    p.add_argument('--amp', action='store_true', default=None, help='mixed precision (bf16 on CPU, fp16 on CUDA)')
+    p.add_argument('--channels-last', dest='channels_last', action='store_true', default=None)
+    p.add_argument('--resume', help="checkpoint to resume, or 'auto' for OUTPUT/last.pth.tar")
+    p.add_argument('--threads', type=int, help='torch CPU threads')
+    p.add_argument('--aug', choices=['auto', 'cifar', 'timm'],
+                   help='auto: exact CIFAR pad-and-crop for inputs <= 64 px, timm transforms otherwise')
+    p.add_argument('--seed', type=int)
+    p.add_argument('--max-steps-per-epoch', dest='max_steps_per_epoch', type=int, help='cap (smoke runs)')
+    p.set_defaults(func=run_train)
+    return p
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import os
+    from .config import load_config
+    overrides = {k: getattr(args, k) for k in _OVERRIDES}
+    overrides.update(output=args.output, amp=args.amp, channels_last=args.channels_last)
+    cfg = load_config(args.config, overrides)
+    resuming = bool(cfg.resume)
+    if os.path.isdir(cfg.output) and os.listdir(cfg.output) and not (args.force or resuming):
+        raise FileExistsError(f"{cfg.output} exists and is not empty; pass --force, or --resume auto to continue")
+    from .trainer import train
+    result = train(cfg)
+    print(f"best top-1 {result['best_top1']:.2f} at epoch {result['best_epoch']}; run folder {cfg.output}")
+    return 0

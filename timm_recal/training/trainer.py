@@ -1,0 +1,237 @@
+"""A CPU-friendly trainer built from timm's library parts (``create_dataset``, ``create_optimizer_v2``,
+``create_scheduler_v2``, ``CheckpointSaver``, ``resume_checkpoint``, ``update_summary``).
+
+It reads the same YAML files as timm's train.py and adds what train.py lacks for the CIFAR recipes of our
+papers: the exact CIFAR augmentation (4-pixel zero padding + random 32x32 crop + horizontal flip).
+"""
+import csv
+import importlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any, Dict, Optional
+
+import torch
+from torch import nn
+
+from .config import TrainConfig, as_namespace
+
+__all__ = ['train', 'build_transforms', 'evaluate']
+
+_logger = logging.getLogger(__name__)
+
+
+def build_transforms(cfg: TrainConfig, data_config: Dict[str, Any], is_training: bool):
+    """Exact CIFAR augmentation for small (<= 64 px) inputs, timm's ``create_transform`` otherwise."""
+    from torchvision import transforms as T
+    from timm.data import create_transform
+    size = data_config['input_size'][-1]
+    aug = cfg.aug if cfg.aug != 'auto' else ('cifar' if size <= 64 else 'timm')
+    if aug == 'cifar':
+        ops = []
+        if is_training and not cfg.no_aug:
+            ops += [T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip(cfg.hflip)]
+        else:
+            ops += [T.Resize(size), T.CenterCrop(size)]
+        ops += [T.ToTensor(), T.Normalize(data_config['mean'], data_config['std'])]
+        return T.Compose(ops)
+    kwargs = dict(data_config)
+    if is_training:
+        kwargs.update(scale=tuple(cfg.scale), ratio=tuple(cfg.ratio), hflip=cfg.hflip, no_aug=cfg.no_aug)
+        kwargs.pop('crop_pct', None)
+        kwargs.pop('crop_mode', None)
+    return create_transform(**kwargs, is_training=is_training)
+
+
+def _loader(cfg: TrainConfig, split: str, transform, batch_size: int, is_training: bool):
+    from timm.data import create_dataset
+    if not cfg.data_dir or not os.path.isdir(os.path.join(cfg.data_dir, split)) and not os.path.isdir(cfg.data_dir):
+        raise FileNotFoundError(f"data folder not found: {cfg.data_dir!r}")
+    ds = create_dataset(cfg.dataset, root=cfg.data_dir, split=split, is_training=is_training)
+    if len(ds) == 0:
+        raise ValueError(f"no images found in {cfg.data_dir!r} (split {split!r})")
+    ds.transform = transform
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=is_training, drop_last=is_training, num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0, pin_memory=cfg.device.startswith('cuda'))
+
+
+def _autocast(cfg: TrainConfig):
+    if not cfg.amp:
+        return nullcontext()
+    if cfg.device.startswith('cuda'):
+        return torch.autocast('cuda', dtype=torch.float16)
+    return torch.autocast('cpu', dtype=torch.bfloat16)
+
+
+def _progress(iterable, total: int, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is a nicety, not a dependency of the core
+        return iterable
+    tty = sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, leave=tty, mininterval=0.5 if tty else 30, dynamic_ncols=True)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, cfg: TrainConfig) -> Dict[str, float]:
+    from timm.utils import accuracy
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss()
+    n, loss_sum, top1_sum, top5_sum = 0, 0.0, 0.0, 0.0
+    for x, y in _progress(loader, len(loader), 'eval'):
+        x, y = x.to(cfg.device), y.to(cfg.device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(cfg):
+            out = model(x)
+        loss_sum += loss_fn(out.float(), y).item() * x.shape[0]
+        top1, top5 = accuracy(out, y, topk=(1, min(5, out.shape[-1])))
+        top1_sum += top1.item() * x.shape[0]
+        top5_sum += top5.item() * x.shape[0]
+        n += x.shape[0]
+    return {'loss': loss_sum / n, 'top1': top1_sum / n, 'top5': top5_sum / n}
+
+
+def _best_from_summary(path: str):
+    """Best (epoch, top1) recorded before a resume, so model_best is only replaced by a better epoch."""
+    if not os.path.isfile(path):
+        return None, None
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get('eval_top1')]
+    if not rows:
+        return None, None
+    best = max(rows, key=lambda r: float(r['eval_top1']))
+    return int(best['epoch']), float(best['eval_top1'])
+
+
+def train(cfg: TrainConfig) -> Dict[str, Any]:
+    """Train ``cfg.model`` and return the final/best metrics; writes summary.csv, checkpoints, results.json."""
+    import timm
+    from timm.data import resolve_data_config
+    from timm.loss import LabelSmoothingCrossEntropy
+    from timm.models import resume_checkpoint
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import CheckpointSaver, NativeScaler, random_seed, update_summary
+
+    for mod in cfg.device_modules or []:
+        importlib.import_module(mod)
+    import timm_recal  # noqa: F401  (our models must resolve even without device_modules)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if not cfg.output:
+        raise ValueError("an output folder is required")
+    os.makedirs(cfg.output, exist_ok=True)
+    random_seed(cfg.seed, 0)
+
+    model_kwargs = dict(cfg.model_kwargs or {})
+    if cfg.num_classes is not None:
+        model_kwargs['num_classes'] = cfg.num_classes
+    if cfg.drop_path is not None:
+        model_kwargs['drop_path_rate'] = cfg.drop_path
+    model = timm.create_model(cfg.model, pretrained=cfg.pretrained, drop_rate=cfg.drop, **model_kwargs)
+    model.to(cfg.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    data_args = {'input_size': (3, cfg.img_size, cfg.img_size)} if cfg.img_size else {}
+    data_config = resolve_data_config(data_args, model=model)
+
+    train_loader = _loader(cfg, cfg.train_split, build_transforms(cfg, data_config, True), cfg.batch_size, True)
+    eval_loader = _loader(cfg, cfg.val_split, build_transforms(cfg, data_config, False),
+                          cfg.validation_batch_size or cfg.batch_size, False)
+    n_classes = len(getattr(train_loader.dataset, 'reader').class_to_idx) if hasattr(
+        train_loader.dataset, 'reader') and hasattr(train_loader.dataset.reader, 'class_to_idx') else None
+    if n_classes is not None and n_classes != model.num_classes:
+        raise ValueError(f"{cfg.data_dir} has {n_classes} classes but the model has {model.num_classes}; "
+                         f"set num_classes")
+
+    opt_kwargs = {}
+    if cfg.opt_betas:
+        opt_kwargs['betas'] = tuple(cfg.opt_betas)
+    if cfg.opt_eps:
+        opt_kwargs['eps'] = cfg.opt_eps
+    optimizer = create_optimizer_v2(
+        model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **opt_kwargs)
+    updates_per_epoch = len(train_loader)
+    if cfg.max_steps_per_epoch:
+        updates_per_epoch = min(updates_per_epoch, cfg.max_steps_per_epoch)
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
+        decay_milestones=list(cfg.decay_milestones), cooldown_epochs=cfg.cooldown_epochs,
+        decay_rate=cfg.decay_rate, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+        warmup_epochs=cfg.warmup_epochs, warmup_prefix=cfg.warmup_prefix,
+        step_on_epochs=not cfg.sched_on_updates, updates_per_epoch=updates_per_epoch)
+    scaler = NativeScaler(device='cuda') if cfg.amp and cfg.device.startswith('cuda') else None
+    loss_fn = LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing else nn.CrossEntropyLoss()
+
+    start_epoch = 0
+    resume = cfg.resume
+    if resume == 'auto':
+        resume = os.path.join(cfg.output, 'last.pth.tar')
+        resume = resume if os.path.isfile(resume) else ''
+    if resume:
+        start_epoch = resume_checkpoint(model, resume, optimizer=optimizer, loss_scaler=scaler, log_info=True)
+    saver = CheckpointSaver(model, optimizer, args=as_namespace(cfg), amp_scaler=scaler,
+                            checkpoint_dir=cfg.output, recovery_dir=cfg.output, decreasing=False, max_history=1)
+    summary_csv = os.path.join(cfg.output, 'summary.csv')
+    saver.best_epoch, saver.best_metric = _best_from_summary(summary_csv) if start_epoch else (None, None)
+    if scheduler is not None and start_epoch > 0:
+        scheduler.step(start_epoch)
+
+    eval_metrics: Dict[str, float] = {}
+    for epoch in range(start_epoch, num_epochs):
+        t0 = time.time()
+        model.train()
+        loss_sum, seen = 0.0, 0
+        num_updates = epoch * updates_per_epoch
+        bar = _progress(train_loader, updates_per_epoch, f'epoch {epoch + 1}/{num_epochs}')
+        for step, (x, y) in enumerate(bar):
+            if step >= updates_per_epoch:
+                break
+            x, y = x.to(cfg.device), y.to(cfg.device)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(cfg):
+                loss = loss_fn(model(x), y)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {step}; lower the lr")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler(loss, optimizer, clip_grad=cfg.clip_grad, parameters=model.parameters())
+            else:
+                loss.backward()
+                if cfg.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                optimizer.step()
+            num_updates += 1
+            if scheduler is not None:
+                scheduler.step_update(num_updates=num_updates)
+            loss_sum += loss.item() * x.shape[0]
+            seen += x.shape[0]
+            if hasattr(bar, 'set_postfix'):
+                bar.set_postfix(loss=f'{loss_sum / seen:.4f}', lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        train_metrics = {'loss': loss_sum / max(seen, 1), 'img_per_s': seen / (time.time() - t0)}
+        eval_metrics = evaluate(model, eval_loader, cfg)
+        if scheduler is not None:
+            scheduler.step(epoch + 1, eval_metrics['top1'])
+        lrs = [g['lr'] for g in optimizer.param_groups]
+        update_summary(epoch, train_metrics, eval_metrics, summary_csv, lr=sum(lrs) / len(lrs),
+                       write_header=epoch == 0 or not os.path.isfile(summary_csv))
+        saver.save_checkpoint(epoch, metric=eval_metrics['top1'])
+        _logger.info('epoch %d: train loss %.4f, eval top1 %.2f (%.0f s)', epoch, train_metrics['loss'],
+                     eval_metrics['top1'], time.time() - t0)
+        print(f"epoch {epoch + 1}/{num_epochs}: train loss {train_metrics['loss']:.4f} "
+              f"eval top1 {eval_metrics['top1']:.2f} ({time.time() - t0:.0f} s)", flush=True)
+
+    result = {
+        'model': cfg.model, 'epochs': num_epochs, 'best_top1': saver.best_metric, 'best_epoch': saver.best_epoch,
+        'last': eval_metrics, 'output': cfg.output,
+    }
+    with open(os.path.join(cfg.output, 'results.json'), 'w') as f:
+        json.dump(result, f, indent=2)
+    return result
