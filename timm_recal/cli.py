@@ -26,15 +26,20 @@ def _add_models_parser(sub) -> None:
     p.add_argument('filter', nargs='*', help="wildcard filters, e.g. 'ab_*' '*cifar'")
     p.add_argument('--stats', action='store_true', help='also count params and GMACs (slower)')
     p.add_argument('--json', action='store_true', help='print JSON instead of a table')
+    p.add_argument('--markdown', action='store_true', help="print the README's Markdown table (implies --stats)")
     p.set_defaults(func=_run_models)
 
 
 def _run_models(args: argparse.Namespace) -> int:
     import json
     from .registry import model_table
-    rows = model_table(args.filter or None, stats=args.stats)
+    rows = model_table(args.filter or None, stats=args.stats or args.markdown)
     if not rows:
         raise CliError(f"no registered model matches {' '.join(args.filter)}")
+    if args.markdown:
+        from .registry import render_markdown
+        print(render_markdown(rows))
+        return 0
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -102,7 +102,7 @@ class BoosterGate(nn.Module):
             s = self.mix(s)
         if self.norm is not None:
             if self.pool_type is not None:
-                assert_batch_for_norm(s, self.training, type(self).__name__)
+                assert_batch_for_norm(s, self.training, 'BoosterGate')
             s = self.norm(s)
         return x * self.gate(s)
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from .config import TrainConfig, as_namespace
+from .config import TrainConfig, as_namespace, resolve_lr
 
 __all__ = ['train', 'build_transforms', 'evaluate']
 
@@ -41,16 +41,32 @@ def build_transforms(cfg: TrainConfig, data_config: Dict[str, Any], is_training:
         return T.Compose(ops)
     kwargs = dict(data_config)
     if is_training:
-        kwargs.update(scale=tuple(cfg.scale), ratio=tuple(cfg.ratio), hflip=cfg.hflip, no_aug=cfg.no_aug)
+        kwargs.update(scale=tuple(cfg.scale), ratio=tuple(cfg.ratio), hflip=cfg.hflip, no_aug=cfg.no_aug,
+                      color_jitter=cfg.color_jitter, interpolation=cfg.train_interpolation or kwargs['interpolation'])
         kwargs.pop('crop_pct', None)
         kwargs.pop('crop_mode', None)
     return create_transform(**kwargs, is_training=is_training)
 
 
+def _check_split(data_dir: str, split: str) -> None:
+    """timm falls back to the data root when a split folder is missing (then the split folders become the
+    classes); a folder data set must have the split (or, for train/validation, one of timm's synonyms)."""
+    from timm.data.dataset_factory import _EVAL_SYNONYM, _TRAIN_SYNONYM
+    name = split.split('[')[0]
+    synonyms = _TRAIN_SYNONYM if name in _TRAIN_SYNONYM else _EVAL_SYNONYM if name in _EVAL_SYNONYM else {}
+    if not any(os.path.isdir(os.path.join(data_dir, s)) for s in (name, *synonyms)):
+        found = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+        raise FileNotFoundError(
+            f"split folder {name!r} not found in {data_dir!r} (sub-folders: {', '.join(found) or 'none'}); "
+            f"set train_split / val_split")
+
+
 def _loader(cfg: TrainConfig, split: str, transform, batch_size: int, is_training: bool):
     from timm.data import create_dataset
-    if not cfg.data_dir or not os.path.isdir(os.path.join(cfg.data_dir, split)) and not os.path.isdir(cfg.data_dir):
-        raise FileNotFoundError(f"data folder not found: {cfg.data_dir!r}")
+    if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
+        raise FileNotFoundError(f"data folder not found: {cfg.data_dir!r} (set data_dir or pass --data-dir)")
+    if not cfg.dataset or cfg.dataset.startswith('folder'):
+        _check_split(cfg.data_dir, split)
     ds = create_dataset(cfg.dataset, root=cfg.data_dir, split=split, is_training=is_training)
     if len(ds) == 0:
         raise ValueError(f"no images found in {cfg.data_dir!r} (split {split!r})")
@@ -97,15 +113,28 @@ def evaluate(model: nn.Module, loader, cfg: TrainConfig) -> Dict[str, float]:
     return {'loss': loss_sum / n, 'top1': top1_sum / n, 'top5': top5_sum / n}
 
 
-def _best_from_summary(path: str):
-    """Best (epoch, top1) recorded before a resume, so model_best is only replaced by a better epoch."""
+def _restore_summary(path: str, start_epoch: int):
+    """Keep the summary rows of epochs before ``start_epoch`` (a crash between the summary row and the checkpoint,
+    or a fresh run into an old folder, leaves rows that will be trained again) and return the best kept
+    (epoch, top1), so model_best is only replaced by a better epoch after a resume."""
     if not os.path.isfile(path):
         return None, None
-    with open(path) as f:
-        rows = [r for r in csv.DictReader(f) if r.get('eval_top1')]
-    if not rows:
+    with open(path, newline='') as f:
+        reader = csv.DictReader(f)
+        fieldnames, rows = reader.fieldnames, list(reader)
+    keep = [r for r in rows if int(r['epoch']) < start_epoch]
+    if len(keep) != len(rows):
+        if keep:
+            with open(path, 'w', newline='') as f:
+                writer = csv.DictWriter(f, fieldnames=fieldnames)
+                writer.writeheader()
+                writer.writerows(keep)
+        else:
+            os.remove(path)
+    scored = [r for r in keep if r.get('eval_top1')]
+    if not scored:
         return None, None
-    best = max(rows, key=lambda r: float(r['eval_top1']))
+    best = max(scored, key=lambda r: float(r['eval_top1']))
     return int(best['epoch']), float(best['eval_top1'])
 
 
@@ -124,6 +153,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     import timm_recal  # noqa: F401  (our models must resolve even without device_modules)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.device.startswith('cuda') and not torch.cuda.is_available():
+        raise RuntimeError(f"device {cfg.device!r} requested but CUDA is not available here; use --device cpu")
     if not cfg.output:
         raise ValueError("an output folder is required")
     os.makedirs(cfg.output, exist_ok=True)
@@ -138,7 +169,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     model.to(cfg.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    data_args = {'input_size': (3, cfg.img_size, cfg.img_size)} if cfg.img_size else {}
+    data_args = {'img_size': cfg.img_size, 'mean': cfg.mean, 'std': cfg.std, 'crop_pct': cfg.crop_pct,
+                 'interpolation': cfg.interpolation}
     data_config = resolve_data_config(data_args, model=model)
 
     train_loader = _loader(cfg, cfg.train_split, build_transforms(cfg, data_config, True), cfg.batch_size, True)
@@ -155,15 +187,16 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         opt_kwargs['betas'] = tuple(cfg.opt_betas)
     if cfg.opt_eps:
         opt_kwargs['eps'] = cfg.opt_eps
+    lr = resolve_lr(cfg)  # one process: global batch = batch_size
     optimizer = create_optimizer_v2(
-        model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **opt_kwargs)
+        model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum, **opt_kwargs)
     updates_per_epoch = len(train_loader)
     if cfg.max_steps_per_epoch:
         updates_per_epoch = min(updates_per_epoch, cfg.max_steps_per_epoch)
     scheduler, num_epochs = create_scheduler_v2(
         optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
         decay_milestones=list(cfg.decay_milestones), cooldown_epochs=cfg.cooldown_epochs,
-        decay_rate=cfg.decay_rate, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+        decay_rate=cfg.decay_rate, patience_epochs=cfg.patience_epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
         warmup_epochs=cfg.warmup_epochs, warmup_prefix=cfg.warmup_prefix,
         step_on_epochs=not cfg.sched_on_updates, updates_per_epoch=updates_per_epoch)
     scaler = NativeScaler(device='cuda') if cfg.amp and cfg.device.startswith('cuda') else None
@@ -179,13 +212,24 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     saver = CheckpointSaver(model, optimizer, args=as_namespace(cfg), amp_scaler=scaler,
                             checkpoint_dir=cfg.output, recovery_dir=cfg.output, decreasing=False, max_history=1)
     summary_csv = os.path.join(cfg.output, 'summary.csv')
-    saver.best_epoch, saver.best_metric = _best_from_summary(summary_csv) if start_epoch else (None, None)
+    best_in_summary = _restore_summary(summary_csv, start_epoch)
+    restored = bool(resume) and hasattr(saver, 'load_state_dict_from_checkpoint') and \
+        saver.load_state_dict_from_checkpoint(resume)  # newer timm: the saver's own history travels along
+    if not restored:
+        saver.best_epoch, saver.best_metric = best_in_summary
     if scheduler is not None and start_epoch > 0:
-        scheduler.step(start_epoch)
+        if cfg.sched_on_updates:
+            scheduler.step_update(start_epoch * updates_per_epoch)
+        else:
+            scheduler.step(start_epoch)
 
     eval_metrics: Dict[str, float] = {}
     for epoch in range(start_epoch, num_epochs):
         t0 = time.time()
+        # seed per epoch: shuffling, augmentation and dropout of epoch k do not depend on how the run got there,
+        # so a resumed run continues exactly as an uninterrupted one (bit for bit with workers=0; persistent
+        # worker processes draw their augmentation seeds once, when they start)
+        random_seed(cfg.seed + epoch, 0)
         model.train()
         loss_sum, seen = 0.0, 0
         num_updates = epoch * updates_per_epoch
@@ -214,15 +258,15 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             loss_sum += loss.item() * x.shape[0]
             seen += x.shape[0]
             if hasattr(bar, 'set_postfix'):
-                bar.set_postfix(loss=f'{loss_sum / seen:.4f}', lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(loss=f'{loss_sum / seen:.4f}', lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
         train_metrics = {'loss': loss_sum / max(seen, 1), 'img_per_s': seen / (time.time() - t0)}
         eval_metrics = evaluate(model, eval_loader, cfg)
-        if scheduler is not None:
-            scheduler.step(epoch + 1, eval_metrics['top1'])
-        lrs = [g['lr'] for g in optimizer.param_groups]
+        lrs = [g['lr'] for g in optimizer.param_groups]  # the lr this epoch ended with, as train.py logs it
         update_summary(epoch, train_metrics, eval_metrics, summary_csv, lr=sum(lrs) / len(lrs),
-                       write_header=epoch == 0 or not os.path.isfile(summary_csv))
+                       write_header=not os.path.isfile(summary_csv) or os.path.getsize(summary_csv) == 0)
         saver.save_checkpoint(epoch, metric=eval_metrics['top1'])
+        if scheduler is not None:  # after the checkpoint, as train.py: the saved optimizer holds this epoch's lr
+            scheduler.step(epoch + 1, eval_metrics['top1'])
         _logger.info('epoch %d: train loss %.4f, eval top1 %.2f (%.0f s)', epoch, train_metrics['loss'],
                      eval_metrics['top1'], time.time() - t0)
         print(f"epoch {epoch + 1}/{num_epochs}: train loss {train_metrics['loss']:.4f} "

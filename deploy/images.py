@@ -1,0 +1,156 @@
+"""Real images for parity, validation and INT8 calibration, through the model's own timm preprocessing.
+
+``data_dir=None`` means the samples bundled in the package (``timm_recal/assets``): the CIFAR-10 set (50 images)
+for 32x32 or CIFAR-10 models, the ImageNet set (12 images) otherwise. A folder is read as an ImageFolder
+(``DIR/<class>/<image>``; a flat folder of images is read unlabelled, label -1). Labels are the sorted folder
+index, except when every folder name is one of the model's class labels: then the folder maps to that class
+index, so a subset folder (``imagenet-1k-samples`` with a few synsets, CIFAR-10 with a few classes) still gets
+the true indices. A 1000-class model without labels uses the ImageNet-1k synsets (``timm.data.ImageNetInfo``).
+"""
+import os
+import random
+from importlib import resources
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import DeployError
+
+__all__ = ['CIFAR10_CLASSES', 'IMG_EXTENSIONS', 'bundled_samples_dir', 'scan_images', 'ImageFolderDataset',
+           'make_transform', 'make_dataset', 'make_loader', 'spread_indices']
+
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.ppm', '.tif', '.tiff')
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith('.')
+
+
+def bundled_samples_dir(data_config: Dict[str, Any]) -> str:
+    """Folder of the bundled samples that suit ``data_config`` (CIFAR-10 for 32 px / CIFAR-10 labels)."""
+    size = tuple(data_config.get('input_size') or (3, 224, 224))
+    labels = tuple(data_config.get('class_labels') or ())
+    name = 'cifar10_samples' if max(size[-2:]) <= 32 or labels == CIFAR10_CLASSES else 'imagenet_samples'
+    root = resources.files('timm_recal.assets').joinpath(name)
+    path = os.fspath(root) if isinstance(root, os.PathLike) else str(root)
+    if not os.path.isdir(path):
+        raise DeployError(f'bundled sample images not found at {path}; reinstall timm-recal')
+    return path
+
+
+def scan_images(root: str) -> Tuple[List[Tuple[str, int]], List[str]]:
+    """``(samples, classes)`` of an ImageFolder: ``samples`` are ``(path, folder_index)`` sorted by class then
+    file; a flat folder gives ``classes == []`` and index -1."""
+    if not root or not os.path.isdir(root):
+        raise DeployError(f'data folder not found: {root}')
+    entries = sorted(os.listdir(root))
+    classes = [d for d in entries if os.path.isdir(os.path.join(root, d)) and not d.startswith('.')]
+    samples: List[Tuple[str, int]] = []
+    kept: List[str] = []
+    for cls in classes:
+        files = []
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, cls)):
+            dirnames.sort()
+            files += [os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f)]
+        if files:
+            samples += [(f, len(kept)) for f in files]
+            kept.append(cls)
+    if not samples:
+        flat = [os.path.join(root, f) for f in entries if _is_image(f) and os.path.isfile(os.path.join(root, f))]
+        samples = [(f, -1) for f in flat]
+    if not samples:
+        raise DeployError(f'no images found in {root} (expected {root}/<class>/<image>.jpg, '
+                          f"extensions {', '.join(IMG_EXTENSIONS)})")
+    return samples, kept
+
+
+def _class_index(classes: Sequence[str], data_config: Dict[str, Any]) -> Tuple[List[int], str]:
+    """Map folder index -> model class index, and say how (``labels``, ``synsets`` or ``folder``)."""
+    labels = list(data_config.get('class_labels') or [])
+    if classes and labels and all(c in labels for c in classes):
+        pos = {name: i for i, name in enumerate(labels)}
+        return [pos[c] for c in classes], 'labels'
+    if classes and not labels and data_config.get('num_classes') == 1000:
+        from timm.data import ImageNetInfo
+        synsets = ImageNetInfo().label_names()
+        pos = {name: i for i, name in enumerate(synsets)}
+        if all(c in pos for c in classes):
+            return [pos[c] for c in classes], 'synsets'
+    return list(range(len(classes))), 'folder'
+
+
+def make_transform(data_config: Dict[str, Any]):
+    """timm's eval transform (resize, center crop, normalize) for a data config."""
+    from timm.data import create_transform
+    keys = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
+    return create_transform(**{k: data_config[k] for k in keys if data_config.get(k) is not None},
+                            is_training=False)
+
+
+class ImageFolderDataset(Dataset):
+    """Images of a folder with their model class indices (see the module docstring)."""
+
+    def __init__(self, root: str, transform, data_config: Optional[Dict[str, Any]] = None,
+                 indices: Optional[Sequence[int]] = None):
+        self.root = root
+        samples, self.classes = scan_images(root)
+        self.class_index, self.label_mode = _class_index(self.classes, data_config or {})
+        if indices is not None:
+            samples = [samples[i] for i in indices]
+        self.samples = [(p, self.class_index[c] if c >= 0 else -1) for p, c in samples]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as img:
+                img = img.convert('RGB')
+        except Exception as e:
+            raise DeployError(f'cannot read image {path}: {e}') from None
+        return self.transform(img), label
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.classes)
+
+
+def spread_indices(n: int, limit: Optional[int], seed: int = 0, exclude: Sequence[int] = ()) -> List[int]:
+    """``limit`` indices out of ``n`` spread over all classes (a seeded sample, kept in order)."""
+    skip = set(exclude)
+    pool = [i for i in range(n) if i not in skip]
+    if limit is None or limit >= len(pool):
+        return pool
+    if limit < 1:
+        raise DeployError(f'image limit must be >= 1, got {limit}')
+    return sorted(random.Random(seed).sample(pool, limit))
+
+
+def make_dataset(data_dir: Optional[str], data_config: Dict[str, Any], limit: Optional[int] = None,
+                 seed: int = 0, indices: Optional[Sequence[int]] = None) -> ImageFolderDataset:
+    """The dataset of ``data_dir`` (bundled samples when None), ``limit`` images spread over the classes."""
+    root = bundled_samples_dir(data_config) if data_dir is None else os.fspath(data_dir)
+    if indices is None and limit is not None:
+        n = len(scan_images(root)[0])
+        indices = spread_indices(n, limit, seed)
+    return ImageFolderDataset(root, make_transform(data_config), data_config, indices)
+
+
+def make_loader(data_dir: Optional[str], data_config: Dict[str, Any], batch_size: int,
+                limit: Optional[int] = None, num_workers: int = 0, seed: int = 0,
+                indices: Optional[Sequence[int]] = None) -> DataLoader:
+    """Batches ``(images float32 NCHW, labels int64)`` of ``data_dir`` (bundled samples when None).
+
+    ``data_config`` is a timm data config; its ``num_classes``/``class_labels`` (as returned by
+    ``model_io.load_model`` or ``metadata.read_metadata``) select the label mapping. ``loader.dataset`` has
+    ``samples``, ``classes`` and ``label_mode``.
+    """
+    if batch_size < 1:
+        raise DeployError(f'batch size must be >= 1, got {batch_size}')
+    ds = make_dataset(data_dir, data_config, limit, seed, indices)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)

@@ -1,0 +1,362 @@
+"""Markdown tables and the throughput plot for ``bench`` records, and the ``report.md`` of ``pipeline``.
+
+``python -m timm_recal_deploy.report table BENCH.json ...`` prints the README's performance table (ratios at
+each batch size, measured side by side) from one or more ``timm-recal bench -o`` files.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+__all__ = ['bench_results_markdown', 'bench_table_markdown', 'throughput_plot', 'pipeline_report_markdown',
+           'write_report', 'main']
+
+_RUNTIME_LABEL = {'eager': 'PyTorch eager (NCHW)', 'eager_cl': 'PyTorch eager (channels_last)',
+                  'ort': 'ONNX Runtime CPU', 'ort_cuda': 'ONNX Runtime CUDA', 'ort_trt': 'ONNX Runtime TensorRT'}
+_RUNTIME_ORDER = ('eager', 'eager_cl', 'ort', 'ort_cuda', 'ort_trt')
+_PRECISION_ORDER = ('fp32', 'amp_bf16', 'amp_fp16', 'fp16', 'int8')
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return '-'
+    if isinstance(v, bool):
+        return 'yes' if v else 'no'
+    if isinstance(v, float):
+        if v != v:
+            return 'nan'
+        if abs(v) >= 1000:
+            return f'{v:,.0f}'
+        if abs(v) >= 100:
+            return f'{v:.1f}'
+        if v != 0 and abs(v) < 10 ** -digits:
+            return f'{v:.2e}'
+        return f'{v:.{digits}f}'
+    return str(v).replace('|', '\\|')
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+    for row in rows:
+        lines.append('| ' + ' | '.join(_fmt(c) for c in row) + ' |')
+    return '\n'.join(lines)
+
+
+def _series_key(r: Dict[str, Any]) -> Tuple:
+    rt = _RUNTIME_ORDER.index(r['runtime']) if r['runtime'] in _RUNTIME_ORDER else 99
+    p = _PRECISION_ORDER.index(r['precision']) if r['precision'] in _PRECISION_ORDER else 99
+    return (r['role'] != 'target', r['role'], rt, p)
+
+
+def _series(record: Dict[str, Any]) -> List[Tuple[Tuple, List[Dict[str, Any]]]]:
+    """Results grouped by (role, runtime, precision), in display order, each sorted by batch."""
+    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
+    for r in record.get('results', []):
+        groups.setdefault((r['role'], r['runtime'], r['precision']), []).append(r)
+    keys = sorted(groups, key=lambda k: _series_key(dict(role=k[0], runtime=k[1], precision=k[2])))
+    return [(k, sorted(groups[k], key=lambda r: r['batch'])) for k in keys]
+
+
+def _model_name(record: Dict[str, Any], role: str) -> str:
+    """Display name of a role's model; the compare model is marked when both have the same name."""
+    models = record.get('models') or {}
+    m = models.get(role) or {}
+    name = m.get('name') or m.get('spec') or role
+    if role != 'target':
+        t = models.get('target') or {}
+        if name == (t.get('name') or t.get('spec')):
+            name = f'{name} ({role})'
+    return name
+
+
+def machine_line(record: Dict[str, Any]) -> str:
+    """One line naming the CPU, threads and library versions of a bench record."""
+    m = record.get('machine') or {}
+    th = record.get('threads') or {}
+    v = m.get('versions') or {}
+    flags = ', '.join(m.get('cpu_flags') or []) or 'no AVX2/AVX-512 flags'
+    gpu = f"; GPU {m['cuda']}" if m.get('cuda') else ''
+    return (f"{m.get('cpu_model', '?')} ({flags}), {m.get('usable_cpus', '?')} usable CPUs{gpu}; threads: torch "
+            f"{th.get('torch_intra_op', '?')}, ORT {th.get('ort_intra_op', '?')}; torch {v.get('torch', '?')}, "
+            f"onnxruntime {v.get('onnxruntime', '?')}, timm {v.get('timm', '?')}; "
+            f"1-min load at start {_fmt(m.get('load_avg_1m'))}")
+
+
+def bench_results_markdown(record: Dict[str, Any]) -> str:
+    """Throughput, latency and ratio tables of one bench record."""
+    batches = record.get('settings', {}).get('batches') or sorted({r['batch'] for r in record.get('results', [])})
+    out = ['### Throughput (images/s, median over interleaved repeats)', '']
+    rows = []
+    for (role, rt, p), rs in _series(record):
+        by_b = {r['batch']: r['images_per_s'] for r in rs}
+        rows.append([_model_name(record, role), _RUNTIME_LABEL.get(rt, rt), p] + [by_b.get(b) for b in batches])
+    out += [_table(['Model', 'Runtime', 'Precision'] + [f'b{b}' for b in batches], rows), '']
+    out += ['### Latency per batch (ms)', '']
+    rows = []
+    for (role, rt, p), rs in _series(record):
+        for r in rs:
+            lat = r['latency_ms']
+            rows.append([_model_name(record, role), _RUNTIME_LABEL.get(rt, rt), p, r['batch'],
+                         lat['p50'], lat['p90'], lat['p99'], r['iterations']])
+    out += [_table(['Model', 'Runtime', 'Precision', 'Batch', 'p50', 'p90', 'p99', 'Calls'], rows), '']
+    ratios = record.get('ratios') or []
+    if ratios:
+        out += ['### Ratios (images/s of numerator / denominator, same run)', '']
+        out += [_table(['Kind', 'Batch', 'Numerator', 'Denominator', 'Ratio'],
+                       [[q['kind'], q['batch'], q['numerator'], q['denominator'], f"{q['value']:.2f}x"]
+                        for q in ratios]), '']
+    s = record.get('settings') or {}
+    out.append(f"Settings: warm-up {s.get('warmup')} calls, {s.get('repeats')} interleaved repeats of at least "
+               f"{s.get('min_time_s')} s, device {s.get('device')}. Machine: {machine_line(record)}.")
+    for note in record.get('notes') or []:
+        out.append(f'- note: {note}')
+    return '\n'.join(out) + '\n'
+
+
+def _ratio_value(record: Dict[str, Any], kind: str, role: str, batch: int,
+                 runtime: str = 'ort') -> Optional[float]:
+    for q in record.get('ratios') or []:
+        if q['kind'] == kind and q.get('role') == role and q['batch'] == batch \
+                and q['numerator'].split('/')[1] == runtime:
+            return q['value']
+    return None
+
+
+def _ips(record: Dict[str, Any], role: str, runtime: str, precision: str, batch: int) -> Optional[float]:
+    for r in record.get('results') or []:
+        if (r['role'], r['runtime'], r['precision'], r['batch']) == (role, runtime, precision, batch):
+            return r['images_per_s']
+    return None
+
+
+def bench_table_markdown(records: Sequence[Dict[str, Any]], runtime: str = 'ort') -> str:
+    """The README's performance table: one row per model and batch size, with the best FP32 eager, ONNX Runtime
+    FP32 and INT8 images/s and the two ratios (ORT FP32 / best eager, INT8 / FP32) measured in the same run.
+
+    ``records`` are bench records (dicts, e.g. ``json.load`` of ``timm-recal bench -o`` files); both the target
+    and the ``--compare`` model of each get rows.
+    """
+    rows = []
+    machines = []
+    for rec in records:
+        if rec.get('kind') != 'timm-recal-bench':
+            raise ValueError('bench_table_markdown wants timm-recal bench records (JSON of `timm-recal bench -o`)')
+        line = machine_line(rec)
+        if line not in machines:
+            machines.append(line)
+        roles = [r for r in ('target', 'compare') if r in (rec.get('models') or {})]
+        for role in roles:
+            m = rec['models'][role]
+            size = m.get('input_size') or []
+            for b in sorted({r['batch'] for r in rec.get('results') or [] if r['role'] == role}):
+                eager = [(rt, _ips(rec, role, rt, 'fp32', b)) for rt in ('eager', 'eager_cl')]
+                eager = [(rt, v) for rt, v in eager if v is not None]
+                best_rt, best = max(eager, key=lambda e: e[1]) if eager else (None, None)
+                rows.append([
+                    _model_name(rec, role), 'x'.join(str(s) for s in size[1:]) or '-', b,
+                    f"{_fmt(best)} ({'NCHW' if best_rt == 'eager' else 'CL'})" if best is not None else '-',
+                    _ips(rec, role, runtime, 'fp32', b), _ips(rec, role, runtime, 'int8', b),
+                    _x(_ratio_value(rec, 'ort_vs_best_eager', role, b, runtime)),
+                    _x(_ratio_value(rec, 'int8_vs_fp32', role, b, runtime)),
+                ])
+    header = ['Model', 'Input', 'Batch', 'Best eager FP32 img/s', 'ORT FP32 img/s', 'ORT INT8 img/s',
+              'ORT FP32 / eager', 'INT8 / FP32']
+    text = _table(header, rows)
+    text += '\n\n' + '\n'.join(f'Measured on: {m}' for m in machines) + '\n'
+    return text
+
+
+def _x(v: Optional[float]) -> str:
+    return '-' if v is None else f'{v:.2f}x'
+
+
+def throughput_plot(record: Dict[str, Any], path: str, title: Optional[str] = None) -> str:
+    """PNG of images/s against batch size: one colour per runtime and precision, the target solid (circles)
+    and the ``--compare`` (base) model dashed (squares) in the same colour."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    series = _series(record)
+    if not series:
+        raise ValueError('the bench record has no results to plot')
+    palette = plt.get_cmap('tab10').colors
+    colour_of: Dict[Tuple[str, str], Any] = {}
+    styles = {'target': dict(linestyle='-', marker='o', linewidth=2.0, markersize=6)}
+    other = dict(linestyle='--', marker='s', linewidth=1.5, markersize=5)
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    values = []
+    for (role, rt, p), rs in series:
+        c = colour_of.setdefault((rt, p), palette[len(colour_of) % len(palette)])
+        xs, ys = [r['batch'] for r in rs], [r['images_per_s'] for r in rs]
+        values += ys
+        ax.plot(xs, ys, color=c, **styles.get(role, other))
+    batches = sorted({r['batch'] for _, rs in series for r in rs})
+    if len(batches) > 1:
+        ax.set_xscale('log', base=2)
+        ax.set_xlim(batches[0] / 1.3, batches[-1] * 1.3)
+    ax.set_xticks(batches)
+    ax.set_xticklabels([str(b) for b in batches])
+    ax.minorticks_off()
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 30:  # eager b1 vs INT8 b16 of a small net: log reads better
+        ax.set_yscale('log')
+        from matplotlib.ticker import FuncFormatter
+
+        def minor(v, _):  # label 2x and 5x ticks only
+            lead = v / 10 ** math.floor(math.log10(v)) if v > 0 else 0
+            return f'{v:g}' if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ''
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+        ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    else:
+        ax.set_ylim(bottom=0, top=max(values) * 1.08)
+    ax.set_xlabel('batch size')
+    ax.set_ylabel('images / s (higher is better)')
+    ax.grid(True, which='major', alpha=0.3)
+    cpu = (record.get('machine') or {}).get('cpu_model', '')
+    ax.set_title(title or f"Throughput vs batch size, {(record.get('settings') or {}).get('device', 'cpu')} {cpu}",
+                 fontsize=10)
+    handles = [Line2D([], [], color=c, linewidth=6, label=f'{_RUNTIME_LABEL.get(rt, rt)} {p.upper()}')
+               for (rt, p), c in colour_of.items()]
+    roles = list(dict.fromkeys(role for (role, _, _), _ in series))
+    handles += [Line2D([], [], color='0.25', **styles.get(role, other), label=f'{_model_name(record, role)} ({role})'
+                       if role == 'target' or '(' not in _model_name(record, role) else _model_name(record, role))
+                for role in roles]
+    ax.legend(handles=handles, fontsize=8, loc='upper center', bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, format='png', bbox_inches='tight')
+    plt.close(fig)
+    return path
+
+
+# --- the pipeline report ------------------------------------------------------------------------------------
+def _pct(v: Any) -> str:
+    return '-' if v is None else f'{100 * v:.1f}%'
+
+
+def _parity_rows(parity: Sequence[Dict[str, Any]], record: Dict[str, Any]) -> List[List[Any]]:
+    rows = []
+    for p in parity:
+        r = p.get('result') or {}
+        acc = r.get('accuracy') or {}
+        rows.append([
+            _role_name(record, p['role']), p['precision'], 'pass' if r.get('passed') else '**FAIL**', r.get('n_images'),
+            r.get('max_abs_err'), r.get('max_rel_err'), _pct(r.get('top1_agreement')), _pct(r.get('top5_agreement')),
+            '-' if acc.get('pytorch_top1') is None else f"{acc['pytorch_top1']:.1f}% / {acc['onnx_top1']:.1f}%",
+            '; '.join(r.get('failures') or []) or '-',
+        ])
+    return rows
+
+
+def _role_name(record: Dict[str, Any], role: str) -> str:
+    key = 'model_name' if role == 'target' else f'{role}_name'
+    return record.get(key) or role
+
+
+def pipeline_report_markdown(record: Dict[str, Any], png_name: Optional[str] = 'throughput.png') -> str:
+    """``report.md`` of a pipeline record: models, files, parity, validation, benchmark and the plot."""
+    title = record.get('model_name') or record.get('model')
+    if record.get('compare'):
+        title += f" vs {record.get('compare_name') or record.get('compare')}"
+    out = [f'# Deploy report: {title}', '']
+    for note in record.get('notes') or []:
+        out.append(f'> **Note:** {note}')
+    if record.get('notes'):
+        out.append('')
+    out.append(f"Status: **{'all checks passed' if record.get('passed') else 'some checks FAILED (see below)'}**. "
+               f"Generated by `timm-recal pipeline` in {_fmt(record.get('seconds'), 1)} s.")
+    out += ['', '## Models and files', '']
+    rows = []
+    for role, m in (record.get('models') or {}).items():
+        for p, f in (m.get('onnx') or {}).items():
+            size = f.get('file_bytes') if isinstance(f, dict) else None
+            path = f.get('path') if isinstance(f, dict) else f
+            rows.append([role, m.get('spec'), m.get('weights'), 'x'.join(map(str, (m.get('input_size') or [])[1:])),
+                         p, f'`{os.path.basename(path)}`', f'{size / 1e6:.2f} MB' if size else '-'])
+    out += [_table(['Role', 'Model', 'Weights', 'Input', 'Precision', 'ONNX file', 'Size'], rows), '']
+
+    parity = record.get('parity') or []
+    if parity:
+        out += ['## Parity (PyTorch vs ONNX Runtime on real images)', '',
+                'Logits of the PyTorch model and of each ONNX file on the same preprocessed images; INT8 is '
+                'calibrated on images disjoint from those measured.', '']
+        out += [_table(['Model', 'Precision', 'Result', 'Images', 'Max abs err', 'Max rel err', 'Top-1 agree',
+                        'Top-5 overlap', 'Top-1 acc PyTorch / ORT', 'Failures'], _parity_rows(parity, record)), '']
+    validation = record.get('validate') or []
+    if validation:
+        out += ['## Validation (accuracy on labelled images)', '']
+        rows = []
+        for v in validation:
+            r = v.get('result') or {}
+            rows.append([_role_name(record, v['role']), v['precision'], r.get('n_images', r.get('images')),
+                         r.get('top1'), r.get('top5')])
+        out += [_table(['Model', 'Runtime / precision', 'Images', 'Top-1 %', 'Top-5 %'], rows), '']
+    bench_rec = record.get('bench')
+    if bench_rec:
+        out += ['## Benchmark', '']
+        if png_name:
+            out += [f'![throughput vs batch size]({png_name})', '']
+        out += [bench_results_markdown(bench_rec)]
+    stages = record.get('stages') or []
+    if stages:
+        out += ['## Stages', '']
+        out += [_table(['Stage', 'Role', 'Precision', 'Seconds', 'Result', 'JSON'],
+                       [[s['stage'], s.get('role'), s.get('precision'), s.get('seconds'),
+                         s.get('status') if s.get('status') != 'error' else f"error: {s.get('error')}",
+                         f"`{os.path.basename(s['json'])}`" if s.get('json') and os.path.isfile(s['json']) else '-']
+                        for s in stages]), '']
+    return '\n'.join(out).rstrip() + '\n'
+
+
+def write_report(record: Dict[str, Any], output_dir: str, force: bool = False) -> Dict[str, str]:
+    """Write ``report.md``, ``report.json`` and (with bench results) ``throughput.png`` into ``output_dir``."""
+    from .outputs import resolve_output, write_json
+    md = resolve_output(os.path.join(output_dir, 'report.md'), force)
+    js = resolve_output(os.path.join(output_dir, 'report.json'), force)
+    paths = {'md': md, 'json': js}
+    png_name = None
+    if (record.get('bench') or {}).get('results'):
+        png = resolve_output(os.path.join(output_dir, 'throughput.png'), force)
+        name = record.get('model_name') or record.get('model')
+        base = record.get('compare_name') or record.get('compare')
+        throughput_plot(record['bench'], png, title=f"{name}" + (f" vs {base} (dashed)" if base else '')
+                        + f" - {(record['bench'].get('machine') or {}).get('cpu_model', '')}")
+        paths['png'] = png
+        png_name = os.path.basename(png)
+    with open(md, 'w') as f:
+        f.write(pipeline_report_markdown(record, png_name))
+    write_json(dict(record, report=paths), js, force=True)
+    return paths
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m timm_recal_deploy.report table BENCH.json ...``: print the README performance table."""
+    parser = argparse.ArgumentParser(prog='python -m timm_recal_deploy.report',
+                                     description='Markdown tables from timm-recal bench JSON files.')
+    sub = parser.add_subparsers(dest='cmd', required=True)
+    t = sub.add_parser('table', help='README table: ratios per model and batch size')
+    t.add_argument('files', nargs='+', help='bench JSON files (timm-recal bench -o)')
+    t.add_argument('--runtime', default='ort', choices=['ort', 'ort_cuda', 'ort_trt'])
+    d = sub.add_parser('details', help='full throughput/latency/ratio tables of one bench JSON')
+    d.add_argument('file')
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == 'table':
+            records = []
+            for path in args.files:
+                with open(path) as f:
+                    records.append(json.load(f))
+            print(bench_table_markdown(records, runtime=args.runtime))
+        else:
+            with open(args.file) as f:
+                print(bench_results_markdown(json.load(f)))
+    except (OSError, ValueError, KeyError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

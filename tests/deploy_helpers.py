@@ -1,0 +1,114 @@
+"""Shared pieces of the deploy tests: random-but-meaningful weights and the models CI covers."""
+import math
+import os
+import re
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+
+
+@torch.no_grad()
+def randomize_weights_(model: nn.Module, seed: int = 0, img_size: Optional[int] = None) -> nn.Module:
+    """Random weights with every path active, so parity tests exercise the whole graph.
+
+    timm zero-initializes the last BN of residual blocks (and some gates start constant), which would hide
+    errors in those branches. Here conv/linear weights get He-scaled noise, BN random affine parameters,
+    every other parameter noise on top of its init. BN running statistics are then estimated on random
+    inputs and perturbed, so activations keep a trained-like scale through deep residual stacks (logits of
+    order 1-10, where an FP32 tolerance of 1e-4 is meaningful) while no statistic is the trivial 0/1.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(t: torch.Tensor) -> torch.Tensor:
+        return torch.randn(t.shape, generator=gen, dtype=torch.float32).to(t)
+
+    done = set()
+    norms = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            m.weight.copy_(rand(m.weight) * math.sqrt(2.0 / fan_in))
+            if m.bias is not None:
+                m.bias.copy_(0.1 * rand(m.bias))
+        elif isinstance(m, nn.modules.batchnorm._NormBase):
+            if m.weight is not None:
+                m.weight.copy_(1.0 + 0.25 * rand(m.weight))
+                m.bias.copy_(0.2 * rand(m.bias))
+            if m.running_mean is not None:
+                norms.append(m)
+        else:
+            continue
+        done.update(id(p) for p in m.parameters(recurse=False))
+    for p in model.parameters():
+        if id(p) not in done and p.is_floating_point():
+            p.add_(0.1 * rand(p) * max(float(p.abs().mean()), 1.0))
+
+    if norms:  # estimate BN statistics (cumulative average), then perturb them
+        size = img_size or model.pretrained_cfg['input_size'][-1]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        for _ in range(2):
+            model(torch.randn((8, 3, size, size), generator=gen))
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+            m.running_mean.add_(0.1 * rand(m.running_mean) * m.running_var.sqrt())
+            m.running_var.mul_(torch.exp(0.2 * rand(m.running_var)))
+    return model.eval()
+
+
+def gate_of(name: str) -> str:
+    """Gate prefix of a registered name ('' for the plain base network)."""
+    from timm_recal.registry import _GATE_PAPERS
+    for prefix, _ in _GATE_PAPERS:
+        if name.startswith(prefix):
+            return prefix.rstrip('_')
+    return ''
+
+
+#: name tokens that are the same network family (same model class and blocks) as another
+_SAME_FAMILY = {'resnext': 'resnet', 'wide': 'resnet'}
+
+
+def _split_base(name: str):
+    gate = gate_of(name)
+    base = name[len(gate) + 1:] if gate else name
+    token = re.match(r'[a-z]*?(?:v\d+|(?=\d|_|$))', base).group(0)
+    return base, token
+
+
+def family_of(name: str) -> str:
+    """Base family of a registered name: 'shufflenetv2', 'shufflenetv2_cifar', 'resnet', 'resnet_cifar', ..."""
+    base, token = _split_base(name)
+    return _SAME_FAMILY.get(token, token) + ('_cifar' if '_cifar' in base else '')
+
+
+def size_key(name: str):
+    """Orders a family's variants small to large by the numbers in the name (depth, width);
+    names without numbers (aliases such as ``shufflenetv2`` for x1_0) come last."""
+    base, token = _split_base(name)
+    nums = [float(n.replace('_', '.')) for n in re.findall(r'\d+(?:_\d+)?', base[len(token):])]
+    return (0 if nums else 1, nums, name)
+
+
+def ci_models() -> List[str]:
+    """One model per (gate prefix, family) registered right now, the smallest; families that other modules
+    register later are covered without editing the tests."""
+    from timm_recal.registry import recal_models
+    groups: Dict[tuple, List[str]] = {}
+    for name in recal_models():
+        groups.setdefault((gate_of(name), family_of(name)), []).append(name)
+    return sorted(min(names, key=size_key) for names in groups.values())
+
+
+def ci_img_size(name: str) -> int:
+    """Small test input: 32 px for models made for 32x32 images, 64 px otherwise."""
+    from timm.models import get_pretrained_cfg
+    native = get_pretrained_cfg(name).input_size[-1]
+    return 32 if native <= 32 else 64

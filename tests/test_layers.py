@@ -1,0 +1,167 @@
+"""Gates: shapes, exact parameter counts, widths of the SE profiles, constant init, errors."""
+import pytest
+import torch
+from torch import nn
+
+from timm_recal.layers import GATES, BoosterGate, SkipLayerExcitation, SqueezeExcite, get_gate, list_gates
+
+
+def _n(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _make(name: str, c: int = 32):
+    return get_gate(name)(c, **({'feat_size': 8} if name == 'gdw_wavg' else {}))
+
+
+@pytest.mark.parametrize('name', list_gates())
+def test_gate_shape_and_grad(name):
+    torch.manual_seed(0)
+    gate = _make(name).train()
+    x = torch.randn(2, 32, 8, 8, requires_grad=True)
+    y = gate(x)
+    assert y.shape == x.shape
+    y.square().mean().backward()
+    assert torch.isfinite(x.grad).all()
+    for pname, p in gate.named_parameters():
+        assert p.grad is not None, pname
+
+
+@pytest.mark.parametrize('name', list_gates())
+def test_gate_timm_signature(name):
+    """timm hands attention layers device/dtype, act_layer and (EfficientNet) rd_ratio."""
+    gate = get_gate(name)(16, act_layer=nn.SiLU, rd_ratio=0.25, device='cpu', dtype=torch.float64,
+                          **({'feat_size': 4} if name == 'gdw_wavg' else {}))
+    assert all(p.dtype == torch.float64 for p in gate.parameters())
+
+
+@pytest.mark.parametrize('name,widths', [
+    ('se', (64, 4, 64)), ('slowsq', (64, 8, 4, 64)), ('slowex', (64, 4, 8, 64)),
+    ('slowsqex', (64, 8, 4, 8, 64)), ('bump', (64, 4, 4, 64)),
+])
+def test_se_profiles(name, widths):
+    gate = get_gate(name)(64)
+    assert gate.widths == widths
+    convs = [m for m in gate.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == list(zip(widths[:-1], widths[1:]))
+    assert _n(gate) == sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def test_se_ablations():
+    x = torch.randn(2, 16, 5, 5)
+    se_max = get_gate('se_max')(16, reduction=4)
+    ref = se_max.fc(x.amax((2, 3), keepdim=True)).sigmoid() * x
+    torch.testing.assert_close(se_max(x), ref)
+    tanh = get_gate('se_tanh')(16, reduction=4)
+    torch.testing.assert_close(tanh(x), tanh.fc(x.mean((2, 3), keepdim=True)).tanh() * x)
+    assert all(m.bias is None for m in get_gate('se_nobias')(16).modules() if isinstance(m, nn.Conv2d))
+    nosq = get_gate('nosqueeze')(16, reduction=4)
+    torch.testing.assert_close(nosq(x), nosq.fc(x).sigmoid() * x)  # per-position, no pooling
+
+
+@pytest.mark.parametrize('groups,extra', [('dw', lambda c: 3 * c), ('full', lambda c: c * c + 2 * c),
+                                          (4, lambda c: c * c // 4 + 2 * c)])
+def test_booster_params(groups, extra):
+    c = 64
+    assert _n(BoosterGate(c, mix_groups=groups)) == extra(c)
+
+
+def test_booster_ab_is_gap_dw_bn_sigmoid():
+    torch.manual_seed(0)
+    gate = get_gate('ab')(8).eval()
+    gate.norm.running_mean.uniform_(-1, 1)
+    gate.norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(3, 8, 6, 6)
+    s = x.mean((2, 3))
+    w = gate.mix.weight.flatten()
+    bn = gate.norm
+    ref = torch.sigmoid((s * w - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias)
+    torch.testing.assert_close(gate(x), x * ref[:, :, None, None])
+
+
+def test_booster_ablation_designs():
+    c = 16
+    assert _n(get_gate('gap_sigmoid')(c)) == 0
+    assert _n(get_gate('gap_bn_sigmoid')(c)) == 2 * c
+    assert _n(get_gate('gdw_wavg')(c, feat_size=7)) == 49 * c
+    assert _n(get_gate('pixel_dw7')(c)) == 49 * c
+    assert _n(get_gate('pixel3')(c)) == 9 * c * c
+    assert _n(get_gate('pixel_dw9_bn')(c)) == 81 * c + 2 * c
+    assert _n(get_gate('dw7_gap_sigmoid')(c)) == 49 * c
+    assert _n(get_gate('dw7_ab')(c)) == 49 * c + 3 * c
+    assert _n(get_gate('dw7_abplus')(c)) == 49 * c + c * c + 2 * c
+    # per-pixel gates keep the spatial map in the gate
+    gate = get_gate('pixel_dw3')(c)
+    x = torch.randn(2, c, 6, 6)
+    torch.testing.assert_close(gate(x), x * torch.sigmoid(gate.spatial(x)))
+
+
+def test_sle():
+    sle = SkipLayerExcitation(24, 116)
+    assert _n(sle) == 16 * 24 * 116 + 116 * 116
+    early, late = torch.randn(2, 24, 32, 32), torch.randn(2, 116, 16, 16)
+    s = torch.sigmoid(sle.conv2(torch.nn.functional.silu(sle.conv1(torch.nn.functional.adaptive_avg_pool2d(early, 4)))))
+    torch.testing.assert_close(sle(early, late), late * s)
+
+
+@pytest.mark.parametrize('name', ['se', 'slowsq', 'slowex', 'slowsqex', 'bump', 'nosqueeze', 'ab', 'abplus', 'ab_g4'])
+def test_constant_init(name):
+    torch.manual_seed(0)
+    gate = get_gate(name)(32, reduction=4)
+    gate.constant_init_(0.0)
+    gate.eval()
+    x = torch.randn(4, 32, 6, 6) * 3 + 1
+    torch.testing.assert_close(gate(x), 0.5 * x, rtol=1e-6, atol=1e-6)
+    gate.train()
+    gate(torch.randn(4, 32, 6, 6)).square().sum().backward()
+    for pname, p in gate.named_parameters():
+        assert torch.isfinite(p.grad).all(), pname
+        assert (p.grad != 0).any(), f'{name}: {pname} gets no gradient'
+
+
+def test_constant_init_refuses_unsupported():
+    with pytest.raises(ValueError, match='sigmoid'):
+        get_gate('se_tanh')(32).constant_init_()
+    with pytest.raises(ValueError, match='ablation design'):
+        get_gate('pixel_dw3')(32).constant_init_()
+
+
+def test_batch1_train_error_and_fx():
+    gate = get_gate('ab')(8).train()
+    with pytest.raises(AssertionError, match='batch size >= 2'):
+        gate(torch.randn(1, 8, 4, 4))
+    gate.eval()(torch.randn(1, 8, 4, 4))  # fine in eval
+    traced = torch.fx.symbolic_trace(gate.train())
+    x = torch.randn(2, 8, 4, 4)
+    torch.testing.assert_close(traced(x), gate(x))
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match='did you mean abplus'):
+        get_gate('abplsu')
+    with pytest.raises(ValueError, match='larger than the number of channels'):
+        get_gate('se')(8, reduction=16)
+    with pytest.raises(ValueError, match='must divide'):
+        get_gate('ab_g4')(30)
+    with pytest.raises(ValueError, match='feat_size'):
+        get_gate('gdw_wavg')(8)
+    with pytest.raises(ValueError, match="'avg' or 'max'"):
+        SqueezeExcite(16, pool_type='median')
+
+
+def test_gates_in_stock_timm_models():
+    import timm
+    torch.manual_seed(0)
+    model = timm.create_model('efficientnet_b0', se_layer=get_gate('ab'), num_classes=10).eval()
+    gates = [m for m in model.modules() if isinstance(m, BoosterGate)]
+    assert len(gates) == 16  # one per MBConv block
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+    base = timm.create_model('efficientnet_b0', num_classes=10)
+    # AB swaps each SE (C -> C*se_ratio -> C FCs) for 3C parameters on the expanded channels
+    expanded = [g.channels for g in gates]
+    se_params = sum(p.numel() for n, p in base.named_parameters() if '.se.' in n)
+    n_model = sum(p.numel() for p in model.parameters())
+    n_base = sum(p.numel() for p in base.parameters())
+    assert n_model == n_base - se_params + 3 * sum(expanded)
+    resnet = timm.create_model('resnet18', block_args=dict(attn_layer=get_gate('slowex')), num_classes=5)
+    assert resnet(torch.randn(2, 3, 32, 32)).shape == (2, 5)

@@ -1,0 +1,87 @@
+"""ShuffleNetV2: the exact Wang & Yuan CIFAR trio, gate positions, SLE wiring."""
+import pytest
+import timm
+import torch
+
+import timm_recal  # noqa: F401
+from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite
+
+
+def _n(m) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize('name,params,macs', [
+    ('shufflenetv2_cifar', 1_263_854, 46_128_266),
+    ('se_shufflenetv2_cifar', 1_493_204, 46_502_774),
+    ('sle_shufflenetv2_cifar', 3_743_934, 48_677_466),
+])
+def test_wang_yuan_trio_exact(name, params, macs):
+    model = timm.create_model(name).eval()
+    assert model.num_classes == 10
+    assert _n(model) == params
+    ptflops = pytest.importorskip('ptflops')
+    counted, _ = ptflops.get_model_complexity_info(
+        model, (3, 32, 32), as_strings=False, print_per_layer_stat=False, verbose=False, backend='pytorch',
+        backend_specific_config={'count_functional': False})
+    assert abs(counted - macs) / macs < 0.01, counted
+
+
+def test_base_matches_shufflenet_widths():
+    model = timm.create_model('shufflenetv2_cifar')
+    assert [len(s) for s in model.stages] == [4, 8, 4]
+    assert [s[0].branch2[-1].conv.out_channels * 2 for s in model.stages] == [116, 232, 464]
+    assert model.num_features == 1024
+    assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_se_positions_and_reductions():
+    model = timm.create_model('se_shufflenetv2_cifar')
+    gates = [(n, m) for n, m in model.named_modules() if isinstance(m, SqueezeExcite)]
+    assert [n for n, _ in gates] == [
+        'stem_attn', 'stages.0.0.attn', 'stages.0.3.attn', 'stages.1.0.attn', 'stages.1.7.attn',
+        'stages.2.0.attn', 'stages.2.3.attn', 'head_attn']
+    assert [g.widths for _, g in gates] == [
+        (24, 24, 24), (116, 29, 116), (116, 29, 116), (232, 29, 232), (232, 29, 232), (464, 29, 464),
+        (464, 29, 464), (1024, 64, 1024)]
+
+
+@pytest.mark.parametrize('prefix,extra', [('ab_', lambda c: 3 * c), ('abplus_', lambda c: c * c + 2 * c)])
+def test_booster_positions(prefix, extra):
+    base, model = timm.create_model('shufflenetv2_cifar'), timm.create_model(f'{prefix}shufflenetv2_cifar')
+    gates = [m for m in model.modules() if isinstance(m, BoosterGate)]
+    assert len(gates) == 8
+    assert _n(model) - _n(base) == sum(extra(g.channels) for g in gates)
+
+
+def test_sle_wiring_uses_gated_outputs():
+    model = timm.create_model('sle_shufflenetv2_x0_5_cifar').eval()
+    seen = []
+    for sle in model.sle:
+        sle.register_forward_hook(lambda m, inp, out: seen.append((inp[0].shape[1], inp[1].shape[1], out)))
+    feats = model.forward_intermediates(torch.randn(2, 3, 32, 32), intermediates_only=True)
+    assert [(a, b) for a, b, _ in seen] == [(24, 48), (48, 96), (96, 192)]
+    # stage outputs returned are the SLE-gated ones, and each SLE is fed the previous gated output
+    for i, (_, _, out) in enumerate(seen):
+        torch.testing.assert_close(feats[i + 1], out)
+    assert all(isinstance(m, SkipLayerExcitation) for m in model.sle)
+
+
+def test_imagenet_variant_shapes():
+    model = timm.create_model('shufflenetv2_x0_5').eval()
+    assert model.pretrained_cfg['input_size'] == (3, 224, 224)
+    feats = model.forward_intermediates(torch.randn(1, 3, 64, 64), intermediates_only=True)
+    assert [f.shape[-1] for f in feats] == [16, 8, 4, 2, 2]
+    assert [i['reduction'] for i in model.feature_info] == [4, 8, 16, 32, 32]
+    assert timm.create_model('shufflenetv2').num_features == 1024
+    assert timm.create_model('shufflenetv2_x2_0').num_features == 2048
+
+
+def test_conv_init_kwarg():
+    torch.manual_seed(0)
+    model = timm.create_model('shufflenetv2_x0_5_cifar', conv_init='kaiming_fan_out')
+    w = model.stem.conv.weight
+    expected_std = (2.0 / (w.shape[0] * w.shape[2] * w.shape[3])) ** 0.5
+    assert abs(w.std().item() - expected_std) / expected_std < 0.2
+    with pytest.raises(ValueError, match='conv_init'):
+        timm.create_model('shufflenetv2_x0_5_cifar', conv_init='xavier')

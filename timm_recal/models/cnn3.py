@@ -1,0 +1,185 @@
+"""The 3-layer CIFAR-10 CNN of Mahendran, "Variations of squeeze and excitation networks" (Sec. 2, Table 1),
+with the SE gate or one of its excitation-profile variants (slow squeeze, slow excite, both, bump).
+
+The paper's figure of the net is lost; the text gives three conv layers and says a module is tested by
+"replacing the 2nd conv layer with the module". Here: three layers of 3x3 conv (padding 1, bias, no BN) ->
+ReLU -> 2x2 max-pool with 32, 64 and 128 channels (32 -> 16 -> 8 -> 4 px), global average pool, FC.
+
+Gate position: after conv 2's ReLU, before its pool (``attn_stage=1``). Read as in SE-Inception (Hu et al.),
+the 2nd layer becomes "conv + gate" and the gate recalibrates that layer's non-linear output. Putting it
+before the pool lets the squeeze average the full 16x16 map; for a positive per-channel gate the scaling
+itself commutes with max-pooling, so only the squeeze statistics depend on this choice.
+
+Reduction ratio r = 16 (``attn_reduction``; Hu et al.'s default, also used for the variants): on 64 channels
+the hidden widths are SE 64-4-64, slow squeeze 64-8-4-64, slow excite 64-4-8-64, both 64-8-4-8-64,
+bump 64-4-4-64.
+
+Weights start from PyTorch's default init (``conv_init='torch'``): the paper's recipe (Adadelta, lr 1.0, step
+decay 0.7, batch 64) is PyTorch's MNIST example, which keeps the default init.
+"""
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from timm.layers import ClassifierHead, get_act_layer
+from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
+
+from ..layers import get_gate
+from ..layers._helpers import LayerType, make_act
+from ._common import cifar_cfg, init_conv_weights_, register_variants
+
+__all__ = ['CNN3']
+
+
+class CNN3(nn.Module):
+    """Plain conv -> ReLU -> [gate] -> max-pool layers, global pool, FC.
+
+    Args:
+        widths: output channels of the conv layers.
+        attn_layer: gate name/class (``'se'``, ``'slowsq'``, ``'slowex'``, ``'slowsqex'``, ``'bump'``, ...) or
+            None for the plain net.
+        attn_stage: index of the conv layer the gate follows (1 = the 2nd conv, as in the paper).
+        attn_reduction: reduction ratio r of the gate.
+        drop_rate: dropout before the classifier.
+        conv_init: ``'torch'`` (default), ``'kaiming_fan_out'`` or ``'kaiming_fan_in'``.
+    """
+
+    def __init__(
+            self,
+            widths: Sequence[int] = (32, 64, 128),
+            num_classes: int = 10,
+            in_chans: int = 3,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+            attn_layer: LayerType = None,
+            attn_stage: int = 1,
+            attn_reduction: float = 16,
+            act_layer: LayerType = nn.ReLU,
+            conv_init: str = 'torch',
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        name = type(self).__name__
+        if not widths:
+            raise ValueError(f"{name}: widths needs at least one conv layer")
+        if not 0 <= attn_stage < len(widths):
+            raise ValueError(f"{name}: attn_stage must index one of the {len(widths)} conv layers "
+                             f"(0..{len(widths) - 1}), got {attn_stage}")
+        if not 0. <= drop_rate < 1.:
+            raise ValueError(f"{name}: drop_rate must be in [0, 1), got {drop_rate}")
+        gate = get_gate(attn_layer)
+        act_layer = get_act_layer(act_layer)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        stages, prev = [], in_chans
+        self.feature_info = []
+        for i, chs in enumerate(widths):
+            attn = gate(chs, reduction=attn_reduction, **dd) if gate is not None and i == attn_stage else nn.Identity()
+            stages.append(nn.Sequential(OrderedDict(
+                conv=nn.Conv2d(prev, chs, 3, padding=1, **dd),
+                act=make_act(act_layer),
+                attn=attn,
+                pool=nn.MaxPool2d(2),
+            )))
+            self.feature_info.append(dict(num_chs=chs, reduction=2 ** (i + 1), module=f'stages.{i}'))
+            prev = chs
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = prev
+        self.head = ClassifierHead(prev, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+
+        init_conv_weights_(self, conv_init)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^stages\.0', blocks=r'^stages\.(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Outputs of the conv layers (after their pools); ``norm`` has nothing to apply (no final norm)."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"{type(self).__name__} only supports output_fmt='NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[:max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.stages, x)
+        return self.stages(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# --- variants as data --------------------------------------------------------------------------------------
+#: Table 1 of the paper, row by row: variant -> gate (None = "Default").
+_GATES = {'': None, 'se_': 'se', 'slowsq_': 'slowsq', 'slowex_': 'slowex', 'slowsqex_': 'slowsqex', 'bump_': 'bump'}
+model_args: Dict[str, Dict[str, Any]] = {f'{prefix}cnn3': dict(attn_layer=gate) for prefix, gate in _GATES.items()}
+
+# No trained weights; the 4x4 final map of a 32x32 input is the pool size.
+default_cfgs = generate_default_cfgs(
+    {name: cifar_cfg(first_conv='stages.0.conv', pool_size=(4, 4)) for name in model_args})
+
+
+def _create_cnn3(variant: str, pretrained: bool = False, **kwargs) -> CNN3:
+    return build_model_with_cfg(
+        CNN3, variant, pretrained,
+        feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2)),
+        **dict(model_args[variant.split('.')[0]], **kwargs),
+    )
+
+
+register_variants(
+    model_args, _create_cnn3, __name__,
+    doc='3-layer CNN variant ``{name}`` of Mahendran (see the module docstring for the gate position).')

@@ -1,0 +1,284 @@
+"""Learning-rate x batch-size sweeps and the heatmap of Wang & Yuan ("Investigating the effectiveness of feature
+recalibration networks on image classification", Figure 1): the best test top-1 of each (lr, batch size) cell,
+one panel per model.
+
+A sweep file names a training config (train.py option names, see ``train_configs/``), the models and the grid::
+
+    base_config: ../cifar10/shufflenetv2_cifar.yaml   # relative to the sweep file
+    models: [shufflenetv2_cifar, se_shufflenetv2_cifar, sle_shufflenetv2_cifar]
+    lr: [1.0e-2, 1.0e-3, 1.0e-4]
+    batch_size: [32, 64, 128]
+    overrides: {epochs: 100}                          # optional: train.py options for every cell
+    title: Wang & Yuan, Figure 1                      # optional: heatmap title
+
+Every cell is one ``timm-recal train`` run in ``OUT/<model>/lr<lr>_b<batch>/`` with ``--resume auto``, so a
+sweep that is stopped continues where it was, and finished cells are skipped.
+"""
+import csv
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+from .config import TrainConfig, load_config
+
+__all__ = ['SweepSpec', 'Cell', 'load_sweep', 'grid_cells', 'cell_config', 'cell_status', 'run_sweep',
+           'collect_results', 'write_results', 'plot_heatmap']
+
+_KEYS = {'base_config', 'models', 'lr', 'batch_size', 'overrides', 'title'}
+_GRID_OWNED = {'model', 'lr', 'batch_size', 'output', 'resume'}  # set per cell by the sweep itself
+FAILED_FILE = 'failed.json'
+
+
+@dataclass
+class SweepSpec:
+    base_config: str
+    models: List[str]
+    lrs: List[float]
+    batch_sizes: List[int]
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    title: str = ''
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    lr: float
+    batch_size: int
+
+    @property
+    def dirname(self) -> str:
+        return os.path.join(self.model, f'lr{self.lr:g}_b{self.batch_size}')
+
+
+def _number_list(path: str, key: str, values: Any, kind: type) -> list:
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{path}: {key!r} must be a non-empty list")
+    out = []
+    for v in values:
+        try:  # PyYAML reads 1e-3 as a string; accept it as train.py's argparse would
+            x = kind(v) if not isinstance(v, bool) else None
+        except (TypeError, ValueError):
+            x = None
+        if x is None or not math.isfinite(x) or x <= 0 or (kind is int and float(v) != x):
+            raise ValueError(f"{path}: {key!r} values must be positive {kind.__name__}s, got {v!r}")
+        out.append(x)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{path}: {key!r} has repeated values {values}")
+    return out
+
+
+def load_sweep(path: str) -> SweepSpec:
+    """Read and check a sweep file; ``base_config`` is resolved relative to the sweep file."""
+    import yaml
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"sweep file not found: {path}")
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a sweep file is a YAML mapping ({', '.join(sorted(_KEYS))})")
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown sweep key(s) {', '.join(unknown)}; expected {', '.join(sorted(_KEYS))}")
+    missing = sorted({'base_config', 'models', 'lr', 'batch_size'} - set(raw))
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing)}")
+    base = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), str(raw['base_config'])))
+    if not os.path.isfile(base):
+        raise FileNotFoundError(f"{path}: base_config not found: {base}")
+    models = raw['models']
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
+        raise ValueError(f"{path}: 'models' must be a non-empty list of model names")
+    if len(set(models)) != len(models):
+        raise ValueError(f"{path}: 'models' has repeated names")
+    overrides = raw.get('overrides') or {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{path}: 'overrides' must be a mapping of train.py options")
+    owned = sorted(_GRID_OWNED & set(overrides))
+    if owned:
+        raise ValueError(f"{path}: overrides may not set {', '.join(owned)} (the sweep sets them per cell)")
+    return SweepSpec(
+        base_config=base, models=list(models), lrs=_number_list(path, 'lr', raw['lr'], float),
+        batch_sizes=_number_list(path, 'batch_size', raw['batch_size'], int), overrides=dict(overrides),
+        title=str(raw.get('title') or ''))
+
+
+def grid_cells(spec: SweepSpec, models: Optional[Sequence[str]] = None) -> List[Cell]:
+    """Cells in run order: model by model, large lr first, small batch first."""
+    if models:
+        unknown = sorted(set(models) - set(spec.models))
+        if unknown:
+            raise ValueError(f"model(s) {', '.join(unknown)} are not in the sweep ({', '.join(spec.models)})")
+    chosen = [m for m in spec.models if not models or m in models]
+    return [Cell(m, lr, bs) for m in chosen for lr in spec.lrs for bs in spec.batch_sizes]
+
+
+def cell_config(spec: SweepSpec, cell: Cell, out_dir: str, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """The base config with the sweep's and the caller's overrides, then the cell's model, lr and batch size."""
+    values = dict(spec.overrides)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    owned = sorted(_GRID_OWNED & set(values))
+    if owned:
+        raise ValueError(f"overrides may not set {', '.join(owned)} (the sweep sets them per cell)")
+    values.update(model=cell.model, lr=cell.lr, batch_size=cell.batch_size,
+                  output=os.path.join(out_dir, cell.dirname), resume='auto')
+    return load_config(spec.base_config, values)
+
+
+def _read_json(path: str) -> Optional[dict]:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _summary_best(path: str):
+    """(epochs logged, best top-1, its epoch) from a run's summary.csv; a partial run's progress."""
+    if not os.path.isfile(path):
+        return 0, None, None
+    with open(path, newline='') as f:
+        rows = [r for r in csv.DictReader(f) if r.get('eval_top1')]
+    if not rows:
+        return 0, None, None
+    best = max(rows, key=lambda r: float(r['eval_top1']))
+    return len(rows), float(best['eval_top1']), int(best['epoch'])
+
+
+def cell_status(cfg: TrainConfig) -> str:
+    """'done' (results.json of a run that reached ``cfg.epochs``), 'failed' (diverged before), 'partial' or 'new'."""
+    if os.path.isfile(os.path.join(cfg.output, FAILED_FILE)):
+        return 'failed'
+    result = _read_json(os.path.join(cfg.output, 'results.json'))
+    logged, _, _ = _summary_best(os.path.join(cfg.output, 'summary.csv'))
+    if result is not None and logged >= result.get('epochs', math.inf) >= cfg.epochs:
+        return 'done'
+    return 'partial' if logged or os.path.isfile(os.path.join(cfg.output, 'last.pth.tar')) else 'new'
+
+
+def run_sweep(
+        spec: SweepSpec,
+        out_dir: str,
+        overrides: Optional[Dict[str, Any]] = None,
+        models: Optional[Sequence[str]] = None,
+        log: Callable[[str], None] = print,
+) -> List[Dict[str, Any]]:
+    """Train every unfinished cell (resuming partial ones), then collect and write the results and heatmap.
+
+    A cell whose loss turns non-finite (a too-large lr) is recorded as failed and the sweep goes on; it is not
+    retried on the next call (delete its ``failed.json`` to retry). Other errors stop the sweep.
+    """
+    from .trainer import train
+    cells = grid_cells(spec, models)
+    for i, cell in enumerate(cells, 1):
+        cfg = cell_config(spec, cell, out_dir, overrides)
+        status = cell_status(cfg)
+        if status in ('done', 'failed'):
+            log(f"[{i}/{len(cells)}] {cell.dirname}: {status}, skipped")
+            continue
+        log(f"[{i}/{len(cells)}] {cell.dirname}: {'resuming' if status == 'partial' else 'training'}")
+        try:
+            train(cfg)
+        except FloatingPointError as e:
+            with open(os.path.join(cfg.output, FAILED_FILE), 'w') as f:
+                json.dump({'error': str(e)}, f)
+            log(f"[{i}/{len(cells)}] {cell.dirname}: failed ({e})")
+    rows = collect_results(spec, out_dir, overrides)
+    write_results(spec, rows, out_dir)
+    plot_heatmap(rows, os.path.join(out_dir, 'heatmap.png'), title=spec.title)
+    return rows
+
+
+def collect_results(spec: SweepSpec, out_dir: str, overrides: Optional[Dict[str, Any]] = None
+                    ) -> List[Dict[str, Any]]:
+    """One row per cell of the whole grid: best test top-1 so far, its epoch, epochs logged, status."""
+    rows = []
+    for cell in grid_cells(spec):
+        cfg = cell_config(spec, cell, out_dir, overrides)
+        logged, best, best_epoch = _summary_best(os.path.join(cfg.output, 'summary.csv'))
+        rows.append(dict(model=cell.model, lr=cell.lr, batch_size=cell.batch_size, best_top1=best,
+                         best_epoch=best_epoch, epochs_done=logged, epochs=cfg.epochs, status=cell_status(cfg)))
+    return rows
+
+
+def write_results(spec: SweepSpec, rows: List[Dict[str, Any]], out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
+        json.dump({'sweep': asdict(spec), 'cells': rows}, f, indent=2)
+    with open(os.path.join(out_dir, 'results.csv'), 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ['model'])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _ordered(values: Iterable) -> list:
+    return sorted(set(values))
+
+
+def plot_heatmap(rows: List[Dict[str, Any]], path: str, title: str = '') -> str:
+    """Best test top-1 per (lr, batch size), one panel per model, one colour scale for all panels.
+
+    Unfinished cells are marked with '*', cells without a result are grey; each panel's best cell is boxed.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not rows:
+        raise ValueError("no sweep cells to plot")
+    models = list(dict.fromkeys(r['model'] for r in rows))
+    lrs = _ordered(r['lr'] for r in rows)[::-1]  # large lr on top
+    batches = _ordered(r['batch_size'] for r in rows)
+    scores = [r['best_top1'] for r in rows if r['best_top1'] is not None]
+    vmin, vmax = (min(scores), max(scores)) if scores else (0.0, 100.0)
+    if vmax - vmin < 1e-6:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+
+    fig, axes = plt.subplots(1, len(models), figsize=(1.2 + 1.15 * len(batches) * len(models) + 0.9, 0.9 + 0.75 * len(lrs)),
+                             squeeze=False, constrained_layout=True)
+    cmap = matplotlib.colormaps['viridis'].copy()
+    cmap.set_bad('#d0d0d0')
+    image = None
+    unfinished = False
+    for ax, model in zip(axes[0], models):
+        grid = np.full((len(lrs), len(batches)), np.nan)
+        marks = {}
+        for r in rows:
+            if r['model'] != model:
+                continue
+            i, j = lrs.index(r['lr']), batches.index(r['batch_size'])
+            if r['best_top1'] is not None:
+                grid[i, j] = r['best_top1']
+            marks[i, j] = r['status']
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax, aspect='auto')
+        best = np.unravel_index(np.nanargmax(grid), grid.shape) if np.isfinite(grid).any() else None
+        for (i, j), status in marks.items():
+            value = grid[i, j]
+            if np.isfinite(value):
+                star = '' if status == 'done' else '*'
+                unfinished |= bool(star)
+                text = f'{value:.2f}{star}'
+                shade = (value - vmin) / (vmax - vmin)
+                color = 'black' if shade > 0.6 else 'white'
+            else:
+                text, color = ('failed' if status == 'failed' else 'n/a'), 'black'
+            ax.text(j, i, text, ha='center', va='center', color=color, fontsize=9,
+                    fontweight='bold' if best == (i, j) else 'normal')
+        if best is not None:
+            ax.add_patch(plt.Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, lw=2, ec='red'))
+        ax.set_xticks(range(len(batches)), [str(b) for b in batches])
+        ax.set_yticks(range(len(lrs)), [f'{lr:g}' for lr in lrs])
+        ax.set_xlabel('batch size')
+        ax.set_title(model, fontsize=10)
+    axes[0][0].set_ylabel('learning rate')
+    cbar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
+    cbar.set_label('best test top-1 (%)')
+    suptitle = title or 'best test top-1 by learning rate and batch size'
+    if unfinished:
+        suptitle += '   (* unfinished)'
+    fig.suptitle(suptitle, fontsize=11)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,59 @@
+"""``timm-recal sweep``: argument definitions (no heavy imports here) and the command."""
+import argparse
+
+__all__ = ['add_parser', 'run_sweep_command']
+
+#: command-line flag -> training option applied to every cell
+_OVERRIDES = ('data_dir', 'epochs', 'workers', 'device', 'threads', 'seed', 'max_steps_per_epoch', 'amp',
+              'channels_last')
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        'sweep', help='train a learning-rate x batch-size grid and draw the best-accuracy heatmap',
+        description='Run every (model, lr, batch size) cell of a sweep file with `timm-recal train` (resumable: '
+                    'finished cells are skipped), then write results.json, results.csv and heatmap.png '
+                    '(Wang & Yuan, Figure 1) into the output folder.')
+    p.add_argument('--config', '-c', required=True, help='sweep YAML (train_configs/sweeps/...)')
+    p.add_argument('-o', '--output', required=True, help='sweep folder: one run folder per cell, results, heatmap')
+    p.add_argument('--dry-run', action='store_true', help='list the cells and their state; train nothing')
+    p.add_argument('--plot-only', action='store_true', help='collect the results and redraw; train nothing')
+    p.add_argument('--models', nargs='+', help='train only these models of the sweep (the results cover all)')
+    p.add_argument('--data-dir', dest='data_dir')
+    p.add_argument('--epochs', type=int)
+    p.add_argument('--workers', '-j', type=int)
+    p.add_argument('--device', choices=['cpu', 'cuda'])
+    p.add_argument('--threads', type=int, help='torch CPU threads')
+    p.add_argument('--seed', type=int)
+    p.add_argument('--max-steps-per-epoch', dest='max_steps_per_epoch', type=int, help='cap (smoke runs)')
+    p.add_argument('--amp', action='store_true', default=None, help='mixed precision (bf16 on CPU, fp16 on CUDA)')
+    p.add_argument('--channels-last', dest='channels_last', action='store_true', default=None)
+    p.set_defaults(func=run_sweep_command)
+    return p
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    import os
+    from . import sweep
+    spec = sweep.load_sweep(args.config)
+    overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    cells = sweep.grid_cells(spec, args.models)
+    if args.dry_run:
+        for cell in cells:
+            cfg = sweep.cell_config(spec, cell, args.output, overrides)
+            print(f"{sweep.cell_status(cfg):8s} {cell.model}  lr {cell.lr:g}  batch {cell.batch_size}  "
+                  f"epochs {cfg.epochs}  -> {cfg.output}")
+        print(f"{len(cells)} cells ({len(spec.models)} models x {len(spec.lrs)} lr x {len(spec.batch_sizes)} "
+              f"batch sizes); base config {spec.base_config}")
+        return 0
+    if args.plot_only:
+        rows = sweep.collect_results(spec, args.output, overrides)
+        sweep.write_results(spec, rows, args.output)
+        sweep.plot_heatmap(rows, os.path.join(args.output, 'heatmap.png'), title=spec.title)
+    else:
+        rows = sweep.run_sweep(spec, args.output, overrides, models=args.models)
+    for r in rows:
+        score = f"{r['best_top1']:.2f}" if r['best_top1'] is not None else '-'
+        print(f"{r['model']}  lr {r['lr']:g}  batch {r['batch_size']}: best top-1 {score} ({r['status']})")
+    print(f"results: {os.path.join(args.output, 'results.csv')}; heatmap: {os.path.join(args.output, 'heatmap.png')}")
+    return 0
