@@ -370,10 +370,11 @@ class _Side:
     spec: str
     checkpoint: Optional[str] = None
     onnx: Optional[Sequence[str]] = None
+    module: Any = None  # an already built model (its weights are used; the spec only names it)
 
 
-def _side_runners(side: _Side, *, runtimes: Sequence[str], precisions: Sequence[str], num_classes, img_size,
-                  device: str, amp: bool, threads, calib_data, calib_images: int, workdir: str,
+def _side_runners(side: _Side, *, runtimes: Sequence[str], precisions: Sequence[str], num_classes, use_ema: bool,
+                  img_size, device: str, amp: bool, threads, calib_data, calib_images: int, workdir: str,
                   notes: List[str], log: Callable[[str], None]) -> Tuple[List[Runner], Dict[str, Any]]:
     from .model_io import is_onnx_path
     ort_rts = [r for r in runtimes if r in ORT_PROVIDERS]
@@ -383,7 +384,7 @@ def _side_runners(side: _Side, *, runtimes: Sequence[str], precisions: Sequence[
     onnx_files: Dict[str, str] = {}
 
     if is_onnx_path(side.spec):
-        if side.onnx:
+        if side.onnx or side.module is not None:
             raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')
         if not os.path.isfile(side.spec):
             raise DeployError(f'ONNX file not found: {side.spec}')
@@ -393,10 +394,15 @@ def _side_runners(side: _Side, *, runtimes: Sequence[str], precisions: Sequence[
         onnx_files[onnx_precision(side.spec)] = side.spec
         desc.update(kind='onnx', name=name)
     else:
-        from .model_io import load_model
-        log(f'bench: loading {side.spec}')
-        model, info = load_model(side.spec, checkpoint=side.checkpoint, num_classes=num_classes, device=device,
-                                 img_size=img_size)
+        if side.module is not None:
+            from .export import _module_info
+            model, info = side.module.to(device).eval(), _module_info(side.module, side.spec, img_size)
+            info['weights'] = 'module'
+        else:
+            from .model_io import load_model
+            log(f'bench: loading {side.spec}')
+            model, info = load_model(side.spec, checkpoint=side.checkpoint, num_classes=num_classes,
+                                     use_ema=use_ema, device=device, img_size=img_size)
         input_size, name = list(info['input_size']), info.get('architecture') or side.spec
         desc.update(kind='model', name=name, weights=info.get('weights'), checkpoint=info.get('checkpoint'))
         for rt in eager_rts:
@@ -432,9 +438,6 @@ def _export_for_bench(side: _Side, model, precisions: Sequence[str], img_size, c
                       workdir: str, log: Callable[[str], None]) -> Dict[str, str]:
     """Export (and quantize) ``side`` into ``workdir`` for the ONNX Runtime runners."""
     from .export import export_onnx
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        raise DeployError(f"unknown precision(s) {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
     files = {'fp32': os.path.join(workdir, f'{side.role}.onnx')}
     log(f'bench: exporting {side.spec} to ONNX (temporary file)')
     # the already-loaded module (weights included) is exported: no second load of the checkpoint
@@ -477,6 +480,7 @@ def bench(
         onnx: Optional[Sequence[str]] = None,
         compare_onnx: Optional[Sequence[str]] = None,
         num_classes: Optional[int] = None,
+        use_ema: bool = False,
         img_size: Optional[int] = None,
         warmup: int = 3,
         repeats: int = 5,
@@ -491,6 +495,8 @@ def bench(
         force: bool = False,
         log: Optional[Callable[[str], None]] = None,
         clock: Callable[[], float] = time.perf_counter,
+        model=None,
+        compare_model=None,
 ) -> Dict[str, Any]:
     """Time ``target`` (and ``compare``) at each batch size; returns (and writes to ``output``) the record.
 
@@ -501,6 +507,8 @@ def bench(
     ``runtimes`` defaults to eager, eager_cl and ort (CPU), or the CUDA/TensorRT providers with
     ``device='cuda'``. ``amp`` adds eager runners under autocast (bf16 on CPU, fp16 on CUDA).
     ``threads`` sets torch's and ONNX Runtime's intra-op threads (None: their defaults).
+    ``model``/``compare_model``: already built modules for the eager runners (``pipeline`` passes the modules it
+    exported), instead of building ``target``/``compare`` again. ``clock`` is for tests.
     """
     import torch
     log = log or (lambda msg: None)
@@ -517,6 +525,9 @@ def bench(
         raise DeployError(f'--threads must be >= 1, got {threads}')
     if compare is None and (compare_checkpoint or compare_onnx):
         raise DeployError('--compare-checkpoint/--compare-onnx need --compare')
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        raise DeployError(f"unknown precision(s) {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
     notes: List[str] = []
     runtimes = _check_runtimes(runtimes, device, notes)
     if not runtimes:
@@ -528,15 +539,16 @@ def bench(
     prev_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    sides = [_Side('target', target, checkpoint, onnx)] + ([_Side('compare', compare, compare_checkpoint, compare_onnx)]
-                                                          if compare else [])
+    sides = [_Side('target', target, checkpoint, onnx, model)]
+    if compare:
+        sides.append(_Side('compare', compare, compare_checkpoint, compare_onnx, compare_model))
     try:
         with tempfile.TemporaryDirectory(prefix='timm_recal_bench_') as workdir:
             runners: List[Runner] = []
             models: Dict[str, Any] = {}
             for side in sides:
                 rs, desc = _side_runners(side, runtimes=runtimes, precisions=precisions, num_classes=num_classes,
-                                         img_size=img_size, device=device, amp=amp, threads=threads,
+                                         use_ema=use_ema, img_size=img_size, device=device, amp=amp, threads=threads,
                                          calib_data=calib_data, calib_images=calib_images, workdir=workdir,
                                          notes=notes, log=log)
                 runners += rs
@@ -606,31 +618,30 @@ def _csv(text: str) -> List[str]:
 
 def add_bench_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``timm-recal bench`` (cheap: no heavy imports)."""
+    from .cli import add_model_args, add_output_args
+    p.description = ('Images/s and latency p50/p90/p99 of PyTorch eager (NCHW, channels_last) and ONNX Runtime '
+                     'over a batch sweep; --compare times a second model or file interleaved and reports ratios.')
     p.add_argument('target', metavar='MODEL_OR_ONNX', help='timm name, hf-hub:ORG/REPO, local-dir:FOLDER or FILE.onnx')
     p.add_argument('--compare', metavar='MODEL_OR_ONNX', help='a second model or file, timed interleaved with the first')
     p.add_argument('--batch', default='1,16', help='comma-separated batch sizes (default 1,16)')
-    p.add_argument('--runtimes', type=_csv, default=None,
-                   help=f"comma-separated, from {','.join(RUNTIMES)} (default eager,eager_cl,ort; "
-                        f"with --device cuda eager,eager_cl,ort_cuda,ort_trt where present)")
-    p.add_argument('--precision', type=_csv, default=['fp32'],
-                   help='ONNX precisions to export and time for a model spec: fp32,fp16,int8 (default fp32)')
-    p.add_argument('--checkpoint', help='weights for MODEL (state dict, train.py checkpoint or save_for_hf folder)')
-    p.add_argument('--compare-checkpoint', help='weights for the --compare model')
+    p.add_argument('--runtimes', type=_csv, default=None, metavar='R1,R2',
+                   help=f"from {','.join(RUNTIMES)} (default eager,eager_cl,ort; with --device cuda "
+                        f"eager,eager_cl,ort_cuda,ort_trt where present)")
+    p.add_argument('--precision', type=_csv, default=['fp32'], metavar='P1,P2',
+                   help='ONNX precisions to export and time for a MODEL: fp32,fp16,int8 (default fp32)')
     p.add_argument('--onnx', nargs='+', metavar='FILE', help="MODEL's ONNX files to time instead of exporting")
+    p.add_argument('--compare-checkpoint', metavar='PATH', help='weights for the --compare model')
     p.add_argument('--compare-onnx', nargs='+', metavar='FILE', help="the --compare model's ONNX files")
-    p.add_argument('--num-classes', type=int)
-    p.add_argument('--img-size', type=int, help='square input size (default: the model config)')
-    p.add_argument('--warmup', type=int, default=3, help='untimed calls per runner and batch (default 3)')
-    p.add_argument('--repeats', type=int, default=5, help='interleaved timing windows per runner (default 5)')
-    p.add_argument('--min-time', type=float, default=1.0, help='seconds per timing window (default 1.0)')
-    p.add_argument('--threads', type=int, help='torch and ONNX Runtime intra-op threads (default: theirs)')
-    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'], help='PyTorch device (cuda enables the '
-                   'CUDA/TensorRT execution providers)')
-    p.add_argument('--amp', action='store_true', help='also time eager under autocast (bf16 CPU, fp16 CUDA)')
-    p.add_argument('--calib-data', help='INT8 calibration images (default: the bundled samples)')
-    p.add_argument('--calib-images', type=int, default=64, help='calibration images for INT8 (default 64)')
-    p.add_argument('-o', '--output', help='JSON file, or a folder for bench.json')
-    p.add_argument('--force', action='store_true', help='overwrite the output')
+    g = p.add_argument_group('timing')
+    g.add_argument('--warmup', type=int, default=3, help='untimed calls per runner and batch (default 3)')
+    g.add_argument('--repeats', type=int, default=5, help='interleaved timing windows per runner (default 5)')
+    g.add_argument('--min-time', type=float, default=1.0, help='seconds per timing window (default 1.0)')
+    g.add_argument('--threads', type=int, help='torch and ONNX Runtime intra-op threads (default: theirs)')
+    g = p.add_argument_group('INT8 export')
+    g.add_argument('--calib-data', metavar='DIR', help='calibration images (default: the bundled samples)')
+    g.add_argument('--calib-images', type=int, default=64, help='calibration images (default 64)')
+    add_model_args(p)  # --checkpoint --use-ema --num-classes --img-size --device --amp
+    add_output_args(p, False, 'bench JSON to write')
     p.set_defaults(func=run_bench)
     return p
 
@@ -641,7 +652,8 @@ def run_bench(args: argparse.Namespace) -> int:
     record = bench(
         args.target, compare=args.compare, batches=args.batch, runtimes=args.runtimes, precisions=args.precision,
         checkpoint=args.checkpoint, compare_checkpoint=args.compare_checkpoint, onnx=args.onnx,
-        compare_onnx=args.compare_onnx, num_classes=args.num_classes, img_size=args.img_size, warmup=args.warmup,
+        compare_onnx=args.compare_onnx, num_classes=args.num_classes, use_ema=args.use_ema, img_size=args.img_size,
+        warmup=args.warmup,
         repeats=args.repeats, min_time_s=args.min_time, threads=args.threads, device=args.device, amp=args.amp,
         calib_data=args.calib_data, calib_images=args.calib_images, output=args.output, force=args.force,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),

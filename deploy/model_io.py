@@ -315,13 +315,14 @@ def load_model(
 
     try:
         model = timm.create_model(name, pretrained=use_pretrained, exportable=True, **kwargs)
-    except (RuntimeError, OSError, ValueError) as e:  # download failures, offline Hub, bad cfg
+    except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        what = 'pretrained weights for ' if use_pretrained else ''
-        raise DeployError(f'cannot create {what}{spec}: {first}'
-                          + ('; give the weights with --checkpoint' if use_pretrained else '')) from None
-    except TypeError as e:
-        raise DeployError(f'cannot create {spec} with {kwargs}: {e}') from None
+        if use_pretrained:  # download failures, offline Hub, missing files: any exception type
+            raise DeployError(f'cannot get the pretrained weights of {spec}: {first}; '
+                              'give the weights with --checkpoint') from None
+        if isinstance(e, (RuntimeError, ValueError, TypeError, OSError)):
+            raise DeployError(f'cannot create {spec}: {first}') from None
+        raise
 
     arch = model.pretrained_cfg.get('architecture') or parsed['architecture'] or name
     if state_dict is not None:

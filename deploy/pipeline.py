@@ -100,9 +100,10 @@ def _file_entry(path: str) -> Dict[str, Any]:
 
 
 def _side(run: _Run, role: str, spec: str, checkpoint: Optional[str], *, precisions: Sequence[str], data, calib_data,
-          calib_images: int, num_classes, img_size, exporter: str, device: str, threads,
-          parity_records: List[Dict[str, Any]], workdir: str) -> Dict[str, Any]:
-    """Export, convert and check one model; returns its description with the ONNX files made.
+          calib_images: int, num_classes, use_ema: bool, img_size, exporter: str, device: str, threads,
+          parity_records: List[Dict[str, Any]], workdir: str) -> Tuple[Dict[str, Any], Any, Dict[str, Any]]:
+    """Export, convert and check one model; returns its description (with the ONNX files made), the PyTorch
+    module and its ``load_model`` info.
 
     The model is built once and that module is the PyTorch side of every parity check, so a model with random
     weights (no checkpoint) is compared with its own export, not with a second random draw.
@@ -111,16 +112,19 @@ def _side(run: _Run, role: str, spec: str, checkpoint: Optional[str], *, precisi
     from .model_io import load_model
     from .parity import parity
     prefix = '' if role == 'target' else f'{role}_'
-    module, info = load_model(spec, checkpoint, num_classes, device='cpu', img_size=img_size)
+    module, info = load_model(spec, checkpoint, num_classes, use_ema=use_ema, device='cpu', img_size=img_size)
     arch = info['architecture']
     fp32 = os.path.join(run.out_dir, f'{prefix}{arch}.onnx')
     if info['weights'] == 'random':
         run.notes.append(f'{role} {spec} has random weights (no checkpoint): its accuracy means nothing, '
                          'and quantized parity on near-constant logits may miss its gates')
-        export = lambda: export_onnx(spec, fp32, img_size=img_size, exporter=exporter, force=True, model=module)
-    else:  # from the spec, so the file's metadata records where the weights came from
-        export = lambda: export_onnx(spec, fp32, checkpoint=checkpoint, num_classes=num_classes, img_size=img_size,
-                                     exporter=exporter, force=True)
+
+    def export() -> Dict[str, Any]:
+        if info['weights'] == 'random':  # this very module: a second build would draw other weights
+            return export_onnx(spec, fp32, img_size=img_size, exporter=exporter, force=True, model=module)
+        # from the spec, so the file's metadata records where the weights came from
+        return export_onnx(spec, fp32, checkpoint=checkpoint, num_classes=num_classes, img_size=img_size,
+                           exporter=exporter, force=True, use_ema=use_ema)
     exported = run.stage('export', role, 'fp32', export, json_name=f'{prefix}export.json', fatal=True)
     _write(exported, run.json_path(f'{prefix}export.json'))
     desc = {'spec': spec, 'name': arch, 'weights': info['weights'], 'checkpoint': info.get('checkpoint'),
@@ -152,8 +156,7 @@ def _side(run: _Run, role: str, spec: str, checkpoint: Optional[str], *, precisi
         from .metadata import read_metadata
         how = read_metadata(path).get('quantization') or {}
         _write(dict(how, output=path, precision=p, source=fp32), run.json_path(f'{prefix}quantize_{p}.json'))
-    desc['module'] = module
-    return desc
+    return desc, module, info
 
 
 def _write(obj: Dict[str, Any], path: str) -> None:
@@ -161,14 +164,15 @@ def _write(obj: Dict[str, Any], path: str) -> None:
     write_json(obj, path, force=True)
 
 
-def _validate_side(run: _Run, role: str, desc: Dict[str, Any], *, data, checkpoint, num_classes, img_size,
-                   device: str, amp: bool, threads, records: List[Dict[str, Any]]) -> None:
+def _validate_side(run: _Run, role: str, desc: Dict[str, Any], module, *, data, img_size, device: str, amp: bool,
+                   threads, records: List[Dict[str, Any]]) -> None:
+    """Top-1/top-5 of the PyTorch model (the module checked for parity) and of each ONNX file."""
     from .validate import validate
     prefix = '' if role == 'target' else f'{role}_'
     jobs = [('pytorch', desc['spec'])] + [(p, f['path']) for p, f in desc['onnx'].items()]
     for what, src in jobs:
-        kw = dict(checkpoint=checkpoint, num_classes=num_classes, img_size=img_size, device=device, amp=amp) \
-            if what == 'pytorch' else dict(threads=threads)
+        kw = dict(model=module, img_size=img_size, device=device, amp=amp) if what == 'pytorch' \
+            else dict(threads=threads)
         res = run.stage('validate', role, what, lambda: validate(
             src, data, output=run.json_path(f'{prefix}validate_{what}.json'), force=True, **kw),
             json_name=f'{prefix}validate_{what}.json')
@@ -176,9 +180,10 @@ def _validate_side(run: _Run, role: str, desc: Dict[str, Any], *, data, checkpoi
             records.append({'role': role, 'precision': what, 'result': res})
 
 
-def _labelled(data: Optional[str], input_size: Sequence[int], num_classes: Optional[int]) -> bool:
+def _labelled(data: Optional[str], info: Dict[str, Any]) -> bool:
+    """Whether the images validation would read (``data``, or the bundled samples for this model) have classes."""
     from .images import bundled_samples_dir, scan_images
-    root = data if data is not None else bundled_samples_dir({'input_size': input_size})
+    root = data if data is not None else bundled_samples_dir(info)
     return bool(scan_images(root)[1])
 
 
@@ -192,6 +197,7 @@ def pipeline(
         calib_data: Optional[str] = None,
         calib_images: int = 512,
         num_classes: Optional[int] = None,
+        use_ema: bool = False,
         img_size: Optional[int] = None,
         precisions: Sequence[str] = _PRECISIONS,
         batches: Sequence[int] = (1, 16),
@@ -247,17 +253,19 @@ def pipeline(
     parity_records: List[Dict[str, Any]] = []
     validate_records: List[Dict[str, Any]] = []
     models: Dict[str, Any] = {}
+    modules: Dict[str, Any] = {}
+    infos: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix='timm_recal_pipeline_') as workdir:
         for role, spec, ckpt in roles:
-            models[role] = _side(run, role, spec, ckpt, precisions=precisions, data=data, calib_data=calib_data,
-                                 calib_images=calib_images, num_classes=num_classes, img_size=img_size,
-                                 exporter=exporter, device=device, threads=threads,
-                                 parity_records=parity_records, workdir=workdir)
-    modules = {role: models[role].pop('module') for role in models}
+            models[role], modules[role], infos[role] = _side(
+                run, role, spec, ckpt, precisions=precisions, data=data, calib_data=calib_data,
+                calib_images=calib_images, num_classes=num_classes, use_ema=use_ema and role == 'target',
+                img_size=img_size, exporter=exporter, device=device, threads=threads,
+                parity_records=parity_records, workdir=workdir)
     if validate:
         for role, spec, ckpt in roles:
             desc = models[role]
-            if not _labelled(data, desc['input_size'], desc.get('num_classes')):
+            if not _labelled(data, infos[role]):
                 notes.append(f'{role}: the images have no class folders; validation skipped')
                 continue
             _validate_side(run, role, desc, modules[role], data=data, img_size=img_size, device=device, amp=amp,
@@ -265,14 +273,11 @@ def pipeline(
     bench_rec = None
     if bench:
         files = {role: [f['path'] for f in models[role]['onnx'].values()] for role in models}
-        bench_rec = run.stage('bench', 'target' + (' + compare' if compare else ''), ','.join(models['target']['onnx']),
-                              lambda: run_bench_fn(
-                                  model, compare=compare, batches=batches, runtimes=runtimes, checkpoint=checkpoint,
-                                  compare_checkpoint=compare_checkpoint, onnx=files['target'],
-                                  compare_onnx=files.get('compare'), num_classes=num_classes, img_size=img_size,
-                                  threads=threads, device=device, amp=amp, output=run.json_path('bench.json'),
-                                  force=True, log=lambda m: log('    ' + m), **timing),
-                              json_name='bench.json')
+        bench_rec = run.stage('bench', ' + '.join(models), ','.join(models['target']['onnx']), lambda: run_bench_fn(
+            model, compare=compare, batches=batches, runtimes=runtimes, onnx=files['target'],
+            compare_onnx=files.get('compare'), model=modules['target'], compare_model=modules.get('compare'),
+            img_size=img_size, threads=threads, device=device, amp=amp, output=run.json_path('bench.json'),
+            force=True, log=lambda m: log('    ' + m), **timing), json_name='bench.json')
     failed = [s for s in run.stages if s['status'] in ('error', 'FAILED')]
     record = {
         'kind': 'timm-recal-pipeline',
@@ -306,34 +311,41 @@ def _csv(text: str) -> List[str]:
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``timm-recal pipeline`` (cheap: no heavy imports)."""
+    from .cli import add_model_args
+    p.description = ('Export, parity (FP32, FP16, INT8), validation, bench and a Markdown report with a throughput '
+                     'plot, for MODEL and optionally a base model (--compare). Without MODEL: the bundled default '
+                     'model and sample images, offline, in a few minutes on 2 CPU cores.')
     p.add_argument('model', nargs='?', metavar='MODEL',
                    help='timm name, hf-hub:ORG/REPO or local-dir:FOLDER (default: the bundled trained model)')
     p.add_argument('--compare', metavar='BASE', help='a base model run through the same stages and benchmarked beside')
-    p.add_argument('-o', '--output', required=True, help='output folder (ONNX files, JSON per stage, report.md)')
+    p.add_argument('--compare-checkpoint', metavar='PATH', help='weights for the --compare model')
+    p.add_argument('-o', '--output', required=True, metavar='DIR',
+                   help='output folder (ONNX files, one JSON per stage, report.md, report.json, throughput.png)')
     p.add_argument('--force', action='store_true', help='write into a non-empty output folder, replacing files')
-    p.add_argument('--checkpoint', help='weights for MODEL')
-    p.add_argument('--compare-checkpoint', help='weights for the --compare model')
-    p.add_argument('--data', help='images for parity and validation, DIR/<class>/<image> (default: bundled samples)')
-    p.add_argument('--calib-data', help='INT8 calibration images, disjoint from --data (default: half of --data)')
-    p.add_argument('--calib-images', type=int, default=512, help='INT8 calibration images (default 512)')
-    p.add_argument('--num-classes', type=int)
-    p.add_argument('--img-size', type=int)
-    p.add_argument('--precision', type=_csv, default=list(_PRECISIONS), help='fp32 plus any of fp16,int8 (default all)')
-    p.add_argument('--batch', default='1,16', help='bench batch sizes (default 1,16)')
-    p.add_argument('--runtimes', type=_csv, default=None, help='bench runtimes (default: see timm-recal bench)')
-    p.add_argument('--exporter', default='dynamo', choices=['dynamo', 'legacy'])
-    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    p.add_argument('--amp', action='store_true', help='PyTorch steps under autocast (validation, extra bench runs)')
-    p.add_argument('--threads', type=int, help='torch and ONNX Runtime intra-op threads')
-    speed = p.add_mutually_exclusive_group()
+    g = p.add_argument_group('data')
+    g.add_argument('--data', metavar='DIR', help='images for parity and validation, DIR/<class>/<image> '
+                   '(default: the bundled samples)')
+    g.add_argument('--calib-data', metavar='DIR', help='INT8 calibration images, disjoint from --data '
+                   '(default: half of --data)')
+    g.add_argument('--calib-images', type=int, default=512, metavar='N', help='INT8 calibration images (512)')
+    g = p.add_argument_group('stages')
+    g.add_argument('--precision', type=_csv, default=list(_PRECISIONS), metavar='P1,P2',
+                   help='fp32 plus any of fp16,int8 (default fp32,fp16,int8)')
+    g.add_argument('--exporter', default='dynamo', choices=['dynamo', 'legacy'])
+    g.add_argument('--no-validate', dest='validate', action='store_false', help='skip the validation stage')
+    g.add_argument('--no-bench', dest='bench', action='store_false', help='skip the bench stage')
+    g = p.add_argument_group('bench')
+    g.add_argument('--batch', default='1,16', help='batch sizes (default 1,16)')
+    g.add_argument('--runtimes', type=_csv, default=None, metavar='R1,R2', help='see timm-recal bench --help')
+    g.add_argument('--threads', type=int, help='torch and ONNX Runtime intra-op threads')
+    speed = g.add_mutually_exclusive_group()
     speed.add_argument('--quick', dest='quick', action='store_true', default=None,
-                       help='short bench timing (the default without MODEL)')
-    speed.add_argument('--full', dest='quick', action='store_false', help='full bench timing (the default with MODEL)')
-    p.add_argument('--warmup', type=int)
-    p.add_argument('--repeats', type=int)
-    p.add_argument('--min-time', type=float)
-    p.add_argument('--no-validate', dest='validate', action='store_false')
-    p.add_argument('--no-bench', dest='bench', action='store_false')
+                       help='short timing windows (the default without MODEL)')
+    speed.add_argument('--full', dest='quick', action='store_false', help='full timing (the default with MODEL)')
+    g.add_argument('--warmup', type=int, help='untimed calls per runner and batch')
+    g.add_argument('--repeats', type=int, help='interleaved timing windows per runner')
+    g.add_argument('--min-time', type=float, help='seconds per timing window')
+    add_model_args(p)  # --checkpoint --use-ema --num-classes --img-size --device --amp
     p.set_defaults(func=run_pipeline)
     return p
 
@@ -343,7 +355,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     record = pipeline(
         args.model, args.output, compare=args.compare, checkpoint=args.checkpoint,
         compare_checkpoint=args.compare_checkpoint, data=args.data, calib_data=args.calib_data,
-        calib_images=args.calib_images, num_classes=args.num_classes, img_size=args.img_size,
+        calib_images=args.calib_images, num_classes=args.num_classes, use_ema=args.use_ema, img_size=args.img_size,
         precisions=args.precision, batches=args.batch, runtimes=args.runtimes, exporter=args.exporter,
         device=args.device, amp=args.amp, threads=args.threads, quick=args.quick, warmup=args.warmup,
         repeats=args.repeats, min_time_s=args.min_time, validate=args.validate, bench=args.bench, force=args.force,

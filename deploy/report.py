@@ -213,7 +213,7 @@ def throughput_plot(record: Dict[str, Any], path: str, title: Optional[str] = No
     else:
         ax.set_ylim(bottom=0, top=max(values) * 1.08)
     ax.set_xlabel('batch size')
-    ax.set_ylabel('images / s (higher is better)')
+    ax.set_ylabel('images / s' + (', log scale' if ax.get_yscale() == 'log' else '') + ' (higher is better)')
     ax.grid(True, which='major', alpha=0.3)
     cpu = (record.get('machine') or {}).get('cpu_model', '')
     ax.set_title(title or f"Throughput vs batch size, {(record.get('settings') or {}).get('device', 'cpu')} {cpu}",
@@ -298,6 +298,8 @@ def pipeline_report_markdown(record: Dict[str, Any], png_name: Optional[str] = '
         out += ['## Benchmark', '']
         if png_name:
             out += [f'![throughput vs batch size]({png_name})', '']
+        out += ['### Summary (ratios measured side by side in this run)', '',
+                bench_table_markdown([bench_rec]).split('\n\nMeasured on:')[0], '']
         out += [bench_results_markdown(bench_rec)]
     stages = record.get('stages') or []
     if stages:

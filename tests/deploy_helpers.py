@@ -12,14 +12,18 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
 
 
 @torch.no_grad()
-def randomize_weights_(model: nn.Module, seed: int = 0, img_size: Optional[int] = None) -> nn.Module:
+def randomize_weights_(model: nn.Module, images: Optional[torch.Tensor] = None, seed: int = 0) -> nn.Module:
     """Random weights with every path active, so parity tests exercise the whole graph.
 
     timm zero-initializes the last BN of residual blocks (and some gates start constant), which would hide
     errors in those branches. Here conv/linear weights get He-scaled noise, BN random affine parameters,
-    every other parameter noise on top of its init. BN running statistics are then estimated on random
-    inputs and perturbed, so activations keep a trained-like scale through deep residual stacks (logits of
-    order 1-10, where an FP32 tolerance of 1e-4 is meaningful) while no statistic is the trivial 0/1.
+    every other parameter noise on top of its init. BN running statistics are then estimated on ``images``
+    (real, preprocessed images: statistics of noise would not normalize them, and the mismatch compounds
+    layer after layer) and perturbed, so activations keep a trained-like scale through deep residual stacks
+    (logits of order 1-10, where an FP32 tolerance of 1e-4 means something) and no statistic is trivial;
+    variances are floored (a dead channel would amplify round-off by 1/sqrt(eps)) and the classifier is scaled
+    to logits of standard deviation 3.
+    Without ``images`` the statistics are only randomized.
     """
     gen = torch.Generator().manual_seed(seed)
 
@@ -47,20 +51,41 @@ def randomize_weights_(model: nn.Module, seed: int = 0, img_size: Optional[int] 
         if id(p) not in done and p.is_floating_point():
             p.add_(0.1 * rand(p) * max(float(p.abs().mean()), 1.0))
 
-    if norms:  # estimate BN statistics (cumulative average), then perturb them
-        size = img_size or model.pretrained_cfg['input_size'][-1]
+    if norms and images is not None:  # estimate BN statistics (cumulative average), then perturb them
         momenta = [m.momentum for m in norms]
         for m in norms:
             m.reset_running_stats()
             m.momentum = None
         model.train()
-        for _ in range(2):
-            model(torch.randn((8, 3, size, size), generator=gen))
+        model(images)
         for m, mom in zip(norms, momenta):
             m.momentum = mom
+            # a channel that is (almost) dead on these images would divide round-off noise by sqrt(eps)
+            m.running_var.clamp_(min=0.1 * float(m.running_var.mean()) + 1e-3)
             m.running_mean.add_(0.1 * rand(m.running_mean) * m.running_var.sqrt())
             m.running_var.mul_(torch.exp(0.2 * rand(m.running_var)))
+    else:
+        for m in norms:
+            m.running_mean.copy_(0.2 * rand(m.running_mean))
+            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen).to(m.running_var))
+    model.eval()
+    head = model.get_classifier() if hasattr(model, 'get_classifier') else None
+    if images is not None and isinstance(head, nn.Linear):  # logits of a trained-like scale (std 3)
+        std = float(model(images).std())
+        head.weight.mul_(3.0 / std)
+        if head.bias is not None:
+            head.bias.mul_(3.0 / std)
     return model.eval()
+
+
+def sample_batch(name: str, img_size: int, n: int = 12) -> torch.Tensor:
+    """``n`` bundled sample images through the model's preprocessing at ``img_size``."""
+    import timm
+    from timm_recal_deploy.images import make_loader
+    from timm_recal_deploy.model_io import data_config_of
+    with torch.device('meta'):
+        cfg = data_config_of(timm.create_model(name), img_size)
+    return next(iter(make_loader(None, cfg, n, limit=n)))[0]
 
 
 def gate_of(name: str) -> str:

@@ -1,64 +1,21 @@
 """Test helper: a Hugging Face Hub cache seeded on disk, read offline, so pretrained loading runs without a network.
 
-``seed_hub_cache`` writes files in the Hub's own cache layout (what ``huggingface_hub`` reads in offline mode)::
-
-    <cache_dir>/models--<org>--<name>/refs/main            -> "<rev>"
-    <cache_dir>/models--<org>--<name>/snapshots/<rev>/<file>
+``seed_hub_cache`` (from ``timm_recal.hub``) writes files in the Hub's own cache layout, which
+``huggingface_hub`` reads in offline mode.
 
 ``offline_hub`` points ``huggingface_hub`` at such a cache, offline, for this process (it patches the constants it
 read at import) and for subprocesses (environment). No Hub server is faked: an uncached file fails as it would
 offline.
 """
-import hashlib
 import os
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Union  # noqa: F401
+
+from timm_recal.hub import seed_hub_cache  # the one implementation of the cache layout
 
 __all__ = ['seed_hub_cache', 'save_state_dict', 'offline_hub_env', 'offline_hub']
 
 FileSource = Union[str, os.PathLike, bytes]
-
-
-def _repo_folder(repo_id: str, repo_type: str = 'model') -> str:
-    if repo_id.count('/') != 1 or not all(repo_id.split('/')):
-        raise ValueError(f"repo_id must be 'org/name', got {repo_id!r}")
-    return f"{repo_type}s--{repo_id.replace('/', '--')}"
-
-
-def seed_hub_cache(
-        cache_dir: Union[str, os.PathLike],
-        repo_id: str,
-        files: Mapping[str, FileSource],
-        revision: Optional[str] = None,
-        repo_type: str = 'model',
-) -> Path:
-    """Put ``files`` (repo file name -> local path or bytes) into the cache as ``repo_id``'s ``main`` revision.
-
-    ``revision`` is the commit hash the snapshot is stored under (40 hex); by default one is derived from the
-    contents. Returns the snapshot folder.
-    """
-    if not files:
-        raise ValueError("seed_hub_cache: give at least one file")
-    contents: Dict[str, bytes] = {}
-    for name, src in files.items():
-        contents[name] = bytes(src) if isinstance(src, (bytes, bytearray)) else Path(src).read_bytes()
-    if revision is None:
-        digest = hashlib.sha1()
-        for name in sorted(contents):
-            digest.update(name.encode() + b'\0' + contents[name])
-        revision = digest.hexdigest()
-    if len(revision) != 40 or any(c not in '0123456789abcdef' for c in revision):
-        raise ValueError(f"revision must be a 40-hex commit hash, got {revision!r}")
-
-    repo = Path(cache_dir) / _repo_folder(repo_id, repo_type)
-    snapshot = repo / 'snapshots' / revision
-    for name, data in contents.items():
-        target = snapshot / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    (repo / 'refs').mkdir(parents=True, exist_ok=True)
-    (repo / 'refs' / 'main').write_text(revision)
-    return snapshot
 
 
 def save_state_dict(state_dict: Mapping, path: Union[str, os.PathLike]) -> Path:

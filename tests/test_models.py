@@ -45,9 +45,11 @@ def test_model_api(name):
     assert model.get_classifier().out_features == model.num_classes
     assert cfg.get('license')
     with torch.no_grad():
-        feat = model.forward_features(torch.randn(1, *cfg['input_size']))
+        feat = model.forward_features(torch.randn(1, 3, s, s))
     assert feat.shape[1] == model.num_features
-    assert tuple(feat.shape[-2:]) == tuple(cfg['pool_size'])
+    stride = model.feature_info[-1]['reduction']
+    assert tuple(cfg['pool_size']) == tuple(d // stride for d in cfg['input_size'][1:])  # at the default size
+    assert tuple(feat.shape[-2:]) == (s // stride, s // stride)
     assert model.forward_head(feat, pre_logits=True).shape == (1, model.num_features)
 
     # backward: train, batch 2, every parameter receives a gradient

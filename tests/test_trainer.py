@@ -3,33 +3,17 @@ few steps per epoch: summary.csv, checkpoints, exact resume, transforms, lr rule
 import csv
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(REPO, '..', 'shared', 'data', 'cifar10')
-MODEL = 'shufflenetv2_x0_5_cifar'
+from train_helpers import TINY_MODEL as MODEL, make_tiny_cifar
 
 
 @pytest.fixture(scope='module')
 def tiny_cifar(tmp_path_factory):
-    """8 train and 2 test images of each class, from the shared CIFAR-10 copy (the package's 5-per-class
-    samples where that is absent)."""
-    root = tmp_path_factory.mktemp('tiny_cifar')
-    if os.path.isdir(SHARED):
-        sources = {'train': (os.path.join(SHARED, 'train'), 0, 8), 'test': (os.path.join(SHARED, 'test'), 0, 2)}
-    else:
-        samples = os.path.join(REPO, 'timm_recal', 'assets', 'cifar10_samples')
-        sources = {'train': (samples, 0, 4), 'test': (samples, 4, 5)}
-    for split, (src, lo, hi) in sources.items():
-        for cls in sorted(os.listdir(src)):
-            os.makedirs(root / split / cls)
-            for name in sorted(os.listdir(os.path.join(src, cls)))[lo:hi]:
-                shutil.copy(os.path.join(src, cls, name), root / split / cls / name)
-    return str(root)
+    return make_tiny_cifar(str(tmp_path_factory.mktemp('tiny_cifar')))
 
 
 def _cfg(data_dir, out, **kw):
@@ -100,10 +84,12 @@ def test_resume_replaces_model_best_only_with_a_better_epoch(tiny_cifar, tmp_pat
     for name in ('last.pth.tar', 'model_best.pth.tar'):
         ck = _ckpt(tmp_path / name)
         ck['metric'] = 101.0
-        if 'saver' in ck:
-            ck['saver']['best_metric'] = 101.0
-            ck['saver']['checkpoint_files'] = [(f, 101.0) for f, _ in ck['saver']['checkpoint_files']]
-            ck['saver']['pending'] = (0, 101.0)
+        saver = ck.get('saver')  # newer timm: the saver's history, captured before epoch 0 was ranked
+        if saver:
+            saver['pending'] = (0, 101.0)
+            saver['checkpoint_files'] = [(f, 101.0) for f, _ in saver['checkpoint_files']]
+            if saver['best_epoch'] == 0:
+                saver['best_metric'] = 101.0
         torch.save(ck, tmp_path / name)
     result = train(_cfg(tiny_cifar, tmp_path, epochs=3, resume='auto'))
     assert [int(r['epoch']) for r in _rows(tmp_path)] == [0, 1, 2], 'summary.csv appended'
@@ -122,9 +108,9 @@ def test_finished_run_resumes_to_nothing_and_fresh_run_restarts_summary(tiny_cif
 
 
 def _position_image(size=32):
-    """R encodes the row, G the column (multiples of 8, never 0): a pad-and-crop moves them, a resize blends."""
+    """R encodes the row, G the column (multiples of 7, never 0): a pad-and-crop moves them, a resize blends."""
     i, j = np.meshgrid(np.arange(size), np.arange(size), indexing='ij')
-    arr = np.stack([8 * (i % 31 + 1), 8 * (j % 31 + 1), np.full_like(i, 128)], -1).astype(np.uint8)
+    arr = np.stack([7 * (i + 1), 7 * (j + 1), np.full_like(i, 128)], -1).astype(np.uint8)
     from PIL import Image
     return Image.fromarray(arr)
 
@@ -150,9 +136,9 @@ def test_cifar_transform_is_pad4_crop_and_flip():
         px = _pixels(tf(img), dc['mean'], dc['std'])
         rows = px[0][:, 16]
         valid = rows[rows > 0]
-        assert set(np.unique(px[0])) <= {0.0} | {8.0 * k for k in range(1, 32)}, 'no interpolation'
-        assert np.all(np.diff(valid) == 8), 'rows shifted, not rescaled'
-        dy = int(valid[0] / 8 - 1) - int(np.argmax(rows > 0))
+        assert set(np.unique(px[0])) <= {0.0} | {7.0 * k for k in range(1, 33)}, 'no interpolation'
+        assert np.all(np.diff(valid) == 7), 'rows shifted, not rescaled'
+        dy = int(valid[0] / 7 - 1) - int(np.argmax(rows > 0))
         assert -4 <= dy <= 4
         shifts.add(dy)
         cols = px[1][16][px[1][16] > 0]

@@ -98,6 +98,7 @@ def test_warm_start_is_the_default_tag(hub):
     cfg = model.pretrained_cfg
     assert cfg['tag'] == 'a1_in1k_warm' and cfg['hf_hub_id'] == 'timm/resnet18.a1_in1k'
     assert 'untrained' in cfg['description'] and cfg['notes']
+    assert timm.create_model('ab_resnet18.a1_in1k_warm', pretrained=True).pretrained_cfg == cfg
     sd = model.state_dict()
     for k, v in base.state_dict().items():  # every base tensor is loaded (the BN before each gate folded)
         if not k.endswith(('bn2.weight', 'bn2.bias')):

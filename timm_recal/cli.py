@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--version', action='version', version=f'timm-recal {__version__}')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     _add_models_parser(sub)
-    from .training.cli import add_train_parser
+    from .training.cli import add_package_parser, add_train_parser
     add_train_parser(sub)
+    add_package_parser(sub)
     for add in _optional_parsers():
         add(sub)
     return parser

@@ -40,6 +40,8 @@ def _recal_modules() -> set:
 
 
 def model_paper(name: str) -> str:
+    if 'shufflenetv2' in name and name.startswith(('se_', 'sle_')):
+        return f"Wang & Yuan ({'SLE' if name.startswith('sle_') else 'SE'} on ShuffleNetV2)"
     for prefix, paper in _GATE_PAPERS:
         if name.startswith(prefix):
             return paper

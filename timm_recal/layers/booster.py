@@ -112,9 +112,10 @@ class BoosterGate(nn.Module):
 
         With a BN in the gate an exactly constant output needs either the conv weight or the BN weight to be
         zero, and then the other one gets no gradient (and a zero-variance BN in train mode amplifies the
-        conv's gradient by 1/sqrt(eps)). Instead both are set to ``scale`` (1e-4): the gate moves by about
-        ``scale**2`` (1e-8) of its logit, below float32 resolution, while every parameter gets a finite,
-        non-zero gradient from the first step.
+        conv's gradient by 1/sqrt(eps)). Instead the BN weight is set to ``scale`` (1e-4) and the conv weight to
+        ``scale / fan_in`` (fan_in = C / groups, so a full 1x1 conv sums no more than a depthwise one): the gate
+        moves by about ``scale**2`` (1e-8) of its input, below float32 resolution, while every parameter gets a
+        finite, non-zero gradient from the first step.
         """
         if self.pool_type != 'avg' or self.mix is None or self.norm is None or self.spatial is not None:
             raise ValueError(
@@ -122,7 +123,7 @@ class BoosterGate(nn.Module):
                 f"(AB, AB-Plus, the group ablation), not for this ablation design")
         if not is_sigmoid(self.gate):
             raise ValueError(f"{type(self).__name__}: a constant-gate init needs a sigmoid gate")
-        self.mix.weight.fill_(scale)
+        self.mix.weight.fill_(scale / self.mix.weight.shape[1])
         self.norm.reset_running_stats()
         self.norm.weight.fill_(scale)
         self.norm.bias.fill_(logit)

@@ -145,11 +145,14 @@ default_cfgs = generate_default_cfgs(_cfgs())
 
 def _no_weights_reason(variant: str) -> str:
     v = model_args[variant]
-    if BASES[v['base']].warm_from is None:
+    source = _warm_source(variant)
+    if BASES[v['base']].warm_from is None or (source and not get_pretrained_cfg(variant).has_weights):
         return f"timm publishes no {v['base']} weights to warm-start from"
-    return (f"the {v['placement']!r} gate placement has no BatchNorm right before the gate, so {v['base']} "
-            f"weights cannot be loaded with the gate folded away (warm start needs the standard or SE-3x3 "
-            f"placement)")
+    if source is None:
+        return (f"the {v['placement']!r} gate placement has no BatchNorm right before the gate, so {v['base']} "
+                f"weights cannot be loaded with the gate folded away (warm start needs the standard or SE-3x3 "
+                f"placement)")
+    return "the pretrained_cfg given names no weights"
 
 
 def _create_resnet_gated(variant: str, pretrained: bool = False, **kwargs) -> ResNet:

@@ -1,7 +1,7 @@
 """``timm-recal train``: argument definitions (no heavy imports here) and the command."""
 import argparse
 
-__all__ = ['add_train_parser', 'run_train']
+__all__ = ['add_train_parser', 'run_train', 'add_package_parser']
 
 _OVERRIDES = {  # command-line flag -> TrainConfig field
     'model': str, 'data_dir': str, 'epochs': int, 'batch_size': int, 'lr': float, 'workers': int,
@@ -46,4 +46,23 @@ def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
     result = train(cfg)
     print(f"best top-1 {result['best_top1']:.2f} at epoch {result['best_epoch']}; run folder {cfg.output}")
+    return 0
+
+
+def add_package_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser('package-weights', help='write a finished run as a Hub-ready weights folder + model card',
+                       description='Final-epoch weights of a `timm-recal train` run in save_for_hf layout, '
+                                   'with README.md (model card) and metrics.json.')
+    p.add_argument('run_dir')
+    p.add_argument('-o', '--output', help='folder (default weights/<arch>.<tag>)')
+    p.add_argument('--tag', default='cifar10')
+    p.add_argument('--force', action='store_true')
+    p.set_defaults(func=_run_package)
+    return p
+
+
+def _run_package(args: argparse.Namespace) -> int:
+    from .package import package_run
+    out = package_run(args.run_dir, args.output, tag=args.tag, force=args.force)
+    print(f"wrote {out}")
     return 0

@@ -64,6 +64,9 @@ class TrainConfig:
     warmup_prefix: bool = False
     min_lr: float = 0.0
     cooldown_epochs: int = 0
+    lr_cycle_mul: float = 1.0
+    lr_cycle_decay: float = 0.5
+    lr_cycle_limit: int = 1
     smoothing: float = 0.0
     drop: float = 0.0
     drop_path: Optional[float] = None
@@ -93,7 +96,9 @@ def _coerce(name: str, value: Any) -> Any:
     """Numbers given as YAML strings (PyYAML reads ``1e-3`` as a string) become numbers, as argparse's ``type``
     makes them in train.py; anything else that is not a number where one is needed is an error."""
     hint = typing.get_type_hints(TrainConfig)[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) is typing.Union else [hint]
+    args = [hint]
+    if typing.get_origin(hint) is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
     kind = args[0] if len(args) == 1 and args[0] in (int, float) else None
     if kind is None or value is None or isinstance(value, bool):
         return value

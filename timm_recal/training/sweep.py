@@ -180,6 +180,7 @@ def run_sweep(
         try:
             train(cfg)
         except FloatingPointError as e:
+            os.makedirs(cfg.output, exist_ok=True)
             with open(os.path.join(cfg.output, FAILED_FILE), 'w') as f:
                 json.dump({'error': str(e)}, f)
             log(f"[{i}/{len(cells)}] {cell.dirname}: failed ({e})")
@@ -235,10 +236,9 @@ def plot_heatmap(rows: List[Dict[str, Any]], path: str, title: str = '') -> str:
     if vmax - vmin < 1e-6:
         vmin, vmax = vmin - 0.5, vmax + 0.5
 
-    fig, axes = plt.subplots(1, len(models), figsize=(1.2 + 1.15 * len(batches) * len(models) + 0.9, 0.9 + 0.75 * len(lrs)),
-                             squeeze=False, constrained_layout=True)
-    cmap = matplotlib.colormaps['viridis'].copy()
-    cmap.set_bad('#d0d0d0')
+    size = (2.1 + 1.15 * len(batches) * len(models), 0.9 + 0.75 * len(lrs))
+    fig, axes = plt.subplots(1, len(models), figsize=size, squeeze=False, constrained_layout=True)
+    cmap = matplotlib.colormaps['viridis'].with_extremes(bad='#d0d0d0')  # grey: no result
     image = None
     unfinished = False
     for ax, model in zip(axes[0], models):

@@ -41,8 +41,10 @@ def build_transforms(cfg: TrainConfig, data_config: Dict[str, Any], is_training:
         return T.Compose(ops)
     kwargs = dict(data_config)
     if is_training:
+        # colour jitter 0: no ColorJitter op at all (train.py adds a no-op one)
         kwargs.update(scale=tuple(cfg.scale), ratio=tuple(cfg.ratio), hflip=cfg.hflip, no_aug=cfg.no_aug,
-                      color_jitter=cfg.color_jitter, interpolation=cfg.train_interpolation or kwargs['interpolation'])
+                      color_jitter=cfg.color_jitter or None,
+                      interpolation=cfg.train_interpolation or kwargs['interpolation'])
         kwargs.pop('crop_pct', None)
         kwargs.pop('crop_mode', None)
     return create_transform(**kwargs, is_training=is_training)
@@ -197,7 +199,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
         decay_milestones=list(cfg.decay_milestones), cooldown_epochs=cfg.cooldown_epochs,
         decay_rate=cfg.decay_rate, patience_epochs=cfg.patience_epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-        warmup_epochs=cfg.warmup_epochs, warmup_prefix=cfg.warmup_prefix,
+        warmup_epochs=cfg.warmup_epochs, warmup_prefix=cfg.warmup_prefix, cycle_mul=cfg.lr_cycle_mul,
+        cycle_decay=cfg.lr_cycle_decay, cycle_limit=cfg.lr_cycle_limit,
         step_on_epochs=not cfg.sched_on_updates, updates_per_epoch=updates_per_epoch)
     scaler = NativeScaler(device='cuda') if cfg.amp and cfg.device.startswith('cuda') else None
     loss_fn = LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing else nn.CrossEntropyLoss()

@@ -1,0 +1,269 @@
+"""``timm-recal bench``: interleaving, statistics and ratios from recorded times (fake clocks, no timing
+assertions), the -o/--force rule, execution-provider gating, and one small end-to-end run on CPU."""
+import json
+import os
+import struct
+
+import pytest
+
+pytest.importorskip('onnxruntime')
+
+from timm_recal_deploy.bench import (Runner, bench, compute_ratios, onnx_precision, parse_batches,  # noqa: E402
+                                     summarize_times, time_interleaved)
+from timm_recal_deploy.errors import DeployError, OutputExistsError  # noqa: E402
+
+TINY = 'cnn3'  # 3 conv layers, 32x32: exports in seconds
+
+
+class FakeClock:
+    """A clock that only moves when a fake call 'runs' for its fixed duration."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call_taking(self, seconds: float, log=None, key=None):
+        def fn():
+            if log is not None:
+                log.append(key)
+            self.now += seconds
+        return fn
+
+
+def test_time_interleaved_alternates_order():
+    log = []
+    clock = FakeClock()
+    calls = [(k, clock.call_taking(0.01, log, k)) for k in ('a', 'b', 'c')]
+    windows = time_interleaved(calls, warmup=1, repeats=4, min_time_s=0.0, min_iters=1, clock=clock)
+    assert log[:3] == ['a', 'b', 'c']  # warm-up, once each
+    assert log[3:] == ['a', 'b', 'c', 'c', 'b', 'a', 'a', 'b', 'c', 'c', 'b', 'a']
+    assert {k: len(w) for k, w in windows.items()} == {'a': 4, 'b': 4, 'c': 4}
+
+
+def test_window_runs_until_min_time_and_min_iters():
+    clock = FakeClock()
+    windows = time_interleaved([('x', clock.call_taking(0.3))], warmup=0, repeats=2, min_time_s=1.0,
+                               min_iters=1, clock=clock)
+    assert [len(w) for w in windows['x']] == [4, 4]  # 4 * 0.3 s is the first total >= 1 s
+    windows = time_interleaved([('x', clock.call_taking(0.3))], warmup=0, repeats=1, min_time_s=0.0,
+                               min_iters=7, clock=clock)
+    assert len(windows['x'][0]) == 7
+
+
+def test_summarize_from_fake_times():
+    windows = [[0.010, 0.010], [0.020, 0.020, 0.020, 0.020], [0.010, 0.030]]
+    s = summarize_times(windows, batch=4)
+    assert s['images_per_s_repeats'] == pytest.approx([400.0, 200.0, 200.0])
+    assert s['images_per_s'] == pytest.approx(200.0)  # median over repeats
+    assert s['iterations'] == 8
+    # latencies sorted: 10,10,10,20,20,20,20,30 ms; linear-interpolated percentiles
+    assert s['latency_ms']['p50'] == pytest.approx(20.0)
+    assert s['latency_ms']['p90'] == pytest.approx(23.0)
+    assert s['latency_ms']['p99'] == pytest.approx(29.3)
+    assert s['latency_ms']['min'] == pytest.approx(10.0)
+    with pytest.raises(ValueError):
+        summarize_times([[]], 1)
+
+
+def _res(role, runtime, precision, batch, ips, model='m'):
+    return dict(role=role, model=model, runtime=runtime, precision=precision, batch=batch, images_per_s=ips)
+
+
+def test_ratios_from_recorded_throughput():
+    results = [
+        _res('target', 'eager', 'fp32', 1, 10.0), _res('target', 'eager_cl', 'fp32', 1, 12.0),
+        _res('target', 'eager_cl', 'amp_bf16', 1, 50.0),  # not FP32: never the eager baseline
+        _res('target', 'ort', 'fp32', 1, 18.0), _res('target', 'ort', 'int8', 1, 63.0),
+        _res('target', 'ort', 'fp16', 1, 9.0),
+        _res('compare', 'eager', 'fp32', 1, 20.0, 'base'), _res('compare', 'ort', 'fp32', 1, 30.0, 'base'),
+    ]
+    ratios = compute_ratios(results)
+    got = {(q['kind'], q['role'] if 'role' in q else q['runtime'], q['numerator'], q['denominator']): q['value']
+           for q in ratios}
+    assert got[('ort_vs_best_eager', 'target', 'target/ort/fp32', 'target/eager_cl/fp32')] == pytest.approx(1.5)
+    assert got[('int8_vs_fp32', 'target', 'target/ort/int8', 'target/ort/fp32')] == pytest.approx(3.5)
+    assert got[('fp16_vs_fp32', 'target', 'target/ort/fp16', 'target/ort/fp32')] == pytest.approx(0.5)
+    assert got[('ort_vs_best_eager', 'compare', 'compare/ort/fp32', 'compare/eager/fp32')] == pytest.approx(1.5)
+    assert got[('target_vs_compare', 'eager', 'target/eager/fp32', 'compare/eager/fp32')] == pytest.approx(0.5)
+    assert got[('target_vs_compare', 'ort', 'target/ort/fp32', 'compare/ort/fp32')] == pytest.approx(0.6)
+    assert len(ratios) == 6  # nothing paired across runtimes or with a missing side
+
+
+def test_ratio_pairs_two_single_precision_files():
+    ratios = compute_ratios([_res('target', 'ort', 'int8', 16, 80.0), _res('compare', 'ort', 'fp32', 16, 20.0)])
+    assert [(q['kind'], q['numerator'], q['denominator'], q['value']) for q in ratios] == [
+        ('target_vs_compare', 'target/ort/int8', 'compare/ort/fp32', pytest.approx(4.0))]
+
+
+def test_parse_batches():
+    assert parse_batches('1,16') == (1, 16)
+    assert parse_batches(' 4, 1 ,4') == (4, 1)
+    assert parse_batches([2, 8]) == (2, 8)
+    for bad in ('', '0', '1,x', '-2'):
+        with pytest.raises(DeployError, match='--batch'):
+            parse_batches(bad)
+
+
+def test_output_refused_before_any_work(tmp_path):
+    out = tmp_path / 'bench.json'
+    out.write_text('keep me')
+    with pytest.raises(OutputExistsError, match='--force'):
+        bench('no_such_model_anywhere', output=str(out))
+    assert out.read_text() == 'keep me'
+
+
+def test_gpu_providers_are_gated():
+    with pytest.raises(DeployError, match='needs --device cuda'):
+        bench(TINY, runtimes=['ort_cuda'], batches=[1])
+    with pytest.raises(DeployError, match='unknown runtime'):
+        bench(TINY, runtimes=['tensorflow'], batches=[1])
+
+
+def test_cuda_and_tensorrt_providers_run_when_present():
+    import onnxruntime as ort
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip('no CUDA device: the CUDA/TensorRT execution-provider runners cannot run here')
+    present = [rt for rt, ep in (('ort_cuda', 'CUDAExecutionProvider'), ('ort_trt', 'TensorrtExecutionProvider'))
+               if ep in ort.get_available_providers()]
+    if not present:
+        pytest.skip('this onnxruntime build has no CUDA/TensorRT execution provider (onnxruntime-gpu needed)')
+    rec = bench(TINY, batches=[1, 2], runtimes=['eager'] + present, device='cuda', warmup=1, repeats=1,
+                min_time_s=0.0, min_iters=1)
+    assert {r['runtime'] for r in rec['results']} == {'eager', *present}
+
+
+@pytest.fixture(scope='module')
+def tiny_onnx(tmp_path_factory):
+    """cnn3 exported once (FP32) and quantized (INT8, a few bundled images) for the end-to-end tests."""
+    from timm_recal_deploy.export import export_onnx
+    from timm_recal_deploy.quantize import quantize_int8
+    d = tmp_path_factory.mktemp('bench_onnx')
+    fp32 = export_onnx(TINY, str(d / 'cnn3.onnx'))['output']
+    int8 = quantize_int8(fp32, str(d / 'cnn3_int8.onnx'), None, num_images=8, progress=False)['output']
+    return fp32, int8
+
+
+def test_onnx_precision_from_metadata(tiny_onnx):
+    fp32, int8 = tiny_onnx
+    assert onnx_precision(fp32) == 'fp32'
+    assert onnx_precision(int8) == 'int8'
+
+
+def _check_ratios_match_results(rec):
+    ips = {f"{r['role']}/{r['runtime']}/{r['precision']}@{r['batch']}": r['images_per_s'] for r in rec['results']}
+    assert rec['ratios']
+    for q in rec['ratios']:
+        num, den = ips[f"{q['numerator']}@{q['batch']}"], ips[f"{q['denominator']}@{q['batch']}"]
+        assert q['value'] == pytest.approx(num / den, rel=1e-12)
+
+
+def test_bench_model_with_onnx_files_end_to_end(tiny_onnx, tmp_path):
+    fp32, int8 = tiny_onnx
+    out = str(tmp_path) + '/runs/'
+    rec = bench(TINY, onnx=[fp32, int8], batches='1,2', runtimes=['eager', 'eager_cl', 'ort'], warmup=1,
+                repeats=2, min_time_s=0.0, min_iters=2, threads=1, output=out)
+    path = tmp_path / 'runs' / 'bench.json'
+    assert rec['output'] == str(path)
+    on_disk = json.loads(path.read_text())
+    assert on_disk['results'] == json.loads(json.dumps(rec['results']))
+    keys = {(r['runtime'], r['precision'], r['batch']) for r in rec['results']}
+    assert keys == {(rt, p, b) for b in (1, 2) for rt, p in
+                    (('eager', 'fp32'), ('eager_cl', 'fp32'), ('ort', 'fp32'), ('ort', 'int8'))}
+    for r in rec['results']:
+        assert r['iterations'] == 4 and len(r['images_per_s_repeats']) == 2
+        lat = r['latency_ms']
+        assert 0 < lat['min'] <= lat['p50'] <= lat['p90'] <= lat['p99']
+    kinds = {(q['kind'], q['batch']) for q in rec['ratios']}
+    assert kinds == {(k, b) for k in ('ort_vs_best_eager', 'int8_vs_fp32') for b in (1, 2)}
+    _check_ratios_match_results(rec)
+    assert rec['threads']['torch_intra_op'] == 1 and rec['threads']['ort_intra_op'] == 1
+    assert rec['machine']['cpu_model'] and rec['machine']['versions']['onnxruntime']
+    assert rec['models']['target']['onnx'] == {'fp32': fp32, 'int8': int8}
+    with pytest.raises(OutputExistsError):
+        bench(TINY, onnx=[fp32], output=str(path))
+    bench(TINY, onnx=[fp32], runtimes=['ort'], batches=[1], warmup=0, repeats=1, min_time_s=0.0, output=str(path),
+          force=True)
+
+
+def test_bench_onnx_vs_onnx_compare(tiny_onnx):
+    fp32, int8 = tiny_onnx
+    rec = bench(int8, compare=fp32, batches=[2], warmup=0, repeats=3, min_time_s=0.0, min_iters=1)
+    assert any('eager runtimes skipped' in n for n in rec['notes'])
+    assert {(r['role'], r['runtime'], r['precision']) for r in rec['results']} == {
+        ('target', 'ort', 'int8'), ('compare', 'ort', 'fp32')}
+    assert [q['kind'] for q in rec['ratios']] == ['target_vs_compare']
+    _check_ratios_match_results(rec)
+
+
+def test_bench_rejects_bad_inputs(tiny_onnx, tmp_path):
+    fp32, _ = tiny_onnx
+    with pytest.raises(DeployError, match='not found'):
+        bench(str(tmp_path / 'missing.onnx'))
+    with pytest.raises(DeployError, match='exported for 32x32'):
+        bench(fp32, img_size=64)
+    with pytest.raises(DeployError, match='ONNX file already'):
+        bench(fp32, onnx=[fp32])
+    with pytest.raises(DeployError, match='two fp32'):
+        bench(TINY, onnx=[fp32, fp32], runtimes=['ort'])
+    with pytest.raises(DeployError, match='need --compare'):
+        bench(TINY, compare_onnx=[fp32])
+
+
+def test_cli_bench_writes_json_and_refuses_overwrite(tiny_onnx, tmp_path, capsys):
+    from timm_recal.cli import main
+    fp32, int8 = tiny_onnx
+    out = tmp_path / 'b.json'
+    args = ['bench', int8, '--compare', fp32, '--batch', '1', '--warmup', '0', '--repeats', '1', '--min-time', '0',
+            '-o', str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert '| Model | Runtime | Precision | b1 |' in printed and 'target_vs_compare' in printed
+    assert json.loads(out.read_text())['kind'] == 'timm-recal-bench'
+    assert main(args) == 2
+    assert '--force' in capsys.readouterr().err
+    assert main(args + ['--force']) == 0
+
+
+def test_report_table_and_plot_from_bench_record(tmp_path):
+    from timm_recal_deploy.report import bench_table_markdown, throughput_plot, bench_results_markdown
+    results = []
+    for role, scale in (('target', 1.0), ('compare', 1.25)):
+        for b in (1, 16):
+            for rt, p, ips in (('eager', 'fp32', 10), ('eager_cl', 'fp32', 12), ('ort', 'fp32', 18),
+                               ('ort', 'int8', 54)):
+                results.append(dict(_res(role, rt, p, b, ips * scale * b ** 0.5),
+                                    latency_ms={'p50': 1.0, 'p90': 2.0, 'p99': 3.0}, iterations=5))
+    rec = {'kind': 'timm-recal-bench', 'results': results, 'ratios': compute_ratios(results),
+           'models': {'target': {'name': 'ab_resnet50', 'input_size': [3, 224, 224]},
+                      'compare': {'name': 'resnet50', 'input_size': [3, 224, 224]}},
+           'settings': {'batches': [1, 16]}, 'machine': {'cpu_model': 'Test CPU', 'cpu_flags': ['avx512_vnni']}}
+    table = bench_table_markdown([rec])
+    lines = [ln for ln in table.splitlines() if ln.startswith('| ab_resnet50') or ln.startswith('| resnet50')]
+    assert len(lines) == 4
+    assert '| ab_resnet50 | 224x224 | 1 | 12.00 (CL) | 18.00 | 54.00 | 1.50x | 3.00x |' in table
+    assert 'Test CPU (avx512_vnni)' in table
+    details = bench_results_markdown(rec)
+    assert '### Latency per batch (ms)' in details and 'int8_vs_fp32' in details
+    png = throughput_plot(rec, str(tmp_path / 't.png'))
+    with open(png, 'rb') as f:
+        head = f.read(24)
+    assert head[:8] == b'\x89PNG\r\n\x1a\n'
+    width, height = struct.unpack('>II', head[16:24])
+    assert width > 400 and height > 300
+    with pytest.raises(ValueError, match='bench records'):
+        bench_table_markdown([{'kind': 'other'}])
+
+
+def test_report_table_command(tmp_path, capsys):
+    from timm_recal_deploy.report import main
+    rec = {'kind': 'timm-recal-bench', 'models': {'target': {'name': 'x', 'input_size': [3, 32, 32]}},
+           'results': [_res('target', 'eager', 'fp32', 1, 5.0), _res('target', 'ort', 'fp32', 1, 10.0)]}
+    rec['ratios'] = compute_ratios(rec['results'])
+    path = tmp_path / 'x.json'
+    path.write_text(json.dumps(rec))
+    assert main(['table', str(path)]) == 0
+    assert '| x | 32x32 | 1 | 5.00 (NCHW) | 10.00 | - | 2.00x | - |' in capsys.readouterr().out
+    assert main(['table', str(tmp_path / 'nope.json')]) == 2

@@ -1,0 +1,213 @@
+"""The deploy commands' contract: subcommands, -o/--force, checkpoint formats, and clear errors for bad input
+(message, non-zero exit, never a traceback)."""
+import os
+import subprocess
+import sys
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+import pytest
+import torch
+
+pytest.importorskip('onnx')
+pytest.importorskip('onnxruntime')
+
+import timm  # noqa: E402
+import timm_recal  # noqa: E402,F401
+from timm_recal.cli import build_parser, main  # noqa: E402
+from timm_recal_deploy.errors import DeployError  # noqa: E402
+from timm_recal_deploy.model_io import load_model, read_checkpoint  # noqa: E402
+
+from deploy_helpers import randomize_weights_, sample_batch  # noqa: E402
+
+CIFAR_MODEL = 'shufflenetv2_x0_5_cifar'
+
+
+def _cli(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope='module')
+def trained_like(tmp_path_factory):
+    """A randomized CIFAR model saved as a plain state dict, and its FP32 ONNX export (legacy exporter)."""
+    d = tmp_path_factory.mktemp('cli')
+    model = randomize_weights_(timm.create_model(CIFAR_MODEL), sample_batch(CIFAR_MODEL, 32))
+    ckpt = d / 'weights.pth'
+    torch.save(model.state_dict(), ckpt)
+    onnx_path = d / 'model.onnx'
+    assert main(['export', CIFAR_MODEL, '--checkpoint', str(ckpt), '-o', str(onnx_path), '--exporter', 'legacy']) == 0
+    return model, ckpt, onnx_path
+
+
+def test_all_six_subcommands_registered():
+    sub = next(a for a in build_parser()._actions if a.dest == 'command')
+    for name in ('export', 'parity', 'validate', 'bench', 'quantize', 'pipeline'):
+        assert name in sub.choices, name
+    for name in ('export', 'quantize'):  # writing commands: -o and --force
+        opts = {o for a in sub.choices[name]._actions for o in a.option_strings}
+        assert {'-o', '--output', '--force'} <= opts
+
+
+def test_export_parity_validate_quantize_flow(trained_like, tmp_path, capsys):
+    model, ckpt, onnx_path = trained_like
+    # parity on the ONNX file rebuilds the PyTorch side from the checkpoint recorded in the metadata
+    rc, out, err = _cli(capsys, 'parity', str(onnx_path), '-o', str(tmp_path / 'parity.json'))
+    assert rc == 0, out + err
+    assert 'PASSED' in out and (tmp_path / 'parity.json').is_file()
+    rc, out, err = _cli(capsys, 'validate', str(onnx_path), '--data', _bundled_cifar(), '-o', str(tmp_path))
+    assert rc == 0, err
+    import json
+    onnx_metrics = json.loads((tmp_path / 'metrics.json').read_text())
+    rc, out, err = _cli(capsys, 'validate', CIFAR_MODEL, '--checkpoint', str(ckpt), '--data', _bundled_cifar(),
+                        '--json')
+    assert rc == 0, err
+    torch_metrics = json.loads(out)
+    assert onnx_metrics['n_images'] == torch_metrics['n_images'] == 50
+    assert onnx_metrics['top1'] == torch_metrics['top1'] and onnx_metrics['top5'] == torch_metrics['top5']
+    rc, out, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(tmp_path / 'h.onnx'), '--precision', 'fp16')
+    assert rc == 0, err
+    rc, out, err = _cli(capsys, 'parity', str(tmp_path / 'h.onnx'))
+    assert rc == 0 and 'parity fp16: PASSED' in out, out + err
+
+
+def _bundled_cifar() -> str:
+    from timm_recal_deploy.images import bundled_samples_dir
+    return bundled_samples_dir({'input_size': (3, 32, 32)})
+
+
+# --- bad input: message, non-zero exit, no traceback --------------------------------------------------------
+def test_unknown_model_suggests_close_names(tmp_path, capsys):
+    rc, out, err = _cli(capsys, 'export', 'se_shufflenet_x0_5_cifar', '-o', str(tmp_path / 'a.onnx'))
+    assert rc != 0 and 'unknown model' in err and 'se_shufflenetv2_x0_5_cifar' in err
+    assert not (tmp_path / 'a.onnx').exists()
+
+
+def test_missing_and_corrupt_checkpoint(tmp_path, capsys):
+    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '--checkpoint', str(tmp_path / 'nope.pth'),
+                      '-o', str(tmp_path / 'a.onnx'))
+    assert rc != 0 and 'checkpoint not found' in err
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(b'not a checkpoint at all')
+    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '--checkpoint', str(bad), '-o', str(tmp_path / 'a.onnx'))
+    assert rc != 0 and 'cannot read checkpoint' in err
+    bad_st = tmp_path / 'bad.safetensors'
+    bad_st.write_bytes(b'\x00' * 64)
+    rc, _, err = _cli(capsys, 'validate', CIFAR_MODEL, '--checkpoint', str(bad_st), '--data', _bundled_cifar())
+    assert rc != 0 and 'cannot read checkpoint' in err
+
+
+def test_checkpoint_of_another_architecture(trained_like, tmp_path, capsys):
+    _, ckpt, _ = trained_like
+    rc, _, err = _cli(capsys, 'export', 'se_shufflenetv2_x0_5_cifar', '--checkpoint', str(ckpt),
+                      '-o', str(tmp_path / 'a.onnx'))
+    assert rc != 0 and 'does not fit se_shufflenetv2_x0_5_cifar' in err and 'keys missing' in err
+    assert 'attn' in err  # names the differing keys
+
+
+def test_corrupt_and_missing_onnx(tmp_path, capsys):
+    rc, _, err = _cli(capsys, 'parity', str(tmp_path / 'missing.onnx'))
+    assert rc != 0 and 'not found' in err
+    bad = tmp_path / 'bad.onnx'
+    bad.write_bytes(b'\x08\x07garbage' * 10)
+    for cmd in (['parity', str(bad)], ['validate', str(bad), '--data', _bundled_cifar()],
+                ['quantize', str(bad), '-o', str(tmp_path / 'q.onnx'), '--data', _bundled_cifar()]):
+        rc, _, err = _cli(capsys, *cmd)
+        assert rc != 0 and str(bad) in err, (cmd, err)
+
+
+def test_wrong_input_size(trained_like, tmp_path, capsys):
+    _, _, onnx_path = trained_like
+    rc, _, err = _cli(capsys, 'validate', str(onnx_path), '--data', _bundled_cifar(), '--img-size', '64')
+    assert rc != 0 and 'exported for 32x32' in err
+    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '--img-size', '0', '-o', str(tmp_path / 'a.onnx'))
+    assert rc != 0 and '--img-size' in err
+
+
+def test_empty_data_folder(trained_like, tmp_path, capsys):
+    _, _, onnx_path = trained_like
+    (tmp_path / 'empty' / 'cat').mkdir(parents=True)
+    rc, _, err = _cli(capsys, 'validate', str(onnx_path), '--data', str(tmp_path / 'empty'))
+    assert rc != 0 and 'no images found' in err
+    rc, _, err = _cli(capsys, 'parity', str(onnx_path), '--data', str(tmp_path / 'nothing_here'))
+    assert rc != 0 and 'not found' in err
+
+
+def test_existing_output_needs_force(trained_like, tmp_path, capsys):
+    _, ckpt, onnx_path = trained_like
+    target = tmp_path / 'out.onnx'
+    target.write_bytes(b'keep me')
+    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '-o', str(target), '--exporter', 'legacy')
+    assert rc != 0 and '--force' in err and target.read_bytes() == b'keep me'
+    rc, _, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(target), '--precision', 'fp16')
+    assert rc != 0 and '--force' in err and target.read_bytes() == b'keep me'
+    metrics = tmp_path / 'm.json'
+    metrics.write_text('{}')
+    rc, _, err = _cli(capsys, 'validate', str(onnx_path), '--data', _bundled_cifar(), '-o', str(metrics))
+    assert rc != 0 and '--force' in err and metrics.read_text() == '{}'
+    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '-o', str(target), '--exporter', 'legacy', '--force',
+                      '--checkpoint', str(ckpt))
+    assert rc == 0 and target.read_bytes()[:2] != b'ke'
+
+
+def test_missing_onnx_package_names_the_extra(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, 'onnx', None)  # import onnx -> ModuleNotFoundError
+    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '-o', str(tmp_path / 'a.onnx'), '--exporter', 'legacy')
+    assert rc != 0 and "timm-recal[deploy]" in err
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    """The installed entry point, end to end: bad input gives one message and exit status 2."""
+    proc = subprocess.run([sys.executable, '-m', 'timm_recal.cli', 'validate', 'resnet_18', '--data', _bundled_cifar()],
+                          capture_output=True, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    assert proc.returncode == 2, proc.stderr
+    assert 'Traceback' not in proc.stderr and 'resnet18' in proc.stderr
+
+
+# --- checkpoint formats and num_classes -------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def seven_class(tmp_path_factory):
+    d = tmp_path_factory.mktemp('ckpt')
+    model = timm.create_model(CIFAR_MODEL, num_classes=7)
+    randomize_weights_(model)
+    sd = model.state_dict()
+    torch.save(sd, d / 'plain.pth')
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(d / 'plain.safetensors'))
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}
+    torch.save({'epoch': 3, 'arch': CIFAR_MODEL, 'state_dict': {f'module.{k}': v for k, v in sd.items()},
+                'state_dict_ema': other, 'args': __import__('argparse').Namespace(lr=0.1)}, d / 'train.pth.tar')
+    timm.models.save_for_hf(model, str(d / 'hf'))
+    return model, d
+
+
+@pytest.mark.parametrize('fmt', ['plain.pth', 'plain.safetensors', 'train.pth.tar', 'hf'])
+def test_checkpoint_formats_and_num_classes(seven_class, fmt):
+    model, d = seven_class
+    loaded, info = load_model(CIFAR_MODEL, checkpoint=str(d / fmt))
+    assert loaded.num_classes == info['num_classes'] == 7  # from the classifier, not the default 10
+    assert info['weights'] == 'checkpoint' and not loaded.training
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_local_dir_spec_and_ema(seven_class):
+    model, d = seven_class
+    loaded, info = load_model(f'local-dir:{d / "hf"}')
+    assert info['architecture'] == CIFAR_MODEL and loaded.num_classes == 7
+    ema, _ = load_model(CIFAR_MODEL, checkpoint=str(d / 'train.pth.tar'), use_ema=True)
+    w = 'head.fc.weight'
+    torch.testing.assert_close(ema.state_dict()[w], model.state_dict()[w] + 1)
+    with pytest.raises(DeployError, match='no EMA weights'):
+        read_checkpoint(str(d / 'plain.pth'), use_ema=True)
+    with pytest.raises(DeployError, match='7'):  # explicit --num-classes that contradicts the classifier
+        load_model(CIFAR_MODEL, checkpoint=str(d / 'plain.pth'), num_classes=10)
+
+
+def test_tagged_name_without_weights_offline(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(DeployError, match='--checkpoint'):
+        load_model('resnet18.a1_in1k')
+    with pytest.raises(DeployError, match='unknown pretrained tag'):
+        load_model('resnet18.no_such_tag')

@@ -1,0 +1,140 @@
+"""``timm-recal pipeline``: every stage on a tiny model and its base with the bundled images, the report
+(tables, a valid PNG), the output-folder rule, and the embedded default."""
+import json
+import os
+import struct
+
+import pytest
+
+pytest.importorskip('onnxruntime')
+
+from timm_recal_deploy import pipeline as pl  # noqa: E402
+from timm_recal_deploy.errors import DeployError, OutputExistsError  # noqa: E402
+
+TARGET, BASE = 'se_cnn3', 'cnn3'  # 3 conv layers at 32x32 (CIFAR-10 classes: the bundled samples are labelled)
+FAST_BENCH = dict(batches=(1, 2), runtimes=('eager', 'ort'), warmup=0, repeats=1, min_time_s=0.0)
+
+
+def _png_size(path):
+    with open(path, 'rb') as f:
+        head = f.read(24)
+    assert head[:8] == b'\x89PNG\r\n\x1a\n', f'{path} is not a PNG'
+    return struct.unpack('>II', head[16:24])
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('pipeline') / 'out'
+    messages = []
+    record = pl.pipeline(TARGET, str(out), compare=BASE, precisions=('fp32', 'int8'), log=messages.append,
+                         **FAST_BENCH)
+    return record, out, messages
+
+
+def test_pipeline_writes_every_stage(run):
+    record, out, messages = run
+    names = set(os.listdir(out))
+    for role_prefix, arch in (('', TARGET), ('compare_', BASE)):
+        assert {f'{role_prefix}{arch}.onnx', f'{role_prefix}{arch}_int8.onnx', f'{role_prefix}export.json',
+                f'{role_prefix}parity_fp32.json', f'{role_prefix}parity_int8.json', f'{role_prefix}quantize_int8.json',
+                f'{role_prefix}validate_pytorch.json', f'{role_prefix}validate_fp32.json',
+                f'{role_prefix}validate_int8.json'} <= names
+    assert {'bench.json', 'report.md', 'report.json', 'throughput.png'} <= names
+    stages = [(s['stage'], s['role'], s['precision']) for s in record['stages']]
+    assert stages[:3] == [('export', 'target', 'fp32'), ('parity', 'target', 'fp32'),
+                          ('convert+parity', 'target', 'int8')]
+    assert stages[-1][0] == 'bench' and len(stages) == 2 * (1 + 2 + 3) + 1
+    # progress: one numbered line per stage, then the report
+    numbered = [m for m in messages if m.startswith('[')]
+    assert numbered[0].startswith(f'[1/{len(stages) + 1}] export target fp32')
+    assert numbered[-1].startswith(f'[{len(stages) + 1}/{len(stages) + 1}] report')
+
+
+def test_pipeline_checks_hold(run):
+    record, out, _ = run
+    by = {(p['role'], p['precision']): p['result'] for p in record['parity']}
+    assert by[('target', 'fp32')]['passed'] and by[('compare', 'fp32')]['passed']
+    assert by[('target', 'int8')]['calibration']['calib_split'] is True  # disjoint halves of the bundled images
+    assert record['passed'] == all(s['status'] in ('ok', 'passed') for s in record['stages'])
+    from timm_recal_deploy.metadata import read_metadata
+    meta = read_metadata(str(out / f'{TARGET}_int8.onnx'))
+    assert meta['precision'] == 'int8' and meta['quantization']['calib_images'] > 0
+    on_disk = json.loads((out / 'parity_int8.json').read_text())
+    assert on_disk['max_abs_err'] == pytest.approx(by[('target', 'int8')]['max_abs_err'])
+    top1 = {(v['role'], v['precision']): v['result']['top1'] for v in record['validate']}
+    assert top1[('target', 'pytorch')] == pytest.approx(top1[('target', 'fp32')])  # same module, same images
+
+
+def test_pipeline_bench_has_both_models_every_precision(run):
+    record, out, _ = run
+    bench = json.loads((out / 'bench.json').read_text())
+    keys = {(r['role'], r['runtime'], r['precision'], r['batch']) for r in bench['results']}
+    assert keys == {(role, rt, p, b) for role in ('target', 'compare') for b in (1, 2)
+                    for rt, p in (('eager', 'fp32'), ('ort', 'fp32'), ('ort', 'int8'))}
+    ips = {(r['role'], r['runtime'], r['precision'], r['batch']): r['images_per_s'] for r in bench['results']}
+    for q in bench['ratios']:
+        if q['kind'] == 'target_vs_compare':
+            rt, p = q['numerator'].split('/')[1:]
+            assert q['value'] == pytest.approx(ips[('target', rt, p, q['batch'])] / ips[('compare', rt, p, q['batch'])])
+    assert {q['kind'] for q in bench['ratios']} == {'ort_vs_best_eager', 'int8_vs_fp32', 'target_vs_compare'}
+
+
+def test_pipeline_report(run):
+    record, out, _ = run
+    md = (out / 'report.md').read_text()
+    assert md.startswith(f'# Deploy report: {TARGET} vs {BASE}')
+    for heading in ('## Models and files', '## Parity', '## Validation', '## Benchmark', '### Throughput',
+                    '### Latency per batch (ms)', '### Ratios', '## Stages'):
+        assert heading in md
+    assert '![throughput vs batch size](throughput.png)' in md
+    assert f'| {TARGET} | int8 |' in md and f'| {BASE} | int8 |' in md  # parity rows of both models
+    assert f'`{TARGET}_int8.onnx`' in md and f'`compare_{BASE}_int8.onnx`' in md
+    assert 'random weights' in md  # neither tiny model has trained weights, and the report says so
+    width, height = _png_size(out / 'throughput.png')
+    assert width > 400 and height > 300
+    saved = json.loads((out / 'report.json').read_text())
+    assert saved['kind'] == 'timm-recal-pipeline' and saved['report']['png'].endswith('throughput.png')
+    assert saved['bench']['results'] == json.loads(json.dumps(record['bench']['results']))
+
+
+def test_pipeline_refuses_non_empty_folder(tmp_path):
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'keep.txt').write_text('x')
+    with pytest.raises(OutputExistsError, match='--force'):
+        pl.pipeline(TARGET, str(out))
+    assert os.listdir(out) == ['keep.txt']
+    with pytest.raises(DeployError, match='is a file'):
+        pl.pipeline(TARGET, str(out / 'keep.txt'))
+    with pytest.raises(DeployError, match='fp32'):
+        pl.pipeline(TARGET, str(tmp_path / 'new'), precisions=('int8',))
+    assert not (tmp_path / 'new').exists()  # bad arguments are refused before the folder is made
+
+
+def test_cli_pipeline_refusal(tmp_path, capsys):
+    from timm_recal.cli import main
+    (tmp_path / 'f').write_text('x')
+    assert main(['pipeline', TARGET, '-o', str(tmp_path)]) == 2
+    assert '--force' in capsys.readouterr().err
+
+
+def test_default_model(monkeypatch):
+    spec, note = pl.default_model()
+    if spec.startswith('local-dir:'):
+        assert os.path.isfile(os.path.join(spec.split(':', 1)[1], 'config.json')) and note is None
+    else:
+        assert spec == pl.FALLBACK_MODEL and 'no trained default model' in note
+    monkeypatch.setattr(pl, 'DEFAULT_MODEL_DIR', 'no_such_folder')
+    spec, note = pl.default_model()
+    assert spec == pl.FALLBACK_MODEL and 'no_such_folder' in note
+
+
+@pytest.mark.slow
+def test_cli_default_pipeline_runs_offline(tmp_path):
+    """The README's main job: ``timm-recal pipeline -o DIR`` on the embedded default."""
+    from timm_recal.cli import main
+    out = tmp_path / 'default'
+    rc = main(['pipeline', '-o', str(out)])
+    saved = json.loads((out / 'report.json').read_text())
+    assert rc == (0 if saved['passed'] else 1)
+    assert saved['settings']['quick'] is True and (out / 'throughput.png').is_file()
