@@ -446,7 +446,8 @@ def _export_for_bench(side: _Side, model, precisions: Sequence[str], img_size, c
         from .quantize import quantize_int8
         log(f'bench: quantizing {side.spec} to INT8 ({calib_images} calibration images)')
         files['int8'] = os.path.join(workdir, f'{side.role}.int8.onnx')
-        quantize_int8(files['fp32'], files['int8'], calib_data, num_images=calib_images, force=True)
+        quantize_int8(files['fp32'], files['int8'], calib_data, num_images=calib_images, force=True,
+                      progress=sys.stderr.isatty())
     if 'fp16' in precisions:
         from .quantize import convert_fp16
         log(f'bench: converting {side.spec} to FP16')
@@ -622,7 +623,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.description = ('Images/s and latency p50/p90/p99 of PyTorch eager (NCHW, channels_last) and ONNX Runtime '
                      'over a batch sweep; --compare times a second model or file interleaved and reports ratios.')
     p.add_argument('target', metavar='MODEL_OR_ONNX', help='timm name, hf-hub:ORG/REPO, local-dir:FOLDER or FILE.onnx')
-    p.add_argument('--compare', metavar='MODEL_OR_ONNX', help='a second model or file, timed interleaved with the first')
+    p.add_argument('--compare', metavar='MODEL_OR_ONNX',
+                   help='a second model or file, timed interleaved with the first')
     p.add_argument('--batch', default='1,16', help='comma-separated batch sizes (default 1,16)')
     p.add_argument('--runtimes', type=_csv, default=None, metavar='R1,R2',
                    help=f"from {','.join(RUNTIMES)} (default eager,eager_cl,ort; with --device cuda "

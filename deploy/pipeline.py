@@ -262,6 +262,8 @@ def pipeline(
                 calib_images=calib_images, num_classes=num_classes, use_ema=use_ema and role == 'target',
                 img_size=img_size, exporter=exporter, device=device, threads=threads,
                 parity_records=parity_records, workdir=workdir)
+            if validate:  # a precision whose conversion failed has no file to validate
+                run.total -= len(precisions) - len(models[role]['onnx'])
     if validate:
         for role, spec, ckpt in roles:
             desc = models[role]

@@ -1,14 +1,13 @@
 """``timm-recal bench``: interleaving, statistics and ratios from recorded times (fake clocks, no timing
 assertions), the -o/--force rule, execution-provider gating, and one small end-to-end run on CPU."""
 import json
-import os
 import struct
 
 import pytest
 
 pytest.importorskip('onnxruntime')
 
-from timm_recal_deploy.bench import (Runner, bench, compute_ratios, onnx_precision, parse_batches,  # noqa: E402
+from timm_recal_deploy.bench import (bench, compute_ratios, onnx_precision, parse_batches,  # noqa: E402
                                      summarize_times, time_interleaved)
 from timm_recal_deploy.errors import DeployError, OutputExistsError  # noqa: E402
 

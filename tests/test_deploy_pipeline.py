@@ -22,16 +22,20 @@ def _png_size(path):
     return struct.unpack('>II', head[16:24])
 
 
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp('pipeline') / 'out'
+def test_pipeline_tiny_model_and_base(tmp_path):
+    """One run (exports are the slow part), checked stage by stage below."""
+    out = tmp_path / 'out'
     messages = []
     record = pl.pipeline(TARGET, str(out), compare=BASE, precisions=('fp32', 'int8'), log=messages.append,
                          **FAST_BENCH)
-    return record, out, messages
+    run = record, out, messages
+    _check_files_and_progress(run)
+    _check_parity_and_validation(run)
+    _check_bench(run)
+    _check_report(run)
 
 
-def test_pipeline_writes_every_stage(run):
+def _check_files_and_progress(run):
     record, out, messages = run
     names = set(os.listdir(out))
     for role_prefix, arch in (('', TARGET), ('compare_', BASE)):
@@ -50,7 +54,7 @@ def test_pipeline_writes_every_stage(run):
     assert numbered[-1].startswith(f'[{len(stages) + 1}/{len(stages) + 1}] report')
 
 
-def test_pipeline_checks_hold(run):
+def _check_parity_and_validation(run):
     record, out, _ = run
     by = {(p['role'], p['precision']): p['result'] for p in record['parity']}
     assert by[('target', 'fp32')]['passed'] and by[('compare', 'fp32')]['passed']
@@ -65,7 +69,7 @@ def test_pipeline_checks_hold(run):
     assert top1[('target', 'pytorch')] == pytest.approx(top1[('target', 'fp32')])  # same module, same images
 
 
-def test_pipeline_bench_has_both_models_every_precision(run):
+def _check_bench(run):
     record, out, _ = run
     bench = json.loads((out / 'bench.json').read_text())
     keys = {(r['role'], r['runtime'], r['precision'], r['batch']) for r in bench['results']}
@@ -79,7 +83,7 @@ def test_pipeline_bench_has_both_models_every_precision(run):
     assert {q['kind'] for q in bench['ratios']} == {'ort_vs_best_eager', 'int8_vs_fp32', 'target_vs_compare'}
 
 
-def test_pipeline_report(run):
+def _check_report(run):
     record, out, _ = run
     md = (out / 'report.md').read_text()
     assert md.startswith(f'# Deploy report: {TARGET} vs {BASE}')

@@ -50,9 +50,11 @@ def test_wheel_installs_into_clean_venv(wheel, tmp_path):
         "print(sorted(dist.metadata.get_all('Provides-Extra')))\n"
         "print([e.name for e in dist.entry_points if e.group == 'console_scripts'])\n"
     )
-    out = subprocess.run([str(py), '-c', script], check=True, capture_output=True, text=True).stdout.split('\n')
+    # -I and a neutral cwd: the checkout's own *.egg-info must not shadow the installed distribution
+    out = subprocess.run([str(py), '-I', '-c', script], check=True, capture_output=True, text=True,
+                         cwd=tmp_path).stdout.split('\n')
     assert out[0] == '50'
-    assert int(out[1]) >= 1
+    assert int(out[1]) >= 1, out
     assert out[2] == '[]', f'files listed in RECORD but missing: {out[2]}'
     for extra in ('deploy', 'train', 'hub', 'test'):
         assert extra in out[3]
