@@ -161,6 +161,9 @@ def convert_fp16(in_onnx: str, out_onnx: str, force: bool = False,
         half = convert_float_to_float16(proto, keep_io_types=True, op_block_list=blocked)
     except Exception as e:
         raise DeployError(f'FP16 conversion of {in_onnx} failed: {str(e).splitlines()[0][:300]}') from None
+    # keep_io_types inserts Cast nodes after their consumers; ONNX requires a topologically sorted graph
+    from onnxruntime.transformers.onnx_model import OnnxModel
+    OnnxModel(half).topological_sort()
     float32 = onnx.TensorProto.FLOAT
     io = list(half.graph.input) + list(half.graph.output)
     if any(v.type.tensor_type.elem_type != float32 for v in io):
