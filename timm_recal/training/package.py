@@ -25,6 +25,13 @@ def _last_row(summary_csv: Path) -> Dict[str, str]:
     return rows[-1]
 
 
+def _cycles(args) -> str:
+    limit = getattr(args, 'lr_cycle_limit', 1) or 1
+    if limit <= 1:
+        return ''
+    return f" in {limit} cycles (each restart at x{getattr(args, 'lr_cycle_decay', 0.5)} the peak lr)"
+
+
 def _gate_prefix(arch: str) -> str:
     for prefix in ('abplus_', 'ab_', 'sle_', 'se_'):
         if arch.startswith(prefix):
@@ -51,8 +58,9 @@ def package_run(run_dir: str, out_dir: Optional[str] = None, tag: str = 'cifar10
     arch = ckpt.get('arch') or getattr(args, 'model')
     row = _last_row(run / 'summary.csv')
     epochs_done = int(row['epoch']) + 1
-    if args is not None and epochs_done < args.epochs:
-        raise ValueError(f"{run_dir}: only {epochs_done} of {args.epochs} epochs are done; finish (--resume auto) first")
+    total = args.epochs * max(1, getattr(args, 'lr_cycle_limit', 1) or 1) if args is not None else epochs_done
+    if epochs_done < total:
+        raise ValueError(f"{run_dir}: only {epochs_done} of {total} epochs are done; finish (--resume auto) first")
 
     model = timm.create_model(arch, num_classes=ckpt['state_dict'][
         [k for k in ckpt['state_dict'] if k.endswith('fc.weight')][-1]].shape[0])
@@ -73,14 +81,15 @@ def package_run(run_dir: str, out_dir: Optional[str] = None, tag: str = 'cifar10
         pass
     prefix = _gate_prefix(arch)
     top1, top5 = float(row['eval_top1']), float(row['eval_top5'])
-    schedule = (f"{args.epochs} epochs, {args.opt} (momentum {args.momentum}), lr {args.lr}, batch {args.batch_size}, "
-                f"weight decay {args.weight_decay}, {args.sched} schedule with {args.warmup_epochs} warm-up epoch(s), "
+    schedule = (f"{epochs_done} epochs, {args.opt} (momentum {args.momentum}), lr {args.lr}, batch {args.batch_size}, "
+                f"weight decay {args.weight_decay}, {args.sched} schedule"
+                f"{_cycles(args)} with {args.warmup_epochs} warm-up epoch(s), "
                 f"4-pixel pad + random 32x32 crop + horizontal flip, `timm-recal train` on a 2-core CPU"
                 if args is not None else 'see the training run')
     paper = _PAPER_TOP1.get(prefix)
     comparison = (f"For reference, Wang & Yuan (Table 1) report {paper:.2f}% for the 1.0x model after 100 epochs of "
                   f"Adam on the original CIFAR-10; this model is {'the 0.5x' if 'x0_5' in arch else 'a'} network "
-                  f"trained {args.epochs if args is not None else '?'} epochs, so expect a lower number."
+                  f"trained {epochs_done} epochs, so expect a lower number."
                   if paper is not None else '')
     card = render_card('cifar10.md', dict(
         repo_id=repo_id, arch=arch, tag=tag, license=model.pretrained_cfg.get('license', 'apache-2.0'),
