@@ -199,7 +199,7 @@ def test_local_dir_spec_and_ema(seven_class):
     ema, _ = load_model(CIFAR_MODEL, checkpoint=str(d / 'train.pth.tar'), use_ema=True)
     w = 'head.fc.weight'
     torch.testing.assert_close(ema.state_dict()[w], model.state_dict()[w] + 1)
-    with pytest.raises(DeployError, match='no EMA weights'):
+    with pytest.raises(DeployError, match='without EMA weights'):
         read_checkpoint(str(d / 'plain.pth'), use_ema=True)
     with pytest.raises(DeployError, match='7'):  # explicit --num-classes that contradicts the classifier
         load_model(CIFAR_MODEL, checkpoint=str(d / 'plain.pth'), num_classes=10)

@@ -85,3 +85,46 @@ def test_create_kwargs(name):
     info = feats_model.feature_info
     assert [f.shape[1] for f in feats] == info.channels()
     assert [s // f.shape[-1] for f in feats] == info.reduction()
+
+
+def _representatives(names):
+    """The smallest variant of each (gate prefix, family), so CI covers every gate on every family."""
+    from timm_recal.registry import model_params
+    groups = {}
+    for name in names:
+        family = ('shufflenetv2_cifar' if 'shufflenetv2' in name and 'cifar' in name else
+                  'shufflenetv2' if 'shufflenetv2' in name else 'cnn3' if 'cnn3' in name else
+                  'wrn' if 'wrn' in name else 'resnet_cifar' if name.endswith('_cifar') else 'resnet')
+        gate = name.split('_')[0] if '_' in name and name.split('_')[0] in (
+            'se', 'sle', 'ab', 'abplus', 'slowsq', 'slowex', 'slowsqex', 'bump', 'nosqueeze', 'se3x3') else ''
+        if name.startswith(('se_pre_', 'se_post_', 'se_id_')):
+            gate = '_'.join(name.split('_')[:2])
+        groups.setdefault((gate, family), []).append(name)
+    return sorted(min(v, key=model_params) for v in groups.values())
+
+
+def _roundtrip(name, tmp_path):
+    from timm.models import save_for_hf
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    save_for_hf(model, str(tmp_path / name), safe_serialization=True)
+    loaded = timm.create_model(f'local-dir:{tmp_path / name}', pretrained=True).eval()
+    x = torch.randn(2, 3, _input_size(model), _input_size(model))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+@pytest.mark.parametrize('name', _representatives(MODELS))
+def test_save_for_hf_local_dir_roundtrip(name, tmp_path):
+    _roundtrip(name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', MODELS)
+def test_save_for_hf_local_dir_roundtrip_full_registry(name, tmp_path):
+    _roundtrip(name, tmp_path)

@@ -95,8 +95,11 @@ def warm_start_state_dict(
 ) -> Dict[str, torch.Tensor]:
     """timm ``pretrained_filter_fn``: turn a base ResNet state dict into the gated model's (gates added, 1/g folded).
 
-    A state dict that already holds every gate tensor (a trained gated checkpoint) passes through unchanged.
+    A state dict that already holds every gate tensor (a trained gated checkpoint, e.g. ``local-dir:``) passes
+    through unchanged, whatever the placement.
     """
+    if model.state_dict().keys() <= state_dict.keys():
+        return state_dict
     sites = gate_sites(model)
     gate_keys = {f'{g}.{k}' for g, _ in sites for k in model.get_submodule(g).state_dict()}
     present = gate_keys & state_dict.keys()
