@@ -2,11 +2,13 @@
 import sys
 from typing import Any, Callable, Dict, Iterable, Optional
 
+import torch
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import register_model
 
-__all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'imagenet_cfg', 'cifar_cfg', 'register_variants', 'init_conv_weights_']
+__all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'imagenet_cfg', 'cifar_cfg', 'register_variants', 'init_conv_weights_',
+           'ClassifierHeadMixin']
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -66,3 +68,22 @@ def init_conv_weights_(model: nn.Module, mode: str = 'kaiming_fan_out') -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class ClassifierHeadMixin:
+    """timm's classifier API for models whose head is a ``timm.layers.ClassifierHead`` at ``self.head``."""
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)

@@ -34,7 +34,7 @@ from timm.models._manipulate import checkpoint_seq
 
 from ..layers import get_gate
 from ..layers._helpers import make_act
-from ._common import cifar_cfg, init_conv_weights_, register_variants
+from ._common import ClassifierHeadMixin, cifar_cfg, init_conv_weights_, register_variants
 
 __all__ = ['CifarResNet', 'BasicBlock', 'PreActBlock', 'PadShortcut']
 
@@ -174,7 +174,7 @@ class PreActBlock(nn.Module):
         return self.drop_path(out) + shortcut
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ClassifierHeadMixin, nn.Module):
     """ResNet for 32x32 inputs: 3x3 stem, stages at full, 1/2, 1/4 resolution, global pool, FC.
 
     Args:
@@ -284,18 +284,6 @@ class CifarResNet(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -349,9 +337,6 @@ class CifarResNet(nn.Module):
         else:
             x = self.stages(x)
         return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

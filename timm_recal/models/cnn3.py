@@ -29,12 +29,12 @@ from timm.models._manipulate import checkpoint_seq
 
 from ..layers import get_gate
 from ..layers._helpers import LayerType, make_act
-from ._common import cifar_cfg, init_conv_weights_, register_variants
+from ._common import ClassifierHeadMixin, cifar_cfg, init_conv_weights_, register_variants
 
 __all__ = ['CNN3']
 
 
-class CNN3(nn.Module):
+class CNN3(ClassifierHeadMixin, nn.Module):
     """Plain conv -> ReLU -> [gate] -> max-pool layers, global pool, FC.
 
     Args:
@@ -100,18 +100,6 @@ class CNN3(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stages\.0', blocks=r'^stages\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -154,9 +142,6 @@ class CNN3(nn.Module):
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)
         return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -23,7 +23,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models._features import feature_take_indices
 
 from ..layers import SkipLayerExcitation, get_gate
-from ._common import HUB_ORG, cifar_cfg, imagenet_cfg, init_conv_weights_, register_variants
+from ._common import ClassifierHeadMixin, HUB_ORG, cifar_cfg, imagenet_cfg, init_conv_weights_, register_variants
 
 __all__ = ['ShuffleNetV2', 'ShuffleUnit']
 
@@ -81,7 +81,7 @@ class ShuffleUnit(nn.Module):
         return self.attn(channel_shuffle(out, 2))
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
     """ShuffleNet V2 with optional SE-style gates at eight positions, or SLE between stages.
 
     Args:
@@ -167,18 +167,6 @@ class ShuffleNetV2(nn.Module):
             blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)',
         )
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-
     def _stages(self, x: torch.Tensor, stop: Optional[int] = None) -> List[torch.Tensor]:
         """Run stem and stages, returning [stem, stage2, ...] outputs (SLE applied); ``stop`` ends early."""
         x = self.stem_attn(self.stem_pool(self.stem(x)))
@@ -232,9 +220,6 @@ class ShuffleNetV2(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._stages(x)[-1]
         return self.head_attn(self.conv_head(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
