@@ -374,7 +374,8 @@ class _Side:
 
 
 def _side_runners(side: _Side, *, runtimes: Sequence[str], precisions: Sequence[str], num_classes, use_ema: bool,
-                  img_size, device: str, amp: bool, threads, calib_data, calib_images: int, workdir: str,
+                  img_size, device: str, amp: bool, threads, calib_data, calib_images: int,
+                  int8_options: Optional[Dict[str, Any]], workdir: str,
                   notes: List[str], log: Callable[[str], None]) -> Tuple[List[Runner], Dict[str, Any]]:
     from .model_io import is_onnx_path
     ort_rts = [r for r in runtimes if r in ORT_PROVIDERS]
@@ -423,7 +424,7 @@ def _side_runners(side: _Side, *, runtimes: Sequence[str], precisions: Sequence[
                     onnx_files[p] = path
             else:
                 onnx_files = _export_for_bench(side, model, precisions, img_size, calib_data, calib_images,
-                                               workdir, log)
+                                               int8_options, workdir, log)
                 desc['onnx_temporary'] = True
     desc['input_size'] = list(input_size)
     if ort_rts:
@@ -435,6 +436,7 @@ def _side_runners(side: _Side, *, runtimes: Sequence[str], precisions: Sequence[
 
 
 def _export_for_bench(side: _Side, model, precisions: Sequence[str], img_size, calib_data, calib_images: int,
+                      int8_options: Optional[Dict[str, Any]],
                       workdir: str, log: Callable[[str], None]) -> Dict[str, str]:
     """Export (and quantize) ``side`` into ``workdir`` for the ONNX Runtime runners."""
     from .export import export_onnx
@@ -447,6 +449,7 @@ def _export_for_bench(side: _Side, model, precisions: Sequence[str], img_size, c
         log(f'bench: quantizing {side.spec} to INT8 ({calib_images} calibration images)')
         files['int8'] = os.path.join(workdir, f'{side.role}.int8.onnx')
         quantize_int8(files['fp32'], files['int8'], calib_data, num_images=calib_images, force=True,
+                      **(int8_options or {}),
                       progress=sys.stderr.isatty())
     if 'fp16' in precisions:
         from .quantize import convert_fp16
@@ -492,6 +495,7 @@ def bench(
         amp: bool = False,
         calib_data: Optional[str] = None,
         calib_images: int = 64,
+        int8_options: Optional[Dict[str, Any]] = None,
         output: Optional[str] = None,
         force: bool = False,
         log: Optional[Callable[[str], None]] = None,
@@ -504,7 +508,8 @@ def bench(
     ``target``/``compare`` are a model spec (timm name, ``hf-hub:``, ``local-dir:``; weights from
     ``checkpoint``) or an ``.onnx`` file (ONNX Runtime only; its precision read from its metadata). For a
     model spec the ONNX Runtime runners use ``onnx`` files if given, else a temporary export in each of
-    ``precisions`` (INT8 calibrated on ``calib_data``, the bundled samples when None).
+    ``precisions`` (INT8 calibrated on ``calib_data``, the bundled samples when None, with ``int8_options``
+    passed on to ``quantize_int8``).
     ``runtimes`` defaults to eager, eager_cl and ort (CPU), or the CUDA/TensorRT providers with
     ``device='cuda'``. ``amp`` adds eager runners under autocast (bf16 on CPU, fp16 on CUDA).
     ``threads`` sets torch's and ONNX Runtime's intra-op threads (None: their defaults).
@@ -550,7 +555,8 @@ def bench(
             for side in sides:
                 rs, desc = _side_runners(side, runtimes=runtimes, precisions=precisions, num_classes=num_classes,
                                          use_ema=use_ema, img_size=img_size, device=device, amp=amp, threads=threads,
-                                         calib_data=calib_data, calib_images=calib_images, workdir=workdir,
+                                         calib_data=calib_data, calib_images=calib_images,
+                                         int8_options=int8_options, workdir=workdir,
                                          notes=notes, log=log)
                 runners += rs
                 models[side.role] = desc
@@ -619,7 +625,7 @@ def _csv(text: str) -> List[str]:
 
 def add_bench_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``timm-recal bench`` (cheap: no heavy imports)."""
-    from .cli import add_model_args, add_output_args
+    from .cli import add_int8_args, add_model_args, add_output_args
     p.description = ('Images/s and latency p50/p90/p99 of PyTorch eager (NCHW, channels_last) and ONNX Runtime '
                      'over a batch sweep; --compare times a second model or file interleaved and reports ratios.')
     p.add_argument('target', metavar='MODEL_OR_ONNX', help='timm name, hf-hub:ORG/REPO, local-dir:FOLDER or FILE.onnx')
@@ -641,7 +647,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument('--threads', type=int, help='torch and ONNX Runtime intra-op threads (default: theirs)')
     g = p.add_argument_group('INT8 export')
     g.add_argument('--calib-data', metavar='DIR', help='calibration images (default: the bundled samples)')
-    g.add_argument('--calib-images', type=int, default=64, help='calibration images (default 64)')
+    add_int8_args(g, 64)
     add_model_args(p)  # --checkpoint --use-ema --num-classes --img-size --device --amp
     add_output_args(p, False, 'bench JSON to write')
     p.set_defaults(func=run_bench)
@@ -650,6 +656,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_bench(args: argparse.Namespace) -> int:
     """``timm-recal bench``: time, print a table, write the JSON with ``-o``."""
+    from .cli import int8_options
     from .report import bench_results_markdown
     record = bench(
         args.target, compare=args.compare, batches=args.batch, runtimes=args.runtimes, precisions=args.precision,
@@ -657,7 +664,8 @@ def run_bench(args: argparse.Namespace) -> int:
         compare_onnx=args.compare_onnx, num_classes=args.num_classes, use_ema=args.use_ema, img_size=args.img_size,
         warmup=args.warmup,
         repeats=args.repeats, min_time_s=args.min_time, threads=args.threads, device=args.device, amp=args.amp,
-        calib_data=args.calib_data, calib_images=args.calib_images, output=args.output, force=args.force,
+        calib_data=args.calib_data, calib_images=args.calib_images, int8_options=int8_options(args),
+        output=args.output, force=args.force,
         log=lambda msg: print(msg, file=sys.stderr, flush=True),
     )
     print(bench_results_markdown(record))

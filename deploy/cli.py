@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Callable
 
-__all__ = ['add_parsers', 'add_model_args', 'add_output_args', 'add_runtime_args', 'run_export', 'run_parity',
+__all__ = ['add_parsers', 'add_model_args', 'add_output_args', 'add_runtime_args', 'add_int8_args', 'int8_options', 'run_export', 'run_parity',
            'run_validate', 'run_quantize']
 
 
@@ -33,6 +33,26 @@ def add_output_args(p: argparse.ArgumentParser, required: bool, what: str) -> No
     """``-o/--output`` (a file or a folder) and ``--force``."""
     p.add_argument('-o', '--output', required=required, metavar='PATH', help=f'{what} (a file, or a folder)')
     p.add_argument('--force', action='store_true', help='overwrite an existing output')
+
+
+def add_int8_args(p, calib_images: int) -> None:
+    """How INT8 files are calibrated (``p``: a parser or an argument group): ``--calib-images``,
+    ``--calib-method``, ``--no-moving-average``, ``--fp32-layers``."""
+    p.add_argument('--calib-images', type=int, default=calib_images, metavar='N',
+                   help=f'INT8 calibration images (default {calib_images})')
+    p.add_argument('--calib-method', default='minmax', choices=['minmax', 'percentile', 'entropy'],
+                   help='INT8 activation ranges (default minmax)')
+    p.add_argument('--no-moving-average', dest='moving_average', action='store_false',
+                   help='minmax: extremes over all images instead of the average of per-batch ranges')
+    p.add_argument('--fp32-layers', type=int, default=0, metavar='K',
+                   help='INT8: keep the K nodes most sensitive to quantization in float (default 0); the '
+                        'ShuffleNetV2-CIFAR nets need 24 with --calib-method percentile for 99%% top-1 agreement')
+
+
+def int8_options(args: argparse.Namespace) -> dict:
+    """``quantize_int8`` keyword arguments from ``add_int8_args``'s options."""
+    return dict(calibrate_method=args.calib_method, moving_average=args.moving_average,
+                fp32_layers=args.fp32_layers)
 
 
 def _providers(text: str):
@@ -116,7 +136,7 @@ def _add_parity(sub) -> None:
                    help="ONNX precision (default: the file's; an FP32 file is converted)")
     p.add_argument('--calib-data', metavar='DIR', help='INT8 calibration images, disjoint from --data '
                    '(default: split --data into disjoint calibration and measurement parts)')
-    p.add_argument('--calib-images', type=int, default=512, metavar='N', help='INT8 calibration images (512)')
+    add_int8_args(p, 512)
     p.add_argument('--limit', type=int, metavar='N', help='measure N images spread over the classes')
     p.add_argument('--batch-size', '-b', type=int, default=16)
     p.add_argument('--atol', type=float, help='max abs logit error (default per precision)')
@@ -138,7 +158,8 @@ def run_parity(args: argparse.Namespace) -> int:
                exporter=args.exporter, batch_size=args.batch_size, limit=args.limit, atol=args.atol,
                rtol=args.rtol, min_top1=None if args.min_top1 is None else args.min_top1 / 100.0,
                providers=args.providers, threads=args.threads, calib_data=args.calib_data,
-               calib_images=args.calib_images, output=args.output, force=args.force, keep_dir=args.keep_dir,
+               calib_images=args.calib_images, int8_options=int8_options(args), output=args.output, force=args.force,
+               keep_dir=args.keep_dir,
                progress=sys.stderr.isatty(), **_model_kwargs(args))
     _note_weights(r['model'], args.model)
     if args.json:
@@ -186,8 +207,7 @@ def _add_quantize(sub) -> None:
     add_output_args(p, True, 'ONNX file to write')
     p.add_argument('--precision', default='int8', choices=['int8', 'fp16'])
     p.add_argument('--data', metavar='DIR', help='INT8 calibration ImageFolder (disjoint from the test images)')
-    p.add_argument('--calib-images', type=int, default=512, metavar='N', help='calibration images (512)')
-    p.add_argument('--calib-method', default='minmax', choices=['minmax', 'percentile', 'entropy'])
+    add_int8_args(p, 512)
     p.add_argument('--batch-size', '-b', type=int, default=32)
     p.add_argument('--no-per-channel', dest='per_channel', action='store_false', help='per-tensor weight scales')
     p.add_argument('--no-preprocess', dest='preprocess', action='store_false',
@@ -208,8 +228,7 @@ def run_quantize(args: argparse.Namespace) -> int:
                               'you will measure on, e.g. CIFAR-10 train)')
         r = quantize_int8(args.input, args.output, args.data, num_images=args.calib_images,
                           batch_size=args.batch_size, force=args.force, per_channel=args.per_channel,
-                          calibrate_method=args.calib_method, preprocess=args.preprocess,
-                          progress=sys.stderr.isatty())
+                          preprocess=args.preprocess, progress=sys.stderr.isatty(), **int8_options(args))
     if args.json:
         print(json.dumps(r, indent=2))
     else:

@@ -8,8 +8,8 @@ defaults per precision are ``TOLERANCES``.
 
 ``MODEL`` runs export (a temporary file unless ``onnx_path``/``keep_dir``), then converts to the requested
 precision; an ONNX file is compared with the PyTorch model its metadata names (``--checkpoint`` or the one
-recorded at export). INT8 is calibrated on ``calib_data``, which must be disjoint from ``data``; without it,
-one folder is split into a calibration part and a measurement part.
+recorded at export). INT8 is calibrated on ``calib_data`` (``int8_options`` go to ``quantize_int8``), which must
+be disjoint from ``data``; without it, one folder is split into a calibration part and a measurement part.
 """
 import os
 import tempfile
@@ -112,6 +112,7 @@ def parity(
         threads: Optional[int] = None,
         calib_data: Optional[str] = None,
         calib_images: int = 512,
+        int8_options: Optional[Dict[str, Any]] = None,
         output: Optional[str] = None,
         force: bool = False,
         model=None,
@@ -210,7 +211,7 @@ def parity(
                     calib_root = calib_data
                 q_path = os.path.join(work, f'{name}_int8.onnx')
                 calibration = quantize_int8(onnx_path, q_path, calib_root, num_images=calib_images, force=True,
-                                            indices=calib_idx, progress=progress)
+                                            indices=calib_idx, progress=progress, **(int8_options or {}))
                 onnx_path = q_path
         elif precision == 'int8':
             q = meta.get('quantization') or {}
@@ -281,6 +282,8 @@ def format_report(result: Dict[str, Any]) -> str:
     if cal and cal.get('calib_images'):
         lines.append(f"  INT8 calibrated on {cal['calib_images']} images of {cal.get('calib_data')}"
                      + (' (disjoint split)' if cal.get('calib_split') else ''))
+        if cal.get('fp32_layers'):
+            lines.append(f"  {len(cal['fp32_layers'])} most quantization-sensitive nodes kept in float")
     for f in result['failures']:
         lines.append(f'  FAIL: {f}')
     if result['failures'] and result.get('worst_image'):

@@ -100,7 +100,8 @@ def _file_entry(path: str) -> Dict[str, Any]:
 
 
 def _side(run: _Run, role: str, spec: str, checkpoint: Optional[str], *, precisions: Sequence[str], data, calib_data,
-          calib_images: int, num_classes, use_ema: bool, img_size, exporter: str, device: str, threads,
+          calib_images: int, int8_options: Optional[Dict[str, Any]], num_classes, use_ema: bool, img_size, exporter: str, device: str,
+          threads,
           parity_records: List[Dict[str, Any]], workdir: str) -> Tuple[Dict[str, Any], Any, Dict[str, Any]]:
     """Export, convert and check one model; returns its description (with the ONNX files made), the PyTorch
     module and its ``load_model`` info.
@@ -143,7 +144,8 @@ def _side(run: _Run, role: str, spec: str, checkpoint: Optional[str], *, precisi
         # and keeps the file it checked, which becomes the deliverable
         keep = os.path.join(workdir, f'{role}_{p}')
         res = run.stage('convert+parity', role, p, lambda: parity(
-            spec, onnx_path=fp32, precision=p, calib_data=calib_data, calib_images=calib_images, keep_dir=keep,
+            spec, onnx_path=fp32, precision=p, calib_data=calib_data, calib_images=calib_images,
+            int8_options=int8_options, keep_dir=keep,
             output=run.json_path(f'{prefix}parity_{p}.json'), **common), json_name=f'{prefix}parity_{p}.json')
         if res is None:
             continue
@@ -196,6 +198,7 @@ def pipeline(
         data: Optional[str] = None,
         calib_data: Optional[str] = None,
         calib_images: int = 512,
+        int8_options: Optional[Dict[str, Any]] = None,
         num_classes: Optional[int] = None,
         use_ema: bool = False,
         img_size: Optional[int] = None,
@@ -220,6 +223,7 @@ def pipeline(
     ``model=None`` takes the embedded default (and ``DEFAULT_COMPARE``) with quick timing. ``data``: images
     for parity and validation (the bundled samples when None; validation needs class folders).
     ``calib_data``: INT8 calibration images, disjoint from ``data`` (None: ``data`` is split in two).
+    ``int8_options``: further ``quantize_int8`` arguments (``calibrate_method``, ``fp32_layers``...).
     ``quick``: short bench timing (``TIMING['quick']``); ``warmup``/``repeats``/``min_time_s`` override it.
     ``passed`` in the result is True when every parity check passed and no stage failed.
     """
@@ -259,7 +263,8 @@ def pipeline(
         for role, spec, ckpt in roles:
             models[role], modules[role], infos[role] = _side(
                 run, role, spec, ckpt, precisions=precisions, data=data, calib_data=calib_data,
-                calib_images=calib_images, num_classes=num_classes, use_ema=use_ema and role == 'target',
+                calib_images=calib_images, int8_options=int8_options, num_classes=num_classes,
+                use_ema=use_ema and role == 'target',
                 img_size=img_size, exporter=exporter, device=device, threads=threads,
                 parity_records=parity_records, workdir=workdir)
             if validate:  # a precision whose conversion failed has no file to validate
@@ -288,6 +293,7 @@ def pipeline(
         'output_dir': out_dir,
         'settings': {'precisions': precisions, 'batches': list(batches), 'data': data or 'bundled samples',
                      'calib_data': calib_data or 'split of the parity images', 'calib_images': calib_images,
+                     'int8_options': int8_options or {},
                      'exporter': exporter, 'device': device, 'amp': amp, 'threads': threads,
                      'timing': timing, 'quick': bool(quick)},
         'models': models,
@@ -313,7 +319,7 @@ def _csv(text: str) -> List[str]:
 
 def add_pipeline_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``timm-recal pipeline`` (cheap: no heavy imports)."""
-    from .cli import add_model_args
+    from .cli import add_int8_args, add_model_args
     p.description = ('Export, parity (FP32, FP16, INT8), validation, bench and a Markdown report with a throughput '
                      'plot, for MODEL and optionally a base model (--compare). Without MODEL: the bundled default '
                      'model and sample images, offline, in a few minutes on 2 CPU cores.')
@@ -329,7 +335,7 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    '(default: the bundled samples)')
     g.add_argument('--calib-data', metavar='DIR', help='INT8 calibration images, disjoint from --data '
                    '(default: half of --data)')
-    g.add_argument('--calib-images', type=int, default=512, metavar='N', help='INT8 calibration images (512)')
+    add_int8_args(g, 512)
     g = p.add_argument_group('stages')
     g.add_argument('--precision', type=_csv, default=list(_PRECISIONS), metavar='P1,P2',
                    help='fp32 plus any of fp16,int8 (default fp32,fp16,int8)')
@@ -354,10 +360,12 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_pipeline(args: argparse.Namespace) -> int:
     """``timm-recal pipeline``: exit 0 when every check passed, 1 when a parity check or a stage failed."""
+    from .cli import int8_options
     record = pipeline(
         args.model, args.output, compare=args.compare, checkpoint=args.checkpoint,
         compare_checkpoint=args.compare_checkpoint, data=args.data, calib_data=args.calib_data,
-        calib_images=args.calib_images, num_classes=args.num_classes, use_ema=args.use_ema, img_size=args.img_size,
+        calib_images=args.calib_images, int8_options=int8_options(args), num_classes=args.num_classes,
+        use_ema=args.use_ema, img_size=args.img_size,
         precisions=args.precision, batches=args.batch, runtimes=args.runtimes, exporter=args.exporter,
         device=args.device, amp=args.amp, threads=args.threads, quick=args.quick, warmup=args.warmup,
         repeats=args.repeats, min_time_s=args.min_time, validate=args.validate, bench=args.bench, force=args.force,

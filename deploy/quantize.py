@@ -4,6 +4,11 @@
   calibrated on real images through the model's own preprocessing. Activations uint8 (asymmetric), weights
   int8 (symmetric): the U8S8 pair that ORT's CPU kernels run fastest on AVX-512 VNNI / AVX2, and that
   TensorRT reads as explicit quantization. ORT's ``quant_pre_process`` (shape inference, BN folding) runs first.
+  MinMax ranges are the average of the per-batch ranges (``CalibMovingAverage``), which an outlier image cannot
+  stretch. ``fp32_layers=K`` keeps the K nodes (``RANKED_OPS``) whose quantization alone moves the logits most in
+  float (mixed precision): each node is quantized on its own with the calibrated ranges, and its relative logit
+  error on calibration images ranks it. Depthwise-heavy nets (ShuffleNetV2) need it to keep >= 99% top-1
+  agreement with FP32; the ranking is recorded in the file's metadata.
 * FP16: all float tensors to float16 except the graph inputs and outputs, which stay float32
   (ORT's bundled converter, ``onnxruntime.transformers.float16``, ``keep_io_types=True``).
 
@@ -13,16 +18,21 @@ folder is recorded in the output file's metadata so ``parity`` can refuse an ove
 import os
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import DeployError
 from .images import make_loader
 from .metadata import copy_metadata, load_onnx, read_metadata, set_metadata
 from .outputs import resolve_output
 
-__all__ = ['CALIB_METHODS', 'quantize_int8', 'convert_fp16', 'count_ops']
+__all__ = ['CALIB_METHODS', 'quantize_int8', 'convert_fp16', 'count_ops', 'rank_sensitivity']
 
 CALIB_METHODS = ('minmax', 'percentile', 'entropy')
+# nodes that compute new values, so get their own quantization ranges; data movement (Reshape, Transpose, Split,
+# MaxPool) and Relu reuse their input's and are left out of the sensitivity ranking
+RANKED_OPS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'Add', 'Mul', 'Sigmoid', 'HardSigmoid', 'Concat',
+              'ReduceMean', 'GlobalAveragePool', 'AveragePool')
+SENSITIVITY_IMAGES = 128
 
 
 def _require_fp32(meta: Dict[str, Any], path: str) -> None:
@@ -63,6 +73,30 @@ class _ImageReader:
         self.it = iter(self.loader)
 
 
+def _relative_error(out: 'np.ndarray', ref: 'np.ndarray') -> float:
+    return float(((out - ref) ** 2).mean() / max(float((ref ** 2).mean()), 1e-12))
+
+
+def rank_sensitivity(src: str, images: 'np.ndarray', input_name: str, quantize: Callable[..., None], tmp: str,
+                     progress: bool = True) -> List[Tuple[str, float]]:
+    """``[(node, relative logit error)]`` of every computing node of ``src`` (``RANKED_OPS``), most sensitive first.
+
+    ``quantize(out_path, nodes_to_quantize=[node])`` writes ``src`` with only that node quantized (the
+    calibrated ranges are cached, so this is cheap); the error is measured against FP32 on ``images``.
+    """
+    import onnx
+    from tqdm import tqdm
+    from .runtime import create_session
+    names = [n.name for n in onnx.load(src, load_external_data=False).graph.node if n.op_type in RANKED_OPS]
+    ref = create_session(src).run(None, {input_name: images})[0]
+    path = os.path.join(tmp, 'one.onnx')
+    scores = []
+    for name in tqdm(names, desc='sensitivity', unit='node', disable=not progress, leave=False):
+        quantize(path, nodes_to_quantize=[name])
+        scores.append((name, _relative_error(create_session(path).run(None, {input_name: images})[0], ref)))
+    return sorted(scores, key=lambda t: -t[1])
+
+
 def quantize_int8(
         in_onnx: str,
         out_onnx: str,
@@ -76,17 +110,23 @@ def quantize_int8(
         seed: int = 0,
         indices: Optional[Sequence[int]] = None,
         progress: bool = True,
+        moving_average: bool = True,
+        fp32_layers: int = 0,
 ) -> Dict[str, Any]:
     """Static INT8 (QDQ) quantization of an FP32 export, calibrated on ``num_images`` images of ``calib_data``.
 
     ``calib_data=None`` calibrates on the bundled samples (few images: for smoke tests only). ``indices``
     selects exact images of the folder (``parity`` uses it to split one folder into disjoint halves).
+    ``moving_average``: MinMax ranges averaged over batches. ``fp32_layers``: keep that many of the most
+    sensitive nodes (``RANKED_OPS``) in float (ranked on up to 128 of the calibration images).
     """
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
                                           quantize_static)
     if calibrate_method not in CALIB_METHODS:
         raise DeployError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {calibrate_method!r}")
+    if fp32_layers < 0:
+        raise DeployError(f'fp32_layers must be >= 0, got {fp32_layers}')
     path = resolve_output(out_onnx, force, default_name=os.path.basename(in_onnx).replace('.onnx', '_int8.onnx'),
                           suffix='.onnx')
     if os.path.abspath(path) == os.path.abspath(in_onnx):
@@ -113,20 +153,42 @@ def quantize_int8(
             except Exception as e:  # symbolic shape inference cannot handle every graph; quantize as is
                 pre_note = f'failed ({type(e).__name__}), quantized without it'
         q = os.path.join(tmp, 'q.onnx')
-        reader = _ImageReader(loader, meta.get('input_name') or 'input', progress)
-        try:
-            quantize_static(src, q, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=method, calibration_providers=['CPUExecutionProvider'],
-                            extra_options={'ActivationSymmetric': False, 'WeightSymmetric': True})
-        except DeployError:
-            raise
-        except Exception as e:
-            raise DeployError(f'INT8 quantization of {in_onnx} failed: {str(e).splitlines()[0][:300]}') from None
+        input_name = meta.get('input_name') or 'input'
+        reader = _ImageReader(loader, input_name, progress)
+        moving_average = bool(moving_average and calibrate_method == 'minmax')
+        # ORT versions with calibration_cache_path calibrate once; older ones calibrate again on every call
+        import inspect
+        cached = 'calibration_cache_path' in inspect.signature(quantize_static).parameters
+        cache = {'calibration_cache_path': os.path.join(tmp, 'ranges.json')} if cached else {}
+
+        def quantize(out: str, reader=None, **nodes) -> None:
+            if reader is None and not cached:
+                reader = _ImageReader(loader, input_name, progress=False)
+            try:
+                quantize_static(src, out, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=method, calibration_providers=['CPUExecutionProvider'],
+                                **cache, extra_options={
+                                    'ActivationSymmetric': False, 'WeightSymmetric': True,
+                                    'CalibMovingAverage': moving_average}, **nodes)
+            except DeployError:
+                raise
+            except Exception as e:
+                raise DeployError(f'INT8 quantization of {in_onnx} failed: {str(e).splitlines()[0][:300]}') from None
+
+        quantize(q, reader)  # calibrates once; the ranges are cached for the sensitivity pass
+        ranking: List[Tuple[str, float]] = []
+        if fp32_layers:
+            import numpy as np
+            images = np.concatenate([b[0].numpy() for b, _ in zip(loader, range(-(-SENSITIVITY_IMAGES // batch_size)))])
+            ranking = rank_sensitivity(src, images[:SENSITIVITY_IMAGES], input_name, quantize, tmp, progress)
+            quantize(q, nodes_to_exclude=[name for name, _ in ranking[:fp32_layers]])
         proto = onnx.load(q)
     quant = {
         'method': 'onnxruntime.quantize_static', 'format': 'QDQ', 'activation_type': 'uint8',
         'weight_type': 'int8', 'per_channel': per_channel, 'calibrate_method': calibrate_method,
+        'moving_average': moving_average, 'fp32_layers': [name for name, _ in ranking[:fp32_layers]],
+        'sensitivity': [[name, float(f'{err:.3g}')] for name, err in ranking],
         'calib_data': os.path.abspath(loader.dataset.root), 'calib_images': n_calib,
         'calib_split': indices is not None, 'pre_process': pre_note, 'source': os.path.basename(in_onnx),
     }
@@ -140,7 +202,8 @@ def quantize_int8(
     ops = count_ops(proto)
     return {'output': os.path.abspath(path), 'input': os.path.abspath(in_onnx), 'precision': 'int8',
             **quant, 'seconds': round(time.perf_counter() - t0, 2), 'file_bytes': os.path.getsize(path),
-            'quantize_nodes': ops.get('QuantizeLinear', 0), 'dequantize_nodes': ops.get('DequantizeLinear', 0)}
+            'quantize_nodes': ops.get('QuantizeLinear', 0), 'dequantize_nodes': ops.get('DequantizeLinear', 0),
+            'float_nodes': len(ranking[:fp32_layers])}
 
 
 def convert_fp16(in_onnx: str, out_onnx: str, force: bool = False,

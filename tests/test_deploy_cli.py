@@ -72,6 +72,21 @@ def test_export_parity_validate_quantize_flow(trained_like, tmp_path, capsys):
     assert rc == 0 and 'parity fp16: PASSED' in out, out + err
 
 
+def test_quantize_int8_options_reach_the_file(trained_like, tmp_path, capsys):
+    from timm_recal_deploy.metadata import read_metadata
+    _, _, onnx_path = trained_like
+    out_path = tmp_path / 'q.onnx'
+    rc, out, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(out_path), '--data', _bundled_cifar(),
+                        '--calib-images', '16', '--calib-method', 'percentile', '--fp32-layers', '2')
+    assert rc == 0, err
+    q = read_metadata(str(out_path))['quantization']
+    assert q['calibrate_method'] == 'percentile' and q['calib_images'] == 16 and len(q['fp32_layers']) == 2
+    assert q['moving_average'] is False  # averaging applies to minmax only
+    rc, out, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(tmp_path / 'bad.onnx'), '--data',
+                        _bundled_cifar(), '--fp32-layers', '-3')
+    assert rc != 0 and 'fp32_layers must be >= 0' in err and 'Traceback' not in err
+
+
 def _bundled_cifar() -> str:
     from timm_recal_deploy.images import bundled_samples_dir
     return bundled_samples_dir({'input_size': (3, 32, 32)})

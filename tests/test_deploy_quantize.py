@@ -112,3 +112,29 @@ def test_int8_parity_cifar_train_calibration_test_measurement(fp32):
     assert r['n_images'] == 200 and not r['calibration']['calib_split']
     assert r['calibration']['calib_data'].endswith(os.path.join('cifar10', 'train'))
     assert r['accuracy']['onnx_top1'] is not None and r['mean_rel_err'] < 0.1, format_report(r)
+
+
+def test_int8_keeps_the_most_sensitive_nodes_in_float(fp32, tmp_path):
+    _, path = fp32
+    r = quantize_int8(path, str(tmp_path / 'mixed.onnx'), CIFAR_SAMPLES, num_images=32, batch_size=8, progress=False,
+                      fp32_layers=3)
+    ranking = r['sensitivity']
+    errors = [err for _, err in ranking]
+    assert len(ranking) > 10 and errors == sorted(errors, reverse=True) and errors[0] > 0
+    kept = r['fp32_layers']
+    assert kept == [name for name, _ in ranking[:3]] and r['float_nodes'] == 3
+    proto = onnx.load(r['output'])
+    by_name = {n.name: n for n in proto.graph.node}
+    init = {t.name: t for t in proto.graph.initializer}
+    for name in kept:  # still in the graph, with float weights (its activations may still arrive through Q/DQ)
+        assert all(init[i].data_type == onnx.TensorProto.FLOAT for i in by_name[name].input if i in init), name
+    pure = quantize_int8(path, str(tmp_path / 'pure.onnx'), CIFAR_SAMPLES, num_images=32, batch_size=8,
+                         progress=False)
+    assert r['quantize_nodes'] < pure['quantize_nodes']
+    assert [n for n in proto.graph.node if n.op_type == 'Conv' and n.name not in kept]
+    int8_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert int8_weights  # the rest stays INT8
+    meta = read_metadata(r['output'])['quantization']
+    assert meta['fp32_layers'] == kept and meta['moving_average'] is True
+    with pytest.raises(DeployError, match='fp32_layers'):
+        quantize_int8(path, str(tmp_path / 'bad.onnx'), CIFAR_SAMPLES, fp32_layers=-1)

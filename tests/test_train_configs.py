@@ -28,9 +28,8 @@ CONFIGS = sorted(
     if not p.startswith(SWEEP_DIR + os.sep))
 IDS = [os.path.relpath(p, CONFIG_DIR) for p in CONFIGS]
 
-#: the lead's short CPU schedules: train.py would add its default label smoothing 0.1 and colour jitter 0.4,
-#: which `timm-recal train` (no smoothing; exact CIFAR augmentation without jitter) did not use.
-KNOWN_IMPLICIT = {f'cifar10/{p}shufflenetv2_x0_5_short_cpu.yaml' for p in ('', 'se_', 'sle_', 'ab_')}
+#: the short CPU schedules of the shipped weights: not paper recipes, so their headers say so
+SHORT_CPU = {f'cifar10/{p}shufflenetv2_x0_5_short_cpu.yaml' for p in ('', 'se_', 'sle_', 'ab_')}
 
 
 class Option(NamedTuple):
@@ -227,7 +226,7 @@ def test_config_loads_in_timm_recal_train(path):
 def test_config_header_says_what_it_reproduces(path):
     header = _header(path)
     assert header, 'a comment header stating what the file reproduces'
-    if os.path.relpath(path, CONFIG_DIR) in KNOWN_IMPLICIT:
+    if os.path.relpath(path, CONFIG_DIR) in SHORT_CPU:
         assert 'Not a paper recipe' in header and '89.97' in header
         return
     lines = header.splitlines()
@@ -262,13 +261,7 @@ def test_differing_defaults_are_the_expected_ones():
     assert 'lr' not in diff and 'color_jitter' not in diff and 'lr_base' not in diff
 
 
-_EXPLICIT_PARAMS = [
-    pytest.param(p, id=i, marks=pytest.mark.xfail(strict=True, reason='short CPU schedule: add smoothing: 0.0, '
-                                                  'color_jitter: 0.0, train_interpolation: bilinear'))
-    if i in KNOWN_IMPLICIT else pytest.param(p, id=i) for p, i in zip(CONFIGS, IDS)]
-
-
-@pytest.mark.parametrize('path', _EXPLICIT_PARAMS)
+@pytest.mark.parametrize('path', CONFIGS, ids=IDS)
 def test_config_sets_every_option_whose_default_differs(path):
     cfg = _load(path)
     missing = {k: v for k, v in _differing_defaults().items() if k not in cfg}
@@ -357,7 +350,7 @@ def test_file_name_is_the_model_name():
     for path in CONFIGS:
         name = os.path.basename(path)[:-len('.yaml')]
         model = _load(path)['model']
-        known = os.path.relpath(path, CONFIG_DIR) in KNOWN_IMPLICIT  # <model minus _cifar>_short_cpu
+        known = os.path.relpath(path, CONFIG_DIR) in SHORT_CPU  # <model minus _cifar>_short_cpu
         assert name in (model, f'{model}_warm') or known, (name, model)
 
 

@@ -116,3 +116,22 @@ def test_trained_weights_offline_from_seeded_cache(tmp_path):
     accs = json.loads(res.stdout.strip().splitlines()[-1])
     for arch, acc in accs.items():
         assert acc >= 0.7, f'{arch}: {acc:.2f} on the 50 bundled test images'
+
+
+# the recipe README documents for the ShuffleNetV2-CIFAR weights (pure INT8 stays near 98.4-98.8%)
+INT8_RECIPE = dict(calibrate_method='percentile', fp32_layers=24)
+CIFAR10 = ROOT.parent / 'shared' / 'data' / 'cifar10'
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CIFAR10 / 'test').is_dir(), reason='needs ../shared/data/cifar10')
+@pytest.mark.parametrize('folder', WEIGHT_FOLDERS, ids=lambda p: p.name)
+def test_trained_weights_int8_agreement_on_cifar10_test(folder, tmp_path):
+    """Issue contract: INT8 keeps >= 99% top-1 agreement with FP32 on all 10,000 CIFAR-10 test images,
+    calibrated on training images."""
+    pytest.importorskip('onnxruntime')
+    from timm_recal_deploy.parity import format_report, parity
+    r = parity(f'local-dir:{folder}', precision='int8', data=str(CIFAR10 / 'test'), calib_data=str(CIFAR10 / 'train'),
+               calib_images=512, int8_options=INT8_RECIPE, threads=2, output=str(tmp_path / 'parity.json'))
+    assert r['n_images'] == 10000
+    assert r['top1_agreement'] >= 0.99 and r['passed'], format_report(r)
