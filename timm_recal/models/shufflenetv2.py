@@ -254,7 +254,8 @@ def _variant_table() -> Dict[str, Dict[str, Any]]:
 model_args = _variant_table()
 
 #: Variants with trained CIFAR-10 weights in weights/ (pushed to the Hub by `timm-recal publish`).
-TRAINED_CIFAR10: Tuple[str, ...] = ('shufflenetv2_x0_5_cifar', 'se_shufflenetv2_x0_5_cifar')
+TRAINED_CIFAR10: Tuple[str, ...] = (
+    'shufflenetv2_x0_5_cifar', 'se_shufflenetv2_x0_5_cifar', 'sle_shufflenetv2_x0_5_cifar', 'ab_shufflenetv2_x0_5_cifar')
 
 
 def _cfgs() -> Dict[str, Dict[str, Any]]:
