@@ -206,8 +206,33 @@ def _cpuinfo() -> Dict[str, Any]:
     return {'cpu_model': model, 'cpu_flags': [f for f in notable if f in flags]}
 
 
+def _proc_stat_cpu() -> Optional[Tuple[int, int]]:
+    """``(busy, total)`` jiffies of all CPUs from /proc/stat (None off Linux)."""
+    try:
+        with open('/proc/stat') as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cpus(window_s: float = 0.5) -> Optional[float]:
+    """How many CPUs other work keeps busy right now, sampled over ``window_s`` (None where unknown).
+
+    Unlike the 1-minute load average, it does not remember the benchmark that just ended, so back-to-back runs
+    are not flagged; this process is idle while it samples.
+    """
+    a = _proc_stat_cpu()
+    time.sleep(window_s)
+    b = _proc_stat_cpu()
+    if a is None or b is None or b[1] <= a[1]:
+        return None
+    return round((b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1), 2)
+
+
 def machine_info() -> Dict[str, Any]:
-    """CPU model and vector flags, CPU counts, load average and library versions, for the JSON record."""
+    """CPU model and vector flags, CPU counts, load (1-min average and busy CPUs now) and library versions."""
     import torch
     info: Dict[str, Any] = _cpuinfo()
     info['logical_cpus'] = os.cpu_count()
@@ -219,6 +244,7 @@ def machine_info() -> Dict[str, Any]:
         info['load_avg_1m'] = os.getloadavg()[0]
     except (AttributeError, OSError):
         info['load_avg_1m'] = None
+    info['busy_cpus_at_start'] = busy_cpus()
     info['platform'] = platform.platform()
     versions = {'python': platform.python_version(), 'torch': torch.__version__}
     for mod in ('onnxruntime', 'onnx', 'timm', 'numpy', 'timm_recal'):
@@ -539,8 +565,9 @@ def bench(
     if not runtimes:
         raise DeployError('no runtime left to time')
     machine = machine_info()
-    if machine.get('load_avg_1m') and machine['usable_cpus'] and machine['load_avg_1m'] > 0.5 * machine['usable_cpus']:
-        notes.append(f"the machine was busy when the benchmark started (1-min load {machine['load_avg_1m']:.2f} "
+    busy = machine.get('busy_cpus_at_start')
+    if busy is not None and machine['usable_cpus'] and busy > 0.5 * machine['usable_cpus']:
+        notes.append(f"the machine was busy when the benchmark started ({busy:.2f} CPUs busy with other work "
                      f"on {machine['usable_cpus']} CPUs): absolute numbers are low, ratios less reliable")
     prev_threads = torch.get_num_threads()
     if threads:

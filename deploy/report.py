@@ -81,7 +81,8 @@ def machine_line(record: Dict[str, Any]) -> str:
     return (f"{m.get('cpu_model', '?')} ({flags}), {m.get('usable_cpus', '?')} usable CPUs{gpu}; threads: torch "
             f"{th.get('torch_intra_op', '?')}, ORT {th.get('ort_intra_op', '?')}; torch {v.get('torch', '?')}, "
             f"onnxruntime {v.get('onnxruntime', '?')}, timm {v.get('timm', '?')}; "
-            f"1-min load at start {_fmt(m.get('load_avg_1m'))}")
+            f"1-min load at start {_fmt(m.get('load_avg_1m'))}, CPUs busy with other work "
+            f"{_fmt(m.get('busy_cpus_at_start'))}")
 
 
 def bench_results_markdown(record: Dict[str, Any]) -> str:

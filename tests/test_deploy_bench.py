@@ -1,6 +1,7 @@
 """``timm-recal bench``: interleaving, statistics and ratios from recorded times (fake clocks, no timing
 assertions), the -o/--force rule, execution-provider gating, and one small end-to-end run on CPU."""
 import json
+import os
 import struct
 
 import pytest
@@ -266,3 +267,21 @@ def test_report_table_command(tmp_path, capsys):
     assert main(['table', str(path)]) == 0
     assert '| x | 32x32 | 1 | 5.00 (NCHW) | 10.00 | - | 2.00x | - |' in capsys.readouterr().out
     assert main(['table', str(tmp_path / 'nope.json')]) == 2
+
+
+@pytest.mark.skipif(not os.path.isfile('/proc/stat'), reason='/proc/stat (Linux) only')
+def test_busy_cpus_sees_other_work_now():
+    """The start-of-run check samples CPU use now, not the 1-minute load average that remembers the
+    previous benchmark: a process spinning during the window shows up as about one busy CPU."""
+    import subprocess
+    import sys
+    import time
+    from timm_recal_deploy.bench import busy_cpus
+    spin = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    try:
+        time.sleep(0.3)
+        busy = busy_cpus(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy is not None and busy >= 0.7, busy
