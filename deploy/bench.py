@@ -475,8 +475,7 @@ def _export_for_bench(side: _Side, model, precisions: Sequence[str], img_size, c
         log(f'bench: quantizing {side.spec} to INT8 ({calib_images} calibration images)')
         files['int8'] = os.path.join(workdir, f'{side.role}.int8.onnx')
         quantize_int8(files['fp32'], files['int8'], calib_data, num_images=calib_images, force=True,
-                      **(int8_options or {}),
-                      progress=sys.stderr.isatty())
+                      progress=sys.stderr.isatty(), **(int8_options or {}))
     if 'fp16' in precisions:
         from .quantize import convert_fp16
         log(f'bench: converting {side.spec} to FP16')

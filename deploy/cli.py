@@ -12,8 +12,8 @@ import json
 import sys
 from typing import Callable
 
-__all__ = ['add_parsers', 'add_model_args', 'add_output_args', 'add_runtime_args', 'add_int8_args', 'int8_options', 'run_export', 'run_parity',
-           'run_validate', 'run_quantize']
+__all__ = ['add_parsers', 'add_model_args', 'add_output_args', 'add_runtime_args', 'add_int8_args', 'int8_options',
+           'run_export', 'run_parity', 'run_validate', 'run_quantize']
 
 
 def add_model_args(p: argparse.ArgumentParser, amp: bool = True) -> None:
@@ -158,9 +158,8 @@ def run_parity(args: argparse.Namespace) -> int:
                exporter=args.exporter, batch_size=args.batch_size, limit=args.limit, atol=args.atol,
                rtol=args.rtol, min_top1=None if args.min_top1 is None else args.min_top1 / 100.0,
                providers=args.providers, threads=args.threads, calib_data=args.calib_data,
-               calib_images=args.calib_images, int8_options=int8_options(args), output=args.output, force=args.force,
-               keep_dir=args.keep_dir,
-               progress=sys.stderr.isatty(), **_model_kwargs(args))
+               calib_images=args.calib_images, int8_options=int8_options(args), output=args.output,
+               force=args.force, keep_dir=args.keep_dir, progress=sys.stderr.isatty(), **_model_kwargs(args))
     _note_weights(r['model'], args.model)
     if args.json:
         from .outputs import to_jsonable

@@ -100,9 +100,9 @@ def _file_entry(path: str) -> Dict[str, Any]:
 
 
 def _side(run: _Run, role: str, spec: str, checkpoint: Optional[str], *, precisions: Sequence[str], data, calib_data,
-          calib_images: int, int8_options: Optional[Dict[str, Any]], num_classes, use_ema: bool, img_size, exporter: str, device: str,
-          threads,
-          parity_records: List[Dict[str, Any]], workdir: str) -> Tuple[Dict[str, Any], Any, Dict[str, Any]]:
+          calib_images: int, int8_options: Optional[Dict[str, Any]], num_classes, use_ema: bool, img_size,
+          exporter: str, device: str, threads, parity_records: List[Dict[str, Any]],
+          workdir: str) -> Tuple[Dict[str, Any], Any, Dict[str, Any]]:
     """Export, convert and check one model; returns its description (with the ONNX files made), the PyTorch
     module and its ``load_model`` info.
 

@@ -15,6 +15,7 @@
 Calibrate on images disjoint from those used to measure agreement (CIFAR-10: train vs test); the calibration
 folder is recorded in the output file's metadata so ``parity`` can refuse an overlap.
 """
+import inspect
 import os
 import tempfile
 import time
@@ -48,9 +49,12 @@ def count_ops(model_proto) -> Dict[str, int]:
 
 
 class _ImageReader:
-    """ORT ``CalibrationDataReader`` over batches of preprocessed images, with a progress bar."""
+    """ORT ``CalibrationDataReader`` over batches of preprocessed images, with a progress bar.
 
-    def __init__(self, loader, input_name: str, progress: bool = True):
+    The first ``keep`` images it hands out stay in ``kept`` (the sensitivity pass reuses them, unread again).
+    """
+
+    def __init__(self, loader, input_name: str, progress: bool = True, keep: int = 0):
         from tqdm import tqdm
         self.loader = loader
         self.input_name = input_name
@@ -58,6 +62,8 @@ class _ImageReader:
                         leave=False)
         self.it = iter(loader)
         self.seen = 0
+        self.keep = keep
+        self.kept: List[Any] = []
 
     def get_next(self) -> Optional[Dict[str, Any]]:
         batch = next(self.it, None)
@@ -65,6 +71,8 @@ class _ImageReader:
             self.bar.close()
             return None
         images = batch[0].numpy()
+        if self.seen < self.keep:
+            self.kept.append(images[:self.keep - self.seen])
         self.seen += len(images)
         self.bar.update(len(images))
         return {self.input_name: images}
@@ -154,10 +162,9 @@ def quantize_int8(
                 pre_note = f'failed ({type(e).__name__}), quantized without it'
         q = os.path.join(tmp, 'q.onnx')
         input_name = meta.get('input_name') or 'input'
-        reader = _ImageReader(loader, input_name, progress)
+        reader = _ImageReader(loader, input_name, progress, keep=SENSITIVITY_IMAGES if fp32_layers else 0)
         moving_average = bool(moving_average and calibrate_method == 'minmax')
         # ORT versions with calibration_cache_path calibrate once; older ones calibrate again on every call
-        import inspect
         cached = 'calibration_cache_path' in inspect.signature(quantize_static).parameters
         cache = {'calibration_cache_path': os.path.join(tmp, 'ranges.json')} if cached else {}
 
@@ -176,18 +183,18 @@ def quantize_int8(
             except Exception as e:
                 raise DeployError(f'INT8 quantization of {in_onnx} failed: {str(e).splitlines()[0][:300]}') from None
 
-        quantize(q, reader)  # calibrates once; the ranges are cached for the sensitivity pass
+        quantize(q, reader)  # all INT8; calibrates once, the ranges are cached for the sensitivity pass
         ranking: List[Tuple[str, float]] = []
         if fp32_layers:
             import numpy as np
-            images = np.concatenate([b[0].numpy() for b, _ in zip(loader, range(-(-SENSITIVITY_IMAGES // batch_size)))])
-            ranking = rank_sensitivity(src, images[:SENSITIVITY_IMAGES], input_name, quantize, tmp, progress)
+            ranking = rank_sensitivity(src, np.concatenate(reader.kept), input_name, quantize, tmp, progress)
             quantize(q, nodes_to_exclude=[name for name, _ in ranking[:fp32_layers]])
+        float_nodes = [name for name, _ in ranking[:fp32_layers]]
         proto = onnx.load(q)
     quant = {
         'method': 'onnxruntime.quantize_static', 'format': 'QDQ', 'activation_type': 'uint8',
         'weight_type': 'int8', 'per_channel': per_channel, 'calibrate_method': calibrate_method,
-        'moving_average': moving_average, 'fp32_layers': [name for name, _ in ranking[:fp32_layers]],
+        'moving_average': moving_average, 'fp32_layers': float_nodes,
         'sensitivity': [[name, float(f'{err:.3g}')] for name, err in ranking],
         'calib_data': os.path.abspath(loader.dataset.root), 'calib_images': n_calib,
         'calib_split': indices is not None, 'pre_process': pre_note, 'source': os.path.basename(in_onnx),
@@ -203,7 +210,7 @@ def quantize_int8(
     return {'output': os.path.abspath(path), 'input': os.path.abspath(in_onnx), 'precision': 'int8',
             **quant, 'seconds': round(time.perf_counter() - t0, 2), 'file_bytes': os.path.getsize(path),
             'quantize_nodes': ops.get('QuantizeLinear', 0), 'dequantize_nodes': ops.get('DequantizeLinear', 0),
-            'float_nodes': len(ranking[:fp32_layers])}
+            'float_nodes': len(float_nodes)}
 
 
 def convert_fp16(in_onnx: str, out_onnx: str, force: bool = False,
