@@ -15,8 +15,10 @@
 Calibrate on images disjoint from those used to measure agreement (CIFAR-10: train vs test); the calibration
 folder is recorded in the output file's metadata so ``parity`` can refuse an overlap.
 """
+import contextlib
 import inspect
 import os
+import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -171,13 +173,14 @@ def quantize_int8(
         def quantize(out: str, reader=None, **nodes) -> None:
             if reader is None and not cached:
                 reader = _ImageReader(loader, input_name, progress=False)
-            try:
-                quantize_static(src, out, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=method, calibration_providers=['CPUExecutionProvider'],
-                                **cache, extra_options={
-                                    'ActivationSymmetric': False, 'WeightSymmetric': True,
-                                    'CalibMovingAverage': moving_average}, **nodes)
+            try:  # ORT prints calibration progress to stdout, which must stay clean for --json
+                with contextlib.redirect_stdout(sys.stderr):
+                    quantize_static(src, out, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                    calibrate_method=method, calibration_providers=['CPUExecutionProvider'],
+                                    **cache, extra_options={
+                                        'ActivationSymmetric': False, 'WeightSymmetric': True,
+                                        'CalibMovingAverage': moving_average}, **nodes)
             except DeployError:
                 raise
             except Exception as e:

@@ -1,5 +1,6 @@
 """The deploy commands' contract: subcommands, -o/--force, checkpoint formats, and clear errors for bad input
 (message, non-zero exit, never a traceback)."""
+import json
 import os
 import subprocess
 import sys
@@ -77,8 +78,10 @@ def test_quantize_int8_options_reach_the_file(trained_like, tmp_path, capsys):
     _, _, onnx_path = trained_like
     out_path = tmp_path / 'q.onnx'
     rc, out, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(out_path), '--data', _bundled_cifar(),
-                        '--calib-images', '16', '--calib-method', 'percentile', '--fp32-layers', '2')
+                        '--calib-images', '16', '--calib-method', 'percentile', '--fp32-layers', '2', '--json')
     assert rc == 0, err
+    assert json.loads(out)['fp32_layers'] == read_metadata(str(out_path))['quantization']['fp32_layers'], \
+        'stdout must be the JSON alone (ORT prints histogram progress that must go to stderr)'
     q = read_metadata(str(out_path))['quantization']
     assert q['calibrate_method'] == 'percentile' and q['calib_images'] == 16 and len(q['fp32_layers']) == 2
     assert q['moving_average'] is False  # averaging applies to minmax only

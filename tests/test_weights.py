@@ -118,8 +118,8 @@ def test_trained_weights_offline_from_seeded_cache(tmp_path):
         assert acc >= 0.7, f'{arch}: {acc:.2f} on the 50 bundled test images'
 
 
-# the recipe README documents for the ShuffleNetV2-CIFAR weights (plain INT8 gives 98.3-99.1% agreement)
-INT8_RECIPE = dict(calibrate_method='percentile', fp32_layers=24)
+# the recipe README documents for the ShuffleNetV2-CIFAR weights (plain INT8 gives 98.5-98.7% agreement)
+INT8_RECIPE = dict(calibrate_method='percentile', fp32_layers=48)
 CIFAR10 = ROOT.parent / 'shared' / 'data' / 'cifar10'
 
 
@@ -135,5 +135,5 @@ def test_trained_weights_int8_agreement_on_cifar10_test(folder, tmp_path):
                calib_images=512, int8_options=INT8_RECIPE, threads=2, output=str(tmp_path / 'parity.json'))
     assert r['n_images'] == 10000 and r['nonfinite'] == {'pytorch': 0, 'onnx': 0}
     # the contract is the agreement; parity's max-error gates (worst single image) are reported, not asserted
-    # here: on SE one image of 10,000 reaches a relative error of 0.32 against the 0.25 gate
+    # here: on SE one image of 10,000 reaches a relative error of 0.41 against the 0.25 gate
     assert r['top1_agreement'] >= 0.99, format_report(r)
