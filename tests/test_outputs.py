@@ -1,0 +1,173 @@
+"""The shared output rules (``timm_recal.outputs``): whole files or none, exclusive creates, no stray folders."""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from timm_recal.outputs import (
+    OutputError, OutputExistsError, atomic_folder, atomic_output, resolve_output, write_json, write_text,
+)
+
+
+def test_resolve_output_folder_gets_default_name_and_creates_nothing(tmp_path):
+    out = tmp_path / 'new' / 'deeper/'
+    path = resolve_output(str(out) + '/', default_name='x.json')
+    assert path.endswith('x.json')
+    assert not (tmp_path / 'new').exists()
+
+
+def test_resolve_output_refuses_existing_without_force(tmp_path):
+    (tmp_path / 'a.json').write_text('{}')
+    with pytest.raises(OutputExistsError, match='--force'):
+        resolve_output(tmp_path / 'a.json')
+    assert resolve_output(tmp_path / 'a.json', force=True).endswith('a.json')
+
+
+def test_resolve_output_refuses_read_only_folder_up_front(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip('root ignores folder permissions')
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    ro.chmod(0o555)
+    with pytest.raises(OutputError, match='permission denied'):
+        resolve_output(ro / 'x.onnx')
+
+
+def test_resolve_output_under_a_file_is_refused(tmp_path):
+    (tmp_path / 'f').write_text('x')
+    with pytest.raises(OutputError, match='is a file'):
+        resolve_output(tmp_path / 'f' / 'x.json')
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / 'a.txt'
+    path.write_text('old')
+    with pytest.raises(RuntimeError):
+        with atomic_output(path, force=True) as tmp:
+            with open(tmp, 'w') as f:
+                f.write('half')
+            raise RuntimeError('boom')
+    assert path.read_text() == 'old'
+    assert sorted(os.listdir(tmp_path)) == ['a.txt']
+
+
+def test_failed_write_removes_the_parents_it_created_only(tmp_path):
+    (tmp_path / 'kept').mkdir()
+    target = tmp_path / 'kept' / 'new1' / 'new2' / 'a.txt'
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(target):
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path / 'kept') == []
+    assert (tmp_path / 'kept').is_dir()
+
+
+def test_exclusive_create_loses_to_a_file_that_appeared_meanwhile(tmp_path):
+    path = tmp_path / 'a.txt'
+    with pytest.raises(OutputExistsError):
+        with atomic_output(path) as tmp:
+            path.write_text('the other run')
+            with open(tmp, 'w') as f:
+                f.write('mine')
+    assert path.read_text() == 'the other run'
+    assert sorted(os.listdir(tmp_path)) == ['a.txt']
+
+
+def test_new_files_follow_the_umask_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json({'a': 1}, tmp_path / 'a.json')
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / 'a.json').st_mode) == 0o644
+
+
+def test_write_json_handles_numpy_nan_and_results(tmp_path):
+    np = pytest.importorskip('numpy')
+
+    class Result:
+        def to_dict(self):
+            return {'x': np.float32(1.5), 'bad': float('nan'), 'arr': np.arange(2)}
+
+    write_json(Result(), tmp_path / 'r.json')
+    assert (tmp_path / 'r.json').read_text().split() == ['{', '"x":', '1.5,', '"bad":', '"nan",', '"arr":', '[',
+                                                         '0,', '1', ']', '}']
+
+
+def test_atomic_folder_force_replaces_whole_contents(tmp_path):
+    out = tmp_path / 'run'
+    out.mkdir()
+    (out / 'stale_compare.json').write_text('old')
+    with atomic_folder(out, force=True) as tmp:
+        write_text('new', os.path.join(tmp, 'report.md'))
+    assert sorted(os.listdir(out)) == ['report.md']
+    assert sorted(os.listdir(tmp_path)) == ['run']
+
+
+def test_atomic_folder_without_force_refuses_and_failure_leaves_nothing(tmp_path):
+    out = tmp_path / 'run'
+    with pytest.raises(ValueError):
+        with atomic_folder(out) as tmp:
+            write_text('x', os.path.join(tmp, 'a'))
+            raise ValueError
+    assert os.listdir(tmp_path) == []
+    out.mkdir()
+    with pytest.raises(OutputExistsError):
+        with atomic_folder(out):
+            pass
+
+
+_SLOW_WRITER = textwrap.dedent('''
+    import sys, time
+    from timm_recal.outputs import atomic_output, terminate_as_interrupt
+    path, force = sys.argv[1], sys.argv[2] == '1'
+    with terminate_as_interrupt():
+        with atomic_output(path, force=force) as tmp:
+            with open(tmp, 'w') as f:
+                f.write('new-partial')
+                f.flush()
+                print('writing', flush=True)
+                time.sleep(30)
+                f.write('-complete')
+''')
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_killed_writer_leaves_the_old_file_and_no_temp(tmp_path, sig):
+    path = tmp_path / 'model.onnx'
+    path.write_text('old-complete')
+    proc = subprocess.Popen([sys.executable, '-c', _SLOW_WRITER, str(path), '1'], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == 'writing'
+    proc.send_signal(sig)
+    proc.wait(timeout=20)
+    assert proc.returncode != 0
+    assert path.read_text() == 'old-complete'
+    assert sorted(os.listdir(tmp_path)) == ['model.onnx']
+
+
+def test_two_racing_writers_one_wins_one_fails_with_exists(tmp_path):
+    path = tmp_path / 'x.json'
+    racer = textwrap.dedent('''
+        import os, sys, time
+        from timm_recal.outputs import atomic_output, resolve_output
+        path, tag = sys.argv[1], sys.argv[2]
+        resolve_output(path)  # both pass the up-front check...
+        open(path + '.ready-' + tag, 'w').close()
+        while not all(os.path.exists(path + '.ready-' + t) for t in ('fast', 'slow')):
+            time.sleep(0.01)
+        with atomic_output(path) as tmp:  # ...and only the rename decides
+            open(tmp, 'w').write(tag)
+            time.sleep(1.5 if tag == 'slow' else 0.0)
+    ''')
+    procs = [subprocess.Popen([sys.executable, '-c', racer, str(path), tag], stderr=subprocess.PIPE, text=True)
+             for tag in ('fast', 'slow')]
+    results = [(p.wait(timeout=30), p.stderr.read()) for p in procs]
+    assert results[0][0] == 0
+    assert results[1][0] != 0 and 'exists' in results[1][1]
+    assert path.read_text() == 'fast'
+    assert sorted(os.listdir(tmp_path)) == ['x.json', 'x.json.ready-fast', 'x.json.ready-slow']

@@ -1,0 +1,311 @@
+"""Where a command's files go, and how they get there: whole or not at all.
+
+Every file a ``timm-recal`` command writes (ONNX, JSON, Markdown, plots, weights, folders of them) goes through
+this module, so that one set of rules holds everywhere:
+
+* ``-o`` names a file, or a folder (an existing folder, or a path ending in ``/``) that receives the command's
+  default file name (``resolve_output``). The check runs before any slow work, so a refused overwrite costs
+  nothing, and it checks the folder is writable, so a read-only folder fails first, as what it is.
+* A file is written to a uniquely named temporary file beside its final path and renamed into place only when
+  complete (``atomic_output``): the path holds the old file or the whole new one, never a partial file, also
+  when the process is interrupted or killed with SIGTERM (``terminate_as_interrupt``).
+* Without ``force`` the final step is an exclusive create (``os.link``): of two runs racing to one path, the
+  second fails with "exists". With ``force`` it is ``os.replace``.
+* Folders are built beside their final path and renamed into place the same way (``atomic_folder``); with
+  ``force`` the old folder is swapped out, then removed.
+* Parent folders are created only when a file is about to appear in them, and removed again (when still empty)
+  if the write fails (``created_parents``). What existed before is never removed.
+* New files get the usual permissions (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
+
+It imports nothing beyond the standard library, so ``import timm_recal`` stays light.
+"""
+import contextlib
+import ctypes
+import errno
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional, Union
+
+__all__ = [
+    'OutputError', 'OutputExistsError', 'resolve_output', 'atomic_output', 'atomic_folder', 'created_parents',
+    'write_bytes', 'write_text', 'write_json', 'to_jsonable', 'terminate_as_interrupt', 'temp_name',
+    'call_atomically', 'check_writable_folder',
+]
+
+PathLike = Union[str, os.PathLike]
+
+
+class OutputError(RuntimeError):
+    """An output path that cannot be used (a folder where a file is expected, not writable, wrong suffix)."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """The output path exists and ``--force`` was not given."""
+
+
+def temp_name(path: PathLike) -> str:
+    """A unique hidden name beside ``path`` that keeps its suffix (tools choose the format by suffix)."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    stem, suffix = os.path.splitext(name)
+    return os.path.join(folder, f'.{stem}.{secrets.token_hex(4)}.tmp{suffix}')
+
+
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def check_writable_folder(folder: PathLike) -> None:
+    """Refuse, before any work, a folder (or its nearest existing ancestor) that cannot take new files."""
+    existing = _nearest_existing(os.fspath(folder) or '.')
+    if not os.path.isdir(existing):
+        raise OutputError(f'{existing} is a file, so {os.fspath(folder)} cannot be a folder')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f'cannot write to {existing}: permission denied')
+
+
+def resolve_output(output: Optional[PathLike], force: bool = False, default_name: Optional[str] = None,
+                   suffix: Optional[str] = None, what: str = '-o/--output') -> str:
+    """The file path to write for ``-o output``; refuses to overwrite unless ``force``.
+
+    Creates nothing: parents appear when the file is written (``atomic_output``).
+    """
+    if output is None or os.fspath(output) == '':
+        raise OutputError(f'an output path is required ({what})')
+    path = os.fspath(output)
+    if os.path.isdir(path) or path.endswith(('/', os.sep)):
+        if not default_name:
+            raise OutputError(f'{path} is a folder; give a file name with {what}')
+        path = os.path.join(path, default_name)
+    if suffix and not path.lower().endswith(suffix.lower()):
+        raise OutputError(f"{what} {path} should end with '{suffix}'")
+    if os.path.isdir(path):
+        raise OutputError(f'{path} is a folder, expected a file path ({what})')
+    if os.path.lexists(path) and not force:
+        raise OutputExistsError(f'{path} exists; pass --force to overwrite it')
+    check_writable_folder(os.path.dirname(os.path.abspath(path)))
+    return path
+
+
+@contextlib.contextmanager
+def created_parents(path: PathLike) -> Iterator[List[str]]:
+    """Create the missing parent folders of ``path``; remove those this call created if the block fails.
+
+    Only folders that are still empty are removed, innermost first: never anything that existed before.
+    """
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    missing = []
+    probe = folder
+    while not os.path.isdir(probe):
+        missing.append(probe)
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            missing.remove(d)  # made by someone else meanwhile: not ours to remove
+    try:
+        yield missing
+    except BaseException:
+        for d in missing:  # innermost first
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        raise
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+
+
+def _publish_file(tmp: str, path: str, force: bool) -> None:
+    if force:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic and exclusive: fails if path appeared since resolve_output
+    except FileExistsError:
+        raise OutputExistsError(f'{path} exists (written by another run meanwhile?); pass --force to overwrite it') from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # filesystems without hard links: O_EXCL reservation, then replace the reserved name
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            raise OutputExistsError(f'{path} exists; pass --force to overwrite it') from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, force: bool = False, extra_suffixes: tuple = ()) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; rename it into place when the block completes.
+
+    The temporary file exists (empty, usual permissions) when yielded, so a writer that opens by name
+    (``onnx.save``, ``torch.save``, ``savefig``) keeps those permissions. ``extra_suffixes`` names side files
+    a writer puts beside its file (``('.data',)`` for ONNX external data): they are moved along with it.
+    On any failure, KeyboardInterrupt included, the temporary files are removed and ``path`` is untouched.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OutputError(f'{path} is a folder, expected a file path')
+    with created_parents(path):
+        tmp = temp_name(path)
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        try:
+            yield tmp
+            for ext in extra_suffixes:
+                if os.path.exists(tmp + ext):
+                    _publish_file(tmp + ext, path + ext, force)
+            _publish_file(tmp, path, force)
+        except BaseException:
+            for p in (tmp, *(tmp + ext for ext in extra_suffixes)):
+                _remove(p)
+            raise
+
+
+_RENAME_EXCHANGE = 2
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _renameat2(src: str, dst: str, flags: int) -> bool:
+    """Linux ``renameat2``; False where the C library or filesystem lacks it (the caller falls back)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), dst)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
+    """Yield a temporary folder beside ``path``; it becomes ``path`` when the block completes.
+
+    Without ``force`` an existing ``path`` is refused, checked again exclusively at the rename. With ``force``
+    the old folder is swapped out in one step (``renameat2(RENAME_EXCHANGE)`` where available) and then
+    removed, so nothing of a previous run survives beside the new contents.
+    """
+    path = os.fspath(path).rstrip('/') or '/'
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f'{path} is a file, expected a folder')
+    if os.path.exists(path) and not force:
+        raise OutputExistsError(f'{path} exists; pass --force to replace it')
+    with created_parents(path):
+        tmp = temp_name(path)
+        os.mkdir(tmp)
+        try:
+            yield tmp
+            if force and os.path.exists(path):
+                if not _renameat2(tmp, path, _RENAME_EXCHANGE):
+                    old = temp_name(path)
+                    os.rename(path, old)
+                    os.rename(tmp, path)
+                    tmp = old
+                _remove(tmp)  # the old contents
+                return
+            try:
+                done = _renameat2(tmp, path, _RENAME_NOREPLACE)
+            except (FileExistsError, OSError) as e:
+                if getattr(e, 'errno', None) not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                raise OutputExistsError(f'{path} exists (written by another run meanwhile?); '
+                                        'pass --force to replace it') from None
+            if not done:
+                if os.path.exists(path):
+                    raise OutputExistsError(f'{path} exists; pass --force to replace it')
+                os.rename(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+
+def write_bytes(data: bytes, path: PathLike, force: bool = False) -> str:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_output(path, force) as tmp:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return os.fspath(path)
+
+
+def write_text(text: str, path: PathLike, force: bool = False) -> str:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    return write_bytes(text.encode('utf-8'), path, force)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON types for numpy scalars/arrays, dataclass results, tuples and paths; NaN/Inf become strings."""
+    if hasattr(obj, 'to_dict') and callable(obj.to_dict):
+        return to_jsonable(obj.to_dict())
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, 'tolist') and not isinstance(obj, (str, bytes)):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def write_json(obj: Any, path: PathLike, force: bool = False) -> str:
+    """Write ``obj`` as indented JSON (see ``to_jsonable``) to ``path`` atomically; returns the path."""
+    return write_text(json.dumps(to_jsonable(obj), indent=2) + '\n', path, force)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt for the block, so every ``finally``/cleanup above runs on a kill.
+
+    Only in the main thread (signal handlers can be set nowhere else); restores the previous handler.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f'terminated by signal {signum}')
+
+
+def call_atomically(path: PathLike, writer: Callable[[str], Any], force: bool = False) -> str:
+    """Run ``writer(tmp_path)`` and rename its file into place; for libraries that save by file name."""
+    with atomic_output(path, force) as tmp:
+        writer(tmp)
+    return os.fspath(path)
+
