@@ -279,3 +279,29 @@ def test_build_load_parity_bench_on_gpu(cnn3_onnx, tmp_path):
         json.dump(bad, f)
     with pytest.raises(DeployError, match='built with TensorRT 0.0.0'):
         open_tensorrt(built['output'])
+
+
+# --- the `engine` verb's adapter (registered by the deploy CLI) ---------------------------------------------------
+def _engine_args(argv):
+    import argparse
+    from timm_recal_deploy.engine import add_engine_args
+    return add_engine_args(argparse.ArgumentParser()).parse_args(argv)
+
+
+def test_engine_check_only_runs_without_tensorrt(cnn3_onnx, tmp_path, capsys):
+    from timm_recal_deploy.engine import run_engine
+    assert run_engine(_engine_args([cnn3_onnx, '--check-only', '--trt-major', '11'])) == 0
+    out = capsys.readouterr().out
+    assert 'TensorRT 11 static op check' in out and 'PASSED' in out and 'cannot know' in out
+    assert run_engine(_engine_args([cnn3_onnx, '--check-only', '--json'])) == 0
+    assert json.loads(capsys.readouterr().out)['passed'] is True
+    assert os.listdir(tmp_path) == []
+
+
+def test_engine_without_tensorrt_is_one_clear_error(no_tensorrt_no_gpu, cnn3_onnx, tmp_path):
+    from timm_recal_deploy.engine import run_engine
+    with pytest.raises(DeployError, match='output path is required'):
+        run_engine(_engine_args([cnn3_onnx]))
+    with pytest.raises(DeployError, match=r"TensorRT is not installed.*timm-recal\[tensorrt\].*no CUDA GPU"):
+        run_engine(_engine_args([cnn3_onnx, '-o', str(tmp_path / 'm.plan'), '--batch', '1,8,32']))
+    assert os.listdir(tmp_path) == []

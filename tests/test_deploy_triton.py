@@ -182,3 +182,21 @@ def test_client_example_preprocessing_equals_the_models(name, size, folder):
         assert ours.shape == ref.shape == (1, 3) + tuple(cfg['input_size'][-2:])
         np.testing.assert_allclose(ours, ref, atol=1e-5)
     assert "class_count=5" in code and f"client.infer({name!r}" in code
+
+
+def test_triton_verb_adapter(exported, tmp_path, capsys):
+    import argparse
+    from timm_recal_deploy.triton import add_triton_args, run_triton
+    parser = add_triton_args(argparse.ArgumentParser())
+    assert run_triton(parser.parse_args([exported, '--client-example'])) == 0
+    code = capsys.readouterr().out
+    compile(code, 'example', 'exec')
+    assert "client.infer('se_cnn3'" in code and not os.listdir(tmp_path)
+    repo = tmp_path / 'repo'
+    assert run_triton(parser.parse_args([exported, '-o', str(repo), '--backend', 'openvino',
+                                         '--preferred-batch-sizes', '4,8', '--instances', '3'])) == 0
+    cfg = _parse(repo / 'se_cnn3' / 'config.pbtxt')
+    assert cfg.backend == 'openvino' and list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert cfg.instance_group[0].count == 3
+    with pytest.raises(DeployError, match='integers'):
+        run_triton(parser.parse_args([exported, '-o', str(repo), '--preferred-batch-sizes', 'a']))
