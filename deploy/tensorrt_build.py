@@ -32,8 +32,11 @@ marks ``STRONGLY_TYPED`` deprecated and ignored), ``infer/Core/BuilderConfig.htm
 ``int8_calibrator``, ``platform_has_fast_fp16``) and ``tensorrt-10x-to-11x-python-api-patterns.html``, the 11.0.0
 release notes ("Strongly typed networks are now the default ... Weak typing is no longer supported") and
 ``inference-library/quantized-types-explicit-quantization.html``. TensorRT could not be installed where this was
-written (no GPU, NVIDIA's index unreachable): the calls are by construction, checked against those pages; the
-precision branching and the sidecar checks are tested without TensorRT.
+written (no GPU, NVIDIA's index unreachable): the calls are by construction, checked against those pages and
+against the binding names inside the ``tensorrt-cu12-bindings`` wheels 10.13.3.9 and 11.4.0.106 from PyPI (every
+attribute used here appears in both, ``BuilderFlag.FP16`` and ``EXPLICIT_BATCH`` only in 10.x, and 11.x documents
+``STRONGLY_TYPED`` as "Strongly typed mode is always enabled"); the precision branching and the sidecar checks
+are tested without TensorRT.
 """
 import datetime
 import hashlib
