@@ -106,7 +106,7 @@ def tensorrt_major(trt) -> int:
     """Major version of a tensorrt module (``trt.__version__``), checked to be one this code supports."""
     version = str(getattr(trt, '__version__', ''))
     try:
-        major = int(version.split('.')[0])
+        major = int(version.split('.', maxsplit=1)[0])
     except ValueError:
         raise DeployError(f'cannot read the TensorRT version ({version!r})') from None
     if major not in (10, 11):
@@ -115,7 +115,8 @@ def tensorrt_major(trt) -> int:
 
 
 # --- the 10 vs 11 branching (pure) -----------------------------------------------------------------------------
-def build_settings(major: int, onnx_precision: str, precision: Optional[str] = None, tf32: bool = False) -> Dict[str, Any]:
+def build_settings(major: int, onnx_precision: str, precision: Optional[str] = None,
+                   tf32: bool = False) -> Dict[str, Any]:
     """How to build: ``{'precision', 'strongly_typed', 'set_flags', 'clear_flags'}`` (flag names of
     ``tensorrt.BuilderFlag``) for a TensorRT ``major`` version, an ONNX file of ``onnx_precision`` (its metadata)
     and a requested ``precision`` (None: the file's). Refuses what that TensorRT cannot do."""
@@ -131,7 +132,8 @@ def build_settings(major: int, onnx_precision: str, precision: Optional[str] = N
         raise DeployError('TensorRT INT8 is built only from the QDQ ONNX that `timm-recal quantize` writes (explicit '
                           'quantization, no calibrator): quantize first, then build from that file')
     if onnx_precision != 'fp32':
-        raise DeployError(f'this ONNX file is {onnx_precision}; build it as {onnx_precision} or start from the FP32 export')
+        raise DeployError(f'this ONNX file is {onnx_precision}; build it as {onnx_precision} '
+                          'or start from the FP32 export')
     # precision == 'fp16' from an FP32 file
     if major >= 11:
         raise DeployError('TensorRT 11 has no FP16 builder flag (networks are strongly typed: the precision comes '
@@ -228,13 +230,15 @@ def check_sidecar(side: Dict[str, Any], *, trt_version: str, gpu: Dict[str, Any]
                         f"({built_gpu.get('name')}), this GPU is {gpu.get('compute_capability')} ({gpu.get('name')})")
     elif built_gpu.get('name') != gpu.get('name'):
         problems.append(f"built on a {built_gpu.get('name')}, this GPU is a {gpu.get('name')}")
-    if onnx_sha256 is not None and (side.get('source_onnx') or {}).get('sha256') != onnx_sha256:
-        problems.append(f"built from another ONNX file ({(side.get('source_onnx') or {}).get('path')}, SHA-256 "
-                        f"{str((side.get('source_onnx') or {}).get('sha256'))[:12]}...; the given file is {onnx_sha256[:12]}...)")
+    source = side.get('source_onnx') or {}
+    if onnx_sha256 is not None and source.get('sha256') != onnx_sha256:
+        problems.append(f"built from another ONNX file ({source.get('path')}, SHA-256 "
+                        f"{str(source.get('sha256'))[:12]}...; the given file is {onnx_sha256[:12]}...)")
     if plan_sha256 is not None and side.get('plan_sha256') != plan_sha256:
         problems.append('the plan file is not the one its sidecar describes (SHA-256 differs)')
     if problems:
-        raise DeployError('refusing this TensorRT engine: ' + '; '.join(problems) + '; rebuild it with `timm-recal engine`')
+        raise DeployError('refusing this TensorRT engine: ' + '; '.join(problems)
+                          + '; rebuild it with `timm-recal engine`')
 
 
 # --- build -----------------------------------------------------------------------------------------------------

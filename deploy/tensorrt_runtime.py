@@ -37,8 +37,8 @@ def _percentiles(values: Sequence[float]) -> Dict[str, float]:
     vals = sorted(values)
     if not vals:
         return {}
-    q = lambda p: float(np.percentile(vals, p))  # noqa: E731
-    return {'mean': float(statistics.fmean(vals)), 'min': vals[0], 'p50': q(50), 'p90': q(90), 'p99': q(99),
+    p50, p90, p99 = (float(v) for v in np.percentile(vals, [50, 90, 99]))
+    return {'mean': float(statistics.fmean(vals)), 'min': vals[0], 'p50': p50, 'p90': p90, 'p99': p99,
             'max': vals[-1]}
 
 
@@ -104,7 +104,8 @@ class TrtRunner:
     def _check(self, images: np.ndarray) -> None:
         if images.ndim != len(self.max_shape) or list(images.shape[1:]) != self.max_shape[1:]:
             raise DeployError(f'input of shape {list(images.shape)} does not fit the engine input {self.input_name} '
-                              f'(profile {self.min_shape}..{self.max_shape}); the engine was built for a fixed image size')
+                              f'(profile {self.min_shape}..{self.max_shape}); the engine was built for a fixed '
+                              'image size')
         if images.shape[0] < self.min_shape[0]:
             raise DeployError(f'batch {images.shape[0]} is below the engine profile min {self.min_shape[0]}; '
                               'rebuild with a smaller --batch MIN')
@@ -176,6 +177,7 @@ def open_tensorrt(engine_or_onnx_path: str, *, precision: str = 'fp32', threads:
     Without TensorRT or a GPU: ``DeployError`` naming what is missing, before anything is written.
     """
     from .tensorrt_build import build_engine, load_engine, require_tensorrt
+    del threads  # the GPU runs the engine; kept for the runtime contract shared with ort/openvino
     path = os.fspath(engine_or_onnx_path)
     device_index = int(options.get('device_index', 0))
     require_tensorrt(device_index)
@@ -215,7 +217,8 @@ def bench_tensorrt(runner: TrtRunner, batches: Sequence[int] = (1, 16), warmup: 
     results = []
     for batch in batches:
         if batch > runner.max_shape[0] or batch < runner.min_shape[0]:
-            raise DeployError(f'batch {batch} is outside the engine profile {runner.min_shape[0]}..{runner.max_shape[0]}')
+            raise DeployError(f'batch {batch} is outside the engine profile '
+                              f'{runner.min_shape[0]}..{runner.max_shape[0]}')
         buf = runner._bind(batch)
         images = torch.from_numpy(
             np.random.default_rng(0).standard_normal([batch] + runner.max_shape[1:]).astype(np.float32))

@@ -146,7 +146,8 @@ def triton_config_text(name: str, backend: str, io: Dict[str, Any], *, max_batch
             entries.append('  {\n' + '\n'.join(body) + '\n  }')
         lines.append(f'{section} [\n' + ',\n'.join(entries) + '\n]')
     if max_batch_size > 0:
-        db = [f'  preferred_batch_size: [ {", ".join(str(b) for b in preferred_batch_sizes)} ]'] if preferred_batch_sizes else []
+        sizes = ', '.join(str(b) for b in preferred_batch_sizes)
+        db = [f'  preferred_batch_size: [ {sizes} ]'] if preferred_batch_sizes else []
         db.append(f'  max_queue_delay_microseconds: {max_queue_delay_us}')
         lines.append('dynamic_batching {\n' + '\n'.join(db) + '\n}')
     lines.append(f'instance_group [\n  {{\n    count: {instance_count}\n    kind: {kind}\n  }}\n]')
@@ -295,7 +296,10 @@ def triton_client_example(model_name: str, metadata: Dict[str, Any], url: str = 
     output_name = metadata.get('output_name') or 'logits'
     pil_interp = {'bilinear': 'BILINEAR', 'bicubic': 'BICUBIC', 'nearest': 'NEAREST', 'lanczos': 'LANCZOS',
                   'box': 'BOX', 'hamming': 'HAMMING'}.get(interp, 'BILINEAR')
-    return f'''"""Top-5 labels of an image from Triton (model {model_name!r}); pip install 'tritonclient[grpc]' pillow numpy."""
+    return f'''"""Top-5 labels of an image from Triton (model {model_name!r}).
+
+pip install 'tritonclient[grpc]' pillow numpy; usage: python client.py IMAGE
+"""
 import sys
 
 import numpy as np
@@ -374,7 +378,8 @@ def run_triton(args) -> int:
     try:
         preferred = [int(x) for x in args.preferred_batch_sizes.split(',') if x.strip()]
     except ValueError:
-        raise DeployError(f'--preferred-batch-sizes must be integers like 8,16, got {args.preferred_batch_sizes!r}') from None
+        raise DeployError('--preferred-batch-sizes must be integers like 8,16, '
+                          f'got {args.preferred_batch_sizes!r}') from None
     if args.client_example:
         io = artifact_io(args.source)
         name = _MODEL_NAME.sub('_', args.name or io['metadata'].get('architecture') or 'model')

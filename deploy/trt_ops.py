@@ -31,7 +31,7 @@ from .errors import DeployError
 
 __all__ = [
     'TRT_MAJORS', 'CANNOT_CHECK', 'OpCheckResult', 'load_op_tables', 'op_table', 'table_from_operators_markdown',
-    'check_onnx_for_tensorrt',
+    'check_onnx_for_tensorrt', 'tensorrt_info',
 ]
 
 TRT_MAJORS = (10, 11)
@@ -76,7 +76,8 @@ def table_from_operators_markdown(text: str) -> Dict[str, Any]:
         if len(cells) < 2 or cells[0] in ('Operator', '') or set(cells[0]) <= {'-'}:
             continue
         name, flag = cells[0], cells[1]
-        op_types = [t.strip().replace('INF64', 'INT64') for t in cells[2].split(',')] if len(cells) > 2 and cells[2] else []
+        type_cell = cells[2] if len(cells) > 2 else ''
+        op_types = [t.strip().replace('INF64', 'INT64') for t in type_cell.split(',')] if type_cell else []
         ops[name] = {
             'supported': flag.upper().startswith('Y'),
             'experimental': 'EXPERIMENTAL' in flag.upper(),
@@ -137,7 +138,8 @@ class OpCheckResult:
         lines += [f"  error: {e['op']} {e['node']}: {e['problem']}" for e in self.errors]
         lines += [f"  warning: {w['op']} {w['node']}: {w['problem']}" for w in self.warnings]
         if self.unchecked_restrictions:
-            lines.append('  not checked statically: ' + '; '.join(f'{k}: {v}' for k, v in self.unchecked_restrictions.items()))
+            rules = '; '.join(f'{k}: {v}' for k, v in self.unchecked_restrictions.items())
+            lines.append(f'  not checked statically: {rules}')
         lines.append('  a static check cannot know: ' + '; '.join(self.cannot_check))
         return '\n'.join(lines)
 
@@ -239,7 +241,7 @@ def check_onnx_for_tensorrt(onnx_path: str, trt_major: int = 10) -> OpCheckResul
 
     if opset is None:
         error('-', '-', 'the model imports no default-domain (ai.onnx) opset')
-    elif not (table['opset_min'] <= opset <= table['opset_max']):
+    elif not table['opset_min'] <= opset <= table['opset_max']:
         error('-', '-', f"opset {opset} is outside TensorRT {trt_major}'s parser range "
                         f"{table['opset_min']}..{table['opset_max']}; re-export with a supported --opset")
 
@@ -342,4 +344,20 @@ def _dedupe(items: Sequence[Dict[str, str]], keep: int = 3) -> List[Dict[str, st
     for (op, problem), n in seen.items():
         if n > keep:
             out.append({'op': op, 'node': f'(and {n - keep} more)', 'problem': problem})
+    return out
+
+
+def tensorrt_info(onnx_path: str) -> Dict[str, Any]:
+    """Compact result per TensorRT major version, for ``timm-recal info``: passed, the problems (op: problem),
+    the restrictions left unchecked, and what a static check cannot know."""
+    out: Dict[str, Any] = {}
+    for major in TRT_MAJORS:
+        r = check_onnx_for_tensorrt(onnx_path, major)
+        out[f'tensorrt{major}'] = {
+            'passed': r.passed, 'opset': r.opset,
+            'errors': [f"{e['op']} {e['node']}: {e['problem']}" for e in r.errors],
+            'warnings': [f"{w['op']} {w['node']}: {w['problem']}" for w in r.warnings],
+            'unchecked_restrictions': r.unchecked_restrictions,
+        }
+    out['cannot_check'] = list(CANNOT_CHECK)
     return out

@@ -305,3 +305,11 @@ def test_engine_without_tensorrt_is_one_clear_error(no_tensorrt_no_gpu, cnn3_onn
     with pytest.raises(DeployError, match=r"TensorRT is not installed.*timm-recal\[tensorrt\].*no CUDA GPU"):
         run_engine(_engine_args([cnn3_onnx, '-o', str(tmp_path / 'm.plan'), '--batch', '1,8,32']))
     assert os.listdir(tmp_path) == []
+
+
+def test_bench_percentiles_are_trtexec_style():
+    from timm_recal_deploy.tensorrt_runtime import _percentiles
+    p = _percentiles([4.0, 1.0, 3.0, 2.0, 100.0])
+    assert p == {'mean': 22.0, 'min': 1.0, 'p50': 3.0, 'p90': pytest.approx(61.6), 'p99': pytest.approx(96.16),
+                 'max': 100.0}
+    assert _percentiles([]) == {}

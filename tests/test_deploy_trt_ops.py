@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 import timm_recal  # noqa: E402,F401
 from timm_recal_deploy.errors import DeployError  # noqa: E402
 from timm_recal_deploy.trt_ops import (CANNOT_CHECK, check_onnx_for_tensorrt, load_op_tables,  # noqa: E402
-                                       table_from_operators_markdown)
+                                       table_from_operators_markdown, tensorrt_info)
 
 from deploy_helpers import ci_img_size, ci_models, family_of, gate_of  # noqa: E402
 
@@ -44,7 +44,8 @@ def test_operators_markdown_is_parsed_into_a_table():
     assert t['ops']['AffineGrid']['supported'] is False
     assert t['ops']['MaxPool']['restrictions'].startswith('2D or 3D pooling only')
     nms = t['ops']['NonMaxSuppression']
-    assert nms['supported'] and nms['experimental'] and nms['restrictions'] == 'Inputs `x` must be initializers. Padded output'
+    assert nms['supported'] and nms['experimental']
+    assert nms['restrictions'] == 'Inputs `x` must be initializers. Padded output'
     assert t['notes'] == ['Note: UINT8 is only supported as network input or output tensor types.']
 
 
@@ -102,7 +103,8 @@ def test_unsupported_unknown_and_foreign_domain_ops_fail(tmp_path):
     assert "domain 'com.microsoft'" in probs['FusedConv']
     # an op the table marks N
     grid = _model([helper.make_node('AffineGrid', ['t', 's'], ['y'])],
-                  [_vi('t', shape=(1, 2, 3)), _vi('s', TensorProto.INT64, (4,))], [_vi('y', shape=(1, 4, 4, 2))], opset=20)
+                  [_vi('t', shape=(1, 2, 3)), _vi('s', TensorProto.INT64, (4,))], [_vi('y', shape=(1, 4, 4, 2))],
+                  opset=20)
     r = check_onnx_for_tensorrt(_save(grid, tmp_path, 'g.onnx'), 10)
     assert ('AffineGrid', 'marked unsupported (N) for TensorRT 10') in _problems(r)
 
@@ -176,6 +178,10 @@ def test_quantize_int8_export_is_flagged_for_tensorrt(tmp_path):
     assert any('UINT8 quantized type' in e['problem'] for e in r.errors)
     assert any('must be zero' in e['problem'] for e in r.errors)
     assert any(e['node'].startswith('(and ') for e in r.errors)  # long lists are summarized
+    info = tensorrt_info(q['output'])
+    assert info['tensorrt10']['passed'] is False and info['tensorrt11']['errors'] and info['cannot_check']
+    assert tensorrt_info(fp32)['tensorrt10'] == {'passed': True, 'opset': 18, 'errors': [], 'warnings': [],
+                                                 'unchecked_restrictions': {}}
 
 
 def covering_models():
