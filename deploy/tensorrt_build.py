@@ -308,7 +308,7 @@ def build_engine(
     builds). ``check_ops`` runs the static operator check first and stops on its errors. Returns the sidecar
     plus ``output``/``sidecar`` paths.
     """
-    from timm_recal.outputs import OutputError, resolve_output, write_bytes
+    from timm_recal.outputs import OutputError, check_writable_folder, resolve_output, write_bytes
     from .metadata import load_onnx, read_metadata
     from .trt_ops import check_onnx_for_tensorrt
 
@@ -320,6 +320,10 @@ def build_engine(
         path = resolve_output(output, force, default_name=f'{stem}.plan')
         if os.path.lexists(sidecar_path(path)) and not force:
             raise OutputError(f'{sidecar_path(path)} exists; pass --force to overwrite it')
+        if timing_cache is not None:  # it is rewritten after the build: refuse an unwritable place now
+            if os.path.isdir(timing_cache):
+                raise OutputError(f'--timing-cache {timing_cache} is a folder, expected a file')
+            check_writable_folder(os.path.dirname(os.path.abspath(timing_cache)))
     except OutputError as e:
         raise DeployError(str(e)) from None
     if workspace_mb is not None and workspace_mb <= 0:
@@ -369,7 +373,10 @@ def build_engine(
             cache_blob = f.read()
     if timing_cache is not None:
         cache = config.create_timing_cache(cache_blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):  # made on another GPU/version: start anew
+            print(f'note: timing cache {timing_cache} does not match this GPU/TensorRT; starting a new one',
+                  flush=True)
+            config.set_timing_cache(config.create_timing_cache(b''), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         detail = '; '.join(logger.errors[-3:]) or 'no error message; rerun with --verbose'
@@ -404,7 +411,10 @@ def build_engine(
     _publish(plan, path, side, force)
     if timing_cache is not None:
         blob = config.get_timing_cache().serialize()
-        write_bytes(bytes(memoryview(blob)), timing_cache, force=True)
+        try:
+            write_bytes(bytes(memoryview(blob)), timing_cache, force=True)
+        except OutputError as e:
+            raise DeployError(f'the engine was written but not the timing cache: {e}') from None
     return {**side, 'output': path, 'sidecar': sidecar_path(path)}
 
 

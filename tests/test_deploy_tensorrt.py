@@ -313,3 +313,19 @@ def test_bench_percentiles_are_trtexec_style():
     assert p == {'mean': 22.0, 'min': 1.0, 'p50': 3.0, 'p90': pytest.approx(61.6), 'p99': pytest.approx(96.16),
                  'max': 100.0}
     assert _percentiles([]) == {}
+
+
+def test_unusable_outputs_are_refused_before_any_work(no_tensorrt_no_gpu, cnn3_onnx, tmp_path):
+    """Output checks come first (no TensorRT needed to see them): an existing plan or sidecar, a folder as
+    timing cache."""
+    (tmp_path / 'm.plan').write_bytes(b'old')
+    with pytest.raises(DeployError, match='exists; pass --force'):
+        tb.build_engine(cnn3_onnx, str(tmp_path / 'm.plan'))
+    (tmp_path / 'n.plan.json').write_text('{}')
+    with pytest.raises(DeployError, match='n.plan.json exists'):
+        tb.build_engine(cnn3_onnx, str(tmp_path / 'n.plan'))
+    with pytest.raises(DeployError, match='is a folder'):
+        tb.build_engine(cnn3_onnx, str(tmp_path / 'o.plan'), timing_cache=str(tmp_path))
+    with pytest.raises(DeployError, match='--workspace'):
+        tb.build_engine(cnn3_onnx, str(tmp_path / 'o.plan'), workspace_mb=0)
+    assert sorted(os.listdir(tmp_path)) == ['m.plan', 'n.plan.json']
