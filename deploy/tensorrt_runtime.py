@@ -6,7 +6,7 @@ deploy stage's runtime contract: ``name``, ``precision``, ``__call__(images) -> 
 ``prepare(batch)``. It runs TensorRT's name-based I/O API: device buffers are torch CUDA tensors bound with
 ``IExecutionContext.set_tensor_address``, the batch shape is set with ``set_input_shape``, and inference is
 ``execute_async_v3`` on a dedicated CUDA stream (a ``torch.cuda.Stream``), with host copies on that stream.
-Batches larger than the profile's max are run in chunks; smaller than its min, or another image size, are
+Batches larger than the profile's max are run in chunks, smaller than its min padded; another image size is
 refused with the profile in the message.
 
 ``bench_tensorrt`` reports what ``trtexec`` reports: throughput, host latency percentiles (p50/p90/p99, with the
@@ -106,13 +106,11 @@ class TrtRunner:
             raise DeployError(f'input of shape {list(images.shape)} does not fit the engine input {self.input_name} '
                               f'(profile {self.min_shape}..{self.max_shape}); the engine was built for a fixed '
                               'image size')
-        if images.shape[0] < self.min_shape[0]:
-            raise DeployError(f'batch {images.shape[0]} is below the engine profile min {self.min_shape[0]}; '
-                              'rebuild with a smaller --batch MIN')
 
     # --- the runtime contract ------------------------------------------------------------------------------------
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Logits (float32) of a float32 NCHW batch; batches over the profile max run in chunks."""
+        """Logits (float32) of a float32 NCHW batch of any size: over the profile max it runs in chunks, under the
+        profile min it is padded (and the padding's logits dropped)."""
         images = np.ascontiguousarray(images, dtype=np.float32)
         self._check(images)
         step = self.max_shape[0]
@@ -139,9 +137,9 @@ class TrtRunner:
 
     def prepare(self, batch: int) -> Callable[[], Any]:
         """A call that runs one ``batch`` end to end as a user would: host images in, host logits out."""
-        self._check(np.empty([batch] + self.max_shape[1:], np.float32))
-        if batch > self.max_shape[0]:
-            raise DeployError(f'batch {batch} exceeds the engine profile max {self.max_shape[0]}')
+        if not self.min_shape[0] <= batch <= self.max_shape[0]:
+            raise DeployError(f'batch {batch} is outside the engine profile {self.min_shape[0]}..{self.max_shape[0]}; '
+                              'rebuild with another --batch MIN,OPT,MAX')
         images = np.random.default_rng(0).standard_normal([batch] + self.max_shape[1:]).astype(np.float32)
         return lambda: self._run(images)
 

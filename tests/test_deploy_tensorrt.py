@@ -253,7 +253,7 @@ def test_build_load_parity_bench_on_gpu(cnn3_onnx, tmp_path):
     import onnxruntime as ort
     from timm_recal_deploy.tensorrt_runtime import bench_tensorrt, open_tensorrt
     cache = str(tmp_path / 'timing.cache')
-    built = tb.build_engine(cnn3_onnx, str(tmp_path / 'cnn3.plan'), batch='1,4,8', timing_cache=cache,
+    built = tb.build_engine(cnn3_onnx, str(tmp_path / 'cnn3.plan'), batch='2,4,8', timing_cache=cache,
                             workspace_mb=256)
     side = tb.read_sidecar(built['output'])
     assert side['tensorrt_version'] == tensorrt.__version__ and side['gpu'] == _GPU
@@ -266,9 +266,12 @@ def test_build_load_parity_bench_on_gpu(cnn3_onnx, tmp_path):
     out = runner(x)
     assert out.shape == ref.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(runner(x[:1]), ref[:1], atol=1e-4, rtol=1e-3)  # under the profile min: padded
     assert runner.describe()['runtime'] == 'trt' and runner.prepare(4)().shape == (4, 10)
-    rows = bench_tensorrt(runner, batches=(1, 8), warmup=2, iterations=10, min_time_s=0.0)
-    assert [r['batch'] for r in rows] == [1, 8]
+    with pytest.raises(DeployError, match='outside the engine profile'):
+        runner.prepare(1)
+    rows = bench_tensorrt(runner, batches=(2, 8), warmup=2, iterations=10, min_time_s=0.0)
+    assert [r['batch'] for r in rows] == [2, 8]
     assert all(r['gpu_compute_ms']['p50'] > 0 and r['latency_ms']['p99'] >= r['latency_ms']['p50'] for r in rows)
     # a second build reuses the timing cache file; a different ONNX is refused at load
     tb.build_engine(cnn3_onnx, str(tmp_path / 'again.plan'), timing_cache=cache)
