@@ -29,6 +29,7 @@ def test_wheel_contents(wheel):
     assert sum(n.startswith('timm_recal/assets/imagenet_samples/') and n.endswith('.jpg') for n in names) >= 10
     assert sum(n.startswith('timm_recal/assets/cifar10_samples/') and n.endswith('.jpg') for n in names) == 50
     assert 'timm_recal/model_cards/cifar10.md' in names
+    assert 'timm_recal_deploy/data/trt_onnx_ops.json' in names  # the TensorRT operator tables (trt_ops)
     assert not any('/tests/' in n or n.startswith('tests/') for n in names)
 
 

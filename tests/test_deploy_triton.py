@@ -1,0 +1,202 @@
+"""Triton model repositories: every config.pbtxt parses into Triton's own ``ModelConfig`` and matches the
+artifact's I/O, the folder is written whole (and replaced only with force), the TensorRT flavour is described by
+the engine sidecar, and the client example's preprocessing equals the model's own (timm's eval transform)."""
+import json
+import os
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+onnx = pytest.importorskip('onnx')
+pytest.importorskip('tritonclient.grpc.model_config_pb2', reason='needs tritonclient[grpc] (the [test] extra)')
+from google.protobuf import text_format  # noqa: E402
+from tritonclient.grpc import model_config_pb2  # noqa: E402
+
+import timm_recal  # noqa: E402,F401
+from timm_recal_deploy import tensorrt_build as tb  # noqa: E402
+from timm_recal_deploy.errors import DeployError  # noqa: E402
+from timm_recal_deploy.images import CIFAR10_CLASSES  # noqa: E402
+from timm_recal_deploy.triton import (artifact_io, triton_client_example, triton_config_text,  # noqa: E402
+                                      validate_triton_config, write_triton_repository)
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    from timm_recal_deploy.export import export_onnx
+    out = tmp_path_factory.mktemp('triton') / 'se_cnn3.onnx'
+    return export_onnx('se_cnn3', str(out), exporter='legacy')['output']
+
+
+def _parse(path) -> 'model_config_pb2.ModelConfig':
+    cfg = model_config_pb2.ModelConfig()
+    with open(path) as f:
+        text_format.Parse(f.read(), cfg)
+    return cfg
+
+
+@pytest.mark.parametrize('backend,kind', [('onnxruntime', 'KIND_CPU'), ('openvino', 'KIND_CPU')])
+def test_onnx_repository_parses_and_matches_the_model(exported, tmp_path, backend, kind):
+    repo = tmp_path / 'repo'
+    r = write_triton_repository(exported, str(repo), backend=backend, max_batch_size=32,
+                                preferred_batch_sizes=(8, 16), max_queue_delay_us=500, instance_count=2)
+    assert r['validated_with_model_config_pb2'] and r['model_name'] == 'se_cnn3'
+    assert sorted(os.listdir(repo)) == ['se_cnn3']
+    assert sorted(os.listdir(repo / 'se_cnn3')) == ['1', 'config.pbtxt', 'labels.txt']
+    assert os.listdir(repo / 'se_cnn3' / '1') == ['model.onnx']
+    assert open(repo / 'se_cnn3' / '1' / 'model.onnx', 'rb').read() == open(exported, 'rb').read()
+    cfg = _parse(repo / 'se_cnn3' / 'config.pbtxt')
+    io = artifact_io(exported)
+    assert cfg.name == 'se_cnn3' and cfg.backend == backend and cfg.max_batch_size == 32
+    assert [(i.name, list(i.dims), model_config_pb2.DataType.Name(i.data_type)) for i in cfg.input] == \
+        [(t['name'], t['shape'][1:], 'TYPE_FP32') for t in io['inputs']] == [('input', [3, 32, 32], 'TYPE_FP32')]
+    assert [(o.name, list(o.dims), o.label_filename) for o in cfg.output] == [('logits', [10], 'labels.txt')]
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [(g.count, model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in cfg.instance_group] == [(2, kind)]
+    assert cfg.default_model_filename == ('model.onnx' if backend == 'openvino' else '')
+    labels = (repo / 'se_cnn3' / 'labels.txt').read_text().splitlines()
+    assert labels == list(CIFAR10_CLASSES)
+
+
+def test_repository_is_replaced_only_with_force(exported, tmp_path):
+    repo = tmp_path / 'repo'
+    write_triton_repository(exported, str(repo), name='first')
+    with pytest.raises(DeployError, match='--force'):
+        write_triton_repository(exported, str(repo), name='second')
+    assert sorted(os.listdir(repo)) == ['first']
+    write_triton_repository(exported, str(repo), name='second', force=True)
+    assert sorted(os.listdir(repo)) == ['second']  # nothing of the previous run survives
+    assert sorted(os.listdir(tmp_path)) == ['repo']  # no temporary folders left
+
+
+def test_bad_arguments_write_nothing(exported, tmp_path):
+    repo = tmp_path / 'repo'
+    with pytest.raises(DeployError, match='backend must be one of'):
+        write_triton_repository(exported, str(repo), backend='pytorch')
+    with pytest.raises(DeployError, match='build one first'):
+        write_triton_repository(exported, str(repo), backend='tensorrt')
+    with pytest.raises(DeployError, match='preferred batch sizes'):
+        write_triton_repository(exported, str(repo), max_batch_size=8, preferred_batch_sizes=(16,))
+    with pytest.raises(DeployError, match='model file not found'):
+        write_triton_repository(str(tmp_path / 'missing.onnx'), str(repo))
+    assert not repo.exists()
+
+
+def test_fixed_batch_model_needs_max_batch_size_zero(tmp_path):
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info('x', TensorProto.FLOAT, [4, 3, 8, 8])
+    y = helper.make_tensor_value_info('y', TensorProto.FLOAT, [4, 3, 8, 8])
+    m = helper.make_model(helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g', [x], [y]),
+                          opset_imports=[helper.make_opsetid('', 18)])
+    path = str(tmp_path / 'fixed.onnx')
+    onnx.save(m, path)
+    with pytest.raises(DeployError, match='fixed first axis'):
+        write_triton_repository(path, str(tmp_path / 'r'))
+    r = write_triton_repository(path, str(tmp_path / 'r'), max_batch_size=0)
+    cfg = _parse(r['config'])
+    assert cfg.max_batch_size == 0 and list(cfg.input[0].dims) == [4, 3, 8, 8] and not cfg.HasField('dynamic_batching')
+    assert r['labels'] is None and cfg.output[0].label_filename == ''
+
+
+def test_validation_catches_a_config_that_does_not_match(exported):
+    io = artifact_io(exported)
+    text = triton_config_text('m', 'onnxruntime', io, max_batch_size=8)
+    validate_triton_config(text, io, 'onnxruntime', 8)
+    with pytest.raises(DeployError, match='dims'):
+        validate_triton_config(text.replace('dims: [ 3, 32, 32 ]', 'dims: [ 3, 64, 64 ]'), io, 'onnxruntime', 8)
+    with pytest.raises(DeployError, match='KIND_GPU'):
+        validate_triton_config(text, io, 'tensorrt', 8)
+    with pytest.raises(DeployError, match='does not parse'):
+        validate_triton_config(text.replace('max_batch_size: 8', 'max_batch: 8'), io, 'onnxruntime', 8)
+
+
+def test_tensorrt_repository_from_a_plan_and_its_sidecar(exported, tmp_path):
+    """The plan's I/O comes from its sidecar (hand-made here: no TensorRT on CI); the sidecar travels along."""
+    plan = tmp_path / 'se_cnn3.plan'
+    plan.write_bytes(b'not a real engine')
+    io = artifact_io(exported)
+    side = {'format': tb.SIDECAR_FORMAT, 'tensorrt_version': '10.13.0', 'precision': 'fp16',
+            'gpu': {'name': 'NVIDIA L4', 'compute_capability': '8.9'},
+            'inputs': io['inputs'], 'outputs': io['outputs'],
+            'profile': {'input': 'input', 'min': [1, 3, 32, 32], 'opt': [8, 3, 32, 32], 'max': [16, 3, 32, 32]},
+            'metadata': {k: io['metadata'][k] for k in ('architecture', 'class_labels', 'input_size', 'mean', 'std')}}
+    (tmp_path / 'se_cnn3.plan.json').write_text(json.dumps(side))
+    with pytest.raises(DeployError, match='exceeds the engine profile max batch 16'):
+        write_triton_repository(str(plan), str(tmp_path / 'r'), backend='tensorrt', max_batch_size=32)
+    with pytest.raises(DeployError, match='a .plan is for --backend tensorrt'):
+        write_triton_repository(str(plan), str(tmp_path / 'r'), backend='onnxruntime')
+    r = write_triton_repository(str(plan), str(tmp_path / 'r'), backend='tensorrt', max_batch_size=16,
+                                preferred_batch_sizes=(4, 16))
+    model = tmp_path / 'r' / 'se_cnn3'
+    assert sorted(os.listdir(model / '1')) == ['model.plan', 'model.plan.json']
+    assert (model / '1' / 'model.plan').read_bytes() == b'not a real engine'
+    cfg = _parse(model / 'config.pbtxt')
+    assert cfg.backend == 'tensorrt' and cfg.max_batch_size == 16
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind) == 'KIND_GPU'
+    assert [list(i.dims) for i in cfg.input] == [[3, 32, 32]] and cfg.output[0].label_filename == 'labels.txt'
+    assert (model / 'labels.txt').read_text().splitlines() == list(CIFAR10_CLASSES)
+    assert r['runtime'] == 'trt'
+
+
+def test_wrong_label_count_is_refused(exported, tmp_path, monkeypatch):
+    import timm_recal_deploy.triton as triton
+    real = triton._onnx_io
+
+    def fewer_labels(path):
+        io = real(path)
+        io['metadata']['class_labels'] = io['metadata']['class_labels'][:3]
+        return io
+
+    monkeypatch.setattr(triton, '_onnx_io', fewer_labels)
+    with pytest.raises(DeployError, match='10 outputs but 3 class labels'):
+        write_triton_repository(exported, str(tmp_path / 'r'))
+
+
+@pytest.mark.parametrize('name,size,folder', [('se_cnn3', None, 'cifar10_samples'),
+                                              ('resnet18', 224, 'imagenet_samples')])
+def test_client_example_preprocessing_equals_the_models(name, size, folder):
+    """The example runs with PIL and numpy only; its ``preprocess`` must give the tensor timm's eval transform
+    gives (resize with the model's interpolation and crop_pct, center crop, normalize)."""
+    import timm
+    import torch
+    from importlib import resources
+    from PIL import Image
+    from timm_recal_deploy.images import make_transform
+    from timm_recal_deploy.model_io import data_config_of
+    with torch.device('meta'):
+        cfg = data_config_of(timm.create_model(name), size)
+    meta = {'input_size': list(cfg['input_size']), 'mean': list(cfg['mean']), 'std': list(cfg['std']),
+            'crop_pct': cfg['crop_pct'], 'interpolation': cfg['interpolation'], 'input_name': 'input',
+            'output_name': 'logits'}
+    code = triton_client_example(name, meta)
+    ns = {'__name__': 'example'}
+    exec(compile(code, 'client_example.py', 'exec'), ns)  # also proves it imports tritonclient.grpc
+    root = os.fspath(resources.files('timm_recal.assets').joinpath(folder))
+    images = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith('.jpg'))[:3]
+    transform = make_transform(cfg)
+    for path in images:
+        ours = ns['preprocess'](path)
+        ref = transform(Image.open(path).convert('RGB')).numpy()[None]
+        assert ours.shape == ref.shape == (1, 3) + tuple(cfg['input_size'][-2:])
+        np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert "class_count=5" in code and f"client.infer({name!r}" in code
+
+
+def test_triton_verb_adapter(exported, tmp_path, capsys):
+    import argparse
+    from timm_recal_deploy.triton import add_triton_args, run_triton
+    parser = add_triton_args(argparse.ArgumentParser())
+    assert run_triton(parser.parse_args([exported, '--client-example'])) == 0
+    code = capsys.readouterr().out
+    compile(code, 'example', 'exec')
+    assert "client.infer('se_cnn3'" in code and not os.listdir(tmp_path)
+    repo = tmp_path / 'repo'
+    assert run_triton(parser.parse_args([exported, '-o', str(repo), '--backend', 'openvino',
+                                         '--preferred-batch-sizes', '4,8', '--instances', '3'])) == 0
+    cfg = _parse(repo / 'se_cnn3' / 'config.pbtxt')
+    assert cfg.backend == 'openvino' and list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert cfg.instance_group[0].count == 3
+    with pytest.raises(DeployError, match='integers'):
+        run_triton(parser.parse_args([exported, '-o', str(repo), '--preferred-batch-sizes', 'a']))
