@@ -195,7 +195,12 @@ TRAINED = ['shufflenetv2_x0_5_cifar', 'se_shufflenetv2_x0_5_cifar', 'ab_shufflen
 @pytest.mark.slow
 @pytest.mark.parametrize('arch', TRAINED)
 def test_bf16_int8_agreement_on_cifar10_test(arch, shared_data, tmp_path):
-    """BF16 and INT8 (QDQ with the repo's recipe, and NNCF) agree with FP32 on >= 99% of CIFAR-10 test images."""
+    """BF16 and the INT8 file the deploy stage keeps agree with FP32 on >= 99% of the CIFAR-10 test images.
+
+    Both INT8 candidates are measured (our QDQ recipe with 48 float nodes, NNCF's default PTQ); the contract
+    is that the one ``pick_int8`` keeps passes, i.e. at least one does, and ``pick_int8`` never keeps one
+    that does not.
+    """
     weights = os.path.join(REPO, 'weights', f'{arch}.cifar10')
     if not os.path.isdir(weights):
         pytest.skip(f'{weights} not found')
@@ -210,9 +215,11 @@ def test_bf16_int8_agreement_on_cifar10_test(arch, shared_data, tmp_path):
     def logits(runner):
         return np.concatenate([runner(images[i:i + 500]) for i in range(0, len(images), 500)])
     ref = logits(open_openvino(fp32, precision='fp32'))
-    agreement = {'int8_qdq': top1_agreement(logits(open_openvino(qdq, precision='int8')), ref),
-                 'int8_nncf': top1_agreement(logits(open_openvino(ir, precision='int8')), ref)}
-    if NATIVE_BF16:
-        agreement['bf16'] = top1_agreement(logits(open_openvino(fp32, precision='bf16')), ref)
-    print(arch, agreement)
-    assert all(a >= 0.99 for a in agreement.values()), agreement
+    int8 = {'qdq': top1_agreement(logits(open_openvino(qdq, precision='int8')), ref),
+            'nncf': top1_agreement(logits(open_openvino(ir, precision='int8')), ref)}
+    bf16 = top1_agreement(logits(open_openvino(fp32, precision='bf16')), ref) if NATIVE_BF16 else None
+    print(arch, {'bf16': bf16, 'int8': int8})
+    assert bf16 is None or bf16 >= 0.99, bf16
+    assert max(int8.values()) >= 0.99, int8
+    picked = pick_int8(fp32, {'qdq': qdq, 'nncf': ir}, images, rounds=1, min_time_s=0.2)
+    assert picked['picked'] is not None and picked['candidates'][picked['picked']]['agreement'] >= 0.99, picked
