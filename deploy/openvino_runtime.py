@@ -31,7 +31,7 @@ from .errors import DeployError
 __all__ = [
     'PRECISIONS', 'INSTALL_HINT', 'AGREEMENT_MIN', 'NoNativePrecision', 'OpenVINORunner', 'open_openvino',
     'import_openvino', 'bf16_support', 'read_ir_metadata', 'quantize_nncf', 'top1_agreement', 'pick_int8',
-    'EagerAutocastRunner',
+    'EagerAutocastRunner', 'bench_input',
 ]
 
 PRECISIONS = ('fp32', 'bf16', 'int8')
@@ -58,7 +58,7 @@ def import_openvino():
 
 def _cpu_flags() -> Optional[set]:
     try:
-        with open('/proc/cpuinfo') as f:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
             for line in f:
                 if line.startswith('flags'):
                     return set(line.split(':', 1)[1].split())
@@ -113,7 +113,7 @@ def _is_quantized(model) -> bool:
     return any(op.get_type_name() == 'FakeQuantize' for op in model.get_ops())
 
 
-def _bench_input(batch: int, input_size: Sequence[int]) -> np.ndarray:
+def bench_input(batch: int, input_size: Sequence[int]) -> np.ndarray:
     """Standard-normal values, seeded, the same numbers bench's other runners see."""
     return np.random.default_rng(0).standard_normal((batch, *input_size), dtype=np.float32)
 
@@ -185,7 +185,7 @@ class OpenVINORunner:
             raise DeployError(f'batch size must be >= 1, got {batch}')
         if None in self.input_size:
             raise DeployError(f'{self.path} has a dynamic image size; bench needs a fixed one')
-        images = _bench_input(batch, self.input_size)
+        images = bench_input(batch, self.input_size)
         self._request(batch)  # compiles (and caches) the model for this batch
         request = self._compiled[None if self.dynamic else batch].create_infer_request()
         request.set_input_tensor(0, import_openvino().Tensor(images))
@@ -512,7 +512,7 @@ class EagerAutocastRunner:
 
     def prepare(self, batch: int) -> Callable[[], Any]:
         import torch
-        x = torch.from_numpy(_bench_input(batch, self.input_size))
+        x = torch.from_numpy(bench_input(batch, self.input_size))
 
         def call():
             with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):

@@ -69,3 +69,23 @@ def test_refuses_bad_requests(export):
         apply_gate_fusion(path, str(tmp / 'x.onnx'), ['fold_everything'])
     with pytest.raises(DeployError, match='overwrite the input'):
         apply_gate_fusion(path, path, ['early_squeeze'], force=True)
+
+
+def test_gate_branch_left_in_float_by_quantize(export):
+    """``quantize_int8(float_nodes=gate_branch_nodes(...))``: the gate vector reaches its multiply unquantized."""
+    from timm_recal_deploy.gate_fusion import gate_branch_nodes
+    from timm_recal_deploy.quantize import quantize_int8
+    name, path, images, tmp = export
+    if 'shufflenet' not in name:
+        pytest.skip('one net is enough for the quantizer option')
+    names = gate_branch_nodes(onnx.load(path))
+    gates = find_gates(onnx.load(path))
+    muls = {g['mul'].name: g['gate'] for g in gates}
+    assert set(muls) <= set(names) and len(names) > len(muls)
+    res = quantize_int8(path, str(tmp / 'gf_int8.onnx'), None, num_images=16, progress=False, float_nodes=names)
+    q = onnx.load(res['output'])
+    gate_muls = [n for n in q.graph.node if n.name in muls]
+    assert len(gate_muls) == len(muls) and all(muls[n.name] in n.input for n in gate_muls)
+    plain = quantize_int8(path, str(tmp / 'all_int8.onnx'), None, num_images=16, progress=False)
+    assert plain['quantize_nodes'] > res['quantize_nodes']  # the option did leave something out
+    assert res['float_nodes'] == len(names) and res['quantize_nodes'] > 0
