@@ -122,13 +122,15 @@ def quantize_int8(
         progress: bool = True,
         moving_average: bool = True,
         fp32_layers: int = 0,
+        float_nodes: Sequence[str] = (),
 ) -> Dict[str, Any]:
     """Static INT8 (QDQ) quantization of an FP32 export, calibrated on ``num_images`` images of ``calib_data``.
 
     ``calib_data=None`` calibrates on the bundled samples (few images: for smoke tests only). ``indices``
     selects exact images of the folder (``parity`` uses it to split one folder into disjoint halves).
     ``moving_average``: MinMax ranges averaged over batches. ``fp32_layers``: keep that many of the most
-    sensitive nodes (``RANKED_OPS``) in float (ranked on up to 128 of the calibration images).
+    sensitive nodes (``RANKED_OPS``) in float (ranked on up to 128 of the calibration images). ``float_nodes``:
+    nodes kept in float besides those (``gate_fusion.gate_branch_nodes``: a gate's pool .. multiply).
     """
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quant_pre_process,
@@ -186,13 +188,15 @@ def quantize_int8(
             except Exception as e:
                 raise DeployError(f'INT8 quantization of {in_onnx} failed: {str(e).splitlines()[0][:300]}') from None
 
-        quantize(q, reader)  # all INT8; calibrates once, the ranges are cached for the sensitivity pass
+        extra = {'nodes_to_exclude': list(float_nodes)} if float_nodes else {}
+        quantize(q, reader, **extra)  # calibrates once, the ranges are cached for the sensitivity pass
         ranking: List[Tuple[str, float]] = []
         if fp32_layers:
             import numpy as np
             ranking = rank_sensitivity(src, np.concatenate(reader.kept), input_name, quantize, tmp, progress)
-            quantize(q, nodes_to_exclude=[name for name, _ in ranking[:fp32_layers]])
-        float_nodes = [name for name, _ in ranking[:fp32_layers]]
+            quantize(q, nodes_to_exclude=[name for name, _ in ranking[:fp32_layers]] + list(float_nodes))
+        ranked = [name for name, _ in ranking[:fp32_layers]]
+        float_nodes = ranked + [n for n in float_nodes if n not in ranked]
         proto = onnx.load(q)
     quant = {
         'method': 'onnxruntime.quantize_static', 'format': 'QDQ', 'activation_type': 'uint8',
