@@ -277,7 +277,8 @@ def build_card(info: CardInfo):
     data = ModelCardData(
         library_name='timm', pipeline_tag='image-classification', license=info.license, tags=tags,
         datasets=[ds.get('hub_id', info.dataset)] if info.dataset else None, base_model=info.base_model,
-        metrics=['accuracy'] if eval_results else None, model_name=info.repo_id, eval_results=eval_results)
+        metrics=['accuracy'] if eval_results else None, model_name=info.repo_id if eval_results else None,
+        eval_results=eval_results)
     what = describe_arch(info.arch)
     trained = (f", trained on {ds.get('name', info.dataset)} by the timm-recal project" if info.dataset and m
                else '')

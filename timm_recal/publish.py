@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ['PublishError', 'Source', 'check_repo_id', 'load_source', 'read_report', 'build_hub_folder',
-           'check_publishable', 'upload_hub_folder', 'publish', 'add_parser', 'add_package_weights_parser']
+           'check_publishable', 'HubTarget', 'check_hub_target', 'upload_hub_folder', 'publish', 'add_parser', 'add_package_weights_parser']
 
 _REPO_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$')
 _PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.tar', '.npy', '.npz')
@@ -491,14 +491,31 @@ def _hub_error(e: BaseException, repo_id: str) -> str:
     return f'cannot reach the Hugging Face Hub ({type(e).__name__}): {first}'
 
 
-def upload_hub_folder(folder: str, repo_id: str, *, private: bool = False, overwrite: bool = False,
-                      create_pr: bool = False, commit_message: Optional[str] = None) -> str:
-    """Upload ``folder`` to ``repo_id`` in one commit; returns the commit (or pull request) URL.
+@dataclass
+class HubTarget:
+    """A Hub repo checked for publishing: the client, the token (never printed) and whether the repo exists."""
+    api: Any
+    token: str
+    repo_id: str
+    exists: bool
+    private: bool = False
+    overwrite: bool = False
+    create_pr: bool = False
 
-    A new repo is created (``private`` honoured) and deleted again if the upload fails. An existing repo needs
-    ``overwrite`` (its files become exactly the folder's) or ``create_pr`` (the same change as a pull request).
+
+def _network_errors() -> tuple:
+    from huggingface_hub import errors
+    return errors.HTTPError, OSError, ValueError
+
+
+def check_hub_target(repo_id: str, *, private: bool = False, overwrite: bool = False,
+                     create_pr: bool = False) -> HubTarget:
+    """Check the token and the repo's state before anything is built or uploaded.
+
+    An existing repo needs ``overwrite`` (its files become exactly the folder's) or ``create_pr``; ``private`` is
+    refused for an existing public repo (publishing would make the files public).
     """
-    from huggingface_hub import HfApi, errors, get_token
+    from huggingface_hub import HfApi, get_token
     check_repo_id(repo_id)
     if overwrite and create_pr:
         raise PublishError('--overwrite and --create-pr exclude each other')
@@ -506,7 +523,6 @@ def upload_hub_folder(folder: str, repo_id: str, *, private: bool = False, overw
     if not token:
         raise PublishError('no Hugging Face token: set HF_TOKEN or run `hf auth login` (nothing was uploaded)')
     api = HfApi()
-    network = (errors.HTTPError, OSError, ValueError)
     try:
         exists = api.repo_exists(repo_id, repo_type='model', token=token)
         if exists and not (overwrite or create_pr):
@@ -516,18 +532,30 @@ def upload_hub_folder(folder: str, repo_id: str, *, private: bool = False, overw
             raise PublishError(f'--create-pr: {repo_id} does not exist yet; publish it without --create-pr first')
         if exists and private and not getattr(api.model_info(repo_id, token=token), 'private', False):
             raise PublishError(f'--private: {repo_id} exists and is public; change its visibility on the Hub first')
-        created = False
-        if not exists:
-            api.create_repo(repo_id, repo_type='model', private=private, exist_ok=False, token=token)
-            created = True
-    except PublishError:
-        raise
-    except network as e:
+    except _network_errors() as e:
         raise PublishError(_hub_error(e, repo_id) + ' (nothing was uploaded)') from None
+    return HubTarget(api, token, repo_id, bool(exists), private, overwrite, create_pr)
+
+
+def upload_hub_folder(folder: str, target: HubTarget, commit_message: Optional[str] = None) -> str:
+    """Upload ``folder`` to ``target`` in one commit; returns the commit (or pull request) URL.
+
+    A new repo is created (``private`` honoured) and deleted again if the upload fails, so no repo claims to be
+    complete when it is not.
+    """
+    api, token, repo_id = target.api, target.token, target.repo_id
+    network = _network_errors()
+    created = False
+    if not target.exists:
+        try:
+            api.create_repo(repo_id, repo_type='model', private=target.private, exist_ok=False, token=token)
+        except network as e:
+            raise PublishError(_hub_error(e, repo_id) + ' (nothing was uploaded)') from None
+        created = True
     try:
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type='model', token=token,
                                  commit_message=commit_message or f'Publish {repo_id} with timm-recal',
-                                 create_pr=create_pr, delete_patterns=['*'] if exists else None)
+                                 create_pr=target.create_pr, delete_patterns=['*'] if target.exists else None)
     except BaseException as e:
         note = ''
         if created:
@@ -597,15 +625,14 @@ def publish(source: str, repo_id: Optional[str] = None, *, checkpoint: Optional[
     if dry_run:
         folder = build_hub_folder(src, output, repo_id, **options)
         return {'repo_id': repo_id, 'folder': str(folder), 'uploaded': False}
-    if output:
+    target = check_hub_target(repo_id, private=private, overwrite=overwrite, create_pr=create_pr)
+    if output:  # the local copy is whole before the upload starts, and stays whole if it fails
         folder = build_hub_folder(src, output, repo_id, **options)
-        url = upload_hub_folder(str(folder), repo_id, private=private, overwrite=overwrite, create_pr=create_pr,
-                                commit_message=commit_message)
+        url = upload_hub_folder(str(folder), target, commit_message)
         return {'repo_id': repo_id, 'folder': str(folder), 'uploaded': True, 'url': url}
     with _staging_folder() as staging:
         build_hub_folder(src, staging, repo_id, **dict(options, force=False))
-        url = upload_hub_folder(staging, repo_id, private=private, overwrite=overwrite, create_pr=create_pr,
-                                commit_message=commit_message)
+        url = upload_hub_folder(staging, target, commit_message)
     return {'repo_id': repo_id, 'folder': None, 'uploaded': True, 'url': url}
 
 
