@@ -196,7 +196,9 @@ def _report_dir(tmp_path: Path, arch: str, weights: str = 'checkpoint') -> Path:
     bench = dict(results=results, ratios=ratios, settings=dict(warmup=3, repeats=5, min_time_s=1.0),
                  threads=dict(torch_intra_op=2), machine=dict(cpu_model='Test CPU 9000', cpu_flags=['avx512_vnni'],
                                                               usable_cpus=2, versions=dict(onnxruntime='1.32.0')))
-    report = dict(kind='timm-recal-pipeline', model=f'local-dir:{tmp_path}/weights', model_name=arch,
+    settings = dict(precisions=['fp32', 'int8'], calib_data=str(tmp_path / 'data' / 'cifar10' / 'train'),
+                    calib_images=512, int8_options=dict(calibrate_method='percentile', fp32_layers=48))
+    report = dict(kind='timm-recal-pipeline', model=f'local-dir:{tmp_path}/weights', model_name=arch, settings=settings,
                   output_dir=str(d), models=dict(target=dict(name=arch, num_classes=10, weights=weights)),
                   parity=parity, validate=validate, bench=bench)
     (d / 'report.json').write_text(json.dumps(report))
@@ -214,6 +216,8 @@ def test_report_puts_deploy_numbers_in_card(tmp_path):
     assert (out / 'throughput.png').read_bytes() == (report / 'throughput.png').read_bytes()
     text = ModelCard.load(out / 'README.md').text
     assert '## Deployment (ONNX), measured by `timm-recal pipeline`' in text
+    assert ('INT8 (ONNX Runtime QDQ) calibrated on 512 images of `cifar10/train`, percentile ranges, 48 most '
+            'sensitive nodes kept in float') in text
     assert '| fp32 | pass | 10000 | 100.00% | 99.80% | 3.10e-06 |' in text
     assert '| int8 | FAIL | 5000 | 99.05% |' in text
     assert '| ONNX Runtime CPU | int8 | 1,588 | 2,660 |' in text

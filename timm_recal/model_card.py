@@ -173,8 +173,7 @@ def deploy_markdown(report: Dict[str, Any], png_name: Optional[str] = 'throughpu
     parity = [p for p in report.get('parity') or [] if p.get('role', 'target') == 'target' and p.get('result')]
     if parity:
         res0 = parity[0]['result']
-        lines += [f"Parity of each ONNX file with PyTorch on {_data_name(res0)} (INT8 calibrated on images "
-                  'disjoint from those measured):', '',
+        lines += [f"Parity of each ONNX file with PyTorch on {_data_name(res0)}{_int8_settings(report)}:", '',
                   '| precision | result | images | top-1 agreement | top-5 overlap | max abs err | max rel err |',
                   '|---|---|---:|---:|---:|---:|---:|']
         for p in parity:
@@ -224,6 +223,23 @@ def deploy_markdown(report: Dict[str, Any], png_name: Optional[str] = 'throughpu
         if png_name:
             lines += ['', f'![throughput vs batch size]({png_name})']
     return '\n'.join(lines) + '\n'
+
+
+def _int8_settings(report: Dict[str, Any]) -> str:
+    """How the pipeline made its INT8 file (calibration method, images, float nodes), for the parity line."""
+    settings = report.get('settings') or {}
+    if 'int8' not in (settings.get('precisions') or []):
+        return ''
+    opts = settings.get('int8_options') or {}
+    calib = settings.get('calib_data')
+    where = ('a split of the measured images' if not calib or str(calib).startswith('split')
+             else f"`{'/'.join(str(calib).replace(chr(92), '/').rstrip('/').split('/')[-2:])}`")
+    text = f"; INT8 (ONNX Runtime QDQ) calibrated on {settings.get('calib_images', '?')} images of {where}"
+    if opts.get('calibrate_method'):
+        text += f", {opts['calibrate_method']} ranges"
+    if opts.get('fp32_layers'):
+        text += f", {opts['fp32_layers']} most sensitive nodes kept in float"
+    return text
 
 
 def _machine_line(bench: Dict[str, Any]) -> str:
