@@ -356,7 +356,7 @@ class _Hub:
     def _method(self, name):
         hub = self
 
-        def method(api, *args, **kwargs):
+        def method(_api, *args, **kwargs):
             hub.calls.append((name, args, kwargs))
             if name in hub.fail:
                 raise hub.fail[name]
@@ -396,7 +396,7 @@ def cnn3_ckpt(tmp_path):
     return _checkpoint(tmp_path, 'cnn3')[1]
 
 
-def test_upload_new_repo_one_commit(tmp_path, monkeypatch, cnn3_ckpt, capsys):
+def test_upload_new_repo_one_commit(monkeypatch, cnn3_ckpt, capsys):
     hub = _Hub(monkeypatch)
     rc = main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/cnn3'])
     out = capsys.readouterr()
@@ -409,13 +409,13 @@ def test_upload_new_repo_one_commit(tmp_path, monkeypatch, cnn3_ckpt, capsys):
     assert b'hf-hub:test-org/cnn3' in hub.uploaded['README.md']
 
 
-def test_upload_private(tmp_path, monkeypatch, cnn3_ckpt):
+def test_upload_private(monkeypatch, cnn3_ckpt):
     hub = _Hub(monkeypatch)
     assert main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/cnn3', '--private']) == 0
     assert hub.call('create_repo')[2]['private'] is True
 
 
-def test_upload_private_refuses_public_repo(tmp_path, monkeypatch, cnn3_ckpt, capsys):
+def test_upload_private_refuses_public_repo(monkeypatch, cnn3_ckpt, capsys):
     hub = _Hub(monkeypatch, exists=True, private=False)
     rc = main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/cnn3', '--private',
                '--overwrite'])
@@ -423,14 +423,14 @@ def test_upload_private_refuses_public_repo(tmp_path, monkeypatch, cnn3_ckpt, ca
     assert 'upload_folder' not in hub.names()
 
 
-def test_existing_repo_needs_overwrite_or_pr(tmp_path, monkeypatch, cnn3_ckpt, capsys):
+def test_existing_repo_needs_overwrite_or_pr(monkeypatch, cnn3_ckpt, capsys):
     hub = _Hub(monkeypatch, exists=True)
     rc = main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/cnn3'])
     assert rc == 2 and '--overwrite' in capsys.readouterr().err
     assert hub.names() == ['repo_exists']
 
 
-def test_overwrite_replaces_files_in_one_commit(tmp_path, monkeypatch, cnn3_ckpt):
+def test_overwrite_replaces_files_in_one_commit(monkeypatch, cnn3_ckpt):
     hub = _Hub(monkeypatch, exists=True)
     assert main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/cnn3', '--overwrite']) == 0
     assert hub.names() == ['repo_exists', 'upload_folder']
@@ -438,7 +438,7 @@ def test_overwrite_replaces_files_in_one_commit(tmp_path, monkeypatch, cnn3_ckpt
     assert kw['delete_patterns'] == ['*'] and not kw['create_pr']
 
 
-def test_create_pr(tmp_path, monkeypatch, cnn3_ckpt, capsys):
+def test_create_pr(monkeypatch, cnn3_ckpt, capsys):
     hub = _Hub(monkeypatch, exists=True)
     assert main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/cnn3', '--create-pr']) == 0
     assert hub.call('upload_folder')[2]['create_pr'] is True and 'discussions/1' in capsys.readouterr().out
@@ -459,14 +459,14 @@ def test_rejected_first_upload_deletes_the_new_repo(tmp_path, monkeypatch, cnn3_
     assert {p.name for p in out.iterdir()} == {'config.json', 'model.safetensors', 'README.md'}  # whole folder
 
 
-def test_rejected_overwrite_keeps_the_existing_repo(tmp_path, monkeypatch, cnn3_ckpt, capsys):
+def test_rejected_overwrite_keeps_the_existing_repo(monkeypatch, cnn3_ckpt, capsys):
     hub = _Hub(monkeypatch, exists=True, fail={'upload_folder': _http_error(500)})
     rc = main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/cnn3', '--overwrite'])
     assert rc == 2 and 'rejected the request' in capsys.readouterr().err
     assert 'delete_repo' not in hub.names()
 
 
-def test_rejected_create_repo(tmp_path, monkeypatch, cnn3_ckpt, capsys):
+def test_rejected_create_repo(monkeypatch, cnn3_ckpt, capsys):
     hub = _Hub(monkeypatch, fail={'create_repo': _http_error(403)})
     rc = main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/cnn3'])
     assert rc == 2 and 'nothing was uploaded' in capsys.readouterr().err
@@ -479,3 +479,43 @@ def test_import_stays_light():
             'print(sorted(m for m in ("onnx", "onnxruntime", "timm_recal_deploy.export") if m in sys.modules))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == '[]'
+
+
+# ------------------------------------------------------------------------------------------ shipped folders
+SHIPPED = sorted(p for p in WEIGHTS.glob('*.cifar10') if (p / 'config.json').is_file())
+
+
+@pytest.mark.skipif(not SHIPPED, reason='no trained weights in weights/')
+@pytest.mark.parametrize('folder', SHIPPED, ids=lambda p: p.name)
+def test_shipped_weight_folders_are_publishable(folder):
+    """weights/*.cifar10 are `publish --dry-run` folders: ModelCard cards with model-index results equal to
+    metrics.json, label names in config.json, nothing that may not be published."""
+    from huggingface_hub import ModelCard
+    card = ModelCard.load(folder / 'README.md')
+    metrics = json.loads((folder / 'metrics.json').read_text())
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {'accuracy': metrics['top1'], 'top-5-accuracy': metrics['top5']}
+    assert card.data.library_name == 'timm' and card.data.datasets == ['cifar10']
+    arch = folder.name.split('.')[0]
+    assert card.data.model_name == f'timm-recal/{folder.name}'
+    assert f"timm.create_model('{folder.name}', pretrained=True)" in card.text
+    assert json.loads((folder / 'config.json').read_text())['architecture'] == arch
+    if (folder / 'throughput.png').is_file():
+        assert '## Deployment (ONNX), measured by `timm-recal pipeline`' in card.text
+    check_publishable(str(folder))
+
+
+@pytest.mark.slow
+def test_real_pipeline_report_in_card(tmp_path):
+    """A real `timm-recal pipeline` folder (not a hand-made report.json) goes into the card."""
+    pytest.importorskip('onnxruntime')
+    _, ckpt = _checkpoint(tmp_path, 'cnn3')
+    pipe = tmp_path / 'pipe'
+    assert main(['pipeline', 'cnn3', '--checkpoint', ckpt, '-o', str(pipe), '--quick', '--precision', 'fp32,int8',
+                 '--batch', '1,4']) == 0
+    out = tmp_path / 'out'
+    publish('cnn3', 'test-org/cnn3', checkpoint=ckpt, output=str(out), dry_run=True, report=str(pipe))
+    text = (out / 'README.md').read_text()
+    assert '| int8 | pass |' in text or '| int8 | FAIL |' in text
+    assert '| ONNX Runtime CPU | fp32 |' in text and (out / 'throughput.png').is_file()
+    check_publishable(str(out))

@@ -1,7 +1,8 @@
 """Hub-ready weight folders (``save_for_hf`` layout + model card) and offline Hub caches seeded from them.
 
-A folder written by ``save_weights_folder`` is what ``timm-recal publish`` pushes to ``timm-recal/<arch>.<tag>``
-and what ``timm.create_model('local-dir:FOLDER')`` loads. ``seed_hub_cache`` copies such a folder into a
+A folder written by ``timm_recal.publish.build_hub_folder`` (the one code path for Hub folders, which writes the
+weights with ``write_weights_folder``) is what ``timm-recal publish`` pushes to ``timm-recal/<arch>.<tag>`` and
+what ``timm.create_model('local-dir:FOLDER')`` loads. ``seed_hub_cache`` copies such a folder into a
 Hugging Face cache in the Hub's own layout, so ``create_model('<arch>.<tag>', pretrained=True)`` resolves offline
 (``HF_HUB_OFFLINE=1``) exactly as it will once the weights are published.
 """
@@ -12,10 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
-import torch
 from torch import nn
 
-__all__ = ['save_weights_folder', 'write_weights_folder', 'render_card', 'seed_hub_cache', 'seed_cache_from_weights',
+__all__ = ['write_weights_folder', 'render_card', 'seed_hub_cache', 'seed_cache_from_weights',
            'hub_repo_id', 'PUBLISHABLE_SUFFIXES']
 
 PathLike = Union[str, os.PathLike]
@@ -56,19 +56,6 @@ def write_weights_folder(model: nn.Module, folder: PathLike, model_config: Optio
     mode = 0o666 & ~_umask()
     for name in ('model.safetensors', 'config.json'):
         os.chmod(os.path.join(folder, name), mode)
-
-
-def save_weights_folder(model: nn.Module, out_dir: PathLike, card: str, metrics: Optional[Dict[str, Any]] = None,
-                        force: bool = False, model_config: Optional[Dict[str, Any]] = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (timm's ``save_for_hf``), ``README.md`` and ``metrics.json``
-    as one folder: built beside ``out_dir`` and renamed into place (``atomic_folder``), whole or not at all."""
-    from .outputs import atomic_folder, write_json, write_text
-    with atomic_folder(out_dir, force=force) as tmp:
-        write_weights_folder(model, tmp, model_config)
-        write_text(card, os.path.join(tmp, 'README.md'))
-        if metrics is not None:
-            write_json(metrics, os.path.join(tmp, 'metrics.json'))
-    return Path(out_dir)
 
 
 def seed_hub_cache(cache_dir: PathLike, repo_id: str, files: Union[PathLike, Mapping[str, Union[PathLike, bytes]]],

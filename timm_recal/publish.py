@@ -504,8 +504,16 @@ class HubTarget:
 
 
 def _network_errors() -> tuple:
+    """What a Hub call raises for a refusal or an unreachable Hub (huggingface_hub's errors are ``OSError`` or,
+    from 1.0, the HTTP client's ``HTTPError``; a malformed id is a ``ValueError``)."""
     from huggingface_hub import errors
-    return errors.HTTPError, OSError, ValueError
+    kinds = [OSError, ValueError]
+    http = getattr(errors, 'HTTPError', None)
+    if http is None:
+        with contextlib.suppress(ImportError):
+            import httpx
+            http = httpx.HTTPError
+    return tuple(kinds + ([http] if http is not None else []))
 
 
 def check_hub_target(repo_id: str, *, private: bool = False, overwrite: bool = False,
@@ -631,7 +639,7 @@ def publish(source: str, repo_id: Optional[str] = None, *, checkpoint: Optional[
         url = upload_hub_folder(str(folder), target, commit_message)
         return {'repo_id': repo_id, 'folder': str(folder), 'uploaded': True, 'url': url}
     with _staging_folder() as staging:
-        build_hub_folder(src, staging, repo_id, **dict(options, force=False))
+        build_hub_folder(src, staging, repo_id, **{**options, 'force': False})
         url = upload_hub_folder(staging, target, commit_message)
     return {'repo_id': repo_id, 'folder': None, 'uploaded': True, 'url': url}
 
