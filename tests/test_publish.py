@@ -193,7 +193,8 @@ def _report_dir(tmp_path: Path, arch: str, weights: str = 'checkpoint') -> Path:
                                      ('ort', 'fp32', 1, 1471.0), ('ort', 'fp32', 16, 2034.0),
                                      ('ort', 'int8', 1, 1588.0), ('ort', 'int8', 16, 2660.0))]
     ratios = [dict(kind='int8_vs_fp32', batch=b, role='target', value=v) for b, v in ((1, 1.0795), (16, 1.3078))]
-    bench = dict(results=results, ratios=ratios, settings=dict(warmup=3, repeats=5, min_time_s=1.0),
+    bench = dict(results=results, ratios=ratios, notes=['the machine was busy when the benchmark started'],
+                 settings=dict(warmup=3, repeats=5, min_time_s=1.0),
                  threads=dict(torch_intra_op=2), machine=dict(cpu_model='Test CPU 9000', cpu_flags=['avx512_vnni'],
                                                               usable_cpus=2, versions=dict(onnxruntime='1.32.0')))
     settings = dict(precisions=['fp32', 'int8'], calib_data=str(tmp_path / 'data' / 'cifar10' / 'train'),
@@ -225,6 +226,7 @@ def test_report_puts_deploy_numbers_in_card(tmp_path):
     assert '| int8 | 10000 | 85.42 | 99.10 |' in text
     assert 'Machine: Test CPU 9000 (avx512_vnni), 2 usable CPUs' in text
     assert '![throughput vs batch size](throughput.png)' in text
+    assert '**Note:** the machine was busy when the benchmark started.' in text
     assert str(tmp_path) not in text and '`cifar10/test`' in text
 
 

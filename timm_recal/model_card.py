@@ -220,6 +220,8 @@ def deploy_markdown(report: Dict[str, Any], png_name: Optional[str] = 'throughpu
                              + ' | '.join(f'{by_batch[b]:.2f}x' if by_batch.get(b) else 'n/a' for b in batches)
                              + ' |')
         lines += ['', _machine_line(bench)]
+        for note in bench.get('notes') or []:  # e.g. a busy machine: the numbers say less than they seem to
+            lines += ['', f'**Note:** {note}.']
         if png_name:
             lines += ['', f'![throughput vs batch size]({png_name})']
     return '\n'.join(lines) + '\n'
@@ -248,7 +250,8 @@ def _machine_line(bench: Dict[str, Any]) -> str:
     th = bench.get('threads') or {}
     v = m.get('versions') or {}
     flags = ', '.join(m.get('cpu_flags') or [])
-    cpu = f"{m.get('cpu_model', 'unknown CPU')}{f' ({flags})' if flags else ''}, {m.get('usable_cpus', '?')} usable CPUs"
+    cpu = (f"{m.get('cpu_model', 'unknown CPU')}{f' ({flags})' if flags else ''}, "
+           f"{m.get('usable_cpus', '?')} usable CPUs")
     if m.get('cuda'):
         cpu += f", CUDA: {m['cuda'] if isinstance(m['cuda'], str) else m['cuda'].get('name', m['cuda'])}"
     threads = ', '.join(f'{k} {val}' for k, val in th.items())
@@ -300,7 +303,8 @@ def build_card(info: CardInfo):
                else '')
     dataset_text = ''
     if ds.get('text'):
-        dataset_text = resources.files('timm_recal.model_cards').joinpath(ds['text']).read_text().strip().replace('\n', ' ')
+        text = resources.files('timm_recal.model_cards').joinpath(ds['text']).read_text()
+        dataset_text = text.strip().replace('\n', ' ')
     elif info.dataset:
         dataset_text = ds.get('name', info.dataset)
     input_size = 'x'.join(str(int(v)) for v in tuple(info.input_size)[1:])

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ['PublishError', 'Source', 'check_repo_id', 'load_source', 'read_report', 'build_hub_folder',
-           'check_publishable', 'HubTarget', 'check_hub_target', 'upload_hub_folder', 'publish', 'add_parser', 'add_package_weights_parser']
+           'check_publishable', 'HubTarget', 'check_hub_target', 'upload_hub_folder', 'publish', 'add_parser',
+           'add_package_weights_parser']
 
 _REPO_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$')
 _PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.tar', '.npy', '.npz')
