@@ -137,6 +137,30 @@ def test_tagged_source_from_seeded_cache(tmp_path, monkeypatch):
     assert json.loads((out / 'config.json').read_text())['pretrained_cfg']['tag'] == 'cifar10'
 
 
+def test_warm_start_tag_names_its_base_model(tmp_path, monkeypatch):
+    """Weights from a warm-start tag come from timm's base weights: the card says so (base_model, ImageNet-1k)."""
+    from huggingface_hub import ModelCard
+    from hub_cache import save_state_dict
+    cache = tmp_path / 'cache'
+    base = _random_model('resnet18')
+    seed_hub_cache(cache, 'timm/resnet18.a1_in1k',
+                   {'model.safetensors': save_state_dict(base.state_dict(), tmp_path / 'r18.safetensors')})
+    offline_hub(monkeypatch, cache)
+    out = tmp_path / 'out'
+    publish('se_resnet18.a1_in1k_warm', 'test-org/se_resnet18-warm', output=str(out), dry_run=True)
+    card = ModelCard.load(out / 'README.md')
+    assert card.data.base_model == 'timm/resnet18.a1_in1k' and card.data.datasets == ['imagenet-1k']
+    assert json.loads((out / 'config.json').read_text())['pretrained_cfg']['tag'] == 'a1_in1k_warm'
+    x = torch.randn(1, 3, 64, 64)
+    warm = timm.create_model('se_resnet18.a1_in1k_warm', pretrained=True).eval()
+    local = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    sw, sl = warm.state_dict(), local.state_dict()
+    assert sw.keys() == sl.keys()
+    assert all(torch.equal(sw[k], sl[k]) for k in sw if '.se.' not in k)  # the gates' own init is random
+    with torch.no_grad():
+        torch.testing.assert_close(local(x), base.eval()(x), rtol=1e-4, atol=1e-4)  # warm start = the base net
+
+
 def _fake_run(tmp_path: Path, arch: str = 'cnn3') -> Path:
     import argparse
     model = _random_model(arch)
