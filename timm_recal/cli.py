@@ -70,7 +70,7 @@ def _optional_parsers():
     adders = []
     for modname, attr in (('timm_recal.training.sweep_cli', 'add_parser'),
                           ('timm_recal_deploy.cli', 'add_parsers'),
-                          ('timm_recal_deploy.publish_cli', 'add_parser')):
+                          ('timm_recal.publish', 'add_parser')):
         try:
             mod = __import__(modname, fromlist=[attr])
         except ModuleNotFoundError as e:

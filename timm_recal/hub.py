@@ -1,22 +1,22 @@
 """Hub-ready weight folders (``save_for_hf`` layout + model card) and offline Hub caches seeded from them.
 
-A folder written by ``save_weights_folder`` is what ``timm-recal publish`` pushes to ``timm-recal/<arch>.<tag>``
-and what ``timm.create_model('local-dir:FOLDER')`` loads. ``seed_hub_cache`` copies such a folder into a
+A folder written by ``timm_recal.publish.build_hub_folder`` (the one code path for Hub folders, which writes the
+weights with ``write_weights_folder``) is what ``timm-recal publish`` pushes to ``timm-recal/<arch>.<tag>`` and
+what ``timm.create_model('local-dir:FOLDER')`` loads. ``seed_hub_cache`` copies such a folder into a
 Hugging Face cache in the Hub's own layout, so ``create_model('<arch>.<tag>', pretrained=True)`` resolves offline
 (``HF_HUB_OFFLINE=1``) exactly as it will once the weights are published.
 """
 import hashlib
-import json
 import os
 import string
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
-import torch
 from torch import nn
 
-__all__ = ['save_weights_folder', 'render_card', 'seed_hub_cache', 'seed_cache_from_weights', 'hub_repo_id']
+__all__ = ['write_weights_folder', 'render_card', 'seed_hub_cache', 'seed_cache_from_weights',
+           'hub_repo_id', 'PUBLISHABLE_SUFFIXES']
 
 PathLike = Union[str, os.PathLike]
 
@@ -24,6 +24,11 @@ PathLike = Union[str, os.PathLike]
 def hub_repo_id(arch: str, tag: str) -> str:
     from .models._common import HUB_ORG
     return f'{HUB_ORG}/{arch}.{tag}'
+
+
+#: file names a Hub folder may hold: safetensors weights, JSON/Markdown, the plot, ONNX exports. Pickle formats
+#: (``.bin``, ``.pth``, ``.pt``, ``.pkl``, ``.ckpt``) run code when loaded and are never published.
+PUBLISHABLE_SUFFIXES = ('.safetensors', '.json', '.md', '.png', '.onnx')
 
 
 def render_card(template: str, values: Mapping[str, Any]) -> str:
@@ -35,19 +40,22 @@ def render_card(template: str, values: Mapping[str, Any]) -> str:
         raise ValueError(f"model card template {template!r} needs a value for {e.args[0]!r}") from None
 
 
-def save_weights_folder(model: nn.Module, out_dir: PathLike, card: str, metrics: Optional[Dict[str, Any]] = None,
-                        force: bool = False) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (timm's ``save_for_hf``), ``README.md`` and ``metrics.json``."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_weights_folder(model: nn.Module, folder: PathLike, model_config: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``model.safetensors`` + ``config.json`` into an existing ``folder`` (timm's ``save_for_hf``).
+
+    safetensors creates its file with mode 0600; every file gets the usual ``0o666`` less the umask instead.
+    """
     from timm.models import save_for_hf
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} exists and is not empty; pass force=True (--force) to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    save_for_hf(model, str(out), safe_serialization=True)
-    (out / 'README.md').write_text(card)
-    if metrics is not None:
-        (out / 'metrics.json').write_text(json.dumps(metrics, indent=2) + '\n')
-    return out
+    save_for_hf(model, os.fspath(folder), model_config=model_config, safe_serialization=True)
+    mode = 0o666 & ~_umask()
+    for name in ('model.safetensors', 'config.json'):
+        os.chmod(os.path.join(folder, name), mode)
 
 
 def seed_hub_cache(cache_dir: PathLike, repo_id: str, files: Union[PathLike, Mapping[str, Union[PathLike, bytes]]],

@@ -50,19 +50,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_package_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser('package-weights', help='write a finished run as a Hub-ready weights folder + model card',
-                       description='Final-epoch weights of a `timm-recal train` run in save_for_hf layout, '
-                                   'with README.md (model card) and metrics.json.')
-    p.add_argument('run_dir')
-    p.add_argument('-o', '--output', help='folder (default weights/<arch>.<tag>)')
-    p.add_argument('--tag', default='cifar10')
-    p.add_argument('--force', action='store_true')
-    p.set_defaults(func=_run_package)
-    return p
-
-
-def _run_package(args: argparse.Namespace) -> int:
-    from .package import package_run
-    out = package_run(args.run_dir, args.output, tag=args.tag, force=args.force)
-    print(f"wrote {out}")
-    return 0
+    """``timm-recal package-weights``: the older name of ``timm-recal publish --dry-run`` (same folder options)."""
+    from ..publish import add_package_weights_parser
+    return add_package_weights_parser(sub)

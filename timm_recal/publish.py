@@ -1,0 +1,731 @@
+"""``timm-recal publish``: one model's weights, card and deploy numbers as a Hugging Face Hub repo.
+
+One code path writes a Hub folder (``build_hub_folder``): ``model.safetensors`` and timm's ``config.json`` (so that
+``timm.create_model('hf-hub:ORG/NAME', pretrained=True)`` works after ``import timm_recal``), ``README.md`` (a
+``ModelCard``, see ``timm_recal.model_card``), ``metrics.json``, and optionally ``throughput.png`` of a
+``timm-recal pipeline`` report and the FP32/INT8 ONNX exports. ``--dry-run -o DIR`` (and ``package-weights``, its
+older name) writes that folder and uploads nothing; otherwise it goes to the Hub in one commit
+(``HfApi.create_repo`` + ``upload_folder``). A repo that this call created is deleted again if the upload fails, so
+no repo claims to be complete when it is not. The token comes from ``HF_TOKEN`` or ``hf auth login`` and is only
+handed to ``huggingface_hub``.
+
+SOURCE is a model with a pretrained tag (``se_shufflenetv2_x0_5_cifar.cifar10``), ``hf-hub:ORG/NAME``, a
+``save_for_hf`` folder (``weights/<arch>.<tag>``, also as ``local-dir:FOLDER``), a ``timm-recal train`` run folder,
+or a model name with ``--checkpoint`` (state dict, timm ``train.py`` checkpoint or ``save_for_hf`` folder).
+
+Only the standard library is imported here: the ``timm-recal`` command builds its parser from this module, and
+torch, timm and ``huggingface_hub`` (the ``[hub]`` extra) load when the command runs.
+"""
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+__all__ = ['PublishError', 'Source', 'check_repo_id', 'load_source', 'read_report', 'build_hub_folder',
+           'check_publishable', 'HubTarget', 'check_hub_target', 'upload_hub_folder', 'publish', 'add_parser',
+           'add_package_weights_parser']
+
+_REPO_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$')
+_PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.tar', '.npy', '.npz')
+_ABS_PATH = re.compile(r'(?:^|[\s"\'(`=,\[])((?:/(?:home|root|tmp|Users|work|mnt|var|private|scratch|data)/'
+                       r'|~/|[A-Za-z]:\\\\?)[^\s"\'`)\],]*)')
+
+
+class PublishError(RuntimeError):
+    """Bad input or a failed upload; ``timm_recal.cli.main`` prints the one-line message and exits non-zero."""
+
+
+@dataclass
+class Source:
+    """A model ready to publish and what is known about its weights."""
+    model: Any
+    arch: str
+    tag: str = ''
+    metrics: Optional[Dict[str, Any]] = None
+    training: Optional[Dict[str, Any]] = None
+    weights: str = ''
+    base_model: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+def check_repo_id(repo_id: str) -> str:
+    """``ORG/NAME`` with the Hub's characters, or a ``PublishError`` saying what is wrong."""
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or '--' in repo_id or '..' in repo_id \
+            or repo_id.endswith(('.', '-')) or repo_id.split('/')[1].endswith('.git'):
+        raise PublishError(f"malformed --repo-id {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.'; "
+                           "no '--' or '..'; at most 96 characters each)")
+    return repo_id
+
+
+def _timm():
+    import timm
+    import timm_recal  # noqa: F401  (registers the architectures)
+    return timm
+
+
+def _check_model_name(name: str, spec: str) -> None:
+    import difflib
+    timm = _timm()
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else '; see `timm-recal models`'
+        raise PublishError(f'unknown model {spec!r}{hint}')
+
+
+def _read_state_dict(path: str) -> Tuple[Dict[str, Any], Optional[str]]:
+    """Weights of a checkpoint file or ``save_for_hf`` folder (never unpickling code) and the architecture the
+    file names, if any."""
+    import argparse as _argparse
+    import torch
+    from timm.models import clean_state_dict
+    arch = None
+    if os.path.isdir(path):
+        cfg_path = os.path.join(path, 'config.json')
+        if not os.path.isfile(cfg_path):
+            raise PublishError(f'--checkpoint {path} is a folder without config.json; not a save_for_hf folder')
+        arch = _read_json(cfg_path).get('architecture')
+        files = [os.path.join(path, n) for n in ('model.safetensors', 'pytorch_model.bin')]
+        path = next((f for f in files if os.path.isfile(f)), None)
+        if path is None:
+            raise PublishError(f'{os.path.dirname(files[0])} has no model.safetensors')
+    elif not os.path.isfile(path):
+        raise PublishError(f'checkpoint not found: {path}')
+    try:
+        if path.endswith('.safetensors'):
+            from safetensors.torch import load_file
+            obj = load_file(path, device='cpu')
+        else:
+            with torch.serialization.safe_globals([_argparse.Namespace]):  # train.py stores its args
+                obj = torch.load(path, map_location='cpu', weights_only=True)
+    except ModuleNotFoundError:
+        raise
+    except Exception as e:
+        raise PublishError(f'cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}') \
+            from None
+    if not isinstance(obj, dict):
+        raise PublishError(f'{path} holds a {type(obj).__name__}, not a state dict')
+    arch = obj.get('arch') if isinstance(obj.get('arch'), str) else arch
+    for key in ('state_dict', 'model'):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state_dict = clean_state_dict(obj)
+    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise PublishError(f'{path} holds no state dict of tensors')
+    return state_dict, arch
+
+
+def _build_with_weights(arch: str, state_dict: Dict[str, Any], path: str, file_arch: Optional[str], **kwargs):
+    """``arch`` with ``state_dict`` loaded strictly; a checkpoint of another architecture is refused by name."""
+    timm = _timm()
+    if file_arch and file_arch.split('.')[0] != arch:
+        raise PublishError(f'checkpoint {path} was saved from {file_arch!r}, not {arch!r}')
+    cfg = timm.models.get_pretrained_cfg(arch)
+    clf = (cfg.classifier if cfg is not None else None) or 'fc'
+    clf = [clf] if isinstance(clf, str) else list(clf)
+    weight = next((state_dict[f'{c}.weight'] for c in clf if f'{c}.weight' in state_dict), None)
+    if weight is not None and 'num_classes' not in kwargs:
+        kwargs['num_classes'] = int(weight.shape[0])
+    model = timm.create_model(arch, **kwargs)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or shapes:
+        def few(keys):
+            return ', '.join(keys[:3]) + (f' (+{len(keys) - 3})' if len(keys) > 3 else '')
+        parts = [f'{len(missing)} missing ({few(missing)})' if missing else '',
+                 f'{len(unexpected)} unexpected ({few(unexpected)})' if unexpected else '',
+                 f'{len(shapes)} of another shape ({few(shapes)})' if shapes else '']
+        raise PublishError(f"checkpoint {path} does not fit {arch}: keys {'; '.join(p for p in parts if p)}")
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise PublishError(f'cannot read {path}: {e}') from None
+    if not isinstance(data, dict):
+        raise PublishError(f'{path} is not a JSON object')
+    return data
+
+
+def _folder_source(folder: str) -> Source:
+    timm = _timm()
+    cfg = _read_json(os.path.join(folder, 'config.json')) if os.path.isfile(os.path.join(folder, 'config.json')) \
+        else None
+    if cfg is None:
+        raise PublishError(f'{folder} has no config.json; not a save_for_hf folder or a training run')
+    arch = str(cfg.get('architecture') or '').split('.')[0]
+    if not arch:
+        raise PublishError(f"{folder}/config.json has no 'architecture'")
+    _check_model_name(arch, arch)
+    if not os.path.isfile(os.path.join(folder, 'model.safetensors')):
+        raise PublishError(f'{folder} has no model.safetensors (pickle weights are not published)')
+    state_dict, _ = _read_state_dict(folder)
+    try:
+        model = timm.create_model(f'local-dir:{folder}', pretrained=False)
+    except Exception as e:
+        raise PublishError(f'cannot build {arch} from {folder}/config.json: {str(e).splitlines()[0]}') from None
+    own = model.state_dict()
+    if set(own) != set(state_dict) or any(tuple(own[k].shape) != tuple(state_dict[k].shape) for k in own):
+        model = _build_with_weights(arch, state_dict, folder, arch, **(cfg.get('model_args') or {}))
+    else:
+        model.load_state_dict(state_dict, strict=True)
+    tag = (cfg.get('pretrained_cfg') or {}).get('tag') or ''
+    name = os.path.basename(os.path.normpath(folder))
+    if not tag and name.startswith(arch + '.'):
+        tag = name[len(arch) + 1:]
+    metrics = _read_json(os.path.join(folder, 'metrics.json')) if os.path.isfile(
+        os.path.join(folder, 'metrics.json')) else None
+    training = (metrics or {}).pop('training', None) if metrics else None
+    weights = (metrics or {}).get('weights') or (
+        'the checkpoint of the final epoch (no selection on the test set)'
+        if 'final epoch' in str((metrics or {}).get('source')) else f'weights folder `{name}`')
+    return Source(model.eval(), arch, tag, metrics, training, weights)
+
+
+def load_source(source: str, checkpoint: Optional[str] = None, tag: Optional[str] = None) -> Source:
+    """The model ``source`` names (see the module docstring), with its weights, metrics and training recipe."""
+    if not source:
+        raise PublishError('a SOURCE is required (model with a pretrained tag, weights folder, run folder)')
+    local = source[len('local-dir:'):] if source.startswith('local-dir:') else None
+    if checkpoint is None and local is None and os.path.isdir(source):
+        if os.path.isfile(os.path.join(source, 'last.pth.tar')):
+            from .training.package import read_run
+            src = read_run(source)
+        else:
+            src = _folder_source(source)
+    elif checkpoint is None and local is not None:
+        if not os.path.isdir(local):
+            raise PublishError(f'folder not found: {local}')
+        src = _folder_source(local)
+    elif os.path.isfile(source):
+        raise PublishError(f'{source} is a file; give a model name with --checkpoint {source}')
+    elif source.startswith('hf-hub:'):
+        src = _pretrained_source(source, checkpoint)
+    else:
+        if '/' in source or ':' in source:
+            raise PublishError(f"{source!r} is not a timm model name, a folder or hf-hub:ORG/NAME")
+        name, _, spec_tag = source.partition('.')
+        _check_model_name(name, source)
+        if checkpoint is not None:
+            state_dict, file_arch = _read_state_dict(checkpoint)
+            src = Source(_build_with_weights(name, state_dict, checkpoint, file_arch), name, spec_tag,
+                         weights=f'checkpoint `{os.path.basename(os.path.normpath(checkpoint))}`')
+        elif spec_tag:
+            src = _pretrained_source(source, None)
+        else:
+            raise PublishError(f'{source} names no weights: give a pretrained tag ({source}.TAG), a weights or run '
+                               'folder, or --checkpoint')
+    if tag:
+        src.tag = tag
+    return src
+
+
+def _pretrained_source(spec: str, checkpoint: Optional[str]) -> Source:
+    timm = _timm()
+    if checkpoint is not None:
+        raise PublishError(f'{spec} brings its own weights; give --checkpoint with a plain model name')
+    if not spec.startswith('hf-hub:'):
+        try:
+            cfg = timm.models.get_pretrained_cfg(spec, allow_unregistered=False)
+        except RuntimeError:
+            cfg = None
+        if cfg is None:
+            name = spec.partition('.')[0]
+            tags = [t.partition('.')[2] for t in timm.list_pretrained(f'{name}.*')]
+            raise PublishError(f"unknown pretrained tag in {spec!r}; "
+                               f"{'known: ' + ', '.join(tags) if tags else name + ' has no pretrained tags'}")
+    try:
+        model = timm.create_model(spec, pretrained=True)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PublishError(f'cannot get the weights of {spec}: {first[:300]}') from None
+    pcfg = dict(model.pretrained_cfg)
+    arch = str(pcfg.get('architecture') or spec.partition('.')[0]).split('.')[0]
+    hub_id = pcfg.get('hf_hub_id')
+    return Source(model.eval(), arch, pcfg.get('tag') or '', weights=f'pretrained `{spec}`',
+                  base_model=hub_id if hub_id and hub_id.split('/')[0] != 'timm-recal' else None)
+
+
+def training_from_config(path: str) -> Dict[str, Any]:
+    """The recipe of a train.py YAML config (``--train-config``), as the card states it."""
+    from .training.config import load_config
+    try:
+        cfg = load_config(path, {})
+    except (OSError, ValueError) as e:
+        raise PublishError(f'cannot read --train-config {path}: {str(e).splitlines()[0]}') from None
+    return recipe_dict(cfg, os.path.basename(path))
+
+
+def recipe_dict(args: Any, config_name: Optional[str] = None) -> Dict[str, Any]:
+    """The recipe fields of a ``TrainConfig`` or train.py ``args`` (epochs over all cycles)."""
+    cycles = int(getattr(args, 'lr_cycle_limit', 1) or 1)
+    aug = getattr(args, 'aug', 'auto')
+    size = getattr(args, 'img_size', None) or 32
+    recipe = {k: getattr(args, k, None) for k in ('opt', 'momentum', 'lr', 'batch_size', 'weight_decay', 'sched',
+                                                  'lr_cycle_limit', 'lr_cycle_decay', 'warmup_epochs')}
+    recipe['epochs'] = int(getattr(args, 'epochs', 0) or 0) * cycles or None
+    if aug in ('auto', 'cifar') and int(size) <= 64:
+        recipe['augmentation'] = '4-pixel pad + random crop + horizontal flip'
+    recipe['trainer'] = '`timm-recal train`'
+    if config_name:
+        recipe['config'] = config_name
+    return {k: v for k, v in recipe.items() if v is not None}
+
+
+def metrics_from_file(path: str, arch: str) -> Dict[str, Any]:
+    """Top-1/top-5 from a ``timm-recal validate -o`` JSON or a ``metrics.json``; refuses another model's file."""
+    data = _read_json(path)
+    if data.get('top1') is None:
+        raise PublishError(f'{path} has no top1: expected the JSON of `timm-recal validate -o` or a metrics.json')
+    other = str(data.get('architecture') or '').split('.')[0]
+    if other and other != arch:
+        raise PublishError(f'--metrics {path} measured {other}, not {arch}')
+    keep = {k: data[k] for k in ('dataset', 'split', 'n_images', 'top1', 'top5', 'epochs', 'source') if k in data}
+    if 'source' not in keep:
+        precision = data.get('precision') or 'fp32'
+        runtime = (data.get('runtime') or {}).get('runtime') if isinstance(data.get('runtime'), dict) else None
+        keep['source'] = f"`timm-recal validate` ({runtime or 'onnx'} {precision})"
+    return keep
+
+
+def read_report(report_dir: str, arch: str, num_classes: Optional[int] = None,
+                weights_random: bool = False) -> Dict[str, Any]:
+    """``report.json`` of a ``timm-recal pipeline`` folder, refused when it measured another model."""
+    path = os.path.join(report_dir, 'report.json')
+    if not os.path.isdir(report_dir):
+        raise PublishError(f'--report {report_dir}: folder not found')
+    if not os.path.isfile(path):
+        raise PublishError(f'--report {report_dir} has no report.json; give a `timm-recal pipeline -o` folder')
+    report = _read_json(path)
+    if report.get('kind') != 'timm-recal-pipeline':
+        raise PublishError(f'{path} is not a `timm-recal pipeline` report')
+    target = (report.get('models') or {}).get('target') or {}
+    name = str(report.get('model_name') or target.get('name') or '').split('.')[0]
+    if name != arch:
+        raise PublishError(f'--report {report_dir} measured {name or "an unnamed model"}, not {arch}')
+    if num_classes is not None and target.get('num_classes') not in (None, num_classes):
+        raise PublishError(f"--report {report_dir} measured {target['num_classes']} classes, the weights have "
+                           f'{num_classes}')
+    if target.get('weights') == 'random' and not weights_random:
+        raise PublishError(f'--report {report_dir} measured randomly initialized weights, not these')
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- the folder
+def _flops(model, input_size) -> Optional[float]:
+    try:
+        from ptflops import get_model_complexity_info
+    except ImportError:
+        return None
+    import copy
+    macs, _ = get_model_complexity_info(
+        copy.deepcopy(model), tuple(int(v) for v in input_size), as_strings=False, print_per_layer_stat=False,
+        verbose=False, backend='pytorch', backend_specific_config={'count_functional': False})
+    return macs / 1e9 if macs else None
+
+
+def _scrub_onnx_paths(path: str) -> None:
+    """Replace absolute local paths in an ONNX file's metadata (calibration folders) by their last parts."""
+    import onnx
+    from .outputs import call_atomically
+    proto = onnx.load(path, load_external_data=False)
+    changed = False
+
+    def scrub(value):
+        nonlocal changed
+        if isinstance(value, str) and _ABS_PATH.search(' ' + value):
+            changed = True
+            return '/'.join(value.replace('\\', '/').rstrip('/').split('/')[-2:])
+        if isinstance(value, dict):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    for prop in proto.metadata_props:
+        try:
+            value = json.loads(prop.value)
+            new = json.dumps(scrub(value))
+        except ValueError:
+            new = scrub(prop.value)
+        if new != prop.value and changed:
+            prop.value = new
+    if changed:
+        call_atomically(path, lambda tmp: onnx.save(proto, tmp), force=True)
+
+
+def _export_onnx(model, repo_id: str, folder: str, arch: str, options: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """FP32 and INT8 ONNX files in ``folder/onnx`` via the deploy stage (``export_onnx``, ``quantize_int8``)."""
+    import timm_recal_deploy as deploy
+    from timm_recal_deploy.metadata import read_metadata
+    onnx_dir = os.path.join(folder, 'onnx')
+    os.makedirs(onnx_dir, exist_ok=True)
+    fp32, int8 = os.path.join(onnx_dir, 'model.onnx'), os.path.join(onnx_dir, 'model_int8.onnx')
+    deploy.export_onnx(f'hf-hub:{repo_id}', fp32, model=model)
+    deploy.quantize_int8(fp32, int8, options.get('calib_data'), num_images=options.get('calib_images', 512),
+                         calibrate_method=options.get('calib_method', 'minmax'),
+                         fp32_layers=options.get('fp32_layers', 0), progress=False)
+    files = []
+    for path, rel in ((fp32, 'onnx/model.onnx'), (int8, 'onnx/model_int8.onnx')):
+        _scrub_onnx_paths(path)
+        meta = read_metadata(path)
+        if str(meta.get('architecture', '')).split('.')[0] != arch:
+            raise PublishError(f"{rel} was exported from {meta.get('architecture')!r}, not {arch!r}")
+        if meta.get('precision') == 'int8':
+            q = meta.get('quantization') or {}
+            n_float = len(q.get('fp32_layers') or [])
+            what = (f"INT8 (QDQ, {q.get('weight_type', 'int8')} weights per channel), calibrated on "
+                    f"{q.get('calib_images', '?')} images of `{q.get('calib_data', '?')}` "
+                    f"({q.get('calibrate_method', '?')}), {n_float} nodes kept in float")
+        else:
+            what = f"FP32 ({meta.get('exporter', '?')} exporter, opset {meta.get('opset', '?')}), dynamic batch"
+        files.append((rel, what))
+    return files
+
+
+def _local_path_hits(text: str) -> List[str]:
+    hits = [m.group(1) for m in _ABS_PATH.finditer(text)]
+    for root in {os.getcwd(), os.path.expanduser('~'), tempfile.gettempdir()}:
+        if root not in ('', '/') and root in text:
+            hits.append(root)
+    return hits
+
+
+def check_publishable(folder: str) -> None:
+    """Refuse pickle files and absolute local paths in a folder meant for publishing."""
+    for path in sorted(Path(folder).rglob('*')):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        from .hub import PUBLISHABLE_SUFFIXES
+        if path.suffix.lower() in _PICKLE_SUFFIXES or path.suffix.lower() not in PUBLISHABLE_SUFFIXES:
+            raise PublishError(f'{rel}: only safetensors, JSON, Markdown, PNG and ONNX files are published')
+        if path.suffix in ('.json', '.md'):
+            text = path.read_text(encoding='utf-8')
+        elif path.suffix == '.onnx':
+            from timm_recal_deploy.metadata import read_metadata
+            text = json.dumps(read_metadata(str(path)))
+        else:
+            continue
+        hits = _local_path_hits(text)
+        if hits:
+            raise PublishError(f'{rel} records local paths ({hits[0]}); a published file must not')
+
+
+def _hub_config(src: Source, dataset: Optional[str]) -> Dict[str, Any]:
+    """``save_for_hf``'s ``model_config``: the tag and the data set's label names, when they fit."""
+    from .model_card import DATASETS
+    config: Dict[str, Any] = {'pretrained_cfg': {'tag': src.tag}} if src.tag else {}
+    labels = DATASETS.get(dataset or '', {}).get('labels')
+    if labels and len(labels) == int(getattr(src.model, 'num_classes', 0) or 0):
+        config['label_names'] = list(labels)
+    return config
+
+
+def build_hub_folder(src: Source, out_dir: str, repo_id: str, *, force: bool = False,
+                     report_dir: Optional[str] = None, with_onnx: bool = False,
+                     onnx_options: Optional[Dict[str, Any]] = None, dataset: Optional[str] = None,
+                     base_model: Optional[str] = None, usage_name: Optional[str] = None) -> Path:
+    """Write the Hub folder of ``src`` to ``out_dir`` whole or not at all (``atomic_folder``); returns it."""
+    from .hub import write_weights_folder
+    from .model_card import CardInfo, build_card, dataset_for_tag
+    from .outputs import atomic_folder, write_json, write_text
+    check_repo_id(repo_id)
+    model, arch = src.model.eval(), src.arch
+    dataset = dataset or (src.metrics or {}).get('dataset') or dataset_for_tag(src.tag)
+    report = read_report(report_dir, arch, int(getattr(model, 'num_classes', 0) or 0)) if report_dir else None
+    input_size = tuple(model.pretrained_cfg.get('input_size') or (3, 224, 224))
+    params = sum(p.numel() for p in model.parameters())
+    metrics = dict(src.metrics or {})
+    if metrics and dataset:
+        metrics.setdefault('dataset', dataset)
+    if metrics or src.training:
+        metrics.update(params=params, **({'training': src.training} if src.training else {}),
+                       **({'weights': src.weights} if src.weights else {}))
+    with atomic_folder(out_dir, force=force) as tmp:
+        write_weights_folder(model, tmp, _hub_config(src, dataset))
+        onnx_files = _export_onnx(model, repo_id, tmp, arch, onnx_options or {}) if with_onnx else []
+        if report is not None and os.path.isfile(os.path.join(report_dir, 'throughput.png')):
+            from .outputs import write_bytes
+            write_bytes(Path(report_dir, 'throughput.png').read_bytes(), os.path.join(tmp, 'throughput.png'))
+        png = 'throughput.png' if os.path.isfile(os.path.join(tmp, 'throughput.png')) else None
+        card = build_card(CardInfo(
+            repo_id=repo_id, arch=arch, tag=src.tag, license=model.pretrained_cfg.get('license') or 'apache-2.0',
+            params=params, gmacs=_flops(model, input_size), input_size=input_size, dataset=dataset,
+            metrics=metrics if metrics.get('top1') is not None else None, training=src.training, weights=src.weights,
+            base_model=base_model or src.base_model, report=report, onnx_files=onnx_files,
+            usage_name=usage_name or f'hf-hub:{repo_id}'))
+        text = str(card)
+        if report is not None and png is None:
+            text = text.replace('\n![throughput vs batch size](throughput.png)', '')
+        write_text(text + ('' if text.endswith('\n') else '\n'), os.path.join(tmp, 'README.md'))
+        if metrics:
+            write_json(metrics, os.path.join(tmp, 'metrics.json'))
+        check_publishable(tmp)
+    return Path(out_dir)
+
+
+# ----------------------------------------------------------------------------------------------- the upload
+def _hub_error(e: BaseException, repo_id: str) -> str:
+    from huggingface_hub import errors
+    if isinstance(e, errors.OfflineModeIsEnabled):
+        return 'cannot reach the Hugging Face Hub: offline mode is on (HF_HUB_OFFLINE=1)'
+    status = getattr(getattr(e, 'response', None), 'status_code', None)
+    first = (str(e).splitlines() or [type(e).__name__])[0][:300]
+    if status in (401, 403):
+        return f'the Hub refused access to {repo_id} (HTTP {status}): check the token\'s write permission; {first}'
+    if isinstance(e, errors.HfHubHTTPError):
+        return f'the Hub rejected the request for {repo_id}: {first}'
+    return f'cannot reach the Hugging Face Hub ({type(e).__name__}): {first}'
+
+
+@dataclass
+class HubTarget:
+    """A Hub repo checked for publishing: the client, the token (never printed) and whether the repo exists."""
+    api: Any
+    token: str
+    repo_id: str
+    exists: bool
+    private: bool = False
+    overwrite: bool = False
+    create_pr: bool = False
+
+
+def _network_errors() -> tuple:
+    """What a Hub call raises for a refusal or an unreachable Hub (huggingface_hub's errors are ``OSError`` or,
+    from 1.0, the HTTP client's ``HTTPError``; a malformed id is a ``ValueError``)."""
+    from huggingface_hub import errors
+    kinds = [OSError, ValueError]
+    http = getattr(errors, 'HTTPError', None)
+    if http is None:
+        with contextlib.suppress(ImportError):
+            import httpx
+            http = httpx.HTTPError
+    return tuple(kinds + ([http] if http is not None else []))
+
+
+def check_hub_target(repo_id: str, *, private: bool = False, overwrite: bool = False,
+                     create_pr: bool = False) -> HubTarget:
+    """Check the token and the repo's state before anything is built or uploaded.
+
+    An existing repo needs ``overwrite`` (its files become exactly the folder's) or ``create_pr``; ``private`` is
+    refused for an existing public repo (publishing would make the files public).
+    """
+    from huggingface_hub import HfApi, get_token
+    check_repo_id(repo_id)
+    if overwrite and create_pr:
+        raise PublishError('--overwrite and --create-pr exclude each other')
+    token = get_token()
+    if not token:
+        raise PublishError('no Hugging Face token: set HF_TOKEN or run `hf auth login` (nothing was uploaded)')
+    api = HfApi()
+    try:
+        exists = api.repo_exists(repo_id, repo_type='model', token=token)
+        if exists and not (overwrite or create_pr):
+            raise PublishError(f'{repo_id} already exists on the Hub; pass --overwrite to replace its files in one '
+                               'commit, or --create-pr to propose the change as a pull request')
+        if not exists and create_pr:
+            raise PublishError(f'--create-pr: {repo_id} does not exist yet; publish it without --create-pr first')
+        if exists and private and not getattr(api.model_info(repo_id, token=token), 'private', False):
+            raise PublishError(f'--private: {repo_id} exists and is public; change its visibility on the Hub first')
+    except _network_errors() as e:
+        raise PublishError(_hub_error(e, repo_id) + ' (nothing was uploaded)') from None
+    return HubTarget(api, token, repo_id, bool(exists), private, overwrite, create_pr)
+
+
+def upload_hub_folder(folder: str, target: HubTarget, commit_message: Optional[str] = None) -> str:
+    """Upload ``folder`` to ``target`` in one commit; returns the commit (or pull request) URL.
+
+    A new repo is created (``private`` honoured) and deleted again if the upload fails, so no repo claims to be
+    complete when it is not.
+    """
+    api, token, repo_id = target.api, target.token, target.repo_id
+    network = _network_errors()
+    created = False
+    if not target.exists:
+        try:
+            api.create_repo(repo_id, repo_type='model', private=target.private, exist_ok=False, token=token)
+        except network as e:
+            raise PublishError(_hub_error(e, repo_id) + ' (nothing was uploaded)') from None
+        created = True
+    try:
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type='model', token=token,
+                                 commit_message=commit_message or f'Publish {repo_id} with timm-recal',
+                                 create_pr=target.create_pr, delete_patterns=['*'] if target.exists else None)
+    except BaseException as e:
+        note = ''
+        if created:
+            try:
+                api.delete_repo(repo_id, repo_type='model', token=token, missing_ok=True)
+                note = f'; the new repo {repo_id} was deleted again'
+            except network:
+                note = f'; the new repo {repo_id} could not be deleted: delete it on the Hub'
+        if isinstance(e, KeyboardInterrupt):
+            raise KeyboardInterrupt(f'interrupted during the upload{note}') from None
+        if not isinstance(e, network):
+            raise
+        raise PublishError(_hub_error(e, repo_id) + note) from None
+    return str(getattr(info, 'pr_url', None) or getattr(info, 'commit_url', None) or info)
+
+
+@contextlib.contextmanager
+def _staging_folder() -> Iterator[str]:
+    root = tempfile.mkdtemp(prefix='timm_recal_publish_')
+    try:
+        yield os.path.join(root, 'repo')
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def publish(source: str, repo_id: Optional[str] = None, *, checkpoint: Optional[str] = None,
+            tag: Optional[str] = None, output: Optional[str] = None, dry_run: bool = False, force: bool = False,
+            metrics: Optional[str] = None, train_config: Optional[str] = None, report: Optional[str] = None,
+            with_onnx: bool = False, onnx_options: Optional[Dict[str, Any]] = None, dataset: Optional[str] = None,
+            base_model: Optional[str] = None, private: bool = False, overwrite: bool = False,
+            create_pr: bool = False, commit_message: Optional[str] = None) -> Dict[str, Any]:
+    """Build the Hub folder of ``source`` and (unless ``dry_run``) upload it; see the module docstring."""
+    from .hub import hub_repo_id
+    from .outputs import OutputExistsError, check_writable_folder
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    if base_model is not None:
+        check_repo_id(base_model)
+    if overwrite and create_pr:
+        raise PublishError('--overwrite and --create-pr exclude each other')
+    if output and os.path.exists(output) and not force:
+        raise OutputExistsError(f'{output} exists; pass --force to replace it')
+    if output:
+        check_writable_folder(os.path.dirname(os.path.abspath(output)))
+    if report and not os.path.isfile(os.path.join(report, 'report.json')):
+        read_report(report, '')  # the folder's own error message
+    src = load_source(source, checkpoint, tag)
+    if metrics:
+        src.metrics = metrics_from_file(metrics, src.arch)
+    if train_config:
+        src.training = training_from_config(train_config)
+    if repo_id is None:
+        if not src.tag:
+            raise PublishError(f'{src.arch} has no pretrained tag to name the repo: give --repo-id ORG/NAME or --tag')
+        repo_id = hub_repo_id(src.arch, src.tag)
+    if report:
+        read_report(report, src.arch, int(getattr(src.model, 'num_classes', 0) or 0))
+    usage = f'{src.arch}.{src.tag}' if src.tag and repo_id == hub_repo_id(src.arch, src.tag) else None
+    if output is None and dry_run:
+        if not src.tag:
+            raise PublishError('give the folder to write with -o DIR')
+        output = os.path.join('weights', f'{src.arch}.{src.tag}')
+        if os.path.exists(output) and not force:
+            raise OutputExistsError(f'{output} exists; pass --force to replace it')
+    options = dict(force=force, report_dir=report, with_onnx=with_onnx, onnx_options=onnx_options,
+                   dataset=dataset, base_model=base_model, usage_name=usage)
+    if dry_run:
+        folder = build_hub_folder(src, output, repo_id, **options)
+        return {'repo_id': repo_id, 'folder': str(folder), 'uploaded': False}
+    target = check_hub_target(repo_id, private=private, overwrite=overwrite, create_pr=create_pr)
+    if output:  # the local copy is whole before the upload starts, and stays whole if it fails
+        folder = build_hub_folder(src, output, repo_id, **options)
+        url = upload_hub_folder(str(folder), target, commit_message)
+        return {'repo_id': repo_id, 'folder': str(folder), 'uploaded': True, 'url': url}
+    with _staging_folder() as staging:
+        build_hub_folder(src, staging, repo_id, **{**options, 'force': False})
+        url = upload_hub_folder(staging, target, commit_message)
+    return {'repo_id': repo_id, 'folder': None, 'uploaded': True, 'url': url}
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def _add_folder_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument('source', metavar='SOURCE',
+                   help='model with a pretrained tag (ARCH.TAG), hf-hub:ORG/NAME, a weights folder (save_for_hf '
+                        'layout, or local-dir:FOLDER), a `timm-recal train` run folder, or a model name with '
+                        '--checkpoint')
+    p.add_argument('--checkpoint', metavar='PATH',
+                   help='weights for a model name: state dict (.pth/.safetensors), train.py checkpoint or '
+                        'save_for_hf folder')
+    p.add_argument('--tag', help='pretrained tag of the weights (default: the source\'s, cifar10 for a run)')
+    p.add_argument('--repo-id', metavar='ORG/NAME', help='Hub repo (default timm-recal/ARCH.TAG)')
+    p.add_argument('-o', '--output', metavar='DIR',
+                   help='write the Hub folder here (with --dry-run default weights/ARCH.TAG)')
+    p.add_argument('--force', action='store_true', help='replace an existing -o folder (local only)')
+    p.add_argument('--metrics', metavar='JSON', help='top-1/top-5 from `timm-recal validate -o` JSON or metrics.json')
+    p.add_argument('--train-config', metavar='YAML', help='train.py YAML config the weights were trained with')
+    p.add_argument('--report', metavar='DIR', help='a `timm-recal pipeline -o` folder of this model: its deploy '
+                                                   'numbers and throughput.png go into the card')
+    p.add_argument('--dataset', help='data set of the weights (default: from the tag), e.g. cifar10, imagenet-1k')
+    p.add_argument('--base-model', metavar='ORG/NAME', help='Hub repo the weights were fine-tuned from')
+    g = p.add_argument_group('ONNX files')
+    g.add_argument('--with-onnx', action='store_true', help='add onnx/model.onnx (FP32) and onnx/model_int8.onnx')
+    g.add_argument('--calib-data', metavar='DIR', help='INT8 calibration images (default: the bundled samples)')
+    g.add_argument('--calib-images', type=_positive_int, default=512, metavar='N')
+    g.add_argument('--calib-method', choices=['minmax', 'percentile', 'entropy'], default='minmax')
+    g.add_argument('--fp32-layers', type=_non_negative_int, default=0, metavar='K',
+                   help='keep the K nodes most sensitive to quantization in float')
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be >= 0, got {value}')
+    return value
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """``timm-recal publish``."""
+    p = sub.add_parser('publish', help='publish weights, model card and deploy numbers to the Hugging Face Hub',
+                       description='Write a Hub folder (model.safetensors, config.json, README.md model card, '
+                                   'metrics.json) and upload it in one commit. Needs the [hub] extra.')
+    _add_folder_arguments(p)
+    g = p.add_argument_group('upload')
+    g.add_argument('--dry-run', action='store_true', help='write the folder (-o) and upload nothing')
+    x = g.add_mutually_exclusive_group()
+    x.add_argument('--overwrite', action='store_true', help='replace the files of an existing Hub repo')
+    x.add_argument('--create-pr', action='store_true', help='propose the change to an existing repo as a PR')
+    g.add_argument('--private', action='store_true', help='create the repo private (refused for a public repo)')
+    g.add_argument('--commit-message')
+    p.set_defaults(func=run_publish, dry_run_only=False)
+    return p
+
+
+def add_package_weights_parser(sub) -> argparse.ArgumentParser:
+    """``timm-recal package-weights``: the older name of ``publish --dry-run``."""
+    p = sub.add_parser('package-weights', help='write a Hub-ready weights folder + model card (publish --dry-run)',
+                       description='`timm-recal publish --dry-run`: write the Hub folder, upload nothing.')
+    _add_folder_arguments(p)
+    p.set_defaults(func=run_publish, dry_run_only=True)
+    return p
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    dry_run = args.dry_run_only or args.dry_run
+    result = publish(
+        args.source, args.repo_id, checkpoint=args.checkpoint, tag=args.tag, output=args.output, dry_run=dry_run,
+        force=args.force, metrics=args.metrics, train_config=args.train_config, report=args.report,
+        with_onnx=args.with_onnx, dataset=args.dataset, base_model=args.base_model,
+        onnx_options=dict(calib_data=args.calib_data, calib_images=args.calib_images,
+                          calib_method=args.calib_method, fp32_layers=args.fp32_layers),
+        private=getattr(args, 'private', False), overwrite=getattr(args, 'overwrite', False),
+        create_pr=getattr(args, 'create_pr', False), commit_message=getattr(args, 'commit_message', None))
+    if result['uploaded']:
+        print(f"published {result['repo_id']}: {result['url']}")
+    else:
+        print(f"wrote {result['folder']} (for {result['repo_id']}; nothing uploaded)")
+    return 0
