@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from timm_recal.layers import GATES, BoosterGate, SkipLayerExcitation, SqueezeExcite, get_gate, list_gates
+from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite, get_gate, list_gates
 
 
 def _n(m: nn.Module) -> int:

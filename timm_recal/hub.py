@@ -1,7 +1,7 @@
 """Hub-ready weight folders (``save_for_hf`` layout + model card) and offline Hub caches seeded from them.
 
-A folder written by ``save_weights_folder`` is what ``timm-recal publish`` pushes to ``timm-recal/<arch>.<tag>``
-and what ``timm.create_model('local-dir:FOLDER')`` loads. ``seed_hub_cache`` copies such a folder into a
+A folder written by ``save_weights_folder`` is what belongs in the Hub repo ``timm-recal/<arch>.<tag>`` (uploaded
+as is) and what ``timm.create_model('local-dir:FOLDER')`` loads. ``seed_hub_cache`` copies such a folder into a
 Hugging Face cache in the Hub's own layout, so ``create_model('<arch>.<tag>', pretrained=True)`` resolves offline
 (``HF_HUB_OFFLINE=1``) exactly as it will once the weights are published.
 """

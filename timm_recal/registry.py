@@ -99,7 +99,6 @@ def model_params(name: str) -> int:
 
 def model_stats(name: str) -> Dict[str, object]:
     """Params and GMACs (ptflops, pytorch backend, functional ops not counted) at the default input size."""
-    import torch
     model = timm.create_model(name).eval()
     input_size = tuple(model.pretrained_cfg['input_size'])
     params = sum(p.numel() for p in model.parameters())
