@@ -224,12 +224,8 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
             return intermediates
         return outs[-1], intermediates
 
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
         """Drop the stages (with their SLE), the head conv and the classifier the requested features do not need.
 
         ShuffleNetV2 has no final norm layer apart from the head conv's own BN (feature index
