@@ -10,6 +10,7 @@ import timm
 import torch
 from torch import nn
 
+import timm_recal.models
 from conftest import TORCHSCRIPT_DEPRECATION, randomize_bn_
 from timm_recal.models import cifar_resnet, cnn3, resnet_gated, shufflenetv2
 from timm_recal.registry import recal_models, representative_models
@@ -52,6 +53,8 @@ def test_one_documented_entrypoint_per_variant(module):
     for name in module.model_args:
         fn = getattr(module, name)
         assert fn is timm.models.model_entrypoint(name) and fn.__name__ == name
+        in_package = getattr(timm_recal.models, name)
+        assert in_package is fn or inspect.ismodule(in_package)  # ``cnn3``, ``shufflenetv2``: the file of that name
         assert f'\ndef {name}(pretrained: bool = False, **kwargs)' in source
         assert fn.__doc__ and any(w in fn.__doc__ for w in ('et al.', ' & ', 'Mahendran')), name  # the paper
         docs.append(fn.__doc__)
