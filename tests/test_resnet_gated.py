@@ -9,7 +9,7 @@ from torch import nn
 from timm.models._efficientnet_blocks import SqueezeExcite as TimmSqueezeExcite
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, downsample_conv
 
-from conftest import TORCHSCRIPT_DEPRECATION
+from conftest import TORCHSCRIPT_DEPRECATION, randomize_bn_
 from timm_recal.layers import SE_PROFILES, BoosterGate, NoSqueezeExcite, SqueezeExcite, get_gate
 from timm_recal.models import resnet_gated
 from timm_recal.models.resnet_blocks import (
@@ -108,16 +108,6 @@ class Recorder(nn.Module):
         return x * self.scale
 
 
-def _randomize_bn_(m: nn.Module) -> None:
-    with torch.no_grad():
-        for bn in m.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                bn.weight.uniform_(0.5, 1.5)
-                bn.bias.normal_(0, 0.3)
-                bn.running_mean.normal_(0, 0.3)
-                bn.running_var.uniform_(0.5, 1.5)
-
-
 def _residual(b: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The block's residual branch written out from the paper (eval mode: no drop-block, no anti-aliasing)."""
     if isinstance(b, Bottleneck):
@@ -136,7 +126,7 @@ def _make_block(cls, downsample: bool) -> nn.Module:
     ds = downsample_conv(inplanes, 16, 1, stride=2) if downsample else None
     torch.manual_seed(0)
     block = cls(inplanes, planes, 2 if downsample else 1, ds, attn_layer=Recorder).eval()
-    _randomize_bn_(block)
+    randomize_bn_(block)
     return block
 
 
@@ -205,7 +195,7 @@ def test_placement_resnet_fx_torchscript_and_api(cls):
     kw = dict(block=cls, layers=(1, 1, 1, 1), channels=(8, 8, 16, 16), block_args=dict(attn_layer=get_gate('ab')))
     torch.manual_seed(0)
     model = ResNet(num_classes=5, **kw).eval()
-    _randomize_bn_(model)
+    randomize_bn_(model)
     x = torch.randn(2, 3, 32, 32)
     traced = torch.fx.symbolic_trace(model)
     torch.testing.assert_close(traced(x), model(x))
