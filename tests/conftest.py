@@ -9,8 +9,13 @@ os.environ.setdefault('HF_HUB_DISABLE_TELEMETRY', '1')
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 torch.set_num_threads(1)
+
+#: pytest filter for torch's warning that torch.jit.script is deprecated: users still ship TorchScript to C++
+#: runtimes, so the tests script every model anyway (``@pytest.mark.filterwarnings(TORCHSCRIPT_DEPRECATION)``)
+TORCHSCRIPT_DEPRECATION = r'ignore:`torch\.jit\.script` is deprecated:FutureWarning'
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 
@@ -21,3 +26,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f'{SHARED_DATA} not found (the shared data folder beside the checkout)')
     return SHARED_DATA
+
+
+@torch.no_grad()
+def randomize_bn_(model: nn.Module) -> nn.Module:
+    """Random BatchNorm statistics and affines (timm zero-initialises the last BN of each residual block, which
+    would make an equality test pass on a branch that computes nothing); seeded, so reproducible."""
+    gen = torch.Generator().manual_seed(0)
+    for bn in model.modules():
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.affine and bn.track_running_stats:
+            for t, lo, hi in ((bn.weight, 0.5, 1.5), (bn.bias, -0.3, 0.3), (bn.running_mean, -0.3, 0.3),
+                              (bn.running_var, 0.5, 1.5)):
+                t.copy_(torch.rand(t.shape, generator=gen) * (hi - lo) + lo)
+    return model

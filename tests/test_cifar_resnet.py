@@ -29,7 +29,7 @@ def x32(n: int = 2, c: int = 3) -> torch.Tensor:
     return torch.randn(n, c, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-def test_registered():
+def test_every_arch_registered_with_each_gate():
     names = set(timm.list_models('*_cifar'))
     for arch in ARCHS:
         for prefix in ('', 'se_', 'ab_', 'abplus_'):

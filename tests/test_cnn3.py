@@ -85,7 +85,7 @@ def test_features_only_and_intermediates():
         m.forward_intermediates(x32(), output_fmt='NHWC')
 
 
-def test_api():
+def test_in_chans_num_classes_drop_rate_and_classifier_reset():
     m = timm.create_model('se_cnn3', in_chans=1, num_classes=5, drop_rate=0.25).eval()
     x = x32(2, 1)
     assert m(x).shape == (2, 5) and m.num_classes == 5 and m.num_features == 128

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from timm_recal.layers import GATES, BoosterGate, SkipLayerExcitation, SqueezeExcite, get_gate, list_gates
+from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite, get_gate, list_gates
 
 
 def _n(m: nn.Module) -> int:
@@ -29,10 +29,31 @@ def test_gate_shape_and_grad(name):
 
 @pytest.mark.parametrize('name', list_gates())
 def test_gate_timm_signature(name):
-    """timm hands attention layers device/dtype, act_layer and (EfficientNet) rd_ratio."""
-    gate = get_gate(name)(16, act_layer=nn.SiLU, rd_ratio=0.25, device='cpu', dtype=torch.float64,
+    """Every keyword timm's builders hand an attention / SE layer is accepted (ResNet: device/dtype; ByobNet
+    attn_kwargs: rd_ratio, rd_divisor; EfficientNet / MobileNetV3: rd_ratio, act_layer), as are rd_channels and
+    gate_layer of timm's own SE."""
+    gate = get_gate(name)(16, act_layer=nn.SiLU, rd_ratio=0.25, rd_divisor=1, device='cpu', dtype=torch.float64,
                           **({'feat_size': 4} if name == 'gdw_wavg' else {}))
     assert all(p.dtype == torch.float64 for p in gate.parameters())
+    get_gate(name)(16, rd_channels=4, gate_layer='sigmoid', **({'feat_size': 4} if name == 'gdw_wavg' else {}))
+
+
+@pytest.mark.parametrize('name', list_gates())
+@pytest.mark.parametrize('typo', ['spatial_kernal', 'reductoin', 'rd_ration', 'norm_layer'])
+def test_gate_rejects_unknown_keywords(name, typo):
+    """A misspelt setting must not build another ablation silently (``spatial_kernal=7`` once gave no conv)."""
+    with pytest.raises(TypeError, match=typo):
+        get_gate(name)(16, **{typo: 7}, **({'feat_size': 4} if name == 'gdw_wavg' else {}))
+
+
+def test_se_maps_timm_reduction_keywords():
+    """rd_ratio is 1 / r, rd_channels the hidden width, rd_divisor rounds it as timm's SEModule does."""
+    assert SqueezeExcite(64, rd_ratio=0.25).widths == SqueezeExcite(64, reduction=4).widths == (64, 16, 64)
+    assert SqueezeExcite(64, reduction=4, rd_channels=10).widths == (64, 10, 64)
+    assert SqueezeExcite(40, reduction=16, rd_divisor=8).widths == (40, 8, 40)  # 40 // 16 = 2, rounded up to 8
+    assert get_gate('slowsq')(64, rd_ratio=1 / 8).widths == (64, 16, 8, 64)
+    with pytest.raises(ValueError, match='rd_ratio must be positive'):
+        SqueezeExcite(64, rd_ratio=0)
 
 
 @pytest.mark.parametrize('name,widths', [
@@ -96,7 +117,7 @@ def test_booster_ablation_designs():
     torch.testing.assert_close(gate(x), x * torch.sigmoid(gate.spatial(x)))
 
 
-def test_sle():
+def test_skip_layer_excitation_is_pool_conv_silu_conv_sigmoid():
     sle = SkipLayerExcitation(24, 116)
     assert _n(sle) == 16 * 24 * 116 + 116 * 116
     early, late = torch.randn(2, 24, 32, 32), torch.randn(2, 116, 16, 16)
@@ -136,7 +157,7 @@ def test_batch1_train_error_and_fx():
     torch.testing.assert_close(traced(x), gate(x))
 
 
-def test_clear_errors():
+def test_gate_setting_errors_name_the_fix():
     with pytest.raises(ValueError, match='did you mean abplus'):
         get_gate('abplsu')
     with pytest.raises(ValueError, match='larger than the number of channels'):

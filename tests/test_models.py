@@ -1,125 +1,199 @@
-"""Every registered timm-recal model, timm's way: forward, backward, cfg, classifier API, features, fx."""
+"""Every registered timm-recal model against timm's model contract, one property per test so that a failing test
+id names the broken property: attributes, forward, backward, default cfg, classifier reset, torch.fx, TorchScript,
+forward_intermediates / prune_intermediate_layers and creation kwargs. Inputs are 32x32 (every model takes them;
+the ImageNet nets end at 1x1) with batch 1 or 2, which keeps the whole registry fast on a CPU."""
+import copy
+import inspect
+
 import pytest
 import timm
 import torch
 from torch import nn
 
-from timm_recal.registry import recal_models
+import timm_recal.models
+from conftest import TORCHSCRIPT_DEPRECATION, randomize_bn_
+from timm_recal.models import cifar_resnet, cnn3, resnet_gated, shufflenetv2
+from timm_recal.registry import recal_models, representative_models
 
 MODELS = recal_models()
+IMG = 32
 
 
-def _input_size(model: nn.Module) -> int:
-    """Small inputs keep the suite fast: 32 px for CIFAR-style nets, 64 px for ImageNet ones."""
-    return 32 if model.pretrained_cfg['input_size'][-1] <= 32 else 64
+def _create(name: str, **kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(name, **kwargs).eval()
 
 
-def _get(model: nn.Module, path: str) -> nn.Module:
-    return model.get_submodule(path)
+def _x(batch: int = 2, chans: int = 3) -> torch.Tensor:
+    return torch.randn(batch, chans, IMG, IMG, generator=torch.Generator().manual_seed(1))
 
 
+def _randomized(name: str, **kwargs) -> nn.Module:
+    """Eval model with random BN statistics and affines, so that equality checks compare non-trivial functions
+    (timm zero-initialises the last BN of each residual block)."""
+    model = _create(name, **kwargs)
+    randomize_bn_(model)
+    return model
+
+
+# --- the registry ---------------------------------------------------------------------------------------------
 def test_registry_is_populated():
-    assert len(MODELS) > 50
-    assert 'se_shufflenetv2' in MODELS and 'shufflenetv2_cifar' in MODELS
+    assert len(MODELS) > 100
+    assert {'se_shufflenetv2', 'shufflenetv2_cifar', 'wide_resnet18_2', 'cnn3', 'resnet20_cifar'} <= set(MODELS)
     assert 'resnet50' not in MODELS  # timm's own bases are never re-registered
 
 
-@pytest.mark.parametrize('name', MODELS)
-def test_model_api(name):
-    torch.manual_seed(0)
-    model = timm.create_model(name).eval()
-    cfg = model.pretrained_cfg
-    s = _input_size(model)
+@pytest.mark.parametrize('module', [shufflenetv2, cifar_resnet, cnn3, resnet_gated], ids=lambda m: m.__name__)
+def test_one_documented_entrypoint_per_variant(module):
+    """Each variant of a model file's table is a function of its own, found by ``grep "def <name>"``, whose
+    docstring names the paper and setting."""
+    assert set(module.model_args) == set(timm.list_models(module=module.__name__.split('.')[-1]))
+    source = inspect.getsource(module)
+    docs = []
+    for name in module.model_args:
+        fn = getattr(module, name)
+        assert fn is timm.models.model_entrypoint(name) and fn.__name__ == name
+        in_package = getattr(timm_recal.models, name)
+        assert in_package is fn or inspect.ismodule(in_package)  # ``cnn3``, ``shufflenetv2``: the file of that name
+        assert f'\ndef {name}(pretrained: bool = False, **kwargs)' in source
+        assert fn.__doc__ and any(w in fn.__doc__ for w in ('et al.', ' & ', 'Mahendran')), name  # the paper
+        docs.append(fn.__doc__)
+    assert len(set(docs)) == len(docs), 'every variant says what it is'
 
-    # forward: eval, batch 1, finite
+
+def test_representative_models_cover_every_gate_and_family():
+    reps = representative_models()
+    assert set(reps) <= set(MODELS) and len(reps) == len(set(reps))
+    assert {'se_shufflenetv2_x0_5_cifar', 'sle_shufflenetv2_x0_5', 'ab_resnet18', 'se3x3_resnet50', 'cnn3',
+            'abplus_wrn16_8_cifar', 'resnet20_cifar', 'wide_resnet18_2'} <= set(reps)
+    assert 'ab_resnet152' not in reps and 'se_shufflenetv2_cifar' not in reps  # the smallest of each group
+
+
+# --- the model contract, model by model -------------------------------------------------------------------------
+@pytest.mark.parametrize('name', MODELS)
+def test_model_attribute_contract(name):
+    """The attributes timm expects of every model, with ``in_chans`` matching the default cfg's input size."""
+    model = timm.create_model(name, device='meta')
+    cfg = model.pretrained_cfg
+    for attr in ('num_classes', 'num_features', 'head_hidden_size', 'in_chans'):
+        assert isinstance(getattr(model, attr), int), attr
+    assert model.in_chans == cfg['input_size'][0] == 3
+    assert model.num_classes == cfg['num_classes']
+    assert model.get_submodule(cfg['first_conv']).in_channels == model.in_chans
+    assert model.get_classifier(name_only=True) == cfg['classifier']
+    assert model.get_submodule(model.get_classifier(name_only=True)) is model.get_classifier()
+    assert model.feature_info[-1]['num_chs'] == model.num_features
+    assert timm.create_model(name, device='meta', in_chans=1).in_chans == 1
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_model_forward(name):
+    model = _create(name)
     with torch.no_grad():
-        out = model(torch.randn(1, 3, s, s))
+        out = model(_x(1))
     assert out.shape == (1, model.num_classes) and torch.isfinite(out).all()
 
-    # default cfg is consistent with the model
-    assert cfg['num_classes'] == model.num_classes
-    assert len(cfg['mean']) == len(cfg['std']) == 3 and cfg['input_size'][0] == 3
-    first = _get(model, cfg['first_conv'])
-    assert isinstance(first, nn.Conv2d) and first.in_channels == 3
-    assert _get(model, cfg['classifier']) is model.get_classifier()
-    assert model.get_classifier().out_features == model.num_classes
-    assert cfg.get('license')
-    with torch.no_grad():
-        feat = model.forward_features(torch.randn(1, 3, s, s))
-    assert feat.shape[1] == model.num_features
-    stride = model.feature_info[-1]['reduction']
-    assert tuple(cfg['pool_size']) == tuple(d // stride for d in cfg['input_size'][1:])  # at the default size
-    assert tuple(feat.shape[-2:]) == (s // stride, s // stride)
-    assert model.forward_head(feat, pre_logits=True).shape == (1, model.num_features)
 
-    # backward: train, batch 2, every parameter receives a gradient
-    model.train()
-    model(torch.randn(2, 3, s, s)).logsumexp(-1).sum().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None]
-    assert not missing, f'no gradient for {missing[:5]}'
-
-    # classifier reset
-    model.reset_classifier(7)
-    model.eval()
-    assert model(torch.randn(2, 3, s, s)).shape == (2, 7)
-    model.reset_classifier(0)
-    assert model(torch.randn(2, 3, s, s)).shape == (2, model.num_features)
-
-    # torch.fx symbolic trace reproduces the model
-    model = timm.create_model(name, num_classes=3).eval()
-    traced = torch.fx.symbolic_trace(model)
-    x = torch.randn(2, 3, s, s)
-    with torch.no_grad():
-        torch.testing.assert_close(traced(x), model(x))
+@pytest.mark.parametrize('name', MODELS)
+def test_model_backward(name):
+    """Train mode, batch 2: every parameter receives a finite gradient."""
+    model = _create(name).train()
+    model(_x()).logsumexp(-1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f'no finite gradient for {missing[:5]}'
 
 
 @pytest.mark.parametrize('name', MODELS)
-def test_create_kwargs(name):
-    """num_classes=0, in_chans, drop_rate and features_only, as timm users pass them."""
-    model = timm.create_model(name, num_classes=0, in_chans=1, drop_rate=0.2).eval()
-    s = _input_size(model)
-    assert model(torch.randn(2, 1, s, s)).shape == (2, model.num_features)
+def test_model_default_cfg(name):
+    """The default cfg describes the model: data settings, pool size, features and pre-logits widths."""
+    model = _create(name)
+    cfg = model.pretrained_cfg
+    assert len(cfg['mean']) == len(cfg['std']) == cfg['input_size'][0]
+    assert cfg.get('license') and 0 < cfg['crop_pct'] <= 1
+    stride = model.feature_info[-1]['reduction']
+    assert tuple(cfg['pool_size']) == tuple(d // stride for d in cfg['input_size'][1:])
+    with torch.no_grad():
+        feat = model.forward_features(_x(1))
+        assert feat.shape == (1, model.num_features, IMG // stride, IMG // stride)
+        assert model.forward_head(feat, pre_logits=True).shape == (1, model.head_hidden_size)
 
-    feats_model = timm.create_model(name, features_only=True).eval()
-    feats = feats_model(torch.randn(1, 3, s, s))
+
+@pytest.mark.parametrize('name', MODELS)
+def test_model_reset_classifier(name):
+    model = _create(name)
+    model.reset_classifier(7)
+    assert model(_x()).shape == (2, 7) and model.num_classes == 7
+    model.reset_classifier(0)
+    assert model(_x()).shape == (2, model.num_features)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_model_fx_trace(name):
+    model = _randomized(name, num_classes=3)
+    traced = torch.fx.symbolic_trace(model)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(_x()), model(_x()))
+
+
+@pytest.mark.filterwarnings(TORCHSCRIPT_DEPRECATION)
+@pytest.mark.parametrize('name', MODELS)
+def test_model_torchscript(name):
+    """``torch.jit.script`` compiles the model and the scripted forward equals the eager one."""
+    model = _randomized(name)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(_x()), model(_x()))
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_model_forward_intermediates_and_prune(name):
+    """Every feature level has the channels and stride ``feature_info`` promises; pruning for a middle level keeps
+    that level's output exactly and drops the layers after it."""
+    model = _randomized(name)
+    x = _x()
+    info = model.feature_info
+    with torch.no_grad():
+        final, feats = model.forward_intermediates(x)
+        torch.testing.assert_close(final, model.forward_features(x))
+    assert [f.shape[1] for f in feats] == [i['num_chs'] for i in info]
+    assert [IMG // f.shape[-1] for f in feats] == [i['reduction'] for i in info]
+
+    keep = len(info) // 2
+    pruned = copy.deepcopy(model)
+    assert pruned.prune_intermediate_layers([keep], prune_norm=True, prune_head=True) == [keep]
+    with torch.no_grad():
+        (feat,) = pruned.forward_intermediates(x, indices=[keep], intermediates_only=True)
+        torch.testing.assert_close(feat, feats[keep])
+        (feat,) = model.forward_intermediates(x, indices=[keep], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(feat, feats[keep])
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    assert pruned.num_classes == 0
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_model_create_kwargs(name):
+    """num_classes=0, in_chans, drop_rate and features_only, as timm users pass them."""
+    model = _create(name, num_classes=0, in_chans=1, drop_rate=0.2)
+    assert model(_x(chans=1)).shape == (2, model.num_features)
+
+    feats_model = _create(name, features_only=True)
+    feats = feats_model(_x(1))
     info = feats_model.feature_info
     assert [f.shape[1] for f in feats] == info.channels()
-    assert [s // f.shape[-1] for f in feats] == info.reduction()
+    assert [IMG // f.shape[-1] for f in feats] == info.reduction()
 
 
-def _representatives(names):
-    """The smallest variant of each (gate prefix, family), so CI covers every gate on every family."""
-    from timm_recal.registry import model_params
-    groups = {}
-    for name in names:
-        family = ('shufflenetv2_cifar' if 'shufflenetv2' in name and 'cifar' in name else
-                  'shufflenetv2' if 'shufflenetv2' in name else 'cnn3' if 'cnn3' in name else
-                  'wrn' if 'wrn' in name else 'resnet_cifar' if name.endswith('_cifar') else 'resnet')
-        gate = name.split('_')[0] if '_' in name and name.split('_')[0] in (
-            'se', 'sle', 'ab', 'abplus', 'slowsq', 'slowex', 'slowsqex', 'bump', 'nosqueeze', 'se3x3') else ''
-        if name.startswith(('se_pre_', 'se_post_', 'se_id_')):
-            gate = '_'.join(name.split('_')[:2])
-        groups.setdefault((gate, family), []).append(name)
-    return sorted(min(v, key=model_params) for v in groups.values())
-
-
+# --- save_for_hf / local-dir: round trip --------------------------------------------------------------------------
 def _roundtrip(name, tmp_path):
     from timm.models import save_for_hf
-    torch.manual_seed(0)
-    model = timm.create_model(name).eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
+    model = _randomized(name)
     save_for_hf(model, str(tmp_path / name), safe_serialization=True)
     loaded = timm.create_model(f'local-dir:{tmp_path / name}', pretrained=True).eval()
-    x = torch.randn(2, 3, _input_size(model), _input_size(model))
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x))
+        torch.testing.assert_close(loaded(_x()), model(_x()))
 
 
-@pytest.mark.parametrize('name', _representatives(MODELS))
+@pytest.mark.parametrize('name', representative_models(MODELS))
 def test_save_for_hf_local_dir_roundtrip(name, tmp_path):
     _roundtrip(name, tmp_path)
 

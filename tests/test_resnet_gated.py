@@ -9,6 +9,7 @@ from torch import nn
 from timm.models._efficientnet_blocks import SqueezeExcite as TimmSqueezeExcite
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet, downsample_conv
 
+from conftest import TORCHSCRIPT_DEPRECATION, randomize_bn_
 from timm_recal.layers import SE_PROFILES, BoosterGate, NoSqueezeExcite, SqueezeExcite, get_gate
 from timm_recal.models import resnet_gated
 from timm_recal.models.resnet_blocks import (
@@ -71,11 +72,25 @@ def test_booster_params_per_block_resnet18(prefix, extra):
     assert _n(gated) - _n(base) == sum(extra(b.bn2.num_features) for b in base_blocks)
 
 
-def test_wide_resnet18_2_widths():
-    m = timm.create_model('ab_wide_resnet18_2')
+@pytest.mark.parametrize('name', ['wide_resnet18_2', 'ab_wide_resnet18_2'])
+def test_wide_resnet18_2_widths(name):
+    m = timm.create_model(name)
     assert [m.get_submodule(f'layer{i}')[-1].bn2.num_features for i in range(1, 5)] == [128, 256, 512, 1024]
     assert all(type(b) is BasicBlock for b in m.modules() if isinstance(b, BasicBlock))
     assert m.num_features == 1024 and m.fc.in_features == 1024
+
+
+def test_wide_resnet18_2_is_the_plain_baseline():
+    """The baseline is the AB net without its gates: same tensors but the gates', no gate modules, no weights."""
+    plain, ab = timm.create_model('wide_resnet18_2'), timm.create_model('ab_wide_resnet18_2')
+    assert all(b.se is None for b in plain.modules() if isinstance(b, BasicBlock))
+    assert set(plain.state_dict()) == {k for k in ab.state_dict() if '.se.' not in k}
+    assert _n(ab) - _n(plain) == sum(3 * b.bn2.num_features for b in ab.modules() if isinstance(b, BasicBlock))
+    assert not timm.models.get_pretrained_cfg('wide_resnet18_2').has_weights
+    with pytest.raises(ValueError, match='wide_resnet18_2 has no pretrained weights: timm publishes no'):
+        timm.create_model('wide_resnet18_2', pretrained=True)
+    with pytest.raises(ValueError, match='has no gate to configure'):
+        timm.create_model('wide_resnet18_2', gate_args=dict(gate_layer='tanh'))
 
 
 # --- placements: the gate sees exactly the tensor the paper's Fig. 5 says ------------------------------------
@@ -91,16 +106,6 @@ class Recorder(nn.Module):
     def forward(self, x):
         self.seen = x.detach().clone()
         return x * self.scale
-
-
-def _randomize_bn_(m: nn.Module) -> None:
-    with torch.no_grad():
-        for bn in m.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                bn.weight.uniform_(0.5, 1.5)
-                bn.bias.normal_(0, 0.3)
-                bn.running_mean.normal_(0, 0.3)
-                bn.running_var.uniform_(0.5, 1.5)
 
 
 def _residual(b: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -121,7 +126,7 @@ def _make_block(cls, downsample: bool) -> nn.Module:
     ds = downsample_conv(inplanes, 16, 1, stride=2) if downsample else None
     torch.manual_seed(0)
     block = cls(inplanes, planes, 2 if downsample else 1, ds, attn_layer=Recorder).eval()
-    _randomize_bn_(block)
+    randomize_bn_(block)
     return block
 
 
@@ -180,17 +185,21 @@ def test_models_use_placement_blocks(name, cls):
     assert blocks and all(type(b) is cls for b in blocks)
 
 
+@pytest.mark.filterwarnings(TORCHSCRIPT_DEPRECATION)
 @pytest.mark.parametrize('cls', [PreGateBasicBlock, PostGateBasicBlock, IdentityGateBasicBlock,
                                  PreGateBottleneck, PostGateBottleneck, IdentityGateBottleneck, MidGateBottleneck])
-def test_placement_resnet_fx_and_api(cls):
-    """A timm ResNet of each placement block traces with torch.fx, runs features_only and resets its head."""
+def test_placement_resnet_fx_torchscript_and_api(cls):
+    """A timm ResNet of each placement block (BasicBlock ones included, which no registered model uses) traces with
+    torch.fx, scripts with TorchScript, runs features_only and resets its head."""
     from timm.models._features_fx import FeatureGraphNet
     kw = dict(block=cls, layers=(1, 1, 1, 1), channels=(8, 8, 16, 16), block_args=dict(attn_layer=get_gate('ab')))
     torch.manual_seed(0)
     model = ResNet(num_classes=5, **kw).eval()
+    randomize_bn_(model)
     x = torch.randn(2, 3, 32, 32)
     traced = torch.fx.symbolic_trace(model)
     torch.testing.assert_close(traced(x), model(x))
+    torch.testing.assert_close(torch.jit.script(model)(x), model(x))
     feats = FeatureGraphNet(model, out_indices=(1, 4))(x)
     assert [f.shape[1] for f in feats] == [8 * cls.expansion, 16 * cls.expansion]
     model.reset_classifier(0)
@@ -226,6 +235,7 @@ REQUIRED = (
     + [f'{p}_{b}' for p in ('ab', 'abplus') for b in ('resnet18', 'resnet34', 'resnet101', 'resnet152',
                                                       'resnext50_32x4d', 'resnext101_32x4d', 'wide_resnet18_2')]
     + [f'{p}_resnet18' for p in ('se', 'slowsq', 'slowex', 'slowsqex', 'bump')]
+    + ['wide_resnet18_2']  # the plain baseline of the WRN-18-2 rows (timm lacks it)
 )
 
 
@@ -240,7 +250,7 @@ def test_required_models_registered_by_us():
 
 
 @pytest.mark.parametrize('name', sorted(REQUIRED))
-def test_cfg(name):
+def test_imagenet_default_cfg(name):
     cfg = timm.models.get_pretrained_cfg(name)
     assert cfg.first_conv == 'conv1' and cfg.classifier == 'fc' and cfg.num_classes == 1000
     assert cfg.input_size == (3, 224, 224) and cfg.pool_size == (7, 7) and cfg.license
@@ -279,11 +289,21 @@ def test_gate_comes_from_the_name():
         timm.create_model('ab_resnet18', block_args=dict(attn_layer=get_gate('se')))
 
 
-def test_gate_args():
-    m = timm.create_model('se_resnet18', gate_args=dict(reduction=8))
-    assert m.layer1[0].se.widths == (64, 8, 64)
+def test_attn_reduction_and_gate_args():
+    m = timm.create_model('se_resnet18', attn_reduction=8, gate_args=dict(gate_layer='tanh'))
+    gate = m.layer1[0].se
+    assert gate.widths == (64, 8, 64)
+    x = torch.linspace(-3, 3, 7)
+    torch.testing.assert_close(gate.gate(x), torch.tanh(x))
+    assert timm.create_model('ab_resnet18', attn_reduction=8).layer1[0].se.mix.groups == 64  # AB: no reduction
     with pytest.raises(ValueError, match='reduction ratio r=1000 is larger than the number of channels'):
-        timm.create_model('se_resnet18', gate_args=dict(reduction=1000))
+        timm.create_model('se_resnet18', attn_reduction=1000)
+
+
+def test_gate_args_reduction_is_a_deprecated_alias():
+    with pytest.warns(FutureWarning, match=r'gate_args=dict\(reduction=...\) is deprecated, use attn_reduction='):
+        m = timm.create_model('se_resnet18', gate_args=dict(reduction=8))
+    assert m.layer1[0].se.widths == (64, 8, 64)
 
 
 def test_placement_errors():

@@ -85,3 +85,43 @@ def test_conv_init_kwarg():
     assert abs(w.std().item() - expected_std) / expected_std < 0.2
     with pytest.raises(ValueError, match='conv_init'):
         timm.create_model('shufflenetv2_x0_5_cifar', conv_init='xavier')
+
+
+def test_attn_reduction_one_or_per_position_and_deprecated_alias():
+    gates = lambda m: [g.widths[1] for g in m.modules() if isinstance(g, SqueezeExcite)]  # noqa: E731
+    assert gates(timm.create_model('se_shufflenetv2_x0_5_cifar', attn_reduction=4)) == [6, 12, 12, 24, 24, 48, 48, 256]
+    per_position = (2, 4, 8, 16, 32)
+    assert gates(timm.create_model('se_shufflenetv2_x0_5_cifar', attn_reduction=per_position)) == [
+        12, 12, 12, 12, 12, 12, 12, 32]
+    with pytest.warns(FutureWarning, match='attn_reductions= is deprecated, use attn_reduction='):
+        old = timm.create_model('se_shufflenetv2_x0_5_cifar', attn_reductions=per_position)
+    assert gates(old) == gates(timm.create_model('se_shufflenetv2_x0_5_cifar', attn_reduction=per_position))
+    with pytest.raises(ValueError, match='attn_reduction needs one value or 5'):
+        timm.create_model('se_shufflenetv2_x0_5_cifar', attn_reduction=(1, 2))
+
+
+@pytest.mark.parametrize('name', ['shufflenetv2_x0_5_cifar', 'sle_shufflenetv2_x0_5_cifar'])
+@pytest.mark.parametrize('keep', [0, 1, 2, 3])
+def test_prune_intermediate_layers_keeps_what_the_indices_need(name, keep):
+    """Stages after the last requested index go (with their SLE), and the head conv unless index 4 is kept."""
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model.forward_intermediates(x, intermediates_only=True)
+    assert model.prune_intermediate_layers(indices=[keep], prune_norm=True) == [keep]
+    assert len(model.stages) == keep and isinstance(model.conv_head, torch.nn.Identity)
+    assert model.sle is None or len(model.sle) == keep
+    assert model.num_features == model.feature_info[keep]['num_chs'] and model.num_classes == 0
+    with torch.no_grad():
+        (feat,) = model.forward_intermediates(x, indices=[keep], intermediates_only=True)
+        torch.testing.assert_close(feat, ref[keep])
+        assert model(x).shape[:2] == (2, model.num_features)  # unpooled map: the head is reset to pool ''
+
+
+
+def test_prune_keeping_the_head_conv_drops_only_the_classifier():
+    model = timm.create_model('shufflenetv2_x0_5_cifar')
+    assert model.prune_intermediate_layers(indices=2) == [3, 4]
+    assert len(model.stages) == 3 and not isinstance(model.conv_head, torch.nn.Identity)
+    assert model.num_classes == 0 and model.get_classifier(name_only=True) == 'head.fc'

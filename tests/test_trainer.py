@@ -201,7 +201,7 @@ def test_cli_trains_from_yaml_with_lr_base_amp_channels_last_and_workers(tiny_ci
     assert 'exists and is not empty' in capsys.readouterr().err
 
 
-def test_clear_errors(tiny_cifar, tmp_path, capsys):
+def test_bad_train_config_and_data_give_one_line_errors(tiny_cifar, tmp_path, capsys):
     from timm_recal.cli import main
     from timm_recal.training.config import load_config
     from timm_recal.training.trainer import train

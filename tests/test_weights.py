@@ -120,18 +120,19 @@ def test_trained_weights_offline_from_seeded_cache(tmp_path):
 
 # the recipe README documents for the ShuffleNetV2-CIFAR weights (plain INT8 gives 98.5-98.7% agreement)
 INT8_RECIPE = dict(calibrate_method='percentile', fp32_layers=48)
-CIFAR10 = ROOT.parent / 'shared' / 'data' / 'cifar10'
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CIFAR10 / 'test').is_dir(), reason='needs ../shared/data/cifar10')
 @pytest.mark.parametrize('folder', WEIGHT_FOLDERS, ids=lambda p: p.name)
-def test_trained_weights_int8_agreement_on_cifar10_test(folder, tmp_path):
+def test_trained_weights_int8_agreement_on_cifar10_test(folder, tmp_path, shared_data):
     """Issue contract: INT8 keeps >= 99% top-1 agreement with FP32 on all 10,000 CIFAR-10 test images,
     calibrated on training images."""
     pytest.importorskip('onnxruntime')
+    cifar10 = shared_data / 'cifar10'
+    if not (cifar10 / 'test').is_dir():
+        pytest.skip(f'needs {cifar10}/test')
     from timm_recal_deploy.parity import format_report, parity
-    r = parity(f'local-dir:{folder}', precision='int8', data=str(CIFAR10 / 'test'), calib_data=str(CIFAR10 / 'train'),
+    r = parity(f'local-dir:{folder}', precision='int8', data=str(cifar10 / 'test'), calib_data=str(cifar10 / 'train'),
                calib_images=512, int8_options=INT8_RECIPE, threads=2, output=str(tmp_path / 'parity.json'))
     assert r['n_images'] == 10000 and r['nonfinite'] == {'pytorch': 0, 'onnx': 0}
     # the contract is the agreement; parity's max-error gates (worst single image) are reported, not asserted

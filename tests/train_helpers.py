@@ -2,8 +2,10 @@
 import os
 import shutil
 
+from conftest import SHARED_DATA
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_CIFAR10 = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'cifar10')
+SHARED_CIFAR10 = str(SHARED_DATA / 'cifar10')
 #: the model the training tests train (small, 32x32, committed with the plugin)
 TINY_MODEL = 'shufflenetv2_x0_5_cifar'
 

@@ -1,48 +1,55 @@
-"""Small helpers shared by the recalibration gates."""
-from typing import Optional, Union
+"""Small helpers shared by the recalibration gates: the reduced width of a squeeze MLP, argument checks."""
+from typing import Optional
 
 import torch
 from torch import nn
-from timm.layers import get_act_layer
+from timm.layers import LayerType, create_act_layer, make_divisible
 
-LayerType = Union[str, type, nn.Module, None]
-
-
-def make_gate_act(gate_layer: LayerType) -> nn.Module:
-    """Instantiate the gate nonlinearity (``'sigmoid'``, ``'tanh'``, ``'relu'``, a class or partial)."""
-    if isinstance(gate_layer, nn.Module):
-        return gate_layer
-    layer = get_act_layer(gate_layer)
-    if layer is None:
-        raise ValueError(f"gate_layer {gate_layer!r} does not name an activation")
-    return layer()
+__all__ = ['create_gate_act', 'reduced_channels', 'check_groups', 'assert_batch_for_norm', 'is_sigmoid']
 
 
-def make_act(act_layer: LayerType, inplace: bool = True) -> nn.Module:
-    """Instantiate a hidden activation; timm passes classes, partials or names."""
-    layer = get_act_layer(act_layer) if act_layer is not None else nn.ReLU
-    try:
-        return layer(inplace=inplace)
-    except TypeError:
-        return layer()
+def create_gate_act(gate_layer: LayerType, name: str) -> nn.Module:
+    """The gate nonlinearity (``'sigmoid'``, ``'tanh'``, ``'relu'``, a class or partial); a gate needs one."""
+    act = create_act_layer(gate_layer)
+    if act is None:
+        raise ValueError(f"{name}: gate_layer {gate_layer!r} does not name an activation")
+    return act
 
 
-def reduced_channels(channels: int, reduction: Optional[float], rd_channels: Optional[int], name: str) -> int:
-    """Hidden width C // r of a squeeze MLP, with a readable error for impossible settings."""
+def reduced_channels(
+        channels: int,
+        reduction: Optional[float],
+        name: str,
+        rd_ratio: Optional[float] = None,
+        rd_channels: Optional[int] = None,
+        rd_divisor: Optional[int] = None,
+) -> int:
+    """Hidden width of a squeeze MLP, with a readable error for impossible settings.
+
+    Our ``reduction`` r gives C // r (the papers' setting). timm's spellings mean the same and win over r:
+    ``rd_channels`` is the width itself, ``rd_ratio`` is 1 / r, and ``rd_divisor`` rounds
+    the width to a multiple of it as timm's ``SEModule`` does (``make_divisible(..., round_limit=0)``).
+    """
     if channels < 1:
         raise ValueError(f"{name}: channels must be positive, got {channels}")
     if rd_channels is not None:
         if rd_channels < 1:
             raise ValueError(f"{name}: rd_channels must be positive, got {rd_channels}")
         return int(rd_channels)
+    if rd_ratio is not None:
+        if rd_ratio <= 0:
+            raise ValueError(f"{name}: rd_ratio must be positive, got {rd_ratio}")
+        reduction = 1.0 / rd_ratio
     if reduction is None or reduction <= 0:
         raise ValueError(f"{name}: reduction ratio r must be positive, got {reduction}")
-    hidden = int(channels // reduction)
+    hidden = channels // reduction
+    if rd_divisor is not None:
+        return make_divisible(hidden, rd_divisor, round_limit=0.)
     if hidden < 1:
         raise ValueError(
             f"{name}: reduction ratio r={reduction} is larger than the number of channels C={channels}; "
             f"choose r <= C")
-    return hidden
+    return int(hidden)
 
 
 def check_groups(channels: int, groups: int, name: str) -> None:

@@ -6,13 +6,13 @@ full 1x1 conv (C^2 weights); any ``groups`` in between is the paper's group abla
 builds the paper's ablation designs (its Tables 11-14), which only differ in which of these optional steps
 run: a k x k spatial conv, the pooling, the 1x1 channel mix and the BN.
 """
-import math
 from typing import Optional, Union
 
 import torch
 from torch import nn
+from timm.layers import LayerType
 
-from ._helpers import LayerType, is_sigmoid, assert_batch_for_norm, check_groups, make_gate_act
+from ._helpers import assert_batch_for_norm, check_groups, create_gate_act, is_sigmoid
 
 __all__ = ['BoosterGate']
 
@@ -46,6 +46,11 @@ class BoosterGate(nn.Module):
         spatial_kernel: k of a k x k conv (padding k // 2) before pooling; 0 for none.
         spatial_groups: groups of that conv, ``'dw'`` or ``'full'``.
         feat_size: the input map size, needed by ``pool='dw_weighted'`` only.
+        gate_layer: the gate nonlinearity, ``'sigmoid'`` in the paper.
+        reduction, rd_ratio, rd_channels, rd_divisor, act_layer: accepted and without effect. AB has no
+            squeeze MLP (nothing to reduce, no hidden activation); a model's ``attn_reduction`` and timm's
+            builders (``rd_ratio``, ``act_layer``) hand them to whatever gate they build. Any other keyword is a
+            TypeError, so a misspelt ablation setting cannot silently build another design.
     """
 
     def __init__(
@@ -58,9 +63,13 @@ class BoosterGate(nn.Module):
             spatial_groups: GroupsType = 'dw',
             feat_size: Optional[Union[int, tuple]] = None,
             gate_layer: LayerType = 'sigmoid',
+            reduction: Optional[float] = None,
+            rd_ratio: Optional[float] = None,
+            rd_channels: Optional[int] = None,
+            rd_divisor: Optional[int] = None,
+            act_layer: LayerType = None,
             device=None,
             dtype=None,
-            **_ignored,  # timm's attention-layer kwargs (rd_ratio, act_layer, ...) have no meaning here
     ):
         super().__init__()
         name = type(self).__name__
@@ -90,7 +99,7 @@ class BoosterGate(nn.Module):
         g = _resolve_groups(channels, mix_groups, name)
         self.mix = nn.Conv2d(channels, channels, 1, groups=g, bias=False, **dd) if g is not None else None
         self.norm = nn.BatchNorm2d(channels, **dd) if norm else None
-        self.gate = make_gate_act(gate_layer)
+        self.gate = create_gate_act(gate_layer, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x if self.spatial is None else self.spatial(x)

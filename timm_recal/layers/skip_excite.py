@@ -7,8 +7,9 @@ bias (C_in -> C_out, leaving 1x1) -> SiLU -> 1x1 conv without bias -> sigmoid ->
 """
 import torch
 from torch import nn
+from timm.layers import LayerType, create_act_layer
 
-from ._helpers import LayerType, make_act, make_gate_act
+from ._helpers import create_gate_act
 
 __all__ = ['SkipLayerExcitation']
 
@@ -30,9 +31,9 @@ class SkipLayerExcitation(nn.Module):
         dd = dict(device=device, dtype=dtype)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         self.conv1 = nn.Conv2d(in_chs, out_chs, pool_size, bias=False, **dd)
-        self.act = make_act(act_layer)
+        self.act = create_act_layer(act_layer, inplace=True)
         self.conv2 = nn.Conv2d(out_chs, out_chs, 1, bias=False, **dd)
-        self.gate = make_gate_act(gate_layer)
+        self.gate = create_gate_act(gate_layer, 'SkipLayerExcitation')
 
     def forward(self, x_early: torch.Tensor, x_late: torch.Tensor) -> torch.Tensor:
         s = self.conv2(self.act(self.conv1(self.pool(x_early))))

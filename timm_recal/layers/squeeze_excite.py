@@ -7,13 +7,13 @@
   networks". They only change the widths of the excitation MLP, so all of them are ``SqueezeExcite`` with
   a different ``rd_mults`` profile (hidden widths in units of C/r).
 """
-import math
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
+from timm.layers import LayerType, create_act_layer
 
-from ._helpers import LayerType, is_sigmoid, make_act, make_gate_act, reduced_channels
+from ._helpers import create_gate_act, is_sigmoid, reduced_channels
 
 __all__ = ['SqueezeExcite', 'NoSqueezeExcite', 'SE_PROFILES']
 
@@ -33,38 +33,43 @@ def _mlp(widths: Sequence[int], bias: bool, act_layer: LayerType, dd: dict) -> n
     for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Conv2d(cin, cout, kernel_size=1, bias=bias, **dd))
         if i < len(widths) - 2:
-            layers.append(make_act(act_layer))
+            layers.append(create_act_layer(act_layer, inplace=True))
     return nn.Sequential(*layers)
 
 
 class _ExciteBase(nn.Module):
-    """Shared excitation MLP + gate; subclasses decide how the map is squeezed."""
+    """Shared excitation MLP + gate; subclasses decide how the map is squeezed.
+
+    The keywords are ours plus exactly those timm's builders hand an attention / SE layer (ResNet and ByobNet
+    ``attn_layer``, EfficientNet and MobileNetV3 ``se_layer``): ``rd_ratio``, ``rd_channels``, ``rd_divisor``,
+    ``act_layer``, ``gate_layer``, ``device``, ``dtype``. ``rd_ratio`` is 1 / ``reduction`` and ``rd_channels``
+    the hidden width itself, so timm's settings mean what they mean in timm's own ``SEModule``; any other
+    keyword is a TypeError (a typo must not build a different ablation).
+    """
 
     def __init__(
             self,
             channels: int,
             reduction: float = 16,
-            rd_channels: Optional[int] = None,
             rd_mults: Sequence[float] = (1,),
             act_layer: LayerType = nn.ReLU,
             gate_layer: LayerType = 'sigmoid',
             bias: bool = True,
             rd_ratio: Optional[float] = None,
+            rd_channels: Optional[int] = None,
+            rd_divisor: Optional[int] = None,
             device=None,
             dtype=None,
-            **_ignored,  # timm passes e.g. rd_divisor/norm_layer to attention layers; they do not apply here
     ):
         super().__init__()
         name = type(self).__name__
-        if rd_ratio is not None and rd_channels is None:
-            # timm's EfficientNet/MobileNetV3 builders hand a ratio (C/r = C * rd_ratio)
-            reduction = 1.0 / rd_ratio
-        hidden = reduced_channels(channels, reduction, rd_channels, name)
+        hidden = reduced_channels(
+            channels, reduction, name, rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor)
         widths = [channels] + [max(1, int(round(hidden * m))) for m in rd_mults] + [channels]
         self.channels = channels
         self.widths = tuple(widths)
         self.fc = _mlp(widths, bias, act_layer, dict(device=device, dtype=dtype))
-        self.gate = make_gate_act(gate_layer)
+        self.gate = create_gate_act(gate_layer, name)
 
     def excite(self, s: torch.Tensor) -> torch.Tensor:
         return self.gate(self.fc(s))
@@ -96,7 +101,7 @@ class SqueezeExcite(_ExciteBase):
 
     Args:
         channels: C, the channels being recalibrated.
-        reduction: r; the hidden width is C // r (``rd_channels`` overrides it).
+        reduction: r; the hidden width is C // r (timm's ``rd_ratio`` = 1 / r and ``rd_channels`` override it).
         rd_mults: hidden widths in units of C/r; ``(1,)`` is the SE of Hu et al., see ``SE_PROFILES``.
         pool_type: ``'avg'`` or ``'max'`` squeeze.
         gate_layer: ``'sigmoid'`` (paper default), ``'tanh'`` or ``'relu'``.

@@ -1,19 +1,18 @@
-"""Pieces shared by the model files: default cfgs, registration of variant tables, weight init."""
-import sys
-from typing import Any, Callable, Dict, Iterable, Optional
+"""Pieces shared by the model files: default cfgs, weight init, timm's classifier API, deprecated kwargs."""
+import warnings
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import register_model
 
-__all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'imagenet_cfg', 'cifar_cfg', 'register_variants', 'init_conv_weights_',
-           'ClassifierHeadMixin']
+__all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'HUB_ORG', 'imagenet_cfg', 'cifar_cfg', 'init_conv_weights_',
+           'warn_renamed_kwarg', 'ClassifierHeadMixin']
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
-#: The Hub organisation that `timm-recal publish` pushes trained weights to.
+#: The Hub organisation of the trained weights (``hf_hub_id`` of the ``.cifar10`` tags).
 HUB_ORG = 'timm-recal'
 
 
@@ -35,20 +34,10 @@ def cifar_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     }
 
 
-def register_variants(names: Iterable[str], create_fn: Callable[..., nn.Module], module: str, doc: str = '') -> None:
-    """Register one thin timm entrypoint per variant name (each calls ``create_fn(name, pretrained, **kw)``).
-
-    timm's ``register_model`` keys the entrypoint on ``fn.__name__`` and reads the pretrained cfgs from the
-    ``default_cfgs`` of ``fn.__module__``; so the entrypoints are named and homed as if written by hand.
-    """
-    mod = sys.modules[module]
-    for name in names:
-        def entrypoint(pretrained: bool = False, _variant: str = name, **kwargs) -> nn.Module:
-            return create_fn(_variant, pretrained, **kwargs)
-        entrypoint.__name__ = entrypoint.__qualname__ = name
-        entrypoint.__module__ = module
-        entrypoint.__doc__ = doc.format(name=name) if doc else None
-        setattr(mod, name, register_model(entrypoint))
+def warn_renamed_kwarg(old: str, new: str, owner: str) -> None:
+    """A deprecated keyword still works for now, and says which one replaces it."""
+    warnings.warn(f"{owner}: {old} is deprecated, use {new} (the same setting on every timm-recal model)",
+                  FutureWarning, stacklevel=3)
 
 
 def init_conv_weights_(model: nn.Module, mode: str = 'kaiming_fan_out') -> None:
@@ -78,8 +67,8 @@ class ClassifierHeadMixin:
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
+    def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
+        return 'head.fc' if name_only else self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes

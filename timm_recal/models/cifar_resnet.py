@@ -27,18 +27,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import ClassifierHead, DropPath, get_act_layer, get_norm_layer
-from timm.models import build_model_with_cfg, generate_default_cfgs
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint_seq
+from timm.layers import ClassifierHead, DropPath, LayerType, create_act_layer, get_act_layer, get_norm_layer
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # no public export in timm 1.0.31
 
 from ..layers import get_gate
-from ..layers._helpers import make_act
-from ._common import ClassifierHeadMixin, cifar_cfg, init_conv_weights_, register_variants
+from ._common import ClassifierHeadMixin, cifar_cfg, init_conv_weights_
 
 __all__ = ['CifarResNet', 'BasicBlock', 'PreActBlock', 'PadShortcut']
 
-LayerType = Union[str, Callable[..., nn.Module], None]
 BLOCKS = ('basic', 'preact_basic', 'preact_bottleneck')
 _SHORTCUTS = {'basic': ('A', 'B'), 'preact_basic': ('conv',), 'preact_bottleneck': ('conv',)}
 
@@ -89,7 +86,7 @@ class BasicBlock(nn.Module):
         dd = dict(device=device, dtype=dtype)
         self.conv1 = _conv(in_chs, out_chs, 3, stride, dd)
         self.bn1 = norm_layer(out_chs, **dd)
-        self.act1 = make_act(act_layer)
+        self.act1 = create_act_layer(act_layer, inplace=True)
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv2 = _conv(out_chs, out_chs, 3, 1, dd)
         self.bn2 = norm_layer(out_chs, **dd)
@@ -105,7 +102,7 @@ class BasicBlock(nn.Module):
         else:
             raise ValueError(f"BasicBlock: shortcut must be 'A' (zero-pad identity) or 'B' (1x1 conv + BN), "
                              f"got {shortcut!r}")
-        self.act2 = make_act(act_layer)
+        self.act2 = create_act_layer(act_layer, inplace=True)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
@@ -148,12 +145,12 @@ class PreActBlock(nn.Module):
         else:
             convs = [(in_chs, out_chs, 3, stride), (out_chs, out_chs, 3, 1)]
         self.norm1 = norm_layer(in_chs, **dd)
-        self.act1 = make_act(act_layer)
+        self.act1 = create_act_layer(act_layer, inplace=True)
         branch = OrderedDict()
         for i, (cin, cout, k, s) in enumerate(convs, start=1):
             if i > 1:
                 branch[f'norm{i}'] = norm_layer(cin, **dd)
-                branch[f'act{i}'] = make_act(act_layer)
+                branch[f'act{i}'] = create_act_layer(act_layer, inplace=True)
             if i == len(convs):
                 branch['drop'] = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
             branch[f'conv{i}'] = _conv(cin, cout, k, s, dd)
@@ -189,7 +186,7 @@ class CifarResNet(ClassifierHeadMixin, nn.Module):
         drop_path_rate: stochastic depth, increasing linearly to this rate over the blocks.
         drop_rate: dropout before the classifier.
         attn_layer: gate name/class on each residual branch before the sum; None for none.
-        attn_reduction: reduction ratio r handed to the gate (SE family; ignored by AB/AB-Plus).
+        attn_reduction: reduction ratio r handed to the gate (SE family; AB / AB-Plus have none).
         conv_init: ``'kaiming_fan_out'`` (default), ``'kaiming_fan_in'`` or ``'torch'``.
         zero_init_last: zero the last BN (post-activation) or last conv (pre-activation) of every branch so
             each block starts as the identity; off by default, as in the papers.
@@ -241,12 +238,13 @@ class CifarResNet(ClassifierHeadMixin, nn.Module):
         preact = block != 'basic'
 
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
         stem = OrderedDict(conv=_conv(in_chans, stem_chs, 3, 1, dd))
         if not preact:  # pre-activation nets normalize inside the first block instead
-            stem.update(bn=norm_layer(stem_chs, **dd), act=make_act(act_layer))
+            stem.update(bn=norm_layer(stem_chs, **dd), act=create_act_layer(act_layer, inplace=True))
         self.stem = nn.Sequential(stem)
         self.feature_info = [dict(num_chs=stem_chs, reduction=1, module='stem')]
 
@@ -268,7 +266,7 @@ class CifarResNet(ClassifierHeadMixin, nn.Module):
             self.feature_info.append(dict(num_chs=chs, reduction=2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         # pre-activation nets end with BN-ReLU (the last block's output is un-normalized)
-        self.norm = nn.Sequential(OrderedDict(bn=norm_layer(prev, **dd), act=make_act(act_layer))) \
+        self.norm = nn.Sequential(OrderedDict(bn=norm_layer(prev, **dd), act=create_act_layer(act_layer, inplace=True))) \
             if preact else nn.Identity()
 
         self.num_features = self.head_hidden_size = prev
@@ -387,6 +385,160 @@ def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs) -> Ci
     )
 
 
-register_variants(
-    model_args, _create_cifar_resnet, __name__,
-    doc='CIFAR ResNet / Wide ResNet variant ``{name}`` (see the module docstring for the architecture and gates).')
+@register_model
+def resnet20_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-20 for CIFAR (He et al. 2016, Sec. 4.2)."""
+    return _create_cifar_resnet('resnet20_cifar', pretrained, **kwargs)
+
+
+@register_model
+def resnet56_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-56 for CIFAR (He et al. 2016, Sec. 4.2)."""
+    return _create_cifar_resnet('resnet56_cifar', pretrained, **kwargs)
+
+
+@register_model
+def resnet110_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-110 for CIFAR (He et al. 2016, Sec. 4.2)."""
+    return _create_cifar_resnet('resnet110_cifar', pretrained, **kwargs)
+
+
+@register_model
+def resnet164_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Pre-activation bottleneck ResNet-164 for CIFAR (He et al., "Identity Mappings", 2016)."""
+    return _create_cifar_resnet('resnet164_cifar', pretrained, **kwargs)
+
+
+@register_model
+def wrn16_8_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Wide ResNet-16-8 for CIFAR (Zagoruyko & Komodakis 2016)."""
+    return _create_cifar_resnet('wrn16_8_cifar', pretrained, **kwargs)
+
+
+@register_model
+def wrn22_10_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Wide ResNet-22-10 for CIFAR (Zagoruyko & Komodakis 2016)."""
+    return _create_cifar_resnet('wrn22_10_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_resnet20_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-20 for CIFAR (He et al. 2016, Sec. 4.2) with SE (Hu et al. 2018, r = 16) on every residual branch."""
+    return _create_cifar_resnet('se_resnet20_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_resnet56_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-56 for CIFAR (He et al. 2016, Sec. 4.2) with SE (Hu et al. 2018, r = 16) on every residual branch."""
+    return _create_cifar_resnet('se_resnet56_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_resnet110_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-110 for CIFAR (He et al. 2016, Sec. 4.2) with SE (Hu et al. 2018, r = 16) on every residual branch."""
+    return _create_cifar_resnet('se_resnet110_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_resnet164_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Pre-activation bottleneck ResNet-164 for CIFAR (He et al., "Identity Mappings", 2016) with SE (Hu et al. 2018, r
+    = 16) on every residual branch.
+    """
+    return _create_cifar_resnet('se_resnet164_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_wrn16_8_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Wide ResNet-16-8 for CIFAR (Zagoruyko & Komodakis 2016) with SE (Hu et al. 2018, r = 16) on every residual
+    branch.
+    """
+    return _create_cifar_resnet('se_wrn16_8_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_wrn22_10_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Wide ResNet-22-10 for CIFAR (Zagoruyko & Komodakis 2016) with SE (Hu et al. 2018, r = 16) on every residual
+    branch.
+    """
+    return _create_cifar_resnet('se_wrn22_10_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnet20_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-20 for CIFAR (He et al. 2016, Sec. 4.2) with Accuracy Booster (Singh et al.) on every residual branch."""
+    return _create_cifar_resnet('ab_resnet20_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnet56_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-56 for CIFAR (He et al. 2016, Sec. 4.2) with Accuracy Booster (Singh et al.) on every residual branch."""
+    return _create_cifar_resnet('ab_resnet56_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnet110_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-110 for CIFAR (He et al. 2016, Sec. 4.2) with Accuracy Booster (Singh et al.) on every residual branch."""
+    return _create_cifar_resnet('ab_resnet110_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnet164_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Pre-activation bottleneck ResNet-164 for CIFAR (He et al., "Identity Mappings", 2016) with Accuracy Booster
+    (Singh et al.) on every residual branch.
+    """
+    return _create_cifar_resnet('ab_resnet164_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_wrn16_8_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Wide ResNet-16-8 for CIFAR (Zagoruyko & Komodakis 2016) with Accuracy Booster (Singh et al.) on every residual
+    branch.
+    """
+    return _create_cifar_resnet('ab_wrn16_8_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_wrn22_10_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Wide ResNet-22-10 for CIFAR (Zagoruyko & Komodakis 2016) with Accuracy Booster (Singh et al.) on every residual
+    branch.
+    """
+    return _create_cifar_resnet('ab_wrn22_10_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnet20_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-20 for CIFAR (He et al. 2016, Sec. 4.2) with AB-Plus (Singh et al.) on every residual branch."""
+    return _create_cifar_resnet('abplus_resnet20_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnet56_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-56 for CIFAR (He et al. 2016, Sec. 4.2) with AB-Plus (Singh et al.) on every residual branch."""
+    return _create_cifar_resnet('abplus_resnet56_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnet110_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """ResNet-110 for CIFAR (He et al. 2016, Sec. 4.2) with AB-Plus (Singh et al.) on every residual branch."""
+    return _create_cifar_resnet('abplus_resnet110_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnet164_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Pre-activation bottleneck ResNet-164 for CIFAR (He et al., "Identity Mappings", 2016) with AB-Plus
+    (Singh et al.) on every residual branch.
+    """
+    return _create_cifar_resnet('abplus_resnet164_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_wrn16_8_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Wide ResNet-16-8 for CIFAR (Zagoruyko & Komodakis 2016) with AB-Plus (Singh et al.) on every residual branch."""
+    return _create_cifar_resnet('abplus_wrn16_8_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_wrn22_10_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """Wide ResNet-22-10 for CIFAR (Zagoruyko & Komodakis 2016) with AB-Plus (Singh et al.) on every residual branch."""
+    return _create_cifar_resnet('abplus_wrn22_10_cifar', pretrained, **kwargs)
+

@@ -22,14 +22,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from timm.layers import ClassifierHead, get_act_layer
-from timm.models import build_model_with_cfg, generate_default_cfgs
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint_seq
+from timm.layers import ClassifierHead, LayerType, create_act_layer, get_act_layer
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # no public export in timm 1.0.31
 
 from ..layers import get_gate
-from ..layers._helpers import LayerType, make_act
-from ._common import ClassifierHeadMixin, cifar_cfg, init_conv_weights_, register_variants
+from ._common import ClassifierHeadMixin, cifar_cfg, init_conv_weights_
 
 __all__ = ['CNN3']
 
@@ -75,6 +73,7 @@ class CNN3(ClassifierHeadMixin, nn.Module):
         gate = get_gate(attn_layer)
         act_layer = get_act_layer(act_layer)
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
@@ -84,7 +83,7 @@ class CNN3(ClassifierHeadMixin, nn.Module):
             attn = gate(chs, reduction=attn_reduction, **dd) if gate is not None and i == attn_stage else nn.Identity()
             stages.append(nn.Sequential(OrderedDict(
                 conv=nn.Conv2d(prev, chs, 3, padding=1, **dd),
-                act=make_act(act_layer),
+                act=create_act_layer(act_layer, inplace=True),
                 attn=attn,
                 pool=nn.MaxPool2d(2),
             )))
@@ -165,6 +164,50 @@ def _create_cnn3(variant: str, pretrained: bool = False, **kwargs) -> CNN3:
     )
 
 
-register_variants(
-    model_args, _create_cnn3, __name__,
-    doc='3-layer CNN variant ``{name}`` of Mahendran (see the module docstring for the gate position).')
+@register_model
+def cnn3(pretrained: bool = False, **kwargs) -> CNN3:
+    """Mahendran's 3-layer CIFAR-10 CNN ("Variations of squeeze and excitation networks"), plain ("Default" row of
+    Table 1).
+    """
+    return _create_cnn3('cnn3', pretrained, **kwargs)
+
+
+@register_model
+def se_cnn3(pretrained: bool = False, **kwargs) -> CNN3:
+    """Mahendran's 3-layer CIFAR-10 CNN ("Variations of squeeze and excitation networks"), with SE after conv 2 (r =
+    16).
+    """
+    return _create_cnn3('se_cnn3', pretrained, **kwargs)
+
+
+@register_model
+def slowsq_cnn3(pretrained: bool = False, **kwargs) -> CNN3:
+    """Mahendran's 3-layer CIFAR-10 CNN ("Variations of squeeze and excitation networks"), with the slow-squeeze SE
+    variant after conv 2.
+    """
+    return _create_cnn3('slowsq_cnn3', pretrained, **kwargs)
+
+
+@register_model
+def slowex_cnn3(pretrained: bool = False, **kwargs) -> CNN3:
+    """Mahendran's 3-layer CIFAR-10 CNN ("Variations of squeeze and excitation networks"), with the slow-excite SE
+    variant after conv 2.
+    """
+    return _create_cnn3('slowex_cnn3', pretrained, **kwargs)
+
+
+@register_model
+def slowsqex_cnn3(pretrained: bool = False, **kwargs) -> CNN3:
+    """Mahendran's 3-layer CIFAR-10 CNN ("Variations of squeeze and excitation networks"), with the slow-squeeze +
+    slow-excite SE variant after conv 2.
+    """
+    return _create_cnn3('slowsqex_cnn3', pretrained, **kwargs)
+
+
+@register_model
+def bump_cnn3(pretrained: bool = False, **kwargs) -> CNN3:
+    """Mahendran's 3-layer CIFAR-10 CNN ("Variations of squeeze and excitation networks"), with the bump SE variant
+    after conv 2.
+    """
+    return _create_cnn3('bump_cnn3', pretrained, **kwargs)
+

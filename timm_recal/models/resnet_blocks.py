@@ -38,7 +38,9 @@ class _GatedBlock:
 
     timm's ``__init__`` runs without a gate (``attn_layer=None``); the gate is then built on the channels this
     placement sees. The forward is split into the residual branch and the join (drop-path, downsample, sum,
-    ReLU) so each placement can put the gate between them.
+    ReLU) so each placement can put the gate between them; ``_BasicBranch`` / ``_BottleneckBranch`` write both
+    out for their timm block (a mixin per block type rather than an ``isinstance`` test, which TorchScript
+    cannot compile).
     """
     placement: str = ''
     norm_before_gate: Optional[str] = None
@@ -63,29 +65,47 @@ class _GatedBlock:
     def _gate_channels(self) -> int:
         raise NotImplementedError
 
-    def _out_channels(self) -> int:
-        return self.bn3.num_features if isinstance(self, Bottleneck) else self.bn2.num_features
-
-    def _residual(self, x: torch.Tensor, mid_gate: bool = False) -> torch.Tensor:
-        """The residual branch (conv-BN-act ... conv-BN), optionally gated after the 3x3 conv + BN + ReLU."""
-        if isinstance(self, Bottleneck):
-            x = self.act1(self.bn1(self.conv1(x)))
-            x = self.act2(self.drop_block(self.bn2(self.conv2(x))))
-            if mid_gate:
-                x = self.se(x)
-            x = self.aa(x)
-            return self.bn3(self.conv3(x))
-        x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
-        return self.bn2(self.conv2(x))
-
     def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.downsample is None else self.downsample(x)
 
     def _join(self, residual: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         if self.drop_path is not None:
             residual = self.drop_path(residual)
-        act = self.act3 if isinstance(self, Bottleneck) else self.act2
-        return act(residual + shortcut)
+        return self._act_out(residual + shortcut)
+
+
+class _BasicBranch:
+    """Residual branch and output activation of timm's ``BasicBlock``."""
+
+    def _out_channels(self) -> int:
+        return self.bn2.num_features
+
+    def _residual(self, x: torch.Tensor, mid_gate: bool = False) -> torch.Tensor:
+        """conv-BN-act-conv-BN (a BasicBlock has no 3x3 between 1x1 convs, so no mid gate)."""
+        x = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
+        return self.bn2(self.conv2(x))
+
+    def _act_out(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(x)
+
+
+class _BottleneckBranch:
+    """Residual branch and output activation of timm's ``Bottleneck``."""
+
+    def _out_channels(self) -> int:
+        return self.bn3.num_features
+
+    def _residual(self, x: torch.Tensor, mid_gate: bool = False) -> torch.Tensor:
+        """The residual branch, optionally gated after the 3x3 conv + BN + ReLU (SE-3x3)."""
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.drop_block(self.bn2(self.conv2(x))))
+        if mid_gate:
+            x = self.se(x)
+        x = self.aa(x)
+        return self.bn3(self.conv3(x))
+
+    def _act_out(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act3(x)
 
 
 class _PreGate(_GatedBlock):
@@ -118,31 +138,31 @@ class _IdentityGate(_GatedBlock):
         return self._join(self._residual(x), self.se(self._shortcut(x)))
 
 
-class PreGateBasicBlock(_PreGate, BasicBlock):
+class PreGateBasicBlock(_PreGate, _BasicBranch, BasicBlock):
     """timm BasicBlock with an SE-PRE gate (on the block input, residual branch only)."""
 
 
-class PreGateBottleneck(_PreGate, Bottleneck):
+class PreGateBottleneck(_PreGate, _BottleneckBranch, Bottleneck):
     """timm Bottleneck with an SE-PRE gate (on the block input, residual branch only)."""
 
 
-class PostGateBasicBlock(_PostGate, BasicBlock):
+class PostGateBasicBlock(_PostGate, _BasicBranch, BasicBlock):
     """timm BasicBlock with an SE-POST gate (after the sum and the final ReLU)."""
 
 
-class PostGateBottleneck(_PostGate, Bottleneck):
+class PostGateBottleneck(_PostGate, _BottleneckBranch, Bottleneck):
     """timm Bottleneck with an SE-POST gate (after the sum and the final ReLU)."""
 
 
-class IdentityGateBasicBlock(_IdentityGate, BasicBlock):
+class IdentityGateBasicBlock(_IdentityGate, _BasicBranch, BasicBlock):
     """timm BasicBlock with an SE-Identity gate (on the identity branch, after any downsample)."""
 
 
-class IdentityGateBottleneck(_IdentityGate, Bottleneck):
+class IdentityGateBottleneck(_IdentityGate, _BottleneckBranch, Bottleneck):
     """timm Bottleneck with an SE-Identity gate (on the identity branch, after any downsample)."""
 
 
-class MidGateBottleneck(_GatedBlock, Bottleneck):
+class MidGateBottleneck(_GatedBlock, _BottleneckBranch, Bottleneck):
     """timm Bottleneck with an SE-3x3 gate: right after the 3x3 conv + BN + ReLU, on its ``width`` channels.
 
     The gate follows bn2 and a ReLU; ReLU is positively homogeneous, so a positive per-channel gate constant can

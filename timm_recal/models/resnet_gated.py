@@ -1,7 +1,8 @@
 """Gated ResNet / ResNeXt / Wide ResNet built on timm's own ``ResNet``, ``BasicBlock`` and ``Bottleneck``.
 
 Model names are ``<gate>_<base>``: the base is a timm ResNet (or ``wide_resnet18_2``, a BasicBlock ResNet-18
-with widths 128/256/512/1024, which timm lacks) and the gate prefix picks the gate and where it sits:
+with widths 128/256/512/1024, which timm lacks and which is registered plain as well, the baseline of
+Singh et al.'s WRN-18-2 rows) and the gate prefix picks the gate and where it sits:
 
 * ``se`` (Hu et al., "Squeeze-and-Excitation Networks", r = 16), ``nosqueeze`` (its no-squeeze ablation),
   ``slowsq`` / ``slowex`` / ``slowsqex`` / ``bump`` (Mahendran, "Variations of squeeze and excitation networks",
@@ -23,15 +24,14 @@ The gates of these weights are untrained. No warm tag is offered for:
 """
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
-from torch import nn
 from timm.models import (
-    build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, is_model, model_entrypoint,
+    build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, is_model, model_entrypoint, register_model,
     resolve_pretrained_cfg,
 )
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..layers import get_gate
-from ._common import imagenet_cfg, register_variants
+from ._common import imagenet_cfg, warn_renamed_kwarg
 from ._warm_start import norm_before_gate, warm_start_state_dict
 from .resnet_blocks import placement_block
 
@@ -84,11 +84,12 @@ _VARIANTS: Dict[str, Tuple[str, ...]] = {
     **{p: ('resnet18',) for p in ('se', 'slowsq', 'slowex', 'slowsqex', 'bump')},
 }
 
-#: variant name -> dict(base, gate, placement)
-model_args: Dict[str, Dict[str, str]] = {
+#: variant name -> dict(base, gate, placement); gate None: a plain base that timm lacks
+model_args: Dict[str, Dict[str, Optional[str]]] = {
     f'{prefix}_{base}': dict(base=base, gate=GATE_PREFIXES[prefix][0], placement=GATE_PREFIXES[prefix][1])
     for prefix, bases in _VARIANTS.items() for base in bases
 }
+model_args['wide_resnet18_2'] = dict(base='wide_resnet18_2', gate=None, placement='standard')
 
 
 def _block(variant: str) -> type:
@@ -146,6 +147,8 @@ default_cfgs = generate_default_cfgs(_cfgs())
 def _no_weights_reason(variant: str) -> str:
     v = model_args[variant]
     source = _warm_source(variant)
+    if v['gate'] is None:
+        return f"timm publishes no {v['base']} weights"
     if BASES[v['base']].warm_from is None or (source and not get_pretrained_cfg(variant).has_weights):
         return f"timm publishes no {v['base']} weights to warm-start from"
     if source is None:
@@ -155,18 +158,32 @@ def _no_weights_reason(variant: str) -> str:
     return "the pretrained_cfg given names no weights"
 
 
-def _create_resnet_gated(variant: str, pretrained: bool = False, **kwargs) -> ResNet:
+def _create_resnet_gated(variant: str, pretrained: bool = False, attn_reduction: Optional[float] = None,
+                         **kwargs) -> ResNet:
     """Build ``variant`` as a timm ``ResNet``.
 
-    ``gate_args`` (dict) are passed to the gate (e.g. ``reduction``); other ``block_args`` pass through to the
-    blocks, but the gate itself comes from the model name.
+    ``attn_reduction`` is the gate's reduction ratio r (SE family; AB / AB-Plus have none), as on every timm-recal
+    model. ``gate_args`` (dict) go to the gate as well (e.g. ``gate_layer``; ``reduction`` there is the deprecated
+    old spelling of ``attn_reduction``); other ``block_args`` pass through to the blocks, but the gate itself
+    comes from the model name.
     """
     v = model_args[variant]
     base = BASES[v['base']]
     block_args = dict(kwargs.pop('block_args', None) or {})
-    if 'attn_layer' in block_args:
-        raise ValueError(f"{variant}: the gate is given by the model name; use gate_args=dict(...) to configure it")
-    block_args['attn_layer'] = get_gate(v['gate'], **(kwargs.pop('gate_args', None) or {}))
+    gate_args = dict(kwargs.pop('gate_args', None) or {})
+    if 'reduction' in gate_args:
+        warn_renamed_kwarg('gate_args=dict(reduction=...)', 'attn_reduction=', variant)
+        attn_reduction = gate_args.pop('reduction')
+    if attn_reduction is not None:
+        gate_args['reduction'] = attn_reduction
+    if v['gate'] is not None:
+        if 'attn_layer' in block_args:
+            raise ValueError(
+                f"{variant}: the gate is given by the model name; use attn_reduction= or gate_args=dict(...) to "
+                f"configure it")
+        block_args['attn_layer'] = get_gate(v['gate'], **gate_args)
+    elif gate_args:
+        raise ValueError(f"{variant} has no gate to configure, got {', '.join(gate_args)}")
     if pretrained:
         cfg = resolve_pretrained_cfg(
             variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
@@ -192,6 +209,210 @@ def _check_names() -> None:
 
 
 _check_names()
-register_variants(
-    model_args, _create_resnet_gated, __name__,
-    doc='Gated timm ResNet ``{name}`` (gate and placement from its name; see the module docstring).')
+
+
+@register_model
+def ab_resnet18(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-18 (timm) with Accuracy Booster gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet18.a1_in1k``.
+    """
+    return _create_resnet_gated('ab_resnet18', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnet34(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-34 (timm) with Accuracy Booster gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet34.a1_in1k``.
+    """
+    return _create_resnet_gated('ab_resnet34', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnet50(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-50 (timm) with Accuracy Booster gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet50.a1_in1k``.
+    """
+    return _create_resnet_gated('ab_resnet50', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnet101(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-101 (timm) with Accuracy Booster gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet101.a1h_in1k``.
+    """
+    return _create_resnet_gated('ab_resnet101', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnet152(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-152 (timm) with Accuracy Booster gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet152.a1h_in1k``.
+    """
+    return _create_resnet_gated('ab_resnet152', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnext50_32x4d(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNeXt-50 32x4d (timm) with Accuracy Booster gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnext50_32x4d.a1h_in1k``.
+    """
+    return _create_resnet_gated('ab_resnext50_32x4d', pretrained, **kwargs)
+
+
+@register_model
+def ab_resnext101_32x4d(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNeXt-101 32x4d (timm) with Accuracy Booster gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnext101_32x4d.gluon_in1k``.
+    """
+    return _create_resnet_gated('ab_resnext101_32x4d', pretrained, **kwargs)
+
+
+@register_model
+def ab_wide_resnet18_2(pretrained: bool = False, **kwargs) -> ResNet:
+    """Wide ResNet-18-2 (timm) with Accuracy Booster gates (Singh et al.)."""
+    return _create_resnet_gated('ab_wide_resnet18_2', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnet18(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-18 (timm) with AB-Plus gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet18.a1_in1k``.
+    """
+    return _create_resnet_gated('abplus_resnet18', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnet34(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-34 (timm) with AB-Plus gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet34.a1_in1k``.
+    """
+    return _create_resnet_gated('abplus_resnet34', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnet50(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-50 (timm) with AB-Plus gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet50.a1_in1k``.
+    """
+    return _create_resnet_gated('abplus_resnet50', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnet101(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-101 (timm) with AB-Plus gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet101.a1h_in1k``.
+    """
+    return _create_resnet_gated('abplus_resnet101', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnet152(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-152 (timm) with AB-Plus gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnet152.a1h_in1k``.
+    """
+    return _create_resnet_gated('abplus_resnet152', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnext50_32x4d(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNeXt-50 32x4d (timm) with AB-Plus gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnext50_32x4d.a1h_in1k``.
+    """
+    return _create_resnet_gated('abplus_resnext50_32x4d', pretrained, **kwargs)
+
+
+@register_model
+def abplus_resnext101_32x4d(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNeXt-101 32x4d (timm) with AB-Plus gates (Singh et al.); ``pretrained=True`` warm-starts from timm's
+    ``resnext101_32x4d.gluon_in1k``.
+    """
+    return _create_resnet_gated('abplus_resnext101_32x4d', pretrained, **kwargs)
+
+
+@register_model
+def abplus_wide_resnet18_2(pretrained: bool = False, **kwargs) -> ResNet:
+    """Wide ResNet-18-2 (timm) with AB-Plus gates (Singh et al.)."""
+    return _create_resnet_gated('abplus_wide_resnet18_2', pretrained, **kwargs)
+
+
+@register_model
+def se_pre_resnet50(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-50 (timm) with SE-PRE (Hu et al. 2018, Fig. 5: gate on the block input)."""
+    return _create_resnet_gated('se_pre_resnet50', pretrained, **kwargs)
+
+
+@register_model
+def se_post_resnet50(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-50 (timm) with SE-POST (Hu et al. 2018, Fig. 5: gate after the sum)."""
+    return _create_resnet_gated('se_post_resnet50', pretrained, **kwargs)
+
+
+@register_model
+def se_id_resnet50(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-50 (timm) with SE-Identity (Hu et al. 2018, Fig. 5: gate on the identity branch)."""
+    return _create_resnet_gated('se_id_resnet50', pretrained, **kwargs)
+
+
+@register_model
+def se3x3_resnet50(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-50 (timm) with SE-3x3 (Hu et al. 2018, Fig. 5: gate after the 3x3 conv); ``pretrained=True`` warm-starts
+    from timm's ``resnet50.a1_in1k``.
+    """
+    return _create_resnet_gated('se3x3_resnet50', pretrained, **kwargs)
+
+
+@register_model
+def nosqueeze_resnet50(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-50 (timm) with Hu et al.'s NoSqueeze ablation (no pooling); ``pretrained=True`` warm-starts from timm's
+    ``resnet50.a1_in1k``.
+    """
+    return _create_resnet_gated('nosqueeze_resnet50', pretrained, **kwargs)
+
+
+@register_model
+def se_resnet18(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-18 (timm) with SE (Hu et al. 2018, r = 16) at the standard position; ``pretrained=True`` warm-starts from
+    timm's ``resnet18.a1_in1k``.
+    """
+    return _create_resnet_gated('se_resnet18', pretrained, **kwargs)
+
+
+@register_model
+def slowsq_resnet18(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-18 (timm) with Mahendran's slow-squeeze SE variant; ``pretrained=True`` warm-starts from timm's
+    ``resnet18.a1_in1k``.
+    """
+    return _create_resnet_gated('slowsq_resnet18', pretrained, **kwargs)
+
+
+@register_model
+def slowex_resnet18(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-18 (timm) with Mahendran's slow-excite SE variant; ``pretrained=True`` warm-starts from timm's
+    ``resnet18.a1_in1k``.
+    """
+    return _create_resnet_gated('slowex_resnet18', pretrained, **kwargs)
+
+
+@register_model
+def slowsqex_resnet18(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-18 (timm) with Mahendran's slow-squeeze + slow-excite SE variant; ``pretrained=True`` warm-starts from
+    timm's ``resnet18.a1_in1k``.
+    """
+    return _create_resnet_gated('slowsqex_resnet18', pretrained, **kwargs)
+
+
+@register_model
+def bump_resnet18(pretrained: bool = False, **kwargs) -> ResNet:
+    """ResNet-18 (timm) with Mahendran's bump SE variant; ``pretrained=True`` warm-starts from timm's
+    ``resnet18.a1_in1k``.
+    """
+    return _create_resnet_gated('bump_resnet18', pretrained, **kwargs)
+
+
+@register_model
+def wide_resnet18_2(pretrained: bool = False, **kwargs) -> ResNet:
+    """Wide ResNet-18-2: timm's ResNet-18 with widths 128/256/512/1024 (BasicBlock), the plain baseline of
+    Singh et al.'s WRN-18-2 rows ("Accuracy Booster"); no pretrained weights.
+    """
+    return _create_resnet_gated('wide_resnet18_2', pretrained, **kwargs)
+

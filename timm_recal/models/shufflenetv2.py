@@ -18,12 +18,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from timm.layers import ClassifierHead
-from timm.models import build_model_with_cfg, generate_default_cfgs
-from timm.models._features import feature_take_indices
+from timm.layers import ClassifierHead, LayerType
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # no public export in timm 1.0.31
 
 from ..layers import SkipLayerExcitation, get_gate
-from ._common import ClassifierHeadMixin, HUB_ORG, cifar_cfg, imagenet_cfg, init_conv_weights_, register_variants
+from ._common import ClassifierHeadMixin, HUB_ORG, cifar_cfg, imagenet_cfg, init_conv_weights_, warn_renamed_kwarg
 
 __all__ = ['ShuffleNetV2', 'ShuffleUnit']
 
@@ -49,7 +49,8 @@ class ShuffleUnit(nn.Module):
     """ShuffleNet V2 unit: channel split (stride 1) or two downsampling branches (stride 2), concat, shuffle,
     then an optional gate on the unit output."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, attn_layer=None, device=None, dtype=None):
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, attn_layer: LayerType = None, device=None,
+                 dtype=None):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         if stride not in (1, 2):
@@ -91,7 +92,9 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
         cifar_stem: 3x3 stride-1 stem without max-pool (32x32 inputs).
         attn_layer: gate name/class placed after the stem, after the first and last unit of each stage and
             after the head conv; None for none.
-        attn_reductions: the reduction ratio r passed to the gate at (stem, stage 2, 3, 4, head).
+        attn_reduction: the reduction ratio r passed to the gate, one for all positions or one per position
+            (stem, stage 2, 3, 4, head); AB / AB-Plus have no reduction and ignore it.
+            ``attn_reductions`` is its deprecated old name.
         sle: add Skip-Layer Excitation stem->2, 2->3, 3->4.
         conv_init: ``'kaiming_fan_out'`` (default), ``'kaiming_fan_in'`` or ``'torch'``.
     """
@@ -107,10 +110,11 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
             cifar_stem: bool = False,
             global_pool: str = 'avg',
             drop_rate: float = 0.,
-            attn_layer: Union[str, type, None] = None,
-            attn_reductions: Sequence[float] = (1, 4, 8, 16, 16),
+            attn_layer: LayerType = None,
+            attn_reduction: Union[float, Sequence[float]] = (1, 4, 8, 16, 16),
             sle: bool = False,
             conv_init: str = 'kaiming_fan_out',
+            attn_reductions: Optional[Sequence[float]] = None,
             device=None,
             dtype=None,
     ):
@@ -118,15 +122,22 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
         dd = dict(device=device, dtype=dtype)
         if len(stage_chs) != len(stage_units):
             raise ValueError("ShuffleNetV2: stage_chs and stage_units must have the same length")
-        if len(attn_reductions) != len(stage_chs) + 2:
-            raise ValueError(f"ShuffleNetV2: attn_reductions needs {len(stage_chs) + 2} values (stem, stages, head)")
+        if attn_reductions is not None:
+            warn_renamed_kwarg('attn_reductions=', 'attn_reduction=', 'ShuffleNetV2')
+            attn_reduction = attn_reductions
+        if isinstance(attn_reduction, (int, float)):
+            attn_reduction = (attn_reduction,) * (len(stage_chs) + 2)
+        if len(attn_reduction) != len(stage_chs) + 2:
+            raise ValueError(f"ShuffleNetV2: attn_reduction needs one value or {len(stage_chs) + 2} "
+                             f"(stem, stages, head), got {tuple(attn_reduction)}")
         gate = get_gate(attn_layer)
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 
         def make_gate(i: int):
-            return partial(gate, reduction=attn_reductions[i]) if gate is not None else None
+            return partial(gate, reduction=attn_reduction[i]) if gate is not None else None
 
         stem_stride = 1 if cifar_stem else 4
         self.stem = _conv_bn(in_chans, stem_chs, 3, 1 if cifar_stem else 2, dd=dd)
@@ -168,20 +179,24 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
         )
 
     def _stages(self, x: torch.Tensor, stop: Optional[int] = None) -> List[torch.Tensor]:
-        """Run stem and stages, returning [stem, stage2, ...] outputs (SLE applied); ``stop`` ends early."""
+        """Run stem and stages, returning [stem, stage2, ...] outputs (SLE applied); ``stop`` ends early.
+
+        Written for TorchScript, which unrolls loops over modules: no ``break``, and stage i finds its SLE by
+        enumerating ``self.sle`` (a ModuleList cannot be indexed with a loop variable).
+        """
         x = self.stem_attn(self.stem_pool(self.stem(x)))
         outs = [x]
         for i, stage in enumerate(self.stages):
-            if stop is not None and i >= stop:
-                break
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                from timm.models._manipulate import checkpoint_seq
-                y = checkpoint_seq(stage, outs[-1])
-            else:
-                y = stage(outs[-1])
-            if self.sle is not None:
-                y = self.sle[i](outs[-1], y)
-            outs.append(y)
+            if stop is None or i < stop:
+                if self.grad_checkpointing and not torch.jit.is_scripting():
+                    y = checkpoint_seq(stage, outs[-1])
+                else:
+                    y = stage(outs[-1])
+                if self.sle is not None:
+                    for j, sle in enumerate(self.sle):
+                        if j == i:
+                            y = sle(outs[-1], y)
+                outs.append(y)
         return outs
 
     def forward_intermediates(
@@ -196,7 +211,7 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
         """Features of stem, each stage and the gated head conv (indices 0..len(stages)+1)."""
         if output_fmt != 'NCHW':
             raise ValueError('ShuffleNetV2 only supports output_fmt="NCHW"')
-        num = len(self.stages) + 2
+        num = len(self.feature_info)  # stem, stages, head conv; fixed, also after pruning
         take_indices, max_index = feature_take_indices(num, indices)
         stop = max_index if stop_early else None
         outs = self._stages(x, stop=stop)
@@ -211,9 +226,21 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        num = len(self.stages) + 2
-        take_indices, max_index = feature_take_indices(num, indices)
-        if prune_head:
+        """Drop the stages (with their SLE), the head conv and the classifier the requested features do not need.
+
+        ShuffleNetV2 has no final norm layer apart from the head conv's own BN (feature index
+        ``len(stages) + 1``, kept while that index is requested), so ``prune_norm`` has nothing to remove.
+        """
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        prune_end = max_index < len(self.feature_info) - 1
+        self.stages = self.stages[:max_index]
+        if self.sle is not None:
+            self.sle = self.sle[:max_index]
+        if prune_end:
+            self.conv_head = nn.Identity()
+            self.head_attn = nn.Identity()
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
             self.reset_classifier(0, '')
         return take_indices
 
@@ -234,8 +261,6 @@ _WIDTHS = {
 }
 _GATES = {'': {}, 'se_': dict(attn_layer='se'), 'ab_': dict(attn_layer='ab'),
           'abplus_': dict(attn_layer='abplus'), 'sle_': dict(sle=True)}
-_PAPER = {'': 'Ma et al. 2018', 'se_': 'Wang & Yuan (SE)', 'sle_': 'Wang & Yuan (SLE)',
-          'ab_': 'Singh et al. (AB)', 'abplus_': 'Singh et al. (AB-Plus)'}
 
 
 def _variant_table() -> Dict[str, Dict[str, Any]]:
@@ -253,7 +278,7 @@ def _variant_table() -> Dict[str, Dict[str, Any]]:
 
 model_args = _variant_table()
 
-#: Variants with trained CIFAR-10 weights in weights/ (pushed to the Hub by `timm-recal publish`).
+#: Variants with trained CIFAR-10 weights in weights/ (their ``.cifar10`` tags name Hub repos of ``HUB_ORG``).
 TRAINED_CIFAR10: Tuple[str, ...] = (
     'shufflenetv2_x0_5_cifar', 'se_shufflenetv2_x0_5_cifar', 'sle_shufflenetv2_x0_5_cifar', 'ab_shufflenetv2_x0_5_cifar')
 
@@ -282,6 +307,349 @@ def _create_shufflenetv2(variant: str, pretrained: bool = False, **kwargs) -> Sh
     )
 
 
-register_variants(
-    model_args, _create_shufflenetv2, __name__,
-    doc='ShuffleNet V2 variant ``{name}`` (see the module docstring for gate positions).')
+@register_model
+def shufflenetv2_x0_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018)."""
+    return _create_shufflenetv2('shufflenetv2_x0_5', pretrained, **kwargs)
+
+
+@register_model
+def shufflenetv2_x0_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018), CIFAR stem for 32x32 inputs; trained CIFAR-10 weights: tag ``.cifar10``."""
+    return _create_shufflenetv2('shufflenetv2_x0_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def shufflenetv2_x1_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018)."""
+    return _create_shufflenetv2('shufflenetv2_x1_0', pretrained, **kwargs)
+
+
+@register_model
+def shufflenetv2(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) (same net as ``shufflenetv2_x1_0``)."""
+    return _create_shufflenetv2('shufflenetv2', pretrained, **kwargs)
+
+
+@register_model
+def shufflenetv2_x1_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018), CIFAR stem for 32x32 inputs."""
+    return _create_shufflenetv2('shufflenetv2_x1_0_cifar', pretrained, **kwargs)
+
+
+@register_model
+def shufflenetv2_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018), CIFAR stem for 32x32 inputs (same net as ``shufflenetv2_x1_0_cifar``):
+    Wang & Yuan's baseline (1,263,854 parameters).
+    """
+    return _create_shufflenetv2('shufflenetv2_cifar', pretrained, **kwargs)
+
+
+@register_model
+def shufflenetv2_x1_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018)."""
+    return _create_shufflenetv2('shufflenetv2_x1_5', pretrained, **kwargs)
+
+
+@register_model
+def shufflenetv2_x1_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018), CIFAR stem for 32x32 inputs."""
+    return _create_shufflenetv2('shufflenetv2_x1_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def shufflenetv2_x2_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018)."""
+    return _create_shufflenetv2('shufflenetv2_x2_0', pretrained, **kwargs)
+
+
+@register_model
+def shufflenetv2_x2_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018), CIFAR stem for 32x32 inputs."""
+    return _create_shufflenetv2('shufflenetv2_x2_0_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2_x0_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan)."""
+    return _create_shufflenetv2('se_shufflenetv2_x0_5', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2_x0_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan), CIFAR stem for 32x32 inputs;
+    trained CIFAR-10 weights: tag ``.cifar10``.
+    """
+    return _create_shufflenetv2('se_shufflenetv2_x0_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2_x1_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan)."""
+    return _create_shufflenetv2('se_shufflenetv2_x1_0', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan) (same net as
+    ``se_shufflenetv2_x1_0``).
+    """
+    return _create_shufflenetv2('se_shufflenetv2', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2_x1_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan), CIFAR stem for 32x32 inputs.
+    """
+    return _create_shufflenetv2('se_shufflenetv2_x1_0_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan), CIFAR stem for 32x32 inputs
+    (same net as ``se_shufflenetv2_x1_0_cifar``): Wang & Yuan's SE net (1,493,204 parameters).
+    """
+    return _create_shufflenetv2('se_shufflenetv2_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2_x1_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan)."""
+    return _create_shufflenetv2('se_shufflenetv2_x1_5', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2_x1_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan), CIFAR stem for 32x32 inputs.
+    """
+    return _create_shufflenetv2('se_shufflenetv2_x1_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2_x2_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan)."""
+    return _create_shufflenetv2('se_shufflenetv2_x2_0', pretrained, **kwargs)
+
+
+@register_model
+def se_shufflenetv2_x2_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018) with SE gates at eight positions (Wang & Yuan), CIFAR stem for 32x32 inputs.
+    """
+    return _create_shufflenetv2('se_shufflenetv2_x2_0_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2_x0_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.)."""
+    return _create_shufflenetv2('ab_shufflenetv2_x0_5', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2_x0_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.), CIFAR
+    stem for 32x32 inputs; trained CIFAR-10 weights: tag ``.cifar10``.
+    """
+    return _create_shufflenetv2('ab_shufflenetv2_x0_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2_x1_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.)."""
+    return _create_shufflenetv2('ab_shufflenetv2_x1_0', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.) (same
+    net as ``ab_shufflenetv2_x1_0``).
+    """
+    return _create_shufflenetv2('ab_shufflenetv2', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2_x1_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.), CIFAR
+    stem for 32x32 inputs.
+    """
+    return _create_shufflenetv2('ab_shufflenetv2_x1_0_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.), CIFAR
+    stem for 32x32 inputs (same net as ``ab_shufflenetv2_x1_0_cifar``).
+    """
+    return _create_shufflenetv2('ab_shufflenetv2_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2_x1_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.)."""
+    return _create_shufflenetv2('ab_shufflenetv2_x1_5', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2_x1_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.), CIFAR
+    stem for 32x32 inputs.
+    """
+    return _create_shufflenetv2('ab_shufflenetv2_x1_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2_x2_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.)."""
+    return _create_shufflenetv2('ab_shufflenetv2_x2_0', pretrained, **kwargs)
+
+
+@register_model
+def ab_shufflenetv2_x2_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018) with Accuracy Booster gates at the eight SE positions (Singh et al.), CIFAR
+    stem for 32x32 inputs.
+    """
+    return _create_shufflenetv2('ab_shufflenetv2_x2_0_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2_x0_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.)."""
+    return _create_shufflenetv2('abplus_shufflenetv2_x0_5', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2_x0_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.), CIFAR stem for
+    32x32 inputs.
+    """
+    return _create_shufflenetv2('abplus_shufflenetv2_x0_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2_x1_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.)."""
+    return _create_shufflenetv2('abplus_shufflenetv2_x1_0', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.) (same net as
+    ``abplus_shufflenetv2_x1_0``).
+    """
+    return _create_shufflenetv2('abplus_shufflenetv2', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2_x1_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.), CIFAR stem for
+    32x32 inputs.
+    """
+    return _create_shufflenetv2('abplus_shufflenetv2_x1_0_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.), CIFAR stem for
+    32x32 inputs (same net as ``abplus_shufflenetv2_x1_0_cifar``).
+    """
+    return _create_shufflenetv2('abplus_shufflenetv2_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2_x1_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.)."""
+    return _create_shufflenetv2('abplus_shufflenetv2_x1_5', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2_x1_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.), CIFAR stem for
+    32x32 inputs.
+    """
+    return _create_shufflenetv2('abplus_shufflenetv2_x1_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2_x2_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.)."""
+    return _create_shufflenetv2('abplus_shufflenetv2_x2_0', pretrained, **kwargs)
+
+
+@register_model
+def abplus_shufflenetv2_x2_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018) with AB-Plus gates at the eight SE positions (Singh et al.), CIFAR stem for
+    32x32 inputs.
+    """
+    return _create_shufflenetv2('abplus_shufflenetv2_x2_0_cifar', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2_x0_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan)."""
+    return _create_shufflenetv2('sle_shufflenetv2_x0_5', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2_x0_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 0.5x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan), CIFAR stem for 32x32
+    inputs; trained CIFAR-10 weights: tag ``.cifar10``.
+    """
+    return _create_shufflenetv2('sle_shufflenetv2_x0_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2_x1_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan)."""
+    return _create_shufflenetv2('sle_shufflenetv2_x1_0', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan) (same net as
+    ``sle_shufflenetv2_x1_0``).
+    """
+    return _create_shufflenetv2('sle_shufflenetv2', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2_x1_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan), CIFAR stem for 32x32
+    inputs.
+    """
+    return _create_shufflenetv2('sle_shufflenetv2_x1_0_cifar', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.0x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan), CIFAR stem for 32x32
+    inputs (same net as ``sle_shufflenetv2_x1_0_cifar``): Wang & Yuan's SLE net (3,743,934 parameters).
+    """
+    return _create_shufflenetv2('sle_shufflenetv2_cifar', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2_x1_5(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan)."""
+    return _create_shufflenetv2('sle_shufflenetv2_x1_5', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2_x1_5_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 1.5x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan), CIFAR stem for 32x32
+    inputs.
+    """
+    return _create_shufflenetv2('sle_shufflenetv2_x1_5_cifar', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2_x2_0(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan)."""
+    return _create_shufflenetv2('sle_shufflenetv2_x2_0', pretrained, **kwargs)
+
+
+@register_model
+def sle_shufflenetv2_x2_0_cifar(pretrained: bool = False, **kwargs) -> ShuffleNetV2:
+    """ShuffleNetV2 2.0x (Ma et al. 2018) with Skip-Layer Excitation between stages (Wang & Yuan), CIFAR stem for 32x32
+    inputs.
+    """
+    return _create_shufflenetv2('sle_shufflenetv2_x2_0_cifar', pretrained, **kwargs)
+
