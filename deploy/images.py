@@ -12,13 +12,14 @@ import random
 from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import DeployError
 
 __all__ = ['CIFAR10_CLASSES', 'IMG_EXTENSIONS', 'bundled_samples_dir', 'scan_images', 'ImageFolderDataset',
-           'make_transform', 'make_dataset', 'make_loader', 'spread_indices']
+           'make_transform', 'make_dataset', 'make_loader', 'spread_indices', 'collect_logits', 'split_indices']
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.ppm', '.tif', '.tiff')
@@ -42,28 +43,27 @@ def bundled_samples_dir(data_config: Dict[str, Any]) -> str:
 
 def scan_images(root: str) -> Tuple[List[Tuple[str, int]], List[str]]:
     """``(samples, classes)`` of an ImageFolder: ``samples`` are ``(path, folder_index)`` sorted by class then
-    file; a flat folder gives ``classes == []`` and index -1."""
+    file; a flat folder gives ``classes == []`` and index -1.
+
+    The walk is timm's (``find_images_and_targets``, natural sort); hidden files are dropped, and images beside
+    class folders are ignored, as ImageFolder does.
+    """
+    from timm.data.readers.reader_image_folder import find_images_and_targets
     if not root or not os.path.isdir(root):
         raise DeployError(f'data folder not found: {root}')
-    entries = sorted(os.listdir(root))
-    classes = [d for d in entries if os.path.isdir(os.path.join(root, d)) and not d.startswith('.')]
-    samples: List[Tuple[str, int]] = []
-    kept: List[str] = []
-    for cls in classes:
-        files = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, cls)):
-            dirnames.sort()
-            files += [os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f)]
-        if files:
-            samples += [(f, len(kept)) for f in files]
-            kept.append(cls)
-    if not samples:
-        flat = [os.path.join(root, f) for f in entries if _is_image(f) and os.path.isfile(os.path.join(root, f))]
-        samples = [(f, -1) for f in flat]
+    found, class_to_idx = find_images_and_targets(root, types=IMG_EXTENSIONS)
+    found = [(p, i) for p, i in found if _is_image(os.path.basename(p))]
+    labels = {i: c for c, i in class_to_idx.items()}
+    classes = sorted({labels[i] for _, i in found if labels[i]}, key=lambda c: class_to_idx[c])
+    if classes:
+        index = {c: k for k, c in enumerate(classes)}
+        samples = sorted(((p, index[labels[i]]) for p, i in found if labels[i]), key=lambda s: s[1])
+    else:
+        samples = [(p, -1) for p, _ in found if os.path.dirname(p) == os.path.normpath(root)]
     if not samples:
         raise DeployError(f'no images found in {root} (expected {root}/<class>/<image>.jpg, '
                           f"extensions {', '.join(IMG_EXTENSIONS)})")
-    return samples, kept
+    return samples, classes
 
 
 def _class_index(classes: Sequence[str], data_config: Dict[str, Any]) -> Tuple[List[int], str]:
@@ -90,7 +90,11 @@ def make_transform(data_config: Dict[str, Any]):
 
 
 class ImageFolderDataset(Dataset):
-    """Images of a folder with their model class indices (see the module docstring)."""
+    """Images of a folder with their model class indices (see the module docstring).
+
+    Not ``timm.data.ImageDataset``: on an unreadable image it silently returns the next one, which would count
+    a different sample; here a corrupt image is an error that names the file.
+    """
 
     def __init__(self, root: str, transform, data_config: Optional[Dict[str, Any]] = None,
                  indices: Optional[Sequence[int]] = None):
@@ -131,6 +135,15 @@ def spread_indices(n: int, limit: Optional[int], seed: int = 0, exclude: Sequenc
     return sorted(random.Random(seed).sample(pool, limit))
 
 
+def split_indices(n: int, calib_images: int, seed: int = 1) -> Tuple[List[int], List[int]]:
+    """Two disjoint index lists over ``n`` images: ``min(calib_images, n // 2)`` to calibrate INT8 on, the rest
+    to measure on. Deterministic, so ``parity`` recomputes the split that ``quantize`` recorded."""
+    if n < 2:
+        raise DeployError(f'{n} image; INT8 needs calibration images disjoint from the measured ones: --calib-data')
+    calib = spread_indices(n, min(calib_images, n // 2), seed=seed)
+    return calib, spread_indices(n, None, exclude=calib)
+
+
 def make_dataset(data_dir: Optional[str], data_config: Dict[str, Any], limit: Optional[int] = None,
                  seed: int = 0, indices: Optional[Sequence[int]] = None) -> ImageFolderDataset:
     """The dataset of ``data_dir`` (bundled samples when None), ``limit`` images spread over the classes."""
@@ -154,3 +167,32 @@ def make_loader(data_dir: Optional[str], data_config: Dict[str, Any], batch_size
         raise DeployError(f'batch size must be >= 1, got {batch_size}')
     ds = make_dataset(data_dir, data_config, limit, seed, indices)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def _batches(loader: DataLoader):
+    """Iterate ``loader``; an error inside a worker process (a corrupt image) becomes its one-line message."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except DeployError as e:
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            raise DeployError(lines[-1].split('DeployError: ', 1)[-1] if lines else 'data loading failed') from None
+        yield batch
+
+
+def collect_logits(loader: DataLoader, runners: Sequence[Any], progress: bool = False,
+                   desc: str = 'images') -> Tuple[List[np.ndarray], np.ndarray]:
+    """Logits of every runner (``runtimes.Runner``) on every batch of ``loader``, and the labels."""
+    from tqdm import tqdm
+    outs: List[List[np.ndarray]] = [[] for _ in runners]
+    labels = []
+    for images, y in tqdm(_batches(loader), desc=desc, unit='batch', total=len(loader), disable=not progress,
+                          leave=False):
+        x = images.numpy()
+        for out, runner in zip(outs, runners):
+            out.append(runner(x))
+        labels.append(y.numpy())
+    return [np.concatenate(o) for o in outs], np.concatenate(labels)

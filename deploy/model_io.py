@@ -15,6 +15,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from timm.models import clean_state_dict
 from torch import nn
 
 from .errors import DeployError
@@ -127,6 +128,10 @@ def _load_file(path: str) -> Any:
 def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Load the weights of any supported checkpoint format.
 
+    Not ``timm.models.load_state_dict``: it falls back to the plain weights when EMA ones are missing (and takes
+    EMA weights unasked), while ``--use-ema`` must refuse a file without them; prefixes go through timm's
+    ``clean_state_dict``.
+
     Returns ``(state_dict, info)``; ``info`` has ``format``, ``path`` and, when the file says so,
     ``architecture`` (train.py ``arch`` / config.json), ``hf_config`` (a save_for_hf folder's config.json).
     """
@@ -169,14 +174,10 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
                 info['key'] = key
                 obj = obj[key]
                 break
-    state_dict = {}
-    for k, v in obj.items():
-        if not isinstance(v, torch.Tensor):
-            raise DeployError(f'{path}: entry {k!r} is a {type(v).__name__}, not a tensor; not a state dict')
-        for prefix in ('module.', '_orig_mod.'):  # DDP / torch.compile wrappers
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        state_dict[k] = v
+    bad = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise DeployError(f'{path}: entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor; not a state dict')
+    state_dict = clean_state_dict(obj)  # timm's: DDP / torch.compile prefixes
     if not state_dict:
         raise DeployError(f'{path} holds no weights')
     return state_dict, info

@@ -7,8 +7,10 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from conftest import SHARED_DATA as _SHARED_DATA
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+SHARED_DATA = str(_SHARED_DATA)  # the conftest's location of ../shared/data (tests that need it skip without it)
 
 
 @torch.no_grad()
