@@ -18,7 +18,8 @@ from torch import nn
 from .eager_runtime import amp_precision, check_device
 from .errors import BatchNotSupported, DeployError
 from .export import ExportOptions, export_source
-from .metadata import onnx_precision
+from .metadata import onnx_precision, read_metadata
+from .ort_runtime import available_providers
 from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, TimingOptions, with_overrides
 from .outputs import resolve_output, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
@@ -26,7 +27,6 @@ from .results import Result
 from .runtimes import PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec
 from .sources import Source, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
-from .metadata import read_metadata
 
 __all__ = ['BenchOptions', 'BenchResult', 'bench', 'parse_batches', 'default_runtimes', 'compute_ratios',
            'summarize_times', 'time_interleaved', 'machine_info', 'busy_cpus', 'onnx_precision']
@@ -100,7 +100,6 @@ def default_runtimes(device: str) -> List[str]:
 def _gate_runtimes(runtimes: Optional[Sequence[str]], device: str, notes: List[str]) -> List[str]:
     """The runtimes to time: the given ones (checked) or the device's default, without the GPU ones this
     machine cannot run (an error when asked for explicitly, a note otherwise)."""
-    from .ort_runtime import available_providers
     explicit = runtimes is not None
     kept = []
     for word in dict.fromkeys(runtimes if explicit else default_runtimes(device)):

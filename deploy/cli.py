@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .errors import DeployError
-from .options import PIPELINE_STAGES
+from .options import EXPORTERS, PIPELINE_STAGES, from_args
 from .runtimes import PRECISIONS, RUNTIMES, parse_runtimes
 
 __all__ = ['Verb', 'VERBS', 'add_parsers', 'add_model_args', 'add_output_args', 'add_runtime_args',
            'add_data_args', 'add_int8_args', 'add_timing_args', 'add_json_arg', 'csv_list', 'positive_int',
            'non_negative_int', 'non_negative_float', 'print_result']
 
-EXPORTERS = ('dynamo', 'legacy')  # export.EXPORTERS, repeated here so that --help needs no torch
 _PROVIDER_WORDS = {'CPUExecutionProvider': 'ort', 'CUDAExecutionProvider': 'ort_cuda',
                    'TensorrtExecutionProvider': 'ort_trt'}
 
@@ -128,14 +127,16 @@ def add_runtime_args(p: argparse.ArgumentParser, default: str, many: bool = Fals
     return g
 
 
-def add_data_args(p: argparse.ArgumentParser, batch_size: int, required: bool = False,
+def add_data_args(p: argparse.ArgumentParser, batch_size: Optional[int], required: bool = False,
                   data_help: str = 'ImageFolder DIR/<class>/<image> (default: sample images bundled in the '
-                                   'package)') -> None:
-    """``--data``, ``--limit``, ``--batch-size``."""
+                                   'package)') -> argparse._ArgumentGroup:
+    """``--data``, and with a ``batch_size`` default ``--limit`` and ``--batch-size``."""
     g = p.add_argument_group('data')
     g.add_argument('--data', required=required, metavar='DIR', help=data_help)
-    g.add_argument('--limit', type=positive_int, metavar='N', help='measure N images spread over the classes')
-    g.add_argument('--batch-size', '-b', type=positive_int, default=batch_size, help=f'default {batch_size}')
+    if batch_size is not None:
+        g.add_argument('--limit', type=positive_int, metavar='N', help='measure N images spread over the classes')
+        g.add_argument('--batch-size', '-b', type=positive_int, default=batch_size, help=f'default {batch_size}')
+    return g
 
 
 def add_int8_args(p: argparse.ArgumentParser, calib_images: int,
@@ -201,7 +202,6 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from .export import ExportOptions, export_onnx
-    from .options import from_args
     r = export_onnx(args.model, options=from_args(ExportOptions, args))
     _note_weights(r.weights, args.model)
     print_result(r, args.json, lambda r: (
@@ -233,7 +233,6 @@ def _parity_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_parity(args: argparse.Namespace) -> int:
-    from .options import from_args
     from .parity import ParityOptions, format_report, parity
     o = from_args(ParityOptions, args)
     o.progress = _progress()
@@ -255,7 +254,6 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from .options import from_args
     from .validate import ValidateOptions, format_metrics, validate
     o = from_args(ValidateOptions, args)
     o.progress = _progress()
@@ -279,7 +277,6 @@ def _quantize_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from .options import from_args
     from .quantize import QuantizeOptions, quantize
     o = from_args(QuantizeOptions, args)
     o.progress = _progress()
@@ -312,7 +309,6 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from .bench import BenchOptions, bench
-    from .options import from_args
     from .report import bench_results_markdown
     r = bench(args.target, from_args(BenchOptions, args), log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print_result(r, args.json, lambda r: bench_results_markdown(r.to_dict()))
@@ -339,9 +335,8 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument('--precision', dest='precisions', type=_precisions, default=list(PRECISIONS), metavar='P1,P2',
                    help='fp32 plus any of fp16,int8 (default fp32,fp16,int8)')
     g.add_argument('--exporter', default='dynamo', choices=EXPORTERS)
-    g = p.add_argument_group('data')
-    g.add_argument('--data', metavar='DIR', help='images for parity and validation, DIR/<class>/<image> '
-                   '(default: the bundled samples)')
+    add_data_args(p, None, data_help='images for parity and validation, DIR/<class>/<image> (default: the bundled '
+                                     'samples)')
     add_int8_args(p, 512, data_help='INT8 calibration images, disjoint from --data (default: half of --data)')
     add_runtime_args(p, 'see timm-recal bench --help', many=True)
     g = add_timing_args(p, optional=True)
@@ -355,7 +350,6 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
 
 def run_pipeline(args: argparse.Namespace) -> int:
     """Exit 0 when every check passed, 1 when a parity check or a stage failed."""
-    from .options import from_args
     from .pipeline import PipelineOptions, pipeline
     o = from_args(PipelineOptions, args)
     o.stages = [s for s in (args.stages or list(PIPELINE_STAGES)) if s not in (args.skip or [])]

@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import DeployError
 from .metadata import set_metadata
-from .options import ModelOptions, OutputOptions, with_overrides
+from .options import EXPORTERS, ModelOptions, OutputOptions, with_overrides
 from .outputs import call_atomically, resolve_output
 from .results import Result
 from .sources import Source, is_onnx_path, open_source
@@ -28,7 +28,6 @@ from .sources import Source, is_onnx_path, open_source
 __all__ = ['EXPORTERS', 'ExportOptions', 'ExportResult', 'export_onnx', 'export_source', 'export_metadata',
            'library_versions', 'check_onnx', 'default_onnx_name']
 
-EXPORTERS = ('dynamo', 'legacy')
 INPUT_NAME, OUTPUT_NAME = 'input', 'logits'
 #: lowest opset each exporter writes
 MIN_OPSET = {'dynamo': 18, 'legacy': 7}

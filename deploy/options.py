@@ -9,11 +9,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, List, Optional, Type, TypeVar
 
-__all__ = ['PIPELINE_STAGES', 'ModelOptions', 'RuntimeOptions', 'Int8Options', 'OutputOptions', 'DataOptions', 'TimingOptions',
+__all__ = ['EXPORTERS', 'PIPELINE_STAGES', 'ModelOptions', 'RuntimeOptions', 'Int8Options', 'OutputOptions', 'DataOptions', 'TimingOptions',
            'from_args', 'with_overrides', 'int8_kwargs']
 
 T = TypeVar('T')
 
+#: the torch.onnx exporters ``export`` offers (here, so that the command line needs no torch)
+EXPORTERS = ('dynamo', 'legacy')
 #: the pipeline's stages in the order they run (``pipeline.STAGE_STEPS`` has each one's function)
 PIPELINE_STAGES = ('export', 'quantize', 'parity', 'validate', 'bench', 'report')
 
