@@ -141,7 +141,7 @@ def _onnx_files(side: _Side, src: Source) -> Dict[str, str]:
         p = onnx_precision(path)
         if p in files:
             raise DeployError(f'two {p} ONNX files for {side.spec}: {files[p]} and {path}')
-        check_pairing(src.info, read_metadata(path), path)
+        check_pairing(src.info, read_metadata(path), path, src.model)
         files[p] = path
     return files
 

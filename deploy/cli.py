@@ -133,6 +133,9 @@ def add_data_args(p: argparse.ArgumentParser, batch_size: Optional[int], require
     """``--data``, and with a ``batch_size`` default ``--limit`` and ``--batch-size``."""
     g = p.add_argument_group('data')
     g.add_argument('--data', required=required, metavar='DIR', help=data_help)
+    g.add_argument('--folder-order', action='store_true',
+                   help="class folders whose names are not the model's labels: take their sorted order as the "
+                        'class order (otherwise refused)')
     if batch_size is not None:
         g.add_argument('--limit', type=positive_int, metavar='N', help='measure N images spread over the classes')
         g.add_argument('--batch-size', '-b', type=positive_int, default=batch_size, help=f'default {batch_size}')

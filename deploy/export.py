@@ -23,7 +23,7 @@ from .metadata import set_metadata
 from .options import EXPORTERS, ModelOptions, OutputOptions, with_overrides
 from .outputs import call_atomically, resolve_output
 from .results import Result
-from .sources import Source, is_onnx_path, open_source
+from .sources import HASHED_WEIGHTS, Source, is_onnx_path, open_source, weights_digest
 
 __all__ = ['EXPORTERS', 'ExportOptions', 'ExportResult', 'export_onnx', 'export_source', 'export_metadata',
            'library_versions', 'check_onnx', 'default_onnx_name']
@@ -161,7 +161,10 @@ def _export_proto(source: Source, o: ExportOptions):
         with contextlib.redirect_stdout(io.StringIO()):
             proto = onnxslim.slim(proto)
     opset = {i.domain: i.version for i in proto.opset_import}.get('', o.opset)  # what the file really has
-    set_metadata(proto, export_metadata(info, o.exporter, opset, o.slim))
+    meta = export_metadata(info, o.exporter, opset, o.slim)
+    if info.get('weights') in HASHED_WEIGHTS:  # lets parity and bench refuse a file paired with other weights
+        meta['weights_sha256'] = weights_digest(model)
+    set_metadata(proto, meta)
     check_onnx(proto, f'the exported {arch}')
     dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
     if dim0.HasField('dim_value'):

@@ -3,9 +3,13 @@
 ``data_dir=None`` means the samples bundled in the package (``timm_recal/assets``): the CIFAR-10 set (50 images)
 for 32x32 or CIFAR-10 models, the ImageNet set (12 images) otherwise. A folder is read as an ImageFolder
 (``DIR/<class>/<image>``; a flat folder of images is read unlabelled, label -1). Labels are the sorted folder
-index, except when every folder name is one of the model's class labels: then the folder maps to that class
-index, so a subset folder (``imagenet-1k-samples`` with a few synsets, CIFAR-10 with a few classes) still gets
+Labels come from the folder names: every folder name must be one of the model's class labels, and maps to that
+class index, so a subset folder (``imagenet-1k-samples`` with a few synsets, CIFAR-10 with a few classes) gets
 the true indices. A 1000-class model without labels uses the ImageNet-1k synsets (``timm.data.ImageNetInfo``).
+Folders whose names are not the model's labels (``class_1..class_10``, synsets against a CIFAR-10 model) are
+never silently taken in folder order: they count as unlabelled (``label_mode == 'unmatched'``, which
+``validate`` refuses with both label sets named) unless ``folder_order`` says the sorted folder order is the
+class order (``--folder-order``).
 """
 import os
 import random
@@ -66,19 +70,30 @@ def scan_images(root: str) -> Tuple[List[Tuple[str, int]], List[str]]:
     return samples, classes
 
 
-def _class_index(classes: Sequence[str], data_config: Dict[str, Any]) -> Tuple[List[int], str]:
-    """Map folder index -> model class index, and say how (``labels``, ``synsets`` or ``folder``)."""
+def _few(names: Sequence[str], n: int = 4) -> str:
+    return ', '.join(list(names)[:n]) + (f', ... ({len(names)} in all)' if len(names) > n else '')
+
+
+def _class_index(classes: Sequence[str], data_config: Dict[str, Any],
+                 folder_order: bool = False) -> Tuple[List[int], str, Optional[str]]:
+    """Map folder index -> model class index; say how (``labels``, ``synsets``, ``folder`` or ``unmatched``) and,
+    for ``unmatched``, why."""
     labels = list(data_config.get('class_labels') or [])
+    if not labels and data_config.get('num_classes') == 1000:
+        from timm.data import ImageNetInfo
+        labels, mode = list(ImageNetInfo().label_names()), 'synsets'
+    else:
+        mode = 'labels'
     if classes and labels and all(c in labels for c in classes):
         pos = {name: i for i, name in enumerate(labels)}
-        return [pos[c] for c in classes], 'labels'
-    if classes and not labels and data_config.get('num_classes') == 1000:
-        from timm.data import ImageNetInfo
-        synsets = ImageNetInfo().label_names()
-        pos = {name: i for i, name in enumerate(synsets)}
-        if all(c in pos for c in classes):
-            return [pos[c] for c in classes], 'synsets'
-    return list(range(len(classes))), 'folder'
+        return [pos[c] for c in classes], mode, None
+    if not classes or folder_order:
+        return list(range(len(classes))), 'folder', None
+    about = (f"the model's labels ({_few(labels)})" if labels else
+             f"a model without label names ({data_config.get('num_classes')} classes)")
+    why = (f'the class folders ({_few(classes)}) do not match {about}; pass --folder-order if the sorted folder '
+           'order is the class order')
+    return list(range(len(classes))), 'unmatched', why
 
 
 def make_transform(data_config: Dict[str, Any]):
@@ -97,13 +112,15 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, root: str, transform, data_config: Optional[Dict[str, Any]] = None,
-                 indices: Optional[Sequence[int]] = None):
+                 indices: Optional[Sequence[int]] = None, folder_order: bool = False):
         self.root = root
         samples, self.classes = scan_images(root)
-        self.class_index, self.label_mode = _class_index(self.classes, data_config or {})
+        self.class_index, self.label_mode, self.mismatch = _class_index(self.classes, data_config or {},
+                                                                        folder_order)
         if indices is not None:
             samples = [samples[i] for i in indices]
-        self.samples = [(p, self.class_index[c] if c >= 0 else -1) for p, c in samples]
+        unmatched = self.label_mode == 'unmatched'
+        self.samples = [(p, self.class_index[c] if c >= 0 and not unmatched else -1) for p, c in samples]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -121,7 +138,7 @@ class ImageFolderDataset(Dataset):
 
     @property
     def labelled(self) -> bool:
-        return bool(self.classes)
+        return bool(self.classes) and self.label_mode != 'unmatched'
 
 
 def spread_indices(n: int, limit: Optional[int], seed: int = 0, exclude: Sequence[int] = ()) -> List[int]:
@@ -131,7 +148,7 @@ def spread_indices(n: int, limit: Optional[int], seed: int = 0, exclude: Sequenc
     if limit is None or limit >= len(pool):
         return pool
     if limit < 1:
-        raise DeployError(f'image limit must be >= 1, got {limit}')
+        raise DeployError(f'--limit must be >= 1, got {limit}')
     return sorted(random.Random(seed).sample(pool, limit))
 
 
@@ -145,13 +162,14 @@ def split_indices(n: int, calib_images: int, seed: int = 1) -> Tuple[List[int], 
 
 
 def make_dataset(data_dir: Optional[str], data_config: Dict[str, Any], limit: Optional[int] = None,
-                 seed: int = 0, indices: Optional[Sequence[int]] = None) -> ImageFolderDataset:
+                 seed: int = 0, indices: Optional[Sequence[int]] = None,
+                 folder_order: bool = False) -> ImageFolderDataset:
     """The dataset of ``data_dir`` (bundled samples when None), ``limit`` images spread over the classes."""
     root = bundled_samples_dir(data_config) if data_dir is None else os.fspath(data_dir)
     if indices is None and limit is not None:
         n = len(scan_images(root)[0])
         indices = spread_indices(n, limit, seed)
-    return ImageFolderDataset(root, make_transform(data_config), data_config, indices)
+    return ImageFolderDataset(root, make_transform(data_config), data_config, indices, folder_order)
 
 
 def make_loader(data_dir: Optional[str], data_config: Dict[str, Any], batch_size: int,

@@ -26,6 +26,7 @@ key                 type     meaning
 ``precision``       str      ``fp32``, ``fp16`` (FP32 inputs/outputs kept) or ``int8`` (QDQ)
 ``quantization``    json     for ``int8``/``fp16``: how it was made (calibration folder, image count, types)
 ``versions``        json     ``{"torch", "timm", "onnx", "onnxruntime", "onnxscript", "timm_recal", ...}``
+``weights_sha256``  str      SHA-256 of the exported weights (checkpoint or pretrained weights only)
 ==================  =======  ===============================================================================
 
 Values are strings in ONNX; keys of type ``json``/``int`` are JSON-encoded and decoded by ``read_metadata``.
@@ -45,7 +46,7 @@ METADATA_KEYS: Dict[str, str] = {
     'num_classes': 'json', 'input_size': 'json', 'mean': 'json', 'std': 'json', 'interpolation': 'str',
     'crop_pct': 'json', 'crop_mode': 'str', 'class_labels': 'json', 'input_name': 'str', 'output_name': 'str',
     'exporter': 'str', 'opset': 'json', 'slim': 'json', 'precision': 'str', 'quantization': 'json',
-    'versions': 'json',
+    'versions': 'json', 'weights_sha256': 'str',
 }
 _PRECISIONS = ('fp32', 'fp16', 'int8', 'bf16')
 

@@ -123,6 +123,10 @@ def _load_file(path: str) -> Any:
     except ModuleNotFoundError:
         raise
     except Exception as e:
+        if 'weights only load failed' in str(e).lower():  # never suggest weights_only=False for a file
+            raise DeployError(f'cannot read checkpoint {path}: it holds Python objects besides tensors, which are '
+                              'not loaded (running them is unsafe for files from elsewhere); save model.state_dict() '
+                              'or a .safetensors file') from None
         raise DeployError(f'cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}') from None
 
 
@@ -303,8 +307,9 @@ def _create(timm, spec: str, name: str, use_pretrained: bool, kwargs: Dict[str, 
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if use_pretrained:  # download failures, offline Hub, missing files: any exception type
-            raise DeployError(f'cannot get the pretrained weights of {spec}: {first}; '
-                              'give the weights with --checkpoint') from None
+            hint = ('download the repository (offline: HF_HUB_OFFLINE=1?) and pass local-dir:FOLDER'
+                    if spec.startswith('hf-hub:') else 'give the weights with --checkpoint')
+            raise DeployError(f'cannot get the pretrained weights of {spec}: {first}; {hint}') from None
         if isinstance(e, (RuntimeError, ValueError, TypeError, OSError)):
             raise DeployError(f'cannot create {spec}: {first}') from None
         raise

@@ -236,7 +236,8 @@ def _measure(ref: Source, c: _Candidate, o: ParityOptions):
     idx = c.measure_idx
     if idx is not None and o.limit is not None:
         idx = [idx[i] for i in spread_indices(len(idx), o.limit)]
-    dataset = make_dataset(o.data, ref.data_config, limit=o.limit if idx is None else None, indices=idx)
+    dataset = make_dataset(o.data, ref.data_config, limit=o.limit if idx is None else None, indices=idx,
+                           folder_order=o.folder_order)
     from torch.utils.data import DataLoader
     loader = DataLoader(dataset, batch_size=o.batch_size, shuffle=False)
     ref_runner = open_runtime('eager', ref.model, precision=amp_precision(o.device) if o.amp else 'fp32',
@@ -270,7 +271,7 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
     if ref.kind == 'onnx':
         onnx_path = ref.onnx_path
     elif onnx_path is not None:
-        check_pairing(ref.info, read_metadata(onnx_path), onnx_path)
+        check_pairing(ref.info, read_metadata(onnx_path), onnx_path, ref.model)
     root = o.data if o.data is not None else bundled_samples_dir(ref.data_config)
     with tempfile.TemporaryDirectory(prefix='timm_recal_parity_') as tmp:
         work = o.keep_dir or tmp

@@ -52,6 +52,7 @@ class PipelineOptions(ModelOptions, RuntimeOptions, Int8Options):
     compare: Optional[str] = None
     compare_checkpoint: Optional[str] = None
     data: Optional[str] = None
+    folder_order: bool = False
     precisions: Sequence[str] = PRECISIONS
     batches: Any = (1, 16)
     exporter: str = 'dynamo'
@@ -205,7 +206,7 @@ def _parity(run: _Run) -> None:
         for p, path in r.files.items():
             res = run.stage('parity', r.role, p, lambda: parity_stage(
                 r.spec, onnx_path=path, model=r.source.model, data=o.data, img_size=o.img_size, device=o.device,
-                threads=o.threads), json_name=f'{r.prefix}parity_{p}.json')
+                threads=o.threads, folder_order=o.folder_order), json_name=f'{r.prefix}parity_{p}.json')
             if res is not None:
                 run.parity.append({'role': r.role, 'precision': p, 'result': res})
 
@@ -219,6 +220,8 @@ def _validate(run: _Run) -> None:
             continue
         jobs = [('pytorch', r.spec, dict(model=r.source.model, img_size=o.img_size, device=o.device, amp=o.amp))]
         jobs += [(p, path, dict(threads=o.threads)) for p, path in r.files.items()]
+        for _, _, kw in jobs:
+            kw['folder_order'] = o.folder_order
         for what, src, kw in jobs:
             res = run.stage('validate', r.role, what, lambda: validate_stage(src, o.data, **kw),
                             json_name=f'{r.prefix}validate_{what}.json')

@@ -236,6 +236,10 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
     source = load_onnx(in_onnx, load_external_data=False)
     meta = read_metadata(source)
     _require_fp32(meta, in_onnx)
+    ranked = sum(n.op_type in RANKED_OPS for n in source.graph.node)
+    if o.fp32_layers > ranked:
+        raise DeployError(f'--fp32-layers {o.fp32_layers}: {in_onnx} has {ranked} ranked nodes '
+                          f"({', '.join(RANKED_OPS[:4])}, ...); keep at most that many in float")
     loader = make_loader(o.calib_data, onnx_data_config(meta, in_onnx), o.batch_size,
                          limit=None if indices is not None else o.calib_images, seed=o.seed, indices=indices)
     t0 = time.perf_counter()

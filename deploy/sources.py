@@ -5,10 +5,12 @@ Every stage resolves its MODEL_OR_ONNX argument here (``open_source``), so an ON
 preprocessing recorded in it, a model spec the one timm resolves for it, and a pairing of a model with an ONNX
 file made from another model is refused the same way everywhere (``check_pairing``).
 """
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+import torch
 from torch import nn
 
 from .errors import DeployError
@@ -17,7 +19,11 @@ from .model_io import class_labels_for, data_config_of, is_onnx_path, load_model
 from .options import ModelOptions
 
 __all__ = ['DATA_KEYS', 'NAMING_KEYS', 'Source', 'open_source', 'module_info', 'onnx_data_config',
-           'reference_model', 'check_pairing', 'check_img_size', 'is_onnx_path']
+           'reference_model', 'check_pairing', 'check_img_size', 'is_onnx_path', 'weights_digest',
+           'HASHED_WEIGHTS']
+
+#: weight sources whose hash means something (freshly initialized weights differ on every build)
+HASHED_WEIGHTS = ('checkpoint', 'pretrained')
 
 #: the data config every stage passes to the image pipeline (timm's eval transform plus the label mapping)
 DATA_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct', 'crop_mode', 'num_classes', 'class_labels')
@@ -104,8 +110,20 @@ def reference_model(meta: Dict[str, Any], onnx_path: str, opts: ModelOptions):
                       use_ema=opts.use_ema, device=opts.device, img_size=size)
 
 
-def check_pairing(info: Dict[str, Any], meta: Dict[str, Any], onnx_path: str) -> None:
-    """Refuse an ONNX file that was not made from the model ``info`` describes (architecture, classes, size)."""
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and values): which weights a file was made from."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f'{name}:{t.dtype}:{tuple(t.shape)};'.encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_pairing(info: Dict[str, Any], meta: Dict[str, Any], onnx_path: str,
+                  model: Optional[nn.Module] = None) -> None:
+    """Refuse an ONNX file that was not made from the model ``info`` describes (architecture, classes, size)
+    and, when both come from a checkpoint or a pretrained tag, from its weights (the hash recorded at export)."""
     pairs = (('architecture', info.get('architecture'), meta.get('architecture')),
              ('num_classes', info.get('num_classes'), meta.get('num_classes')),
              ('input_size', list(info.get('input_size') or []) or None, meta.get('input_size')))
@@ -114,6 +132,10 @@ def check_pairing(info: Dict[str, Any], meta: Dict[str, Any], onnx_path: str) ->
             hint = '; pass the matching --img-size' if key == 'input_size' else ''
             raise DeployError(f'{onnx_path} was not made from this model: its {key} is {theirs}, the model\'s '
                               f'{ours}{hint}')
+    recorded = meta.get('weights_sha256')
+    if model is not None and recorded and info.get('weights') in HASHED_WEIGHTS and weights_digest(model) != recorded:
+        raise DeployError(f"{onnx_path} was exported from other weights than {info.get('model_spec')} "
+                          f"({info.get('weights')} {info.get('checkpoint') or ''}): the weight hashes differ".replace(' )', ')'))
 
 
 def _onnx_source(spec: str, opts: ModelOptions, module: Optional[nn.Module], need_model: bool) -> Source:

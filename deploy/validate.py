@@ -87,6 +87,8 @@ def _open_runner(src: Source, o: ValidateOptions):
 
 
 def _check_dataset(dataset, cfg: Dict[str, Any]) -> None:
+    if dataset.label_mode == 'unmatched':
+        raise DeployError(f'{dataset.root}: {dataset.mismatch}')
     if not dataset.labelled:
         raise DeployError(f'{dataset.root} has no class folders; validate needs a labelled ImageFolder '
                           '(DIR/<class>/<image>)')
@@ -125,7 +127,7 @@ def validate(model_or_onnx: str, data: Optional[str] = None, options: Optional[V
         scan_images(o.data)
     src = _source(model_or_onnx, o, model)
     runner = _open_runner(src, o)
-    dataset = make_dataset(o.data, src.data_config, limit=o.limit)
+    dataset = make_dataset(o.data, src.data_config, limit=o.limit, folder_order=o.folder_order)
     _check_dataset(dataset, src.data_config)
     loader = DataLoader(dataset, batch_size=o.batch_size, shuffle=False, num_workers=o.workers)
     (out,), lab = collect_logits(loader, [runner], o.progress, 'validate')
