@@ -109,3 +109,31 @@ def test_corrupt_image_with_dataloader_workers(two_checkpoints, tmp_path, capsys
     (data / 'airplane' / 'broken.jpg').write_bytes(b'not a jpeg at all')
     rc, _, err = _cli(capsys, 'validate', onnx_path, '--data', data, '-j', '1')
     assert rc == 2 and 'cannot read image' in err and 'broken.jpg' in err and len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_during_export_keeps_the_old_file_and_leaves_no_temporaries(tmp_path):
+    """A real process killed with SIGTERM while the exporter runs: the previous file (``--force``) is intact,
+    and neither a temporary file beside it nor the exporter's temporary folder is left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out, tmp = tmp_path / 'm.onnx', tmp_path / 'tmp'
+    out.write_bytes(b'old model')
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_recal.cli', 'export', 'resnet18', '--img-size', '64',
+                             '-o', str(out), '--force'], env={**os.environ, 'TMPDIR': str(tmp)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while proc.poll() is None and not any(n.startswith('timm_recal_export_') for n in os.listdir(tmp)):
+        assert time.time() < deadline, 'the exporter never started'
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(0.5)  # inside torch.onnx.export
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.strip().endswith('interrupted'), err
+    if out.read_bytes() != b'old model':  # the signal landed after the new file was complete: that file, whole
+        import onnx
+        onnx.checker.check_model(onnx.load(str(out)))
+    assert sorted(os.listdir(tmp_path)) == ['m.onnx', 'tmp'] and os.listdir(tmp) == []
