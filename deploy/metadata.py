@@ -36,6 +36,7 @@ import os
 from typing import Any, Dict, Mapping
 
 from .errors import DeployError
+from .runtimes import PRECISIONS
 
 __all__ = ['METADATA_KEYS', 'read_metadata', 'set_metadata', 'copy_metadata', 'load_onnx', 'decode_props',
            'onnx_precision', 'count_ops']
@@ -48,7 +49,6 @@ METADATA_KEYS: Dict[str, str] = {
     'exporter': 'str', 'opset': 'json', 'slim': 'json', 'precision': 'str', 'quantization': 'json',
     'versions': 'json', 'weights_sha256': 'str',
 }
-_PRECISIONS = ('fp32', 'fp16', 'int8', 'bf16')
 
 
 def load_onnx(path: str, load_external_data: bool = True):
@@ -131,7 +131,7 @@ def onnx_precision(path: str) -> str:
     import onnx
     model = load_onnx(path, load_external_data=False)
     for p in model.metadata_props:
-        if p.key == 'precision' and p.value in _PRECISIONS:
+        if p.key == 'precision' and p.value in PRECISIONS:
             return p.value
     base = os.path.basename(path).lower()
     if 'int8' in base or 'qdq' in base:
