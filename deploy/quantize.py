@@ -120,8 +120,9 @@ def rank_sensitivity(src: str, images: np.ndarray, input_name: str, quantize_one
 
     ``quantize_one(out_path, nodes_to_quantize=[node])`` writes ``src`` with only that node quantized (the
     calibrated ranges are cached, so this is cheap); the error is measured against FP32 on ``images``.
-    Not ``onnxruntime.quantization.qdq_loss_debug``: it compares every tensor of the fully quantized model with
-    its float twin, where errors pile up downstream; the ranking needs the logit error each node causes alone.
+    Not ``onnxruntime.quantization.qdq_loss_debug`` (measured, ``benchmarks/qdq_loss_debug_vs_sensitivity.json``):
+    its per-tensor SQNR of the fully quantized model ranks 68 of the 114 nodes of the trained SE-ShuffleNetV2
+    (errors pile up downstream), and its top 48 in float give 97.8% top-1 agreement against 98.9% with ours.
     """
     import onnx
     from tqdm import tqdm
