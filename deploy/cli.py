@@ -1,83 +1,439 @@
-"""``timm-recal`` subcommands of the deploy stage: export, parity, validate, quantize, bench, pipeline.
+"""Every ``timm-recal`` deploy verb, defined from shared argument groups (model, data, output, runtime, INT8,
+timing, ``--json``), one spelling per option.
 
-Argument definitions only (cheap to import); each ``run_*`` imports its stage when called, so a missing
-onnx/onnxruntime surfaces as ``ModuleNotFoundError``, which ``timm_recal.cli.main`` turns into
-"install timm-recal[deploy]". ``bench`` and ``pipeline`` live in their own modules and are added when present.
-``add_model_args``, ``add_output_args`` and ``add_runtime_args`` are shared with those modules.
+A verb is one row of ``VERBS``: its name, help, an ``add_args(parser)`` built from the groups below and a
+``run(args) -> exit status``; adding a verb is adding a row (and its two functions). Argument definitions are
+cheap; each ``run_*`` imports its stage when called (so ``timm-recal --help`` stays light, and a missing
+onnx/onnxruntime surfaces as ``ModuleNotFoundError``, which ``timm_recal.cli.main`` turns into "install
+timm-recal[deploy]"). An option's ``dest`` is the field name of the stage's options dataclass
+(``options.from_args``).
 """
 import argparse
 import functools
-import importlib
 import json
 import sys
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-__all__ = ['add_parsers', 'add_model_args', 'add_output_args', 'add_runtime_args', 'add_int8_args', 'int8_options',
-           'run_export', 'run_parity', 'run_validate', 'run_quantize']
+from .errors import DeployError
+from .options import EXPORTERS, PIPELINE_STAGES, from_args
+from .runtimes import PRECISIONS, RUNTIMES, parse_runtimes
+
+__all__ = ['Verb', 'VERBS', 'add_parsers', 'add_model_args', 'add_output_args', 'add_runtime_args',
+           'add_data_args', 'add_int8_args', 'add_timing_args', 'add_json_arg', 'csv_list', 'positive_int',
+           'non_negative_int', 'non_negative_float', 'print_result']
+
+_PROVIDER_WORDS = {'CPUExecutionProvider': 'ort', 'CUDAExecutionProvider': 'ort_cuda',
+                   'TensorrtExecutionProvider': 'ort_trt'}
 
 
+# --- value types: checked at parse time -----------------------------------------------------------------------
+def _number(kind: Callable[[str], Any], low: float, strict: bool, what: str) -> Callable[[str], Any]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not {what}') from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _number(int, 0, True, 'a positive integer')
+non_negative_int = _number(int, 0, False, 'a non-negative integer')
+non_negative_float = _number(float, 0, False, 'a non-negative number')
+
+
+def _percentage(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f'is a percentage, at most 100; got {text}')
+    return value / 100.0
+
+
+def csv_list(text: str):
+    """``'a, b'`` -> ``['a', 'b']``: the one comma-list parser."""
+    return [t.strip() for t in text.split(',') if t.strip()]
+
+
+def _runtimes(text: str):
+    try:
+        return parse_runtimes(text)
+    except DeployError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _precisions(text: str):
+    words = csv_list(text)
+    bad = [w for w in words if w not in PRECISIONS]
+    if bad or not words:
+        raise argparse.ArgumentTypeError(f"takes comma-separated words from {', '.join(PRECISIONS)}; got {text!r}")
+    return words
+
+
+class _Deprecated(argparse.Action):
+    """An old option spelling: stores into the new option's ``dest`` and says to use the new one."""
+
+    def __init__(self, option_strings, dest, new: str, convert: Optional[Callable[[str], Any]] = None, **kw):
+        self.new, self.convert = new, convert
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f'note: {option_string} is deprecated; use {self.new}', file=sys.stderr)
+        setattr(namespace, self.dest, self.convert(values) if self.convert else values)
+
+
+def _providers_to_runtimes(text: str):
+    words = [_PROVIDER_WORDS.get(p, p) for p in csv_list(text)]
+    return _runtimes(','.join(words[:1]))  # the first provider decided where ONNX Runtime ran
+
+
+# --- shared argument groups -------------------------------------------------------------------------------------
 def add_model_args(p: argparse.ArgumentParser, amp: bool = True) -> None:
     """``--checkpoint``, ``--use-ema``, ``--num-classes``, ``--img-size``, ``--device`` (and ``--amp``)."""
     g = p.add_argument_group('model')
     g.add_argument('--checkpoint', metavar='PATH',
                    help='weights: state dict (.pth/.safetensors), timm train.py checkpoint or save_for_hf folder')
     g.add_argument('--use-ema', action='store_true', help="use the checkpoint's state_dict_ema")
-    g.add_argument('--num-classes', type=int, metavar='N', help="default: the checkpoint classifier's size")
-    g.add_argument('--img-size', type=int, metavar='S', help="input size S x S (default: the model's)")
+    g.add_argument('--num-classes', type=non_negative_int, metavar='N',
+                   help="default: the checkpoint classifier's size")
+    g.add_argument('--img-size', type=positive_int, metavar='S', help="input size S x S (default: the model's)")
     g.add_argument('--device', default='cpu', choices=['cpu', 'cuda'], help='PyTorch device (default cpu)')
     if amp:
         g.add_argument('--amp', action='store_true', help='PyTorch under autocast (bf16 on CPU, fp16 on CUDA)')
 
 
 def add_output_args(p: argparse.ArgumentParser, required: bool, what: str) -> None:
-    """``-o/--output`` (a file or a folder) and ``--force``."""
+    """``-o/--output`` (a file, or a folder that gets the default name) and ``--force``."""
     p.add_argument('-o', '--output', required=required, metavar='PATH', help=f'{what} (a file, or a folder)')
-    p.add_argument('--force', action='store_true', help='overwrite an existing output')
+    p.add_argument('--force', action='store_true', help='replace an existing output')
 
 
-def add_int8_args(p, calib_images: int) -> None:
-    """How INT8 files are calibrated (``p``: a parser or an argument group): ``--calib-images``,
-    ``--calib-method``, ``--no-moving-average``, ``--fp32-layers``."""
-    p.add_argument('--calib-images', type=int, default=calib_images, metavar='N',
+def add_json_arg(p: argparse.ArgumentParser, what: str = 'the result') -> None:
+    p.add_argument('--json', action='store_true', help=f'print {what} as JSON')
+
+
+def add_runtime_args(p: argparse.ArgumentParser, default: str, many: bool = False) -> argparse._ArgumentGroup:
+    """``--runtimes`` (words of the runtime table; ``--providers`` a deprecated alias) and ``--threads``."""
+    g = p.add_argument_group('runtime')
+    g.add_argument('--runtimes', type=_runtimes, metavar='R1,R2' if many else 'R',
+                   help=f"{'runtimes' if many else 'runtime'} from {', '.join(RUNTIMES)} (default {default})")
+    g.add_argument('--providers', dest='runtimes', action=_Deprecated, new='--runtimes',
+                   convert=_providers_to_runtimes, help=argparse.SUPPRESS)
+    g.add_argument('--threads', type=positive_int, metavar='N',
+                   help="intra-op threads of torch and the runtimes (default: theirs)")
+    return g
+
+
+def add_data_args(p: argparse.ArgumentParser, batch_size: Optional[int], required: bool = False,
+                  data_help: str = 'ImageFolder DIR/<class>/<image> (default: sample images bundled in the '
+                                   'package)') -> argparse._ArgumentGroup:
+    """``--data``, and with a ``batch_size`` default ``--limit`` and ``--batch-size``."""
+    g = p.add_argument_group('data')
+    g.add_argument('--data', required=required, metavar='DIR', help=data_help)
+    g.add_argument('--folder-order', action='store_true',
+                   help="class folders whose names are not the model's labels: take their sorted order as the "
+                        'class order (otherwise refused)')
+    if batch_size is not None:
+        g.add_argument('--limit', type=positive_int, metavar='N', help='measure N images spread over the classes')
+        g.add_argument('--batch-size', '-b', type=positive_int, default=batch_size, help=f'default {batch_size}')
+    return g
+
+
+def add_int8_args(p: argparse.ArgumentParser, calib_images: int,
+                  data_help: str = 'INT8 calibration images, disjoint from --data (default: split --data into '
+                                   'disjoint calibration and measurement parts)') -> argparse._ArgumentGroup:
+    """``--calib-data``, ``--calib-images``, ``--calib-method``, ``--no-moving-average``, ``--fp32-layers``."""
+    g = p.add_argument_group('INT8 calibration')
+    g.add_argument('--calib-data', metavar='DIR', help=data_help)
+    g.add_argument('--calib-images', type=positive_int, default=calib_images, metavar='N',
                    help=f'INT8 calibration images (default {calib_images})')
-    p.add_argument('--calib-method', default='minmax', choices=['minmax', 'percentile', 'entropy'],
+    g.add_argument('--calib-method', default='minmax', choices=['minmax', 'percentile', 'entropy'],
                    help='INT8 activation ranges (default minmax)')
-    p.add_argument('--no-moving-average', dest='moving_average', action='store_false',
+    g.add_argument('--no-moving-average', dest='moving_average', action='store_false',
                    help='minmax: extremes over all images instead of the average of per-batch ranges')
-    p.add_argument('--fp32-layers', type=int, default=0, metavar='K',
+    g.add_argument('--fp32-layers', type=int, default=0, metavar='K',
                    help='INT8: keep the K nodes most sensitive to quantization in float (default 0); the '
                         "README's 99%% top-1 agreement recipe for the ShuffleNetV2-CIFAR weights is 48 with "
                         '--calib-method percentile')
+    return g
 
 
-def int8_options(args: argparse.Namespace) -> dict:
-    """``quantize_int8`` keyword arguments from ``add_int8_args``'s options."""
-    return dict(calibrate_method=args.calib_method, moving_average=args.moving_average,
-                fp32_layers=args.fp32_layers)
+def add_timing_args(p: argparse.ArgumentParser, optional: bool = False) -> argparse._ArgumentGroup:
+    """``--batch``, ``--warmup``, ``--repeats``, ``--min-time`` (``optional``: no defaults, the caller's apply)."""
+    g = p.add_argument_group('timing')
+    g.add_argument('--batch', dest='batches', default='1,16', help='comma-separated batch sizes (default 1,16)')
+    g.add_argument('--warmup', type=non_negative_int, default=None if optional else 3,
+                   help='untimed calls per runner and batch' + ('' if optional else ' (default 3)'))
+    g.add_argument('--repeats', type=positive_int, default=None if optional else 5,
+                   help='interleaved timing windows per runner' + ('' if optional else ' (default 5)'))
+    g.add_argument('--min-time', dest='min_time_s', type=non_negative_float, default=None if optional else 1.0,
+                   help='seconds per timing window' + ('' if optional else ' (default 1.0)'))
+    return g
 
 
-def _providers(text: str):
-    return [p.strip() for p in text.split(',') if p.strip()]
+def print_result(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    """``--json``: the result's ``to_dict()``; else its text form."""
+    print(json.dumps(result.to_dict(), indent=2) if as_json else text(result))
 
 
-def add_runtime_args(p: argparse.ArgumentParser) -> None:
-    """``--providers`` and ``--threads`` of ONNX Runtime."""
-    g = p.add_argument_group('ONNX Runtime')
-    g.add_argument('--providers', type=_providers, metavar='P1,P2',
-                   help='execution providers (default: TensorRT, CUDA when present, else CPU)')
-    g.add_argument('--threads', type=int, metavar='N', help="intra-op threads (default: ORT's choice)")
+def _note_weights(weights: Optional[str], spec: str) -> None:
+    if weights == 'random':
+        print(f'note: {spec} has no weights (no --checkpoint, no pretrained tag): randomly initialized',
+              file=sys.stderr)
 
 
-def _model_kwargs(args: argparse.Namespace) -> dict:
-    return dict(checkpoint=args.checkpoint, num_classes=args.num_classes, use_ema=args.use_ema,
-                img_size=args.img_size, device=args.device)
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+# --- the verbs ------------------------------------------------------------------------------------------------
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('model', metavar='MODEL', help='timm name[.tag], hf-hub:ORG/REPO or local-dir:FOLDER')
+    add_output_args(p, True, 'ONNX file to write')
+    add_model_args(p, amp=False)
+    g = p.add_argument_group('export')
+    g.add_argument('--exporter', default='dynamo', choices=EXPORTERS,
+                   help='torch.onnx exporter: dynamo (default, torch.export) or legacy (TorchScript)')
+    g.add_argument('--opset', type=positive_int, default=18, help='ONNX opset (default 18; dynamo needs >= 18)')
+    g.add_argument('--slim', action='store_true', help='simplify the graph with onnxslim')
+    g.add_argument('--verbose', action='store_true', help="show the exporter's own output")
+    add_json_arg(p, 'the summary')
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import ExportOptions, export_onnx
+    r = export_onnx(args.model, options=from_args(ExportOptions, args))
+    _note_weights(r.weights, args.model)
+    print_result(r, args.json, lambda r: (
+        f"wrote {r.output} ({r.architecture}, {r.exporter} exporter, opset {r.opset}, input "
+        f"{'x'.join(map(str, r.input_size))}, {r.num_classes} classes, {r.file_bytes / 1e6:.1f} MB, "
+        f"{r.export_seconds:.1f} s)"))
+    return 0
+
+
+def _parity_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('model', metavar='MODEL_OR_ONNX', help='timm MODEL (exported on the fly) or an .onnx file')
+    p.add_argument('--onnx', dest='onnx_path', metavar='FILE', help='with a MODEL: compare against this ONNX file')
+    p.add_argument('--precision', choices=PRECISIONS,
+                   help="ONNX precision (default: the file's; an FP32 file is converted)")
+    add_data_args(p, 16)
+    add_int8_args(p, 512)
+    g = p.add_argument_group('gates')
+    g.add_argument('--atol', type=non_negative_float, help='max abs logit error (default per precision)')
+    g.add_argument('--rtol', type=non_negative_float, help='max relative logit error (default per precision)')
+    g.add_argument('--min-top1', type=_percentage, metavar='PCT',
+                   help='min top-1 agreement in %% (default per precision)')
+    g = p.add_argument_group('export')
+    g.add_argument('--exporter', default='dynamo', choices=EXPORTERS, help='when exporting a MODEL')
+    g.add_argument('--keep-dir', metavar='DIR', help='keep the exported/converted ONNX files there')
+    add_json_arg(p, 'the report')
+    add_output_args(p, False, 'JSON report')
+    add_model_args(p)
+    add_runtime_args(p, 'ort')
+
+
+def run_parity(args: argparse.Namespace) -> int:
+    from .parity import ParityOptions, format_report, parity
+    o = from_args(ParityOptions, args)
+    o.progress = _progress()
+    r = parity(args.model, args.onnx_path, o)
+    _note_weights(r.model.get('weights'), args.model)
+    print_result(r, args.json, format_report)
+    return 0 if r.passed else 1
+
+
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('model', metavar='MODEL_OR_ONNX')
+    add_data_args(p, 64, required=True, data_help='labelled ImageFolder (DIR/<class>/<image>)')
+    p.add_argument('--workers', '-j', type=non_negative_int, default=0, help='data loading processes')
+    p.add_argument('--per-class', action='store_true', help='also per-class top-1')
+    add_json_arg(p, 'the metrics')
+    add_output_args(p, False, 'metrics JSON')
+    add_model_args(p)
+    add_runtime_args(p, 'eager for a MODEL, ort for an ONNX file')
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from .validate import ValidateOptions, format_metrics, validate
+    o = from_args(ValidateOptions, args)
+    o.progress = _progress()
+    r = validate(args.model, args.data, o)
+    _note_weights(r.weights, args.model)
+    print_result(r, args.json, format_metrics)
+    return 0
+
+
+def _quantize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('input', metavar='IN.onnx')
+    add_output_args(p, True, 'ONNX file to write')
+    p.add_argument('--precision', default='int8', choices=['int8', 'fp16'])
+    g = add_int8_args(p, 512, data_help='INT8 calibration ImageFolder (disjoint from the test images)')
+    g.add_argument('--data', dest='calib_data', action=_Deprecated, new='--calib-data', help=argparse.SUPPRESS)
+    g.add_argument('--batch-size', '-b', type=positive_int, default=32)
+    g.add_argument('--no-per-channel', dest='per_channel', action='store_false', help='per-tensor weight scales')
+    g.add_argument('--no-preprocess', dest='preprocess', action='store_false',
+                   help="skip ORT's quant_pre_process (shape inference, BN folding)")
+    add_json_arg(p, 'the summary')
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from .quantize import QuantizeOptions, quantize
+    o = from_args(QuantizeOptions, args)
+    o.progress = _progress()
+    if o.precision == 'int8' and not o.calib_data:
+        raise DeployError('INT8 quantization needs calibration images: --calib-data DIR (disjoint from the images '
+                          'you will measure on, e.g. CIFAR-10 train)')
+    r = quantize(args.input, args.output, o)
+    extra = (f", calibrated on {r.quantization['calib_images']} images" if r.precision == 'int8'
+             else ', FP32 inputs/outputs')
+    print_result(r, args.json, lambda r: f"wrote {r.output} ({r.precision}{extra}, {r.file_bytes / 1e6:.1f} MB, "
+                                         f"{r.seconds:.1f} s)")
+    return 0
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('target', metavar='MODEL_OR_ONNX', help='timm name, hf-hub:ORG/REPO, local-dir:FOLDER or FILE.onnx')
+    p.add_argument('--compare', metavar='MODEL_OR_ONNX', help='a second model or file, timed interleaved')
+    p.add_argument('--precision', dest='precisions', type=_precisions, default=['fp32'], metavar='P1,P2',
+                   help=f"ONNX precisions to export and time for a MODEL: {','.join(PRECISIONS)} (default fp32)")
+    p.add_argument('--onnx', nargs='+', metavar='FILE', help="MODEL's ONNX files to time instead of exporting")
+    p.add_argument('--compare-checkpoint', metavar='PATH', help='weights for the --compare model')
+    p.add_argument('--compare-onnx', nargs='+', metavar='FILE', help="the --compare model's ONNX files")
+    add_runtime_args(p, 'eager,eager_cl,ort; with --device cuda eager,eager_cl,ort_cuda,ort_trt', many=True)
+    add_timing_args(p)
+    add_int8_args(p, 64, data_help='calibration images (default: the bundled samples)')
+    add_model_args(p)
+    add_output_args(p, False, 'bench JSON to write')
+    add_json_arg(p, 'the record')
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchOptions, bench
+    from .report import bench_results_markdown
+    r = bench(args.target, from_args(BenchOptions, args), log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print_result(r, args.json, lambda r: bench_results_markdown(r.to_dict()))
+    if r.output:
+        print(f'wrote {r.output}', file=sys.stderr)
+    return 0
+
+
+def _pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('model', nargs='?', metavar='MODEL',
+                   help='timm name, hf-hub:ORG/REPO or local-dir:FOLDER (default: the bundled trained model)')
+    p.add_argument('--compare', metavar='BASE', help='a base model run through the same stages and benchmarked beside')
+    p.add_argument('--compare-checkpoint', metavar='PATH', help='weights for the --compare model')
+    p.add_argument('-o', '--output', required=True, metavar='DIR',
+                   help='output folder (ONNX files, one JSON per stage, report.md, report.json, throughput.png)')
+    p.add_argument('--force', action='store_true', help='replace the folder of an earlier run, all of it')
+    g = p.add_argument_group('stages')
+    g.add_argument('--stages', type=csv_list, metavar='S1,S2',
+                   help=f"stages to run, from {','.join(PIPELINE_STAGES)} (default all; export always runs)")
+    g.add_argument('--no-validate', dest='skip', action='append_const', const='validate',
+                   help='skip the validation stage (alias of --stages without validate)')
+    g.add_argument('--no-bench', dest='skip', action='append_const', const='bench',
+                   help='skip the bench stage (alias of --stages without bench)')
+    g.add_argument('--precision', dest='precisions', type=_precisions, default=list(PRECISIONS), metavar='P1,P2',
+                   help='fp32 plus any of fp16,int8 (default fp32,fp16,int8)')
+    g.add_argument('--exporter', default='dynamo', choices=EXPORTERS)
+    add_data_args(p, None, data_help='images for parity and validation, DIR/<class>/<image> (default: the bundled '
+                                     'samples)')
+    add_int8_args(p, 512, data_help='INT8 calibration images, disjoint from --data (default: half of --data)')
+    add_runtime_args(p, 'see timm-recal bench --help', many=True)
+    g = add_timing_args(p, optional=True)
+    speed = g.add_mutually_exclusive_group()
+    speed.add_argument('--quick', dest='quick', action='store_true', default=None,
+                       help='short timing windows (the default without MODEL)')
+    speed.add_argument('--full', dest='quick', action='store_false', help='full timing (the default with MODEL)')
+    add_model_args(p)
+    add_json_arg(p, 'the record')
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    """Exit 0 when every check passed, 1 when a parity check or a stage failed."""
+    from .pipeline import PipelineOptions, pipeline
+    o = from_args(PipelineOptions, args)
+    o.stages = [s for s in (args.stages or list(PIPELINE_STAGES)) if s not in (args.skip or [])]
+    r = pipeline(args.model, args.output, o, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    for note in r.notes:
+        print(f'note: {note}', file=sys.stderr)
+    print_result(r, args.json, lambda r: f"report: {r.report['md']}" if r.report else f'wrote {r.output_dir}')
+    if not r.passed:
+        print(f"FAILED: {', '.join(r.failed_stages)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('kind', choices=['table', 'details'],
+                   help="table: the README's ratio table of bench JSON files; details: every table of each file")
+    p.add_argument('files', nargs='+', metavar='BENCH.json', help='bench JSON files (timm-recal bench -o)')
+    onnx_words = [w for w, r in RUNTIMES.items() if r.kind == 'onnx']
+    p.add_argument('--runtimes', default='ort', choices=onnx_words, help='the runtime of the table (default ort)')
+    p.add_argument('--runtime', dest='runtimes', action=_Deprecated, new='--runtimes', help=argparse.SUPPRESS)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .report import report_files
+    print(report_files(args.kind, args.files, args.runtimes))
+    return 0
+
+
+def _info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('file', metavar='FILE.onnx')
+    add_json_arg(p, 'the description')
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from .info import format_info, inspect_onnx
+    print_result(inspect_onnx(args.file), args.json, format_info)
+    return 0
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One ``timm-recal`` deploy verb."""
+    name: str
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str = ''
+
+
+#: every deploy verb; a new verb is one more row
+VERBS = (
+    Verb('export', 'export a timm model to one ONNX file (metadata inside)', _export_args, run_export,
+         'Export MODEL (timm name[.tag], hf-hub:..., local-dir:...) to ONNX: dynamic batch axis, onnx.checker '
+         'full check, preprocessing in the metadata.'),
+    Verb('parity', 'PyTorch vs a runtime on real images (FP32/FP16/INT8 tolerances)', _parity_args, run_parity,
+         "Compare PyTorch logits with an ONNX file's under a runtime, on real images through the model's timm "
+         'preprocessing. Exit 1 when a tolerance is exceeded.'),
+    Verb('validate', 'top-1/top-5 accuracy on a labelled ImageFolder', _validate_args, run_validate,
+         'Accuracy of a MODEL (with --checkpoint) or an ONNX file of any precision, under one runtime.'),
+    Verb('quantize', 'INT8 (static QDQ, calibrated) or FP16 copy of an FP32 ONNX export', _quantize_args,
+         run_quantize, 'INT8: ONNX Runtime static quantization (QDQ, per-channel weights, U8S8) calibrated on '
+         '--calib-data; FP16: float16 inside, float32 inputs/outputs.'),
+    Verb('bench', 'throughput/latency under every runtime of --runtimes', _bench_args, run_bench,
+         'Images/s and latency p50/p90/p99 per runtime over a batch sweep; --compare times a second model or file '
+         'interleaved and reports ratios.'),
+    Verb('pipeline', 'the deploy stages for one model, report in a folder', _pipeline_args, run_pipeline,
+         'Export, quantize (FP16, INT8), parity, validation, bench and a Markdown report with a throughput plot, '
+         'for MODEL and optionally a base model (--compare). Without MODEL: the bundled default model and sample '
+         'images, offline, in a few minutes on 2 CPU cores.'),
+    Verb('report', 'Markdown tables from bench JSON files', _report_args, run_report,
+         "The README's ratio table (table) or every table (details) of timm-recal bench -o files."),
+    Verb('info', 'what an ONNX file is: metadata, inputs/outputs, opset, precision, ops, size', _info_args, run_info,
+         'Describe an ONNX file: its metadata, inputs and outputs, opsets, precision, node counts by op type and '
+         'file size, as text or --json.'),
+)
 
 
 def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """OS errors (permissions, disk full) as one-line messages like every DeployError."""
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
-        from .errors import DeployError
         try:
             return fn(args)
         except (FileNotFoundError, FileExistsError, ModuleNotFoundError):
@@ -87,175 +443,9 @@ def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     return run
 
 
-def _note_weights(info: dict, spec: str) -> None:
-    if info.get('weights') == 'random':
-        print(f'note: {spec} has no weights (no --checkpoint, no pretrained tag): randomly initialized',
-              file=sys.stderr)
-
-
-# --- export -------------------------------------------------------------------------------------------------
-def _add_export(sub) -> None:
-    p = sub.add_parser('export', help='export a timm model to one ONNX file (metadata inside)',
-                       description='Export MODEL (timm name[.tag], hf-hub:..., local-dir:...) to ONNX: dynamic '
-                                   'batch axis, onnx.checker full check, preprocessing in the metadata.')
-    p.add_argument('model', metavar='MODEL')
-    add_output_args(p, True, 'ONNX file to write')
-    add_model_args(p, amp=False)
-    p.add_argument('--exporter', default='dynamo', choices=['dynamo', 'legacy'],
-                   help='torch.onnx exporter: dynamo (default, torch.export) or legacy (TorchScript)')
-    p.add_argument('--opset', type=int, default=18, help='ONNX opset (default 18; dynamo needs >= 18)')
-    p.add_argument('--slim', action='store_true', help='simplify the graph with onnxslim')
-    p.add_argument('--json', action='store_true', help='print the summary as JSON')
-    p.add_argument('--verbose', action='store_true', help="show the exporter's own output")
-    p.set_defaults(func=run_export)
-
-
-@_friendly
-def run_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
-    r = export_onnx(args.model, args.output, exporter=args.exporter, opset=args.opset, slim=args.slim,
-                    force=args.force, verbose=args.verbose, **_model_kwargs(args))
-    _note_weights(r, args.model)
-    if args.json:
-        print(json.dumps(r, indent=2))
-    else:
-        print(f"wrote {r['output']} ({r['architecture']}, {r['exporter']} exporter, opset {r['opset']}, input "
-              f"{'x'.join(map(str, r['input_size']))}, {r['num_classes']} classes, {r['file_bytes'] / 1e6:.1f} MB, "
-              f"{r['export_seconds']:.1f} s)")
-    return 0
-
-
-# --- parity -------------------------------------------------------------------------------------------------
-def _add_parity(sub) -> None:
-    p = sub.add_parser('parity', help='PyTorch vs ONNX Runtime on real images (FP32/FP16/INT8 tolerances)',
-                       description='Compare PyTorch and ONNX Runtime logits on real images through the '
-                                   "model's timm preprocessing. Exit 1 when a tolerance is exceeded.")
-    p.add_argument('model', metavar='MODEL_OR_ONNX', help='timm MODEL (exported on the fly) or an .onnx file')
-    p.add_argument('--onnx', metavar='FILE', help='with a MODEL: compare against this ONNX file')
-    p.add_argument('--data', metavar='DIR', help='ImageFolder (default: sample images bundled in the package)')
-    p.add_argument('--precision', choices=['fp32', 'fp16', 'int8'],
-                   help="ONNX precision (default: the file's; an FP32 file is converted)")
-    p.add_argument('--calib-data', metavar='DIR', help='INT8 calibration images, disjoint from --data '
-                   '(default: split --data into disjoint calibration and measurement parts)')
-    add_int8_args(p, 512)
-    p.add_argument('--limit', type=int, metavar='N', help='measure N images spread over the classes')
-    p.add_argument('--batch-size', '-b', type=int, default=16)
-    p.add_argument('--atol', type=float, help='max abs logit error (default per precision)')
-    p.add_argument('--rtol', type=float, help='max relative logit error (default per precision)')
-    p.add_argument('--min-top1', type=float, metavar='PCT', help='min top-1 agreement in %% (default per precision)')
-    p.add_argument('--exporter', default='dynamo', choices=['dynamo', 'legacy'], help='when exporting a MODEL')
-    p.add_argument('--keep-dir', metavar='DIR', help='keep the exported/converted ONNX files there')
-    p.add_argument('--json', action='store_true', help='print the report as JSON')
-    add_output_args(p, False, 'JSON report')
-    add_model_args(p)
-    add_runtime_args(p)
-    p.set_defaults(func=run_parity)
-
-
-@_friendly
-def run_parity(args: argparse.Namespace) -> int:
-    from .parity import format_report, parity
-    r = parity(args.model, onnx_path=args.onnx, data=args.data, precision=args.precision, amp=args.amp,
-               exporter=args.exporter, batch_size=args.batch_size, limit=args.limit, atol=args.atol,
-               rtol=args.rtol, min_top1=None if args.min_top1 is None else args.min_top1 / 100.0,
-               providers=args.providers, threads=args.threads, calib_data=args.calib_data,
-               calib_images=args.calib_images, int8_options=int8_options(args), output=args.output,
-               force=args.force, keep_dir=args.keep_dir, progress=sys.stderr.isatty(), **_model_kwargs(args))
-    _note_weights(r['model'], args.model)
-    if args.json:
-        from .outputs import to_jsonable
-        print(json.dumps(to_jsonable(r), indent=2))
-    else:
-        print(format_report(r))
-    return 0 if r['passed'] else 1
-
-
-# --- validate -----------------------------------------------------------------------------------------------
-def _add_validate(sub) -> None:
-    p = sub.add_parser('validate', help='top-1/top-5 accuracy on a labelled ImageFolder',
-                       description='Accuracy of a MODEL (with --checkpoint) or an ONNX file of any precision.')
-    p.add_argument('model', metavar='MODEL_OR_ONNX')
-    p.add_argument('--data', required=True, metavar='DIR', help='labelled ImageFolder (DIR/<class>/<image>)')
-    p.add_argument('--limit', type=int, metavar='N', help='N images spread over the classes')
-    p.add_argument('--batch-size', '-b', type=int, default=64)
-    p.add_argument('--workers', '-j', type=int, default=0, help='data loading processes')
-    p.add_argument('--per-class', action='store_true', help='also per-class top-1')
-    p.add_argument('--json', action='store_true', help='print the metrics as JSON')
-    add_output_args(p, False, 'metrics JSON')
-    add_model_args(p)
-    add_runtime_args(p)
-    p.set_defaults(func=run_validate)
-
-
-@_friendly
-def run_validate(args: argparse.Namespace) -> int:
-    from .validate import format_metrics, validate
-    r = validate(args.model, args.data, amp=args.amp, batch_size=args.batch_size, limit=args.limit,
-                 providers=args.providers, threads=args.threads, per_class=args.per_class, output=args.output,
-                 force=args.force, workers=args.workers, progress=sys.stderr.isatty(), **_model_kwargs(args))
-    _note_weights(r, args.model)
-    print(json.dumps(r, indent=2) if args.json else format_metrics(r))
-    return 0
-
-
-# --- quantize -----------------------------------------------------------------------------------------------
-def _add_quantize(sub) -> None:
-    p = sub.add_parser('quantize', help='INT8 (static QDQ, calibrated) or FP16 copy of an FP32 ONNX export',
-                       description='INT8: ONNX Runtime static quantization (QDQ, per-channel weights, U8S8) '
-                                   'calibrated on --data; FP16: float16 inside, float32 inputs/outputs.')
-    p.add_argument('input', metavar='IN.onnx')
-    add_output_args(p, True, 'ONNX file to write')
-    p.add_argument('--precision', default='int8', choices=['int8', 'fp16'])
-    p.add_argument('--data', metavar='DIR', help='INT8 calibration ImageFolder (disjoint from the test images)')
-    add_int8_args(p, 512)
-    p.add_argument('--batch-size', '-b', type=int, default=32)
-    p.add_argument('--no-per-channel', dest='per_channel', action='store_false', help='per-tensor weight scales')
-    p.add_argument('--no-preprocess', dest='preprocess', action='store_false',
-                   help="skip ORT's quant_pre_process (shape inference, BN folding)")
-    p.add_argument('--json', action='store_true', help='print the summary as JSON')
-    p.set_defaults(func=run_quantize)
-
-
-@_friendly
-def run_quantize(args: argparse.Namespace) -> int:
-    from .errors import DeployError
-    from .quantize import convert_fp16, quantize_int8
-    if args.precision == 'fp16':
-        r = convert_fp16(args.input, args.output, force=args.force)
-    else:
-        if not args.data:
-            raise DeployError('INT8 quantization needs calibration images: --data DIR (disjoint from the images '
-                              'you will measure on, e.g. CIFAR-10 train)')
-        r = quantize_int8(args.input, args.output, args.data, num_images=args.calib_images,
-                          batch_size=args.batch_size, force=args.force, per_channel=args.per_channel,
-                          preprocess=args.preprocess, progress=sys.stderr.isatty(), **int8_options(args))
-    if args.json:
-        print(json.dumps(r, indent=2))
-    else:
-        extra = f", calibrated on {r['calib_images']} images" if args.precision == 'int8' else ', FP32 inputs/outputs'
-        print(f"wrote {r['output']} ({args.precision}{extra}, {r['file_bytes'] / 1e6:.1f} MB, {r['seconds']:.1f} s)")
-    return 0
-
-
-# --- bench and pipeline (separate modules) -------------------------------------------------------------------
-def _add_optional(sub, module: str, name: str, help_text: str) -> None:
-    """Add ``name`` from ``timm_recal_deploy.<module>`` (``add_<module>_args``/``run_<module>``) if present."""
-    try:
-        mod = importlib.import_module(f'{__package__}.{module}')
-    except ModuleNotFoundError as e:
-        if e.name == f'{__package__}.{module}':
-            return  # not written yet / not installed
-        raise
-    p = sub.add_parser(name, help=help_text)
-    getattr(mod, f'add_{module}_args')(p)
-    p.set_defaults(func=_friendly(getattr(mod, f'run_{module}')))
-
-
 def add_parsers(sub) -> None:
-    """Register every deploy subcommand on the ``timm-recal`` subparsers."""
-    _add_export(sub)
-    _add_parity(sub)
-    _add_validate(sub)
-    _add_quantize(sub)
-    _add_optional(sub, 'bench', 'bench', 'throughput/latency of PyTorch and ONNX Runtime')
-    _add_optional(sub, 'pipeline', 'pipeline', 'all deploy stages, report in a folder')
+    """Register every deploy verb on the ``timm-recal`` subparsers."""
+    for verb in VERBS:
+        p = sub.add_parser(verb.name, help=verb.help, description=verb.description or verb.help)
+        verb.add_args(p)
+        p.set_defaults(func=_friendly(verb.run))

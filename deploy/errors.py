@@ -1,7 +1,8 @@
-"""The one exception type of the deploy stage: a problem with the user's input (model name, file, folder,
-size), reported by the ``timm-recal`` command as a one-line message with a non-zero exit, never a traceback."""
+"""The exception types of the deploy stage: a problem with the user's input (model name, file, folder, size),
+reported by the ``timm-recal`` command as a one-line message with a non-zero exit, never a traceback."""
+from timm_recal import outputs as _outputs
 
-__all__ = ['DeployError', 'OutputExistsError']
+__all__ = ['DeployError', 'OutputExistsError', 'BatchNotSupported']
 
 
 class DeployError(RuntimeError):
@@ -11,5 +12,9 @@ class DeployError(RuntimeError):
     """
 
 
-class OutputExistsError(DeployError, FileExistsError):
-    """The output path exists and ``--force`` was not given."""
+class OutputExistsError(DeployError, _outputs.OutputExistsError):
+    """The output path exists and ``--force`` was not given (also a ``timm_recal.outputs.OutputExistsError``)."""
+
+
+class BatchNotSupported(DeployError):
+    """A runner cannot run one batch size (an ONNX graph or engine with a fixed batch); bench records a note."""

@@ -2,35 +2,68 @@
 
 torch's dynamo exporter by default (opset 18, dynamic batch axis, weights inside the file), the TorchScript
 ("legacy") exporter selectable; ``onnx.checker`` full check; optional onnxslim; preprocessing and provenance in
-the file's metadata (``timm_recal_deploy.metadata``).
+the file's metadata (``timm_recal_deploy.metadata``). The file is written whole or not at all
+(``timm_recal.outputs``).
 """
 import contextlib
+import importlib
 import io
 import os
+import tempfile
 import time
 import warnings
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
 from .errors import DeployError
 from .metadata import set_metadata
-from .model_io import data_config_of, load_model, class_labels_for
-from .outputs import resolve_output
+from .options import EXPORTERS, ModelOptions, OutputOptions, with_overrides
+from .outputs import call_atomically, resolve_output
+from .results import Result
+from .sources import HASHED_WEIGHTS, Source, is_onnx_path, open_source, weights_digest
 
-__all__ = ['EXPORTERS', 'export_onnx', 'export_metadata', 'library_versions', 'check_onnx']
+__all__ = ['EXPORTERS', 'ExportOptions', 'ExportResult', 'export_onnx', 'export_source', 'export_metadata',
+           'library_versions', 'check_onnx', 'default_onnx_name']
 
-EXPORTERS = ('dynamo', 'legacy')
 INPUT_NAME, OUTPUT_NAME = 'input', 'logits'
+#: lowest opset each exporter writes
+MIN_OPSET = {'dynamo': 18, 'legacy': 7}
+
+
+@dataclass
+class ExportOptions(ModelOptions, OutputOptions):
+    exporter: str = 'dynamo'
+    opset: int = 18
+    slim: bool = False
+    verbose: bool = False
+
+
+@dataclass
+class ExportResult(Result):
+    output: str
+    architecture: str
+    tag: str
+    model_spec: str
+    weights: str
+    checkpoint: Optional[str]
+    exporter: str
+    opset: int
+    slim: bool
+    input_size: List[int]
+    num_classes: int
+    file_bytes: int
+    export_seconds: float
+    nodes: int
+    checker: str = 'full'
 
 
 def library_versions(*extra: str) -> Dict[str, str]:
     """Versions of the libraries that shaped an ONNX file (those importable)."""
-    import importlib
-    names = ('torch', 'timm', 'onnx', 'timm_recal') + extra
     out = {}
-    for name in names:
+    for name in ('torch', 'timm', 'onnx', 'timm_recal') + extra:
         try:
             out[name] = str(importlib.import_module(name).__version__)
         except Exception:
@@ -59,18 +92,25 @@ def check_onnx(model_proto, what: str) -> None:
         raise DeployError(f'{what} fails the ONNX checker: {str(e).splitlines()[0][:400]}') from None
 
 
-def _module_info(model: nn.Module, spec: Optional[str], img_size: Optional[int]) -> Dict[str, Any]:
-    """Data config and naming for a caller-built module (``model=``)."""
-    info = data_config_of(model, img_size)
-    pcfg = dict(getattr(model, 'pretrained_cfg', None) or {})
-    arch = (pcfg.get('architecture') or (spec or type(model).__name__)).split('.')[0]
-    num_classes = int(getattr(model, 'num_classes', 0) or 0)
-    info.update(architecture=arch, tag=pcfg.get('tag') or '', model_spec=spec or arch, weights='module',
-                checkpoint=None, num_classes=num_classes, class_labels=class_labels_for(num_classes, pcfg))
-    return info
+def default_onnx_name(spec: Optional[str]) -> str:
+    """``resnet50.onnx`` for ``resnet50``, ``org_repo.onnx`` for ``hf-hub:org/repo``."""
+    return os.path.basename((spec or 'model').split(':')[-1].rstrip('/').replace('/', '_').replace('.', '_') + '.onnx')
 
 
-def _trial_forward(model: nn.Module, x: torch.Tensor, arch: str) -> torch.Tensor:
+def _check_options(o: ExportOptions) -> None:
+    import onnx
+    if o.exporter not in EXPORTERS:
+        raise DeployError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {o.exporter!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if o.exporter == 'dynamo' and o.opset < MIN_OPSET['dynamo']:
+        raise DeployError(f'the dynamo exporter needs opset >= 18, got {o.opset}; use --exporter legacy for older '
+                          'opsets')
+    if not MIN_OPSET[o.exporter] <= o.opset <= newest:
+        raise DeployError(f'--opset {o.opset} is outside {MIN_OPSET[o.exporter]}..{newest} (the {o.exporter} '
+                          f'exporter and onnx {onnx.__version__})')
+
+
+def _trial_forward(model: nn.Module, x: torch.Tensor, arch: str) -> None:
     try:
         with torch.no_grad():
             out = model(x)
@@ -80,102 +120,90 @@ def _trial_forward(model: nn.Module, x: torch.Tensor, arch: str) -> torch.Tensor
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise DeployError(f'{arch} returns {getattr(out, "shape", type(out).__name__)}, expected (batch, classes) '
                           'logits; only classifiers are supported')
-    return out
 
 
-def _run_exporter(model: nn.Module, x: torch.Tensor, path: str, exporter: str, opset: int, verbose: bool) -> None:
-    sink = io.StringIO()
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(sink)
+def _run_exporter(model: nn.Module, x: torch.Tensor, path: str, o: ExportOptions) -> None:
+    quiet = contextlib.nullcontext() if o.verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet, warnings.catch_warnings():
-        if not verbose:
+        if not o.verbose:
             warnings.simplefilter('ignore')
-        if exporter == 'dynamo':
+        if o.exporter == 'dynamo':
             batch = torch.export.Dim('batch', min=1)
-            torch.onnx.export(model, (x,), path, dynamo=True, opset_version=opset, external_data=False,
+            torch.onnx.export(model, (x,), path, dynamo=True, opset_version=o.opset, external_data=False,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
                               optimize=True)
         else:
-            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=opset,
+            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=o.opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}},
                               do_constant_folding=True)
 
 
-def export_onnx(
-        spec: Optional[str],
-        output: str,
-        checkpoint: Optional[str] = None,
-        num_classes: Optional[int] = None,
-        img_size: Optional[int] = None,
-        exporter: str = 'dynamo',
-        opset: int = 18,
-        slim: bool = False,
-        force: bool = False,
-        model: Optional[nn.Module] = None,
-        use_ema: bool = False,
-        device: str = 'cpu',
-        verbose: bool = False,
-        info: Optional[Dict[str, Any]] = None,
-) -> Dict[str, Any]:
-    """Export ``spec`` (or the given ``model``) to ``output`` and return a JSON-able summary.
-
-    ``output`` is a ``.onnx`` file or a folder (the file is then ``<architecture>.onnx``); an existing file
-    needs ``force``. With ``model=`` the module is exported as is (its weights, e.g. randomized for a test);
-    ``spec`` then only names it, or ``info`` (as returned by ``load_model``) describes it fully.
-    """
+def _export_proto(source: Source, o: ExportOptions):
+    """``(ModelProto, seconds)``: the checked graph of ``source.model`` with its metadata."""
     import onnx
-    if exporter not in EXPORTERS:
-        raise DeployError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
-    if exporter == 'dynamo' and opset < 18:
-        raise DeployError(f'the dynamo exporter needs opset >= 18, got {opset}; use --exporter legacy for older opsets')
-    if model is None and not spec:
-        raise DeployError('give a MODEL spec or a model')
-    default_name = (spec or 'model').split(':')[-1].rstrip('/').replace('/', '_').replace('.', '_') + '.onnx'
-    path = resolve_output(output, force, default_name=os.path.basename(default_name), suffix='.onnx')
-
-    if model is None:
-        model, info = load_model(spec, checkpoint, num_classes, use_ema=use_ema, device=device, img_size=img_size)
-    else:
-        if checkpoint is not None:
-            raise DeployError('pass either model= or checkpoint=, not both')
-        model = model.eval()
-        info = dict(info) if info is not None else _module_info(model, spec, img_size)
-    arch = info['architecture']
+    model, info, arch = source.model, source.info, source.info['architecture']
     dev = next(iter(model.parameters()), torch.empty(0)).device
     x = torch.randn(2, *info['input_size'], device=dev)  # batch 2: a batch of 1 would be specialized away
     _trial_forward(model, x, arch)
-
-    tmp = path + '.export.tmp'
     t0 = time.perf_counter()
-    try:
-        _run_exporter(model, x, tmp, exporter, opset, verbose)
-    except DeployError:
-        raise
-    except Exception as e:
-        hint = '; try --exporter legacy' if exporter == 'dynamo' else ''
-        raise DeployError(f'the {exporter} exporter failed for {arch}: {str(e).splitlines()[0][:300]}{hint}') from None
-    finally:
-        export_seconds = time.perf_counter() - t0
-    try:
-        proto = onnx.load(tmp)
-    finally:
-        for f in (tmp, tmp + '.data'):
-            if os.path.exists(f):
-                os.remove(f)
-    if slim:
+    with tempfile.TemporaryDirectory(prefix='timm_recal_export_') as tmp:
+        try:
+            _run_exporter(model, x, os.path.join(tmp, 'raw.onnx'), o)
+        except Exception as e:
+            hint = '; try --exporter legacy' if o.exporter == 'dynamo' else ''
+            raise DeployError(f'the {o.exporter} exporter failed for {arch}: '
+                              f'{str(e).splitlines()[0][:300]}{hint}') from None
+        proto = onnx.load(os.path.join(tmp, 'raw.onnx'))
+    seconds = time.perf_counter() - t0
+    if o.slim:
         import onnxslim
         with contextlib.redirect_stdout(io.StringIO()):
             proto = onnxslim.slim(proto)
-    set_metadata(proto, export_metadata(info, exporter, opset, slim))
+    opset = {i.domain: i.version for i in proto.opset_import}.get('', o.opset)  # what the file really has
+    meta = export_metadata(info, o.exporter, opset, o.slim)
+    if info.get('weights') in HASHED_WEIGHTS:  # lets parity and bench refuse a file paired with other weights
+        meta['weights_sha256'] = weights_digest(model)
+    set_metadata(proto, meta)
     check_onnx(proto, f'the exported {arch}')
     dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
     if dim0.HasField('dim_value'):
-        raise DeployError(f'the {exporter} exporter fixed the batch axis of {arch} to {dim0.dim_value}')
-    onnx.save(proto, path)
-    return {
-        'output': os.path.abspath(path), 'architecture': arch, 'tag': info['tag'], 'model_spec': info['model_spec'],
-        'weights': info['weights'], 'checkpoint': info['checkpoint'], 'exporter': exporter, 'opset': opset,
-        'slim': slim, 'input_size': list(info['input_size']), 'num_classes': info['num_classes'],
-        'file_bytes': os.path.getsize(path), 'export_seconds': round(export_seconds, 3),
-        'nodes': len(proto.graph.node), 'checker': 'full',
-    }
+        raise DeployError(f'the {o.exporter} exporter fixed the batch axis of {arch} to {dim0.dim_value}')
+    return proto, seconds
+
+
+def export_source(source: Source, path: str, o: ExportOptions) -> ExportResult:
+    """Export an already resolved model ``source`` to ``path`` (resolved with ``resolve_output``)."""
+    import onnx
+    proto, seconds = _export_proto(source, o)
+    call_atomically(path, lambda tmp: onnx.save(proto, tmp), force=o.force)
+    info = source.info
+    return ExportResult(
+        output=os.path.abspath(path), architecture=info['architecture'], tag=info['tag'],
+        model_spec=info['model_spec'], weights=info['weights'], checkpoint=info['checkpoint'], exporter=o.exporter,
+        opset=int(next(i.version for i in proto.opset_import if i.domain == '')), slim=o.slim,
+        input_size=list(info['input_size']), num_classes=info['num_classes'], file_bytes=os.path.getsize(path),
+        export_seconds=round(seconds, 3), nodes=len(proto.graph.node))
+
+
+def export_onnx(spec: Optional[str], output: Optional[str] = None, options: Optional[ExportOptions] = None, *,
+                model: Optional[nn.Module] = None, info: Optional[Dict[str, Any]] = None,
+                **overrides) -> ExportResult:
+    """Export ``spec`` (or the given ``model``) to ``output``: a ``.onnx`` file, or a folder (the file is then
+    ``default_onnx_name(spec)``); an existing file needs ``force``. With ``model=`` the module is exported as is
+    (its weights, e.g. randomized for a test); ``spec`` then only names it, or ``info`` (as ``load_model``
+    returns it) describes it fully. ``overrides`` set single ``ExportOptions`` fields."""
+    o = with_overrides(ExportOptions, options, overrides)
+    if output is not None:
+        o.output = output
+    _check_options(o)
+    if model is None and not spec:
+        raise DeployError('give a MODEL spec or a model')
+    if model is None and is_onnx_path(spec):
+        raise DeployError(f'{spec} is an ONNX file already; export takes a MODEL (timm name, hf-hub:ORG/REPO or '
+                          'local-dir:FOLDER)')
+    path = resolve_output(o.output, o.force, default_name=default_onnx_name(spec), suffix='.onnx')
+    source = open_source(spec, o, module=model)
+    if model is not None and info is not None:
+        source.info = dict(info)
+    return export_source(source, path, o)

@@ -3,22 +3,27 @@
 ``data_dir=None`` means the samples bundled in the package (``timm_recal/assets``): the CIFAR-10 set (50 images)
 for 32x32 or CIFAR-10 models, the ImageNet set (12 images) otherwise. A folder is read as an ImageFolder
 (``DIR/<class>/<image>``; a flat folder of images is read unlabelled, label -1). Labels are the sorted folder
-index, except when every folder name is one of the model's class labels: then the folder maps to that class
-index, so a subset folder (``imagenet-1k-samples`` with a few synsets, CIFAR-10 with a few classes) still gets
+Labels come from the folder names: every folder name must be one of the model's class labels, and maps to that
+class index, so a subset folder (``imagenet-1k-samples`` with a few synsets, CIFAR-10 with a few classes) gets
 the true indices. A 1000-class model without labels uses the ImageNet-1k synsets (``timm.data.ImageNetInfo``).
+Folders whose names are not the model's labels (``class_1..class_10``, synsets against a CIFAR-10 model) are
+never silently taken in folder order: they count as unlabelled (``label_mode == 'unmatched'``, which
+``validate`` refuses with both label sets named) unless ``folder_order`` says the sorted folder order is the
+class order (``--folder-order``).
 """
 import os
 import random
 from importlib import resources
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import DeployError
 
 __all__ = ['CIFAR10_CLASSES', 'IMG_EXTENSIONS', 'bundled_samples_dir', 'scan_images', 'ImageFolderDataset',
-           'make_transform', 'make_dataset', 'make_loader', 'spread_indices']
+           'make_transform', 'make_dataset', 'make_loader', 'spread_indices', 'collect_logits', 'split_indices']
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.ppm', '.tif', '.tiff')
@@ -42,43 +47,53 @@ def bundled_samples_dir(data_config: Dict[str, Any]) -> str:
 
 def scan_images(root: str) -> Tuple[List[Tuple[str, int]], List[str]]:
     """``(samples, classes)`` of an ImageFolder: ``samples`` are ``(path, folder_index)`` sorted by class then
-    file; a flat folder gives ``classes == []`` and index -1."""
+    file; a flat folder gives ``classes == []`` and index -1.
+
+    The walk is timm's (``find_images_and_targets``, natural sort); hidden files are dropped, and images beside
+    class folders are ignored, as ImageFolder does.
+    """
+    from timm.data.readers.reader_image_folder import find_images_and_targets
     if not root or not os.path.isdir(root):
         raise DeployError(f'data folder not found: {root}')
-    entries = sorted(os.listdir(root))
-    classes = [d for d in entries if os.path.isdir(os.path.join(root, d)) and not d.startswith('.')]
-    samples: List[Tuple[str, int]] = []
-    kept: List[str] = []
-    for cls in classes:
-        files = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, cls)):
-            dirnames.sort()
-            files += [os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f)]
-        if files:
-            samples += [(f, len(kept)) for f in files]
-            kept.append(cls)
-    if not samples:
-        flat = [os.path.join(root, f) for f in entries if _is_image(f) and os.path.isfile(os.path.join(root, f))]
-        samples = [(f, -1) for f in flat]
+    found, class_to_idx = find_images_and_targets(root, types=IMG_EXTENSIONS)
+    found = [(p, i) for p, i in found if _is_image(os.path.basename(p))]
+    labels = {i: c for c, i in class_to_idx.items()}
+    classes = sorted({labels[i] for _, i in found if labels[i]}, key=lambda c: class_to_idx[c])
+    if classes:
+        index = {c: k for k, c in enumerate(classes)}
+        samples = sorted(((p, index[labels[i]]) for p, i in found if labels[i]), key=lambda s: s[1])
+    else:
+        samples = [(p, -1) for p, _ in found if os.path.dirname(p) == os.path.normpath(root)]
     if not samples:
         raise DeployError(f'no images found in {root} (expected {root}/<class>/<image>.jpg, '
                           f"extensions {', '.join(IMG_EXTENSIONS)})")
-    return samples, kept
+    return samples, classes
 
 
-def _class_index(classes: Sequence[str], data_config: Dict[str, Any]) -> Tuple[List[int], str]:
-    """Map folder index -> model class index, and say how (``labels``, ``synsets`` or ``folder``)."""
+def _few(names: Sequence[str], n: int = 4) -> str:
+    return ', '.join(list(names)[:n]) + (f', ... ({len(names)} in all)' if len(names) > n else '')
+
+
+def _class_index(classes: Sequence[str], data_config: Dict[str, Any],
+                 folder_order: bool = False) -> Tuple[List[int], str, Optional[str]]:
+    """Map folder index -> model class index; say how (``labels``, ``synsets``, ``folder`` or ``unmatched``) and,
+    for ``unmatched``, why."""
     labels = list(data_config.get('class_labels') or [])
+    if not labels and data_config.get('num_classes') == 1000:
+        from timm.data import ImageNetInfo
+        labels, mode = list(ImageNetInfo().label_names()), 'synsets'
+    else:
+        mode = 'labels'
     if classes and labels and all(c in labels for c in classes):
         pos = {name: i for i, name in enumerate(labels)}
-        return [pos[c] for c in classes], 'labels'
-    if classes and not labels and data_config.get('num_classes') == 1000:
-        from timm.data import ImageNetInfo
-        synsets = ImageNetInfo().label_names()
-        pos = {name: i for i, name in enumerate(synsets)}
-        if all(c in pos for c in classes):
-            return [pos[c] for c in classes], 'synsets'
-    return list(range(len(classes))), 'folder'
+        return [pos[c] for c in classes], mode, None
+    if not classes or folder_order:
+        return list(range(len(classes))), 'folder', None
+    about = (f"the model's labels ({_few(labels)})" if labels else
+             f"a model without label names ({data_config.get('num_classes')} classes)")
+    why = (f'the class folders ({_few(classes)}) do not match {about}; pass --folder-order if the sorted folder '
+           'order is the class order')
+    return list(range(len(classes))), 'unmatched', why
 
 
 def make_transform(data_config: Dict[str, Any]):
@@ -90,16 +105,22 @@ def make_transform(data_config: Dict[str, Any]):
 
 
 class ImageFolderDataset(Dataset):
-    """Images of a folder with their model class indices (see the module docstring)."""
+    """Images of a folder with their model class indices (see the module docstring).
+
+    Not ``timm.data.ImageDataset``: on an unreadable image it silently returns the next one, which would count
+    a different sample; here a corrupt image is an error that names the file.
+    """
 
     def __init__(self, root: str, transform, data_config: Optional[Dict[str, Any]] = None,
-                 indices: Optional[Sequence[int]] = None):
+                 indices: Optional[Sequence[int]] = None, folder_order: bool = False):
         self.root = root
         samples, self.classes = scan_images(root)
-        self.class_index, self.label_mode = _class_index(self.classes, data_config or {})
+        self.class_index, self.label_mode, self.mismatch = _class_index(self.classes, data_config or {},
+                                                                        folder_order)
         if indices is not None:
             samples = [samples[i] for i in indices]
-        self.samples = [(p, self.class_index[c] if c >= 0 else -1) for p, c in samples]
+        unmatched = self.label_mode == 'unmatched'
+        self.samples = [(p, self.class_index[c] if c >= 0 and not unmatched else -1) for p, c in samples]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -117,7 +138,7 @@ class ImageFolderDataset(Dataset):
 
     @property
     def labelled(self) -> bool:
-        return bool(self.classes)
+        return bool(self.classes) and self.label_mode != 'unmatched'
 
 
 def spread_indices(n: int, limit: Optional[int], seed: int = 0, exclude: Sequence[int] = ()) -> List[int]:
@@ -127,18 +148,28 @@ def spread_indices(n: int, limit: Optional[int], seed: int = 0, exclude: Sequenc
     if limit is None or limit >= len(pool):
         return pool
     if limit < 1:
-        raise DeployError(f'image limit must be >= 1, got {limit}')
+        raise DeployError(f'--limit must be >= 1, got {limit}')
     return sorted(random.Random(seed).sample(pool, limit))
 
 
+def split_indices(n: int, calib_images: int, seed: int = 1) -> Tuple[List[int], List[int]]:
+    """Two disjoint index lists over ``n`` images: ``min(calib_images, n // 2)`` to calibrate INT8 on, the rest
+    to measure on. Deterministic, so ``parity`` recomputes the split that ``quantize`` recorded."""
+    if n < 2:
+        raise DeployError(f'{n} image; INT8 needs calibration images disjoint from the measured ones: --calib-data')
+    calib = spread_indices(n, min(calib_images, n // 2), seed=seed)
+    return calib, spread_indices(n, None, exclude=calib)
+
+
 def make_dataset(data_dir: Optional[str], data_config: Dict[str, Any], limit: Optional[int] = None,
-                 seed: int = 0, indices: Optional[Sequence[int]] = None) -> ImageFolderDataset:
+                 seed: int = 0, indices: Optional[Sequence[int]] = None,
+                 folder_order: bool = False) -> ImageFolderDataset:
     """The dataset of ``data_dir`` (bundled samples when None), ``limit`` images spread over the classes."""
     root = bundled_samples_dir(data_config) if data_dir is None else os.fspath(data_dir)
     if indices is None and limit is not None:
         n = len(scan_images(root)[0])
         indices = spread_indices(n, limit, seed)
-    return ImageFolderDataset(root, make_transform(data_config), data_config, indices)
+    return ImageFolderDataset(root, make_transform(data_config), data_config, indices, folder_order)
 
 
 def make_loader(data_dir: Optional[str], data_config: Dict[str, Any], batch_size: int,
@@ -154,3 +185,32 @@ def make_loader(data_dir: Optional[str], data_config: Dict[str, Any], batch_size
         raise DeployError(f'batch size must be >= 1, got {batch_size}')
     ds = make_dataset(data_dir, data_config, limit, seed, indices)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def _batches(loader: DataLoader):
+    """Iterate ``loader``; an error inside a worker process (a corrupt image) becomes its one-line message."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except DeployError as e:
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            raise DeployError(lines[-1].split('DeployError: ', 1)[-1] if lines else 'data loading failed') from None
+        yield batch
+
+
+def collect_logits(loader: DataLoader, runners: Sequence[Any], progress: bool = False,
+                   desc: str = 'images') -> Tuple[List[np.ndarray], np.ndarray]:
+    """Logits of every runner (``runtimes.Runner``) on every batch of ``loader``, and the labels."""
+    from tqdm import tqdm
+    outs: List[List[np.ndarray]] = [[] for _ in runners]
+    labels = []
+    for images, y in tqdm(_batches(loader), desc=desc, unit='batch', total=len(loader), disable=not progress,
+                          leave=False):
+        x = images.numpy()
+        for out, runner in zip(outs, runners):
+            out.append(runner(x))
+        labels.append(y.numpy())
+    return [np.concatenate(o) for o in outs], np.concatenate(labels)

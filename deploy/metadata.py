@@ -26,6 +26,7 @@ key                 type     meaning
 ``precision``       str      ``fp32``, ``fp16`` (FP32 inputs/outputs kept) or ``int8`` (QDQ)
 ``quantization``    json     for ``int8``/``fp16``: how it was made (calibration folder, image count, types)
 ``versions``        json     ``{"torch", "timm", "onnx", "onnxruntime", "onnxscript", "timm_recal", ...}``
+``weights_sha256``  str      SHA-256 of the exported weights (checkpoint or pretrained weights only)
 ==================  =======  ===============================================================================
 
 Values are strings in ONNX; keys of type ``json``/``int`` are JSON-encoded and decoded by ``read_metadata``.
@@ -35,8 +36,10 @@ import os
 from typing import Any, Dict, Mapping
 
 from .errors import DeployError
+from .runtimes import PRECISIONS
 
-__all__ = ['METADATA_KEYS', 'read_metadata', 'set_metadata', 'copy_metadata', 'update_metadata_file', 'load_onnx']
+__all__ = ['METADATA_KEYS', 'read_metadata', 'set_metadata', 'copy_metadata', 'load_onnx', 'decode_props',
+           'onnx_precision', 'count_ops']
 
 #: key -> 'str' (stored as is) or 'json' (JSON-encoded)
 METADATA_KEYS: Dict[str, str] = {
@@ -44,7 +47,7 @@ METADATA_KEYS: Dict[str, str] = {
     'num_classes': 'json', 'input_size': 'json', 'mean': 'json', 'std': 'json', 'interpolation': 'str',
     'crop_pct': 'json', 'crop_mode': 'str', 'class_labels': 'json', 'input_name': 'str', 'output_name': 'str',
     'exporter': 'str', 'opset': 'json', 'slim': 'json', 'precision': 'str', 'quantization': 'json',
-    'versions': 'json',
+    'versions': 'json', 'weights_sha256': 'str',
 }
 
 
@@ -79,25 +82,26 @@ def _decode(key: str, value: str) -> Any:
         return value  # a foreign key that is not JSON
 
 
+def decode_props(props: Mapping[str, str]) -> Dict[str, Any]:
+    """Decoded metadata from raw string properties (``ModelProto.metadata_props`` or ORT's
+    ``session.get_modelmeta().custom_metadata_map``)."""
+    return {k: _decode(k, v) for k, v in props.items()}
+
+
 def set_metadata(model, meta: Mapping[str, Any]) -> None:
-    """Write ``meta`` into ``model.metadata_props`` (replacing keys already there; ``None`` values skipped)."""
+    """Merge ``meta`` into ``model``'s metadata (``onnx.helper.set_model_props``; ``None`` values skipped)."""
+    from onnx.helper import set_model_props
     props = {p.key: p.value for p in model.metadata_props}
-    for key, value in meta.items():
-        if value is None:
-            continue
-        props[key] = _encode(key, value)
-    del model.metadata_props[:]
-    for key in sorted(props):
-        model.metadata_props.add(key=key, value=props[key])
+    props.update({k: _encode(k, v) for k, v in meta.items() if v is not None})
+    set_model_props(model, dict(sorted(props.items())))
 
 
 def copy_metadata(src, dst) -> None:
     """Carry every metadata entry of ``src`` over to ``dst`` (converters do not all keep them)."""
+    from onnx.helper import set_model_props
     props = {p.key: p.value for p in dst.metadata_props}
     props.update({p.key: p.value for p in src.metadata_props})
-    del dst.metadata_props[:]
-    for key in sorted(props):
-        dst.metadata_props.add(key=key, value=props[key])
+    set_model_props(dst, dict(sorted(props.items())))
 
 
 def read_metadata(onnx_path_or_model) -> Dict[str, Any]:
@@ -109,7 +113,7 @@ def read_metadata(onnx_path_or_model) -> Dict[str, Any]:
     model = onnx_path_or_model
     if isinstance(model, (str, os.PathLike)):
         model = load_onnx(os.fspath(model), load_external_data=False)
-    meta = {p.key: _decode(p.key, p.value) for p in model.metadata_props}
+    meta = decode_props({p.key: p.value for p in model.metadata_props})
     meta.setdefault('precision', 'fp32')
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if inputs:
@@ -121,9 +125,30 @@ def read_metadata(onnx_path_or_model) -> Dict[str, Any]:
     return meta
 
 
-def update_metadata_file(path: str, meta: Mapping[str, Any]) -> None:
-    """Rewrite ``path`` with ``meta`` merged into its metadata (single file, no external data)."""
+def onnx_precision(path: str) -> str:
+    """Precision of an ONNX file: its ``precision`` metadata, else its name (``int8``/``qdq``/``fp16``), else
+    its graph (QuantizeLinear nodes mean INT8, float16 initializers FP16), else FP32."""
     import onnx
-    model = load_onnx(path)
-    set_metadata(model, meta)
-    onnx.save(model, path)
+    model = load_onnx(path, load_external_data=False)
+    for p in model.metadata_props:
+        if p.key == 'precision' and p.value in PRECISIONS:
+            return p.value
+    base = os.path.basename(path).lower()
+    if 'int8' in base or 'qdq' in base:
+        return 'int8'
+    if 'fp16' in base or 'half' in base:
+        return 'fp16'
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {'QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'ConvInteger', 'MatMulInteger'}:
+        return 'int8'
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return 'fp16'
+    return 'fp32'
+
+
+def count_ops(model_proto) -> Dict[str, int]:
+    """Nodes of the graph by op type."""
+    counts: Dict[str, int] = {}
+    for node in model_proto.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))

@@ -15,9 +15,11 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from timm.models import clean_state_dict
 from torch import nn
 
 from .errors import DeployError
+from .images import CIFAR10_CLASSES
 
 __all__ = ['parse_model_spec', 'suggest_models', 'read_checkpoint', 'classifier_num_classes', 'load_model',
            'data_config_of', 'class_labels_for', 'is_onnx_path']
@@ -121,11 +123,19 @@ def _load_file(path: str) -> Any:
     except ModuleNotFoundError:
         raise
     except Exception as e:
+        if 'weights only load failed' in str(e).lower():  # never suggest weights_only=False for a file
+            raise DeployError(f'cannot read checkpoint {path}: it holds Python objects besides tensors, which are '
+                              'not loaded (running them is unsafe for files from elsewhere); save model.state_dict() '
+                              'or a .safetensors file') from None
         raise DeployError(f'cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}') from None
 
 
 def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Load the weights of any supported checkpoint format.
+
+    Not ``timm.models.load_state_dict``: it falls back to the plain weights when EMA ones are missing (and takes
+    EMA weights unasked), while ``--use-ema`` must refuse a file without them; prefixes go through timm's
+    ``clean_state_dict``.
 
     Returns ``(state_dict, info)``; ``info`` has ``format``, ``path`` and, when the file says so,
     ``architecture`` (train.py ``arch`` / config.json), ``hf_config`` (a save_for_hf folder's config.json).
@@ -169,14 +179,10 @@ def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.T
                 info['key'] = key
                 obj = obj[key]
                 break
-    state_dict = {}
-    for k, v in obj.items():
-        if not isinstance(v, torch.Tensor):
-            raise DeployError(f'{path}: entry {k!r} is a {type(v).__name__}, not a tensor; not a state dict')
-        for prefix in ('module.', '_orig_mod.'):  # DDP / torch.compile wrappers
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        state_dict[k] = v
+    bad = next((k for k, v in obj.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise DeployError(f'{path}: entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor; not a state dict')
+    state_dict = clean_state_dict(obj)  # timm's: DDP / torch.compile prefixes
     if not state_dict:
         raise DeployError(f'{path} holds no weights')
     return state_dict, info
@@ -232,7 +238,6 @@ def class_labels_for(num_classes: int, pretrained_cfg: Dict[str, Any],
         from timm.data import ImageNetInfo
         return list(ImageNetInfo().label_names())
     if num_classes == 10 and tuple(pretrained_cfg.get('input_size', ()))[-1:] == (32,):
-        from .images import CIFAR10_CLASSES
         return list(CIFAR10_CLASSES)
     return None
 
@@ -252,6 +257,62 @@ def data_config_of(model: nn.Module, img_size: Optional[int] = None) -> Dict[str
 def _check_img_size(img_size: Optional[int]) -> None:
     if img_size is not None and (not isinstance(img_size, int) or img_size < 8 or img_size > 4096):
         raise DeployError(f'--img-size must be an integer between 8 and 4096, got {img_size!r}')
+
+
+def _create_kwargs(hf_config: Dict[str, Any]) -> Dict[str, Any]:
+    """``timm.create_model`` arguments that a save_for_hf folder's config.json records."""
+    kwargs: Dict[str, Any] = dict(hf_config.get('model_args') or {})
+    if hf_config.get('pretrained_cfg'):
+        kwargs['pretrained_cfg_overlay'] = {k: v for k, v in hf_config['pretrained_cfg'].items()
+                                            if k not in ('hf_hub_id', 'url', 'file', 'source')}
+    return kwargs
+
+
+def _name_and_pretrained(spec: str, parsed: Dict[str, Any], has_weights: bool,
+                         pretrained: Optional[bool]) -> Tuple[str, bool]:
+    """The name to create and whether timm should load pretrained weights."""
+    if parsed['source'] == 'hf-hub':
+        return spec, (not has_weights) if pretrained is None else pretrained
+    name = parsed['architecture'] + (f".{parsed['tag']}" if parsed['tag'] else '')
+    return name, bool(pretrained) if pretrained is not None else (not has_weights and bool(parsed['tag']))
+
+
+def _registered_cfg(name: str, parsed: Dict[str, Any]):
+    from timm.models import get_pretrained_cfg
+    return get_pretrained_cfg(name, allow_unregistered=True) if parsed['source'] != 'hf-hub' else None
+
+
+def _size_kwargs(name: str, parsed: Dict[str, Any], state_dict, hf_config: Dict[str, Any],
+                 num_classes: Optional[int], img_size: Optional[int]) -> Dict[str, Any]:
+    """``num_classes`` (from the checkpoint's classifier unless given) and ``img_size`` (fixed-size models)."""
+    kwargs: Dict[str, Any] = {}
+    if state_dict is not None and num_classes is None:
+        cfg = _registered_cfg(name, parsed)
+        clf = _classifier_names(cfg.to_dict() if cfg is not None else {}) or ['head.fc', 'fc', 'classifier', 'head']
+        num_classes = classifier_num_classes(state_dict, clf)
+        if num_classes is None and hf_config.get('num_classes') is not None:
+            num_classes = int(hf_config['num_classes'])
+    if num_classes is not None:
+        kwargs['num_classes'] = num_classes
+    if img_size is not None:
+        cfg = _registered_cfg(name, parsed)
+        if cfg is not None and cfg.fixed_input_size:
+            kwargs['img_size'] = img_size  # ViT-style models build their position embedding for it
+    return kwargs
+
+
+def _create(timm, spec: str, name: str, use_pretrained: bool, kwargs: Dict[str, Any]) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=use_pretrained, exportable=True, **kwargs)
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if use_pretrained:  # download failures, offline Hub, missing files: any exception type
+            hint = ('download the repository (offline: HF_HUB_OFFLINE=1?) and pass local-dir:FOLDER'
+                    if spec.startswith('hf-hub:') else 'give the weights with --checkpoint')
+            raise DeployError(f'cannot get the pretrained weights of {spec}: {first}; {hint}') from None
+        if isinstance(e, (RuntimeError, ValueError, TypeError, OSError)):
+            raise DeployError(f'cannot create {spec}: {first}') from None
+        raise
 
 
 def load_model(
@@ -279,76 +340,30 @@ def load_model(
     parsed = parse_model_spec(spec)
     if parsed['source'] == 'local-dir' and checkpoint is None:
         checkpoint = parsed['location']  # a save_for_hf folder is its own checkpoint
-    kwargs: Dict[str, Any] = {}
-    state_dict, ckpt_info = None, {}
-    if checkpoint is not None:
-        state_dict, ckpt_info = read_checkpoint(checkpoint, use_ema=use_ema)
+    state_dict, ckpt_info = read_checkpoint(checkpoint, use_ema=use_ema) if checkpoint is not None else (None, {})
     hf_config = ckpt_info.get('hf_config') or {}
-    if hf_config:
-        for k, v in (hf_config.get('model_args') or {}).items():
-            kwargs.setdefault(k, v)
-        if hf_config.get('pretrained_cfg'):
-            kwargs['pretrained_cfg_overlay'] = {k: v for k, v in hf_config['pretrained_cfg'].items()
-                                                if k not in ('hf_hub_id', 'url', 'file', 'source')}
-
-    if parsed['source'] == 'hf-hub':
-        name = spec
-        use_pretrained = state_dict is None if pretrained is None else pretrained
-    else:
-        name = parsed['architecture'] + (f".{parsed['tag']}" if parsed['tag'] else '')
-        use_pretrained = bool(pretrained) if pretrained is not None else (state_dict is None and bool(parsed['tag']))
-
-    if state_dict is not None and num_classes is None:
-        from timm.models import get_pretrained_cfg
-        cfg = get_pretrained_cfg(name, allow_unregistered=True) if parsed['source'] != 'hf-hub' else None
-        clf = _classifier_names(cfg.to_dict() if cfg is not None else {}) or ['head.fc', 'fc', 'classifier', 'head']
-        num_classes = classifier_num_classes(state_dict, clf)
-        if num_classes is None and hf_config.get('num_classes') is not None:
-            num_classes = int(hf_config['num_classes'])
-    if num_classes is not None:
-        kwargs['num_classes'] = num_classes
-    if img_size is not None:
-        from timm.models import get_pretrained_cfg
-        cfg = get_pretrained_cfg(name, allow_unregistered=True) if parsed['source'] != 'hf-hub' else None
-        if cfg is not None and cfg.fixed_input_size:
-            kwargs['img_size'] = img_size  # ViT-style models build their position embedding for it
-
-    try:
-        model = timm.create_model(name, pretrained=use_pretrained, exportable=True, **kwargs)
-    except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if use_pretrained:  # download failures, offline Hub, missing files: any exception type
-            raise DeployError(f'cannot get the pretrained weights of {spec}: {first}; '
-                              'give the weights with --checkpoint') from None
-        if isinstance(e, (RuntimeError, ValueError, TypeError, OSError)):
-            raise DeployError(f'cannot create {spec}: {first}') from None
-        raise
-
+    name, use_pretrained = _name_and_pretrained(spec, parsed, state_dict is not None, pretrained)
+    kwargs = {**_create_kwargs(hf_config), **_size_kwargs(name, parsed, state_dict, hf_config, num_classes, img_size)}
+    model = _create(timm, spec, name, use_pretrained, kwargs)
     arch = model.pretrained_cfg.get('architecture') or parsed['architecture'] or name
     if state_dict is not None:
         problem = _describe_mismatch(model, state_dict, arch, ckpt_info.get('architecture'), checkpoint)
         if problem:
             raise DeployError(problem)
         model.load_state_dict(state_dict, strict=True)
-        weights = 'checkpoint'
-    else:
-        weights = 'pretrained' if use_pretrained else 'random'
-
     try:
         model = model.to(device).eval()
     except (RuntimeError, AssertionError) as e:
         raise DeployError(f'cannot move the model to device {device!r}: {str(e).splitlines()[0]}') from None
     info = data_config_of(model, img_size)
     pcfg = dict(model.pretrained_cfg)
+    n_out = int(getattr(model, 'num_classes', 0) or 0)
     info.update(
         architecture=arch.split('.')[0],
         tag=parsed['tag'] or ((pcfg.get('tag') or '') if parsed['source'] == 'hf-hub' else ''),
-        model_spec=spec,
-        source=parsed['source'] or 'timm',
-        weights=weights,
-        checkpoint=ckpt_info.get('path'),
-        checkpoint_format=ckpt_info.get('format'),
-        num_classes=int(getattr(model, 'num_classes', 0) or 0),
-        class_labels=class_labels_for(int(getattr(model, 'num_classes', 0) or 0), pcfg, hf_config),
+        model_spec=spec, source=parsed['source'] or 'timm',
+        weights='checkpoint' if state_dict is not None else ('pretrained' if use_pretrained else 'random'),
+        checkpoint=ckpt_info.get('path'), checkpoint_format=ckpt_info.get('format'), num_classes=n_out,
+        class_labels=class_labels_for(n_out, pcfg, hf_config),
     )
     return model, info

@@ -1,4 +1,5 @@
-"""PyTorch vs ONNX Runtime on real images, through the model's own timm preprocessing.
+"""The parity stage: PyTorch vs an ONNX file under a runtime, on real images through the model's own timm
+preprocessing.
 
 Metrics over all images: absolute error of the logits (max, mean), relative error (per image
 ``max|onnx - torch| / max|torch|``, then max and mean over images), top-1 agreement (same argmax) and top-5
@@ -6,26 +7,36 @@ agreement (mean overlap of the two top-5 sets), and non-finite outputs. A run pa
 ``max_abs_err <= atol`` AND ``max_rel_err <= rtol``, and the top-1 agreement reaches ``min_top1``; the
 defaults per precision are ``TOLERANCES``.
 
-``MODEL`` runs export (a temporary file unless ``onnx_path``/``keep_dir``), then converts to the requested
-precision; an ONNX file is compared with the PyTorch model its metadata names (``--checkpoint`` or the one
-recorded at export). INT8 is calibrated on ``calib_data`` (``int8_options`` go to ``quantize_int8``), which must
-be disjoint from ``data``; without it, one folder is split into a calibration part and a measurement part.
+Parity compares artifacts: an ONNX file with the PyTorch model its metadata names (``--checkpoint`` or the one
+recorded at export), or a MODEL with ``--onnx FILE``. Handed only a MODEL, it calls the export stage (and the
+quantize stage for ``--precision fp16/int8``) into a temporary folder (``keep_dir`` keeps the files). INT8 is
+calibrated on ``calib_data``, disjoint from ``data``; without it, one folder is split into a calibration part
+and a measurement part.
 """
 import os
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+from torch import nn
 
+from .eager_runtime import amp_precision
 from .errors import DeployError
-from .images import make_dataset, scan_images, spread_indices, bundled_samples_dir
-from .model_io import is_onnx_path, load_model
+from .export import ExportOptions, export_source
+from .images import bundled_samples_dir, collect_logits, make_dataset, scan_images, spread_indices, split_indices
+from .metadata import read_metadata
+from .options import (DataOptions, Int8Options, ModelOptions, OutputOptions, RuntimeOptions, with_overrides)
 from .outputs import resolve_output, write_json
+from .quantize import QuantizeOptions, convert_fp16, quantize_int8
+from .results import Result
+from .runtimes import PRECISIONS, open_runtime
+from .sources import Source, check_pairing, open_source
 
-__all__ = ['PRECISIONS', 'TOLERANCES', 'compare_logits', 'parity', 'format_report']
+__all__ = ['PRECISIONS', 'TOLERANCES', 'ParityOptions', 'ParityResult', 'compare_logits', 'parity',
+           'format_report']
 
-PRECISIONS = ('fp32', 'fp16', 'int8')
 #: default gates per precision: abs AND rel error of the logits, and the minimum top-1 agreement
 TOLERANCES: Dict[str, Dict[str, float]] = {
     'fp32': {'atol': 1e-4, 'rtol': 1e-3, 'min_top1': 1.0},
@@ -34,10 +45,54 @@ TOLERANCES: Dict[str, Dict[str, float]] = {
 }
 
 
+@dataclass
+class ParityOptions(ModelOptions, RuntimeOptions, DataOptions, Int8Options, OutputOptions):
+    precision: Optional[str] = None
+    atol: Optional[float] = None
+    rtol: Optional[float] = None
+    min_top1: Optional[float] = None
+    exporter: str = 'dynamo'
+    keep_dir: Optional[str] = None
+    progress: bool = False
+
+
+@dataclass
+class ParityResult(Result):
+    passed: bool
+    precision: str
+    tolerances: Dict[str, float]
+    n_images: int
+    nonfinite: Dict[str, int]
+    max_abs_err: float
+    mean_abs_err: float
+    max_rel_err: float
+    mean_rel_err: float
+    top1_agreement: float
+    top5_agreement: float
+    failures: List[str]
+    worst_image: Optional[str]
+    accuracy: Optional[Dict[str, Optional[float]]]
+    model: Dict[str, Any]
+    onnx: Optional[str]
+    exported: bool
+    input_size: List[int]
+    data: str
+    bundled_data: bool
+    label_mode: str
+    calibration: Optional[Dict[str, Any]]
+    reference: Dict[str, Any]
+    runtime: Dict[str, Any]
+    seconds: float
+    topk: int = 5
+    logit_scale: float = float('nan')
+    report_path: Optional[str] = None
+    ALIASES = {'pytorch': 'reference', 'onnxruntime': 'runtime'}
+
+
 def compare_logits(ref: np.ndarray, out: np.ndarray) -> Dict[str, Any]:
     """Error and agreement metrics of ``out`` against the reference logits ``ref`` (both ``(N, C)``)."""
     if ref.shape != out.shape:
-        raise DeployError(f'PyTorch gives logits {ref.shape} but ONNX Runtime {out.shape}')
+        raise DeployError(f'PyTorch gives logits {ref.shape} but the runtime {out.shape}')
     finite = np.isfinite(ref).all(1) & np.isfinite(out).all(1)
     metrics: Dict[str, Any] = {
         'n_images': int(ref.shape[0]),
@@ -45,8 +100,9 @@ def compare_logits(ref: np.ndarray, out: np.ndarray) -> Dict[str, Any]:
     }
     r, o = ref[finite].astype(np.float64), out[finite].astype(np.float64)
     if len(r) == 0:
-        metrics.update(max_abs_err=float('nan'), mean_abs_err=float('nan'), max_rel_err=float('nan'),
-                       mean_rel_err=float('nan'), top1_agreement=0.0, top5_agreement=0.0, worst_index=None)
+        nan = float('nan')
+        metrics.update(max_abs_err=nan, mean_abs_err=nan, max_rel_err=nan, mean_rel_err=nan, top1_agreement=0.0,
+                       top5_agreement=0.0, worst_index=None)
         return metrics
     diff = np.abs(o - r)
     per_image_abs = diff.max(1)
@@ -54,13 +110,12 @@ def compare_logits(ref: np.ndarray, out: np.ndarray) -> Dict[str, Any]:
     k = min(5, r.shape[1])
     top_r, top_o = np.argsort(-r, 1)[:, :k], np.argsort(-o, 1)[:, :k]
     overlap = [len(set(a) & set(b)) / k for a, b in zip(top_r, top_o)]
-    worst = int(np.flatnonzero(finite)[int(per_image_abs.argmax())])
     metrics.update(
         max_abs_err=float(diff.max()), mean_abs_err=float(diff.mean()),
         max_rel_err=float(per_image_rel.max()), mean_rel_err=float(per_image_rel.mean()),
         top1_agreement=float((top_r[:, 0] == top_o[:, 0]).sum() / ref.shape[0]),
         top5_agreement=float(np.sum(overlap) / ref.shape[0]), topk=k,
-        logit_scale=float(np.abs(r).max()), worst_index=worst,
+        logit_scale=float(np.abs(r).max()), worst_index=int(np.flatnonzero(finite)[int(per_image_abs.argmax())]),
     )
     return metrics
 
@@ -69,7 +124,7 @@ def _failures(m: Dict[str, Any], tol: Dict[str, float]) -> List[str]:
     out = []
     nf = m['nonfinite']
     if nf['pytorch'] or nf['onnx']:
-        out.append(f"non-finite logits: {nf['pytorch']} from PyTorch, {nf['onnx']} from ONNX Runtime")
+        out.append(f"non-finite logits: {nf['pytorch']} from PyTorch, {nf['onnx']} from the runtime")
     if not m['max_abs_err'] <= tol['atol']:
         out.append(f"max abs error {m['max_abs_err']:.3g} > atol {tol['atol']:.3g}")
     if not m['max_rel_err'] <= tol['rtol']:
@@ -91,201 +146,187 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> Optional[float]:
     return float(100.0 * (logits.argmax(1) == labels).mean())
 
 
-def parity(
-        model_or_onnx: str,
-        onnx_path: Optional[str] = None,
-        data: Optional[str] = None,
-        precision: Optional[str] = None,
-        checkpoint: Optional[str] = None,
-        num_classes: Optional[int] = None,
-        use_ema: bool = False,
-        img_size: Optional[int] = None,
-        device: str = 'cpu',
-        amp: bool = False,
-        exporter: str = 'dynamo',
-        batch_size: int = 16,
-        limit: Optional[int] = None,
-        atol: Optional[float] = None,
-        rtol: Optional[float] = None,
-        min_top1: Optional[float] = None,
-        providers: Optional[List[str]] = None,
-        threads: Optional[int] = None,
-        calib_data: Optional[str] = None,
-        calib_images: int = 512,
-        int8_options: Optional[Dict[str, Any]] = None,
-        output: Optional[str] = None,
-        force: bool = False,
-        model=None,
-        keep_dir: Optional[str] = None,
-        progress: bool = False,
-) -> Dict[str, Any]:
-    """Compare PyTorch and ONNX Runtime logits; returns the report (``passed`` says if every gate held).
+def _check_options(o: ParityOptions) -> None:
+    if o.precision is not None and o.precision not in PRECISIONS:
+        raise DeployError(f"--precision must be one of {', '.join(PRECISIONS)}, got {o.precision!r}")
+    for name in ('atol', 'rtol'):
+        if getattr(o, name) is not None and not getattr(o, name) >= 0:
+            raise DeployError(f'--{name} must be >= 0, got {getattr(o, name)}')
+    if o.min_top1 is not None and not 0 <= o.min_top1 <= 1:
+        raise DeployError(f'--min-top1 must be a percentage between 0 and 100, got {100 * o.min_top1:g}')
+    if len(o.runtimes or ['ort']) != 1:
+        raise DeployError('parity compares PyTorch with one runtime at a time: give one word with --runtimes')
+    if o.data is not None:
+        scan_images(o.data)  # fail early on a missing or empty folder
+    if o.calib_data is not None:
+        scan_images(o.calib_data)
+
+
+@dataclass
+class _Candidate:
+    """The file parity measures, how it was made, and which images of the folder it may be measured on."""
+    path: str
+    precision: str
+    exported: bool = False
+    made_here: bool = False
+    calibration: Optional[Dict[str, Any]] = None
+    measure_idx: Optional[List[int]] = None
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+
+def _int8_from(fp32: str, out: str, root: str, o: ParityOptions) -> Tuple[Dict[str, Any], Optional[List[int]]]:
+    """Quantize ``fp32`` for parity: on ``calib_data``, or on one part of ``root`` (returns the other part)."""
+    q = QuantizeOptions(**{k: getattr(o, k) for k in Int8Options.__dataclass_fields__}, force=True,
+                        progress=o.progress)
+    if o.calib_data is None:
+        n = len(scan_images(root)[0])
+        calib_idx, measure_idx = split_indices(n, o.calib_images)
+        return quantize_int8(fp32, out, root, q, indices=calib_idx, split_of=n).quantization, measure_idx
+    if _same_or_nested(o.calib_data, root):
+        raise DeployError(f'--calib-data {o.calib_data} overlaps --data {root}; calibrate on disjoint images '
+                          '(CIFAR-10: calibrate on train, measure on test)')
+    return quantize_int8(fp32, out, o.calib_data, q).quantization, None
+
+
+def _recorded_split(c: _Candidate, root: str) -> None:
+    """An INT8 file calibrated on part of ``root``: measure on the other part, or refuse an overlap."""
+    q = c.meta.get('quantization') or {}
+    if not (q.get('calib_data') and _same_or_nested(q['calib_data'], root)):
+        c.calibration = q or None
+        return
+    n = len(scan_images(root)[0])
+    if q.get('calib_split') and q.get('calib_split_of') == n and os.path.realpath(q['calib_data']) == \
+            os.path.realpath(root):
+        c.measure_idx = split_indices(n, q['calib_images'])[1]
+        c.calibration = q
+        return
+    raise DeployError(f"{c.path} was calibrated on {q['calib_data']}, which overlaps the data measured here "
+                      f'({root}); measure on disjoint images')
+
+
+def _candidate(ref: Source, onnx_path: Optional[str], root: str, work: str, o: ParityOptions) -> _Candidate:
+    """The ONNX file to compare: the one given, or one made by the export (and quantize) stages in ``work``."""
+    name = (ref.info.get('architecture') or 'model').replace('/', '_')
+    if onnx_path is None:
+        onnx_path = export_source(ref, os.path.join(work, f'{name}.onnx'),
+                                  ExportOptions(exporter=o.exporter, force=True)).output
+        c = _Candidate(onnx_path, 'fp32', exported=True, made_here=True)
+    else:
+        c = _Candidate(onnx_path, 'fp32')
+    c.meta = read_metadata(c.path)
+    file_precision = c.meta.get('precision', 'fp32')
+    c.precision = o.precision or file_precision
+    if c.precision == file_precision:
+        if c.precision == 'int8':
+            _recorded_split(c, root)
+        return c
+    if file_precision != 'fp32':
+        raise DeployError(f'{c.path} is {file_precision}; --precision {c.precision} needs the FP32 export')
+    out = os.path.join(work, f'{name}_{c.precision}.onnx')
+    if c.precision == 'fp16':
+        convert_fp16(c.path, out, force=True)
+    else:
+        c.calibration, c.measure_idx = _int8_from(c.path, out, root, o)
+    c.path, c.made_here = out, True
+    return c
+
+
+def _measure(ref: Source, c: _Candidate, o: ParityOptions):
+    """``(reference logits, candidate logits, labels, dataset, reference runner, candidate runner)``."""
+    idx = c.measure_idx
+    if idx is not None and o.limit is not None:
+        idx = [idx[i] for i in spread_indices(len(idx), o.limit)]
+    dataset = make_dataset(o.data, ref.data_config, limit=o.limit if idx is None else None, indices=idx,
+                           folder_order=o.folder_order)
+    from torch.utils.data import DataLoader
+    loader = DataLoader(dataset, batch_size=o.batch_size, shuffle=False)
+    ref_runner = open_runtime('eager', ref.model, precision=amp_precision(o.device) if o.amp else 'fp32',
+                              device=o.device, input_size=ref.info['input_size'])
+    runner = open_runtime((o.runtimes or ['ort'])[0], c.path, precision=c.precision, threads=o.threads)
+    (r, out), labels = collect_logits(loader, [ref_runner, runner], o.progress, f'parity {c.precision}')
+    return r, out, labels, dataset, ref_runner.describe(), runner.describe()
+
+
+def _tolerances(o: ParityOptions, precision: str) -> Dict[str, float]:
+    tol = dict(TOLERANCES[precision])
+    tol.update({k: float(getattr(o, k)) for k in ('atol', 'rtol', 'min_top1') if getattr(o, k) is not None})
+    return tol
+
+
+def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optional[ParityOptions] = None, *,
+           model: Optional[nn.Module] = None, **overrides) -> ParityResult:
+    """Compare PyTorch and a runtime's logits; ``passed`` says if every gate held.
 
     ``model_or_onnx``: a MODEL spec or an ``.onnx`` file. ``onnx_path``: with a MODEL, compare against this file
-    instead of exporting. ``precision``: ``fp32``/``fp16``/``int8`` (default: the file's); an FP32 file is
-    converted. ``model``: an already built module as the PyTorch side (e.g. with randomized weights).
-    ``output``: write the report as JSON there (refused if it exists, unless ``force``).
+    instead of exporting. ``model``: an already built module as the PyTorch side (e.g. randomized weights).
+    ``overrides`` set single ``ParityOptions`` fields (``precision``, ``data``, ``output``...).
     """
-    from .predict import (OnnxPredictor, TorchPredictor, check_device, check_img_size, onnx_data_config,
-                          reference_from_metadata)
-    from .metadata import read_metadata
+    o = with_overrides(ParityOptions, options, overrides)
     t_start = time.perf_counter()
-    json_path = resolve_output(output, force, default_name='parity.json', suffix='.json') if output else None
-    if precision is not None and precision not in PRECISIONS:
-        raise DeployError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    check_device(device)
-    if data is not None:
-        scan_images(data)  # fail early on a missing or empty folder
-    if calib_data is not None:
-        scan_images(calib_data)
-
-    if is_onnx_path(model_or_onnx):
-        if onnx_path is not None:
-            raise DeployError('give either an ONNX file or a MODEL with onnx_path, not two ONNX files')
-        onnx_path = model_or_onnx
-        meta = read_metadata(onnx_path)
-        check_img_size(meta, img_size, onnx_path)
-        if model is None:
-            torch_model, info = reference_from_metadata(meta, onnx_path, checkpoint, use_ema, device)
-        else:
-            torch_model, info = model, {**onnx_data_config(meta, onnx_path), 'model_spec': meta.get('model_spec'),
-                                        'weights': 'module'}
-        if meta.get('num_classes') is not None and info.get('num_classes') not in (None, meta['num_classes']):
-            raise DeployError(f"the PyTorch model has {info['num_classes']} classes but {onnx_path} "
-                              f"{meta['num_classes']}; wrong --checkpoint?")
-    else:
-        if model is None:
-            torch_model, info = load_model(model_or_onnx, checkpoint, num_classes, use_ema, device, img_size)
-        else:
-            from .export import _module_info
-            torch_model, info = model, _module_info(model, model_or_onnx, img_size)
-        meta = read_metadata(onnx_path) if onnx_path is not None else None
-        if meta is not None and meta.get('input_size') and tuple(meta['input_size']) != tuple(info['input_size']):
-            raise DeployError(f"{onnx_path} was exported for input {meta['input_size']} but the model runs at "
-                              f"{list(info['input_size'])}; pass the matching --img-size")
-
-    ref = TorchPredictor(torch_model, device, amp)
-    data_cfg = {k: info.get(k) for k in ('input_size', 'mean', 'std', 'interpolation', 'crop_pct', 'crop_mode',
-                                         'num_classes', 'class_labels')}
-    measure_root = data if data is not None else bundled_samples_dir(data_cfg)
-
+    json_path = resolve_output(o.output, o.force, default_name='parity.json', suffix='.json') if o.output else None
+    _check_options(o)
+    if onnx_path is not None and model_or_onnx.lower().endswith('.onnx'):
+        raise DeployError('give either an ONNX file or a MODEL with --onnx, not two ONNX files')
+    ref = open_source(model_or_onnx, o, module=model, need_model=True)
+    if ref.kind == 'onnx':
+        onnx_path = ref.onnx_path
+    elif onnx_path is not None:
+        check_pairing(ref.info, read_metadata(onnx_path), onnx_path, ref.model)
+    root = o.data if o.data is not None else bundled_samples_dir(ref.data_config)
     with tempfile.TemporaryDirectory(prefix='timm_recal_parity_') as tmp:
-        work = keep_dir or tmp
+        work = o.keep_dir or tmp
+        if o.keep_dir and os.path.exists(o.keep_dir) and not os.path.isdir(o.keep_dir):
+            raise DeployError(f'--keep-dir {o.keep_dir} is a file, not a folder')
         os.makedirs(work, exist_ok=True)
-        name = (info.get('architecture') or 'model').replace('/', '_')
-        exported = None
-        made_here = False  # the compared file was written by this call (temporary unless keep_dir)
-        if onnx_path is None:
-            from .export import export_onnx
-            exported = export_onnx(info.get('model_spec'), os.path.join(work, f'{name}.onnx'), model=torch_model,
-                                   exporter=exporter, force=True, info=info)
-            onnx_path = exported['output']
-            meta = read_metadata(onnx_path)
-            made_here = True
-        file_precision = meta.get('precision', 'fp32')
-        precision = precision or file_precision
-        calibration = None
-        measure_idx = None
-        if precision != file_precision:
-            if file_precision != 'fp32':
-                raise DeployError(f'{onnx_path} is {file_precision}; --precision {precision} needs the FP32 export')
-            made_here = True
-            if precision == 'fp16':
-                from .quantize import convert_fp16
-                convert_fp16(onnx_path, os.path.join(work, f'{name}_fp16.onnx'), force=True)
-                onnx_path = os.path.join(work, f'{name}_fp16.onnx')
-            else:
-                from .quantize import quantize_int8
-                calib_idx = None
-                if calib_data is None:  # split the measurement folder into two disjoint parts
-                    n = len(scan_images(measure_root)[0])
-                    if n < 2:
-                        raise DeployError(f'{measure_root} has {n} image; INT8 parity needs --calib-data')
-                    calib_idx = spread_indices(n, min(calib_images, n // 2), seed=1)
-                    measure_idx = spread_indices(n, None, exclude=calib_idx)
-                    calib_root = measure_root
-                elif _same_or_nested(calib_data, measure_root):
-                    raise DeployError(f'--calib-data {calib_data} overlaps --data {measure_root}; calibrate on '
-                                      'disjoint images (CIFAR-10: calibrate on train, measure on test)')
-                else:
-                    calib_root = calib_data
-                q_path = os.path.join(work, f'{name}_int8.onnx')
-                calibration = quantize_int8(onnx_path, q_path, calib_root, num_images=calib_images, force=True,
-                                            indices=calib_idx, progress=progress, **(int8_options or {}))
-                onnx_path = q_path
-        elif precision == 'int8':
-            q = meta.get('quantization') or {}
-            if q.get('calib_data') and _same_or_nested(q['calib_data'], measure_root):
-                raise DeployError(f"{onnx_path} was calibrated on {q['calib_data']}, which overlaps the data "
-                                  f'measured here ({measure_root}); measure on disjoint images')
-            calibration = q or None
-
-        if measure_idx is not None and limit is not None:
-            measure_idx = [measure_idx[i] for i in spread_indices(len(measure_idx), limit)]
-        dataset = make_dataset(data, data_cfg, limit=limit if measure_idx is None else None, indices=measure_idx)
-        from torch.utils.data import DataLoader
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-        ort_pred = OnnxPredictor(onnx_path, providers, threads)
-        refs, outs, labels = [], [], []
-        from tqdm import tqdm
-        for images, y in tqdm(loader, desc=f'parity {precision}', unit='batch', disable=not progress, leave=False):
-            refs.append(ref(images))
-            outs.append(ort_pred(images))
-            labels.append(y.numpy())
-        ort_desc = ort_pred.describe()
-        del ort_pred
-    r, o, lab = np.concatenate(refs), np.concatenate(outs), np.concatenate(labels)
-    tol = dict(TOLERANCES[precision])
-    for key, val in (('atol', atol), ('rtol', rtol), ('min_top1', min_top1)):
-        if val is not None:
-            tol[key] = float(val)
-    metrics = compare_logits(r, o)
-    failures = _failures(metrics, tol)
-    worst = metrics.pop('worst_index')
-    result = {
-        'passed': not failures, 'precision': precision, 'tolerances': tol, **metrics, 'failures': failures,
-        'worst_image': dataset.samples[worst][0] if worst is not None else None,
-        'accuracy': {'pytorch_top1': _accuracy(r, lab), 'onnx_top1': _accuracy(o, lab)}
-        if dataset.labelled else None,
-        'model': {k: info.get(k) for k in ('model_spec', 'architecture', 'tag', 'weights', 'checkpoint')},
-        'onnx': None if made_here and not keep_dir else os.path.abspath(onnx_path),
-        'exported': exported is not None, 'input_size': list(info['input_size']),
-        'data': os.path.abspath(measure_root), 'bundled_data': data is None, 'label_mode': dataset.label_mode,
-        'calibration': calibration, 'pytorch': ref.describe(), 'onnxruntime': ort_desc,
-        'seconds': round(time.perf_counter() - t_start, 2),
-    }
+        c = _candidate(ref, onnx_path, root, work, o)
+        r, out, labels, dataset, ref_desc, run_desc = _measure(ref, c, o)
+    result = _result(ref, c, o, r, out, labels, dataset, ref_desc, run_desc, root, t_start)
     if json_path:
         write_json(result, json_path, force=True)
-        result['report_path'] = json_path
+        result.report_path = json_path
     return result
 
 
-def format_report(result: Dict[str, Any]) -> str:
+def _result(ref: Source, c: _Candidate, o: ParityOptions, r, out, labels, dataset, ref_desc, run_desc, root,
+            t_start) -> ParityResult:
+    tol = _tolerances(o, c.precision)
+    metrics = compare_logits(r, out)
+    worst = metrics.pop('worst_index')
+    return ParityResult(
+        passed=not _failures(metrics, tol), precision=c.precision, tolerances=tol, **metrics,
+        failures=_failures(metrics, tol), worst_image=dataset.samples[worst][0] if worst is not None else None,
+        accuracy={'pytorch_top1': _accuracy(r, labels), 'onnx_top1': _accuracy(out, labels)}
+        if dataset.labelled else None,
+        model=ref.naming, onnx=None if c.made_here and not o.keep_dir else os.path.abspath(c.path),
+        exported=c.exported, input_size=list(ref.info['input_size']), data=os.path.abspath(root),
+        bundled_data=o.data is None, label_mode=dataset.label_mode, calibration=c.calibration,
+        reference=ref_desc, runtime=run_desc, seconds=round(time.perf_counter() - t_start, 2))
+
+
+def format_report(result: ParityResult) -> str:
     """The human-readable summary that ``timm-recal parity`` prints."""
-    tol = result['tolerances']
-    m = result['model']
+    r, tol, m = result, result['tolerances'], result['model']
     lines = [
-        f"parity {result['precision']}: {'PASSED' if result['passed'] else 'FAILED'}  "
-        f"({m.get('model_spec') or m.get('architecture')}, weights: {m.get('weights')}, {result['n_images']} images "
-        f"from {'bundled samples' if result['bundled_data'] else result['data']})",
-        f"  max abs error  {result['max_abs_err']:.3g}  (mean {result['mean_abs_err']:.3g}, atol {tol['atol']:.3g}, "
-        f"logit scale {result.get('logit_scale', float('nan')):.3g})",
-        f"  max rel error  {result['max_rel_err']:.3g}  (mean {result['mean_rel_err']:.3g}, rtol {tol['rtol']:.3g})",
-        f"  top-1 agreement {100 * result['top1_agreement']:.2f}%  (min {100 * tol['min_top1']:.2f}%), "
-        f"top-{result.get('topk', 5)} overlap {100 * result['top5_agreement']:.2f}%",
-        f"  non-finite logits: PyTorch {result['nonfinite']['pytorch']}, ONNX Runtime {result['nonfinite']['onnx']}",
+        f"parity {r['precision']}: {'PASSED' if r['passed'] else 'FAILED'}  "
+        f"({m.get('model_spec') or m.get('architecture')}, weights: {m.get('weights')}, {r['n_images']} images "
+        f"from {'bundled samples' if r['bundled_data'] else r['data']})",
+        f"  max abs error  {r['max_abs_err']:.3g}  (mean {r['mean_abs_err']:.3g}, atol {tol['atol']:.3g}, "
+        f"logit scale {r.get('logit_scale', float('nan')):.3g})",
+        f"  max rel error  {r['max_rel_err']:.3g}  (mean {r['mean_rel_err']:.3g}, rtol {tol['rtol']:.3g})",
+        f"  top-1 agreement {100 * r['top1_agreement']:.2f}%  (min {100 * tol['min_top1']:.2f}%), "
+        f"top-{r.get('topk', 5)} overlap {100 * r['top5_agreement']:.2f}%",
+        f"  non-finite logits: PyTorch {r['nonfinite']['pytorch']}, runtime {r['nonfinite']['onnx']}",
     ]
-    acc = result.get('accuracy') or {}
+    acc = r.get('accuracy') or {}
     if acc.get('pytorch_top1') is not None:
-        lines.append(f"  top-1 accuracy: PyTorch {acc['pytorch_top1']:.2f}%, ONNX Runtime {acc['onnx_top1']:.2f}%")
-    cal = result.get('calibration')
+        lines.append(f"  top-1 accuracy: PyTorch {acc['pytorch_top1']:.2f}%, runtime {acc['onnx_top1']:.2f}%")
+    cal = r.get('calibration')
     if cal and cal.get('calib_images'):
         lines.append(f"  INT8 calibrated on {cal['calib_images']} images of {cal.get('calib_data')}"
                      + (' (disjoint split)' if cal.get('calib_split') else ''))
         if cal.get('fp32_layers'):
             lines.append(f"  {len(cal['fp32_layers'])} most quantization-sensitive nodes kept in float")
-    for f in result['failures']:
-        lines.append(f'  FAIL: {f}')
-    if result['failures'] and result.get('worst_image'):
-        lines.append(f"  largest error on {result['worst_image']}")
+    lines += [f'  FAIL: {f}' for f in r['failures']]
+    if r['failures'] and r.get('worst_image'):
+        lines.append(f"  largest error on {r['worst_image']}")
     return '\n'.join(lines)

@@ -1,26 +1,38 @@
-"""``timm-recal pipeline``: every deploy stage for one model (and a base model beside it), with a report.
+"""``timm-recal pipeline``: the deploy stages for one model (and a base model beside it), with a report.
 
-export FP32 -> parity FP32 -> FP16 and INT8 files, each checked for parity -> validation (labelled images) ->
-bench (target and ``--compare`` model, every precision, interleaved) -> ``report.md`` + ``report.json`` +
-``throughput.png``. Each stage writes its JSON into the output folder as it finishes.
+The pipeline only orchestrates: it runs the stages of ``PIPELINE_STAGES`` that ``--stages`` names, in table
+order: export (FP32) -> quantize (FP16, INT8) -> parity (each file against the PyTorch model) -> validate
+(labelled images) -> bench (target and ``--compare`` model, every file, interleaved) -> report (``report.md``,
+``report.json``, ``throughput.png``). Each stage's result is kept as JSON in the output folder. The folder is
+built beside its final path and renamed into place at the end (``timm_recal.outputs.atomic_folder``): a failed
+or interrupted run leaves nothing, and ``--force`` replaces the whole folder of an earlier run.
 
 Without a MODEL it runs on the embedded default: the trained CIFAR model bundled in the package
 (``timm_recal/assets/default_model``, a ``save_for_hf`` folder) and the bundled sample images, offline and in
 a few minutes on 2 CPU cores.
 """
-import argparse
 import os
-import shutil
-import sys
-import tempfile
 import time
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .errors import DeployError, OutputExistsError
+from .bench import BenchOptions, bench as bench_stage, parse_batches
+from .errors import DeployError
+from .export import ExportOptions, export_source
+from .images import bundled_samples_dir, scan_images, split_indices
+from .options import PIPELINE_STAGES, Int8Options, ModelOptions, RuntimeOptions, with_overrides
+from .outputs import atomic_folder, write_json
+from .parity import parity as parity_stage
+from .quantize import QuantizeOptions, convert_fp16, quantize_int8
+from .report import write_report
+from .results import Result
+from .runtimes import PRECISIONS, check_precisions, parse_runtimes
+from .sources import Source, open_source
+from .validate import validate as validate_stage
 
-__all__ = ['DEFAULT_MODEL_DIR', 'FALLBACK_MODEL', 'DEFAULT_COMPARE', 'TIMING', 'default_model', 'pipeline',
-           'add_pipeline_args', 'run_pipeline']
+__all__ = ['DEFAULT_MODEL_DIR', 'FALLBACK_MODEL', 'DEFAULT_COMPARE', 'TIMING', 'PIPELINE_STAGES', 'STAGE_STEPS',
+           'PipelineOptions', 'PipelineResult', 'default_model', 'parse_stages', 'pipeline']
 
 #: asset folder (inside ``timm_recal.assets``) of the bundled trained default model
 DEFAULT_MODEL_DIR = 'default_model'
@@ -33,7 +45,44 @@ TIMING = {
     'full': dict(warmup=3, repeats=5, min_time_s=1.0),
     'quick': dict(warmup=2, repeats=3, min_time_s=0.2),
 }
-_PRECISIONS = ('fp32', 'fp16', 'int8')
+
+
+@dataclass
+class PipelineOptions(ModelOptions, RuntimeOptions, Int8Options):
+    compare: Optional[str] = None
+    compare_checkpoint: Optional[str] = None
+    data: Optional[str] = None
+    folder_order: bool = False
+    precisions: Sequence[str] = PRECISIONS
+    batches: Any = (1, 16)
+    exporter: str = 'dynamo'
+    stages: Optional[Sequence[str]] = None
+    quick: Optional[bool] = None
+    warmup: Optional[int] = None
+    repeats: Optional[int] = None
+    min_time_s: Optional[float] = None
+    force: bool = False
+
+
+@dataclass
+class PipelineResult(Result):
+    model: str
+    model_name: str
+    compare: Optional[str]
+    compare_name: Optional[str]
+    output_dir: str
+    settings: Dict[str, Any]
+    models: Dict[str, Any]
+    parity: List[Dict[str, Any]]
+    validate: List[Dict[str, Any]]
+    bench: Optional[Dict[str, Any]]
+    stages: List[Dict[str, Any]]
+    failed_stages: List[str]
+    passed: bool
+    notes: List[str]
+    seconds: float = 0.0
+    report: Optional[Dict[str, str]] = None
+    kind: str = 'timm-recal-pipeline'
 
 
 def default_model() -> Tuple[str, Optional[str]]:
@@ -47,29 +96,59 @@ def default_model() -> Tuple[str, Optional[str]]:
                             f'the default run falls back to {FALLBACK_MODEL}')
 
 
-class _Run:
-    """Stage bookkeeping: numbered progress lines, timing, per-stage JSON paths and status."""
+def _relocate(obj: Any, old: str, new: str) -> Any:
+    """``obj`` with every path under the temporary folder ``old`` moved to ``new`` (where it will be)."""
+    if isinstance(obj, dict):
+        return {k: _relocate(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relocate(v, old, new) for v in obj]
+    if isinstance(obj, str) and (obj == old or obj.startswith(old + os.sep)):
+        return new + obj[len(old):]
+    return obj
 
-    def __init__(self, out_dir: str, log: Callable[[str], None], total: int):
-        self.out_dir = out_dir
-        self.log = log
-        self.total = total
+
+@dataclass
+class _Role:
+    """One model of the run: ``target`` or ``compare``."""
+    role: str
+    spec: str
+    checkpoint: Optional[str]
+    source: Optional[Source] = None
+    files: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return '' if self.role == 'target' else f'{self.role}_'
+
+
+class _Run:
+    """Stage bookkeeping: numbered progress lines, timing, per-stage JSON files and status."""
+
+    def __init__(self, work: str, final: str, o: PipelineOptions, roles: List[_Role], log, total: int):
+        self.work, self.final, self.o, self.roles, self.log, self.total = work, final, o, roles, log, total
         self.stages: List[Dict[str, Any]] = []
         self.notes: List[str] = []
+        self.parity: List[Dict[str, Any]] = []
+        self.validate: List[Dict[str, Any]] = []
+        self.bench: Optional[Dict[str, Any]] = None
 
-    def json_path(self, name: str) -> str:
-        return os.path.join(self.out_dir, name)
+    def path(self, name: str) -> str:
+        return os.path.join(self.work, name)
 
-    def stage(self, stage: str, role: str, precision: Optional[str], fn: Callable[[], Dict[str, Any]],
+    def keep(self, result: Any, json_name: str) -> Dict[str, Any]:
+        """The result as a dict with final paths, written to ``json_name`` in the folder."""
+        plain = _relocate(result.to_dict() if hasattr(result, 'to_dict') else dict(result), self.work, self.final)
+        write_json(plain, self.path(json_name))
+        return plain
+
+    def stage(self, stage: str, role: str, precision: Optional[str], fn: Callable[[], Any],
               json_name: Optional[str] = None, fatal: bool = False) -> Optional[Dict[str, Any]]:
         """Run ``fn``; record it. A DeployError ends the pipeline if ``fatal``, else is recorded as an error."""
-        what = ' '.join(x for x in (stage, role, precision) if x)
-        self.log(f'[{len(self.stages) + 1}/{self.total}] {what} ...')
-        rec: Dict[str, Any] = dict(stage=stage, role=role, precision=precision,
-                                   json=self.json_path(json_name) if json_name else None)
+        self.log(f"[{len(self.stages) + 1}/{self.total}] {' '.join(x for x in (stage, role, precision) if x)} ...")
+        rec: Dict[str, Any] = dict(stage=stage, role=role, precision=precision, json=None)
         t0 = time.perf_counter()
         try:
-            result = fn()
+            result = self.keep(fn(), json_name) if json_name else fn()
         except DeployError as e:
             rec.update(status='error', error=str(e), seconds=round(time.perf_counter() - t0, 2))
             self.stages.append(rec)
@@ -77,304 +156,196 @@ class _Run:
             if fatal:
                 raise
             return None
-        rec['seconds'] = round(time.perf_counter() - t0, 2)
+        rec.update(json=json_name, seconds=round(time.perf_counter() - t0, 2))
         rec['status'] = ('passed' if result.get('passed') else 'FAILED') if 'passed' in result else 'ok'
         self.stages.append(rec)
         self.log(f'    {rec["status"]} ({rec["seconds"]:.1f} s)')
         return result
 
 
-def _check_out_dir(output_dir: str, force: bool) -> str:
-    if not output_dir:
-        raise DeployError('pipeline needs an output folder (-o DIR)')
-    if os.path.isfile(output_dir):
-        raise DeployError(f'{output_dir} is a file; pipeline writes a folder (-o DIR)')
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not force:
-        raise OutputExistsError(f'{output_dir} exists and is not empty; pass --force to overwrite its files')
-    os.makedirs(output_dir, exist_ok=True)
-    return os.path.abspath(output_dir)
+# --- the stages: each runs for every role, in the order of PIPELINE_STAGES -----------------------------------
+def _export(run: _Run) -> None:
+    for r in run.roles:
+        r.source = open_source(r.spec, ModelOptions(r.checkpoint, run.o.num_classes,
+                                                    run.o.use_ema and r.role == 'target', run.o.img_size, 'cpu'))
+        if r.source.info['weights'] == 'random':
+            run.notes.append(f'{r.role} {r.spec} has random weights (no checkpoint): its accuracy means nothing, '
+                             'and quantized parity on near-constant logits may miss its gates')
+        path = run.path(f"{r.prefix}{r.source.info['architecture']}.onnx")
+        run.stage('export', r.role, 'fp32', lambda: export_source(r.source, path, ExportOptions(
+            exporter=run.o.exporter)), json_name=f'{r.prefix}export.json', fatal=True)
+        r.files['fp32'] = path
 
 
-def _file_entry(path: str) -> Dict[str, Any]:
-    return {'path': os.path.abspath(path), 'file_bytes': os.path.getsize(path)}
+def _quantize_one(run: _Run, r: _Role, p: str, path: str):
+    q = QuantizeOptions(**{k: getattr(run.o, k) for k in Int8Options.__dataclass_fields__}, precision=p)
+    if p == 'fp16':
+        return convert_fp16(r.files['fp32'], path, q)
+    if run.o.calib_data is not None:
+        return quantize_int8(r.files['fp32'], path, run.o.calib_data, q)
+    root = run.o.data if run.o.data is not None else bundled_samples_dir(r.source.data_config)
+    n = len(scan_images(root)[0])  # calibrate on one part of the images, parity measures the other
+    return quantize_int8(r.files['fp32'], path, root, q, indices=split_indices(n, run.o.calib_images)[0],
+                         split_of=n)
 
 
-def _side(run: _Run, role: str, spec: str, checkpoint: Optional[str], *, precisions: Sequence[str], data, calib_data,
-          calib_images: int, int8_options: Optional[Dict[str, Any]], num_classes, use_ema: bool, img_size,
-          exporter: str, device: str, threads, parity_records: List[Dict[str, Any]],
-          workdir: str) -> Tuple[Dict[str, Any], Any, Dict[str, Any]]:
-    """Export, convert and check one model; returns its description (with the ONNX files made), the PyTorch
-    module and its ``load_model`` info.
+def _quantize(run: _Run) -> None:
+    for r in run.roles:
+        for p in [p for p in run.o.precisions if p != 'fp32']:
+            path = run.path(f"{r.prefix}{r.source.info['architecture']}_{p}.onnx")
+            if run.stage('quantize', r.role, p, lambda: _quantize_one(run, r, p, path),
+                         json_name=f'{r.prefix}quantize_{p}.json') is not None:
+                r.files[p] = path
+            else:  # no file: its parity and validation steps will not run
+                run.total -= sum(s in run.o.stages for s in ('parity', 'validate'))
 
-    The model is built once and that module is the PyTorch side of every parity check, so a model with random
-    weights (no checkpoint) is compared with its own export, not with a second random draw.
-    """
-    from .export import export_onnx
-    from .model_io import load_model
-    from .parity import parity
-    prefix = '' if role == 'target' else f'{role}_'
-    module, info = load_model(spec, checkpoint, num_classes, use_ema=use_ema, device='cpu', img_size=img_size)
-    arch = info['architecture']
-    fp32 = os.path.join(run.out_dir, f'{prefix}{arch}.onnx')
-    if info['weights'] == 'random':
-        run.notes.append(f'{role} {spec} has random weights (no checkpoint): its accuracy means nothing, '
-                         'and quantized parity on near-constant logits may miss its gates')
 
-    def export() -> Dict[str, Any]:
-        if info['weights'] == 'random':  # this very module: a second build would draw other weights
-            return export_onnx(spec, fp32, img_size=img_size, exporter=exporter, force=True, model=module)
-        # from the spec, so the file's metadata records where the weights came from
-        return export_onnx(spec, fp32, checkpoint=checkpoint, num_classes=num_classes, img_size=img_size,
-                           exporter=exporter, force=True, use_ema=use_ema)
-    exported = run.stage('export', role, 'fp32', export, json_name=f'{prefix}export.json', fatal=True)
-    _write(exported, run.json_path(f'{prefix}export.json'))
-    desc = {'spec': spec, 'name': arch, 'weights': info['weights'], 'checkpoint': info.get('checkpoint'),
-            'input_size': list(info['input_size']), 'num_classes': info.get('num_classes'),
-            'onnx': {'fp32': _file_entry(fp32)}}
-    common = dict(data=data, img_size=img_size, device=device, threads=threads, force=True, model=module)
+def _parity(run: _Run) -> None:
+    o = run.o
+    for r in run.roles:
+        for p, path in r.files.items():
+            res = run.stage('parity', r.role, p, lambda: parity_stage(
+                r.spec, onnx_path=path, model=r.source.model, data=o.data, img_size=o.img_size, device=o.device,
+                threads=o.threads, folder_order=o.folder_order), json_name=f'{r.prefix}parity_{p}.json')
+            if res is not None:
+                run.parity.append({'role': r.role, 'precision': p, 'result': res})
 
-    res = run.stage('parity', role, 'fp32', lambda: parity(
-        spec, onnx_path=fp32, output=run.json_path(f'{prefix}parity_fp32.json'), **common),
-        json_name=f'{prefix}parity_fp32.json')
-    if res is not None:
-        parity_records.append({'role': role, 'precision': 'fp32', 'result': res})
 
-    for p in [p for p in ('fp16', 'int8') if p in precisions]:
-        # parity converts the FP32 file itself (INT8: calibrated on images disjoint from those it measures)
-        # and keeps the file it checked, which becomes the deliverable
-        keep = os.path.join(workdir, f'{role}_{p}')
-        res = run.stage('convert+parity', role, p, lambda: parity(
-            spec, onnx_path=fp32, precision=p, calib_data=calib_data, calib_images=calib_images,
-            int8_options=int8_options, keep_dir=keep,
-            output=run.json_path(f'{prefix}parity_{p}.json'), **common), json_name=f'{prefix}parity_{p}.json')
-        if res is None:
+def _validate(run: _Run) -> None:
+    o = run.o
+    for r in run.roles:
+        root = o.data if o.data is not None else bundled_samples_dir(r.source.data_config)
+        if not scan_images(root)[1]:
+            run.notes.append(f'{r.role}: the images have no class folders; validation skipped')
             continue
-        parity_records.append({'role': role, 'precision': p, 'result': res})
-        if not res.get('onnx') or not os.path.isfile(res['onnx']):
-            raise DeployError(f'parity kept no {p} file for {spec}; cannot continue')
-        path = os.path.join(run.out_dir, f'{prefix}{arch}_{p}.onnx')
-        shutil.move(res['onnx'], path)
-        desc['onnx'][p] = _file_entry(path)
-        from .metadata import read_metadata
-        how = read_metadata(path).get('quantization') or {}
-        _write(dict(how, output=path, precision=p, source=fp32), run.json_path(f'{prefix}quantize_{p}.json'))
-    return desc, module, info
+        jobs = [('pytorch', r.spec, dict(model=r.source.model, img_size=o.img_size, device=o.device, amp=o.amp))]
+        jobs += [(p, path, dict(threads=o.threads)) for p, path in r.files.items()]
+        for _, _, kw in jobs:
+            kw['folder_order'] = o.folder_order
+        for what, src, kw in jobs:
+            res = run.stage('validate', r.role, what, lambda: validate_stage(src, o.data, **kw),
+                            json_name=f'{r.prefix}validate_{what}.json')
+            if res is not None:
+                run.validate.append({'role': r.role, 'precision': what, 'result': res})
 
 
-def _write(obj: Dict[str, Any], path: str) -> None:
-    from .outputs import write_json
-    write_json(obj, path, force=True)
+def _bench(run: _Run) -> None:
+    o = run.o
+    timing = dict(TIMING['quick' if o.quick else 'full'])
+    timing.update({k: getattr(o, k) for k in timing if getattr(o, k) is not None})
+    target, compare = run.roles[0], (run.roles[1] if len(run.roles) > 1 else None)
+    options = BenchOptions(
+        compare=compare.spec if compare else None, onnx=list(target.files.values()),
+        compare_onnx=list(compare.files.values()) if compare else None, batches=o.batches, runtimes=o.runtimes,
+        img_size=o.img_size, threads=o.threads, device=o.device, amp=o.amp, **timing)
+    run.bench = run.stage('bench', ' + '.join(r.role for r in run.roles), ','.join(target.files), lambda: bench_stage(
+        target.spec, options, model=target.source.model, compare_model=compare.source.model if compare else None,
+        log=lambda m: run.log('    ' + m)), json_name='bench.json')
 
 
-def _validate_side(run: _Run, role: str, desc: Dict[str, Any], module, *, data, img_size, device: str, amp: bool,
-                   threads, records: List[Dict[str, Any]]) -> None:
-    """Top-1/top-5 of the PyTorch model (the module checked for parity) and of each ONNX file."""
-    from .validate import validate
-    prefix = '' if role == 'target' else f'{role}_'
-    jobs = [('pytorch', desc['spec'])] + [(p, f['path']) for p, f in desc['onnx'].items()]
-    for what, src in jobs:
-        kw = dict(model=module, img_size=img_size, device=device, amp=amp) if what == 'pytorch' \
-            else dict(threads=threads)
-        res = run.stage('validate', role, what, lambda: validate(
-            src, data, output=run.json_path(f'{prefix}validate_{what}.json'), force=True, **kw),
-            json_name=f'{prefix}validate_{what}.json')
-        if res is not None:
-            records.append({'role': role, 'precision': what, 'result': res})
+#: each stage of ``PIPELINE_STAGES`` (their order): name -> (function, progress steps for a number of roles)
+STAGE_STEPS: Dict[str, Tuple[Callable[[_Run], None], Callable[[PipelineOptions, int], int]]] = {
+    'export': (_export, lambda o, roles: roles),
+    'quantize': (_quantize, lambda o, roles: roles * (len(o.precisions) - 1)),
+    'parity': (_parity, lambda o, roles: roles * len(o.precisions)),
+    'validate': (_validate, lambda o, roles: roles * (1 + len(o.precisions))),
+    'bench': (_bench, lambda o, roles: 1),
+    'report': (lambda run: None, lambda o, roles: 1),  # written last, by ``pipeline`` (it needs every record)
+}
+assert tuple(STAGE_STEPS) == PIPELINE_STAGES, 'a stage needs its name in options.PIPELINE_STAGES and a row here'
 
 
-def _labelled(data: Optional[str], info: Dict[str, Any]) -> bool:
-    """Whether the images validation would read (``data``, or the bundled samples for this model) have classes."""
-    from .images import bundled_samples_dir, scan_images
-    root = data if data is not None else bundled_samples_dir(info)
-    return bool(scan_images(root)[1])
+def parse_stages(text: Any) -> List[str]:
+    """``'export,parity'`` (or a sequence) -> the stage names in table order; ``export`` is always included."""
+    items = text.split(',') if isinstance(text, str) else list(text or [])
+    words = [str(w).strip() for w in items if str(w).strip()]
+    unknown = [w for w in words if w not in PIPELINE_STAGES]
+    if unknown or not words:
+        raise DeployError(f"--stages takes comma-separated names from {', '.join(PIPELINE_STAGES)}; "
+                          f"got {text!r}")
+    return [s for s in PIPELINE_STAGES if s in words or s == 'export']
 
 
-def pipeline(
-        model: Optional[str] = None,
-        output_dir: str = '',
-        compare: Optional[str] = None,
-        checkpoint: Optional[str] = None,
-        compare_checkpoint: Optional[str] = None,
-        data: Optional[str] = None,
-        calib_data: Optional[str] = None,
-        calib_images: int = 512,
-        int8_options: Optional[Dict[str, Any]] = None,
-        num_classes: Optional[int] = None,
-        use_ema: bool = False,
-        img_size: Optional[int] = None,
-        precisions: Sequence[str] = _PRECISIONS,
-        batches: Sequence[int] = (1, 16),
-        runtimes: Optional[Sequence[str]] = None,
-        exporter: str = 'dynamo',
-        device: str = 'cpu',
-        amp: bool = False,
-        threads: Optional[int] = None,
-        quick: Optional[bool] = None,
-        warmup: Optional[int] = None,
-        repeats: Optional[int] = None,
-        min_time_s: Optional[float] = None,
-        validate: bool = True,
-        bench: bool = True,
-        force: bool = False,
-        log: Optional[Callable[[str], None]] = None,
-) -> Dict[str, Any]:
-    """Run every deploy stage into ``output_dir``; returns the record that ``report.json`` holds.
+def _check_options(o: PipelineOptions) -> None:
+    """Every stage's options, before the first stage starts."""
+    o.precisions = check_precisions(o.precisions)
+    if 'fp32' not in o.precisions:
+        raise DeployError(f"--precision takes fp32 (required) and optionally fp16, int8; got {','.join(o.precisions)}")
+    o.batches = parse_batches(o.batches)
+    o.stages = parse_stages(o.stages if o.stages is not None else list(PIPELINE_STAGES))
+    if o.runtimes is not None:
+        o.runtimes = parse_runtimes(o.runtimes)
+    if o.compare is None and o.compare_checkpoint:
+        raise DeployError('--compare-checkpoint needs --compare')
+    for name in ('warmup', 'repeats', 'min_time_s', 'threads'):
+        value = getattr(o, name)
+        if value is not None and (value < 0 or (name in ('repeats', 'threads') and value < 1)):
+            raise DeployError(f"--{name.replace('_s', '').replace('_', '-')} must be "
+                              f"{'>= 1' if name in ('repeats', 'threads') else '>= 0'}, got {value}")
+    if o.data is not None:
+        scan_images(o.data)
+    if o.calib_data is not None:
+        scan_images(o.calib_data)
 
-    ``model=None`` takes the embedded default (and ``DEFAULT_COMPARE``) with quick timing. ``data``: images
-    for parity and validation (the bundled samples when None; validation needs class folders).
-    ``calib_data``: INT8 calibration images, disjoint from ``data`` (None: ``data`` is split in two).
-    ``int8_options``: further ``quantize_int8`` arguments (``calibrate_method``, ``fp32_layers``...).
-    ``quick``: short bench timing (``TIMING['quick']``); ``warmup``/``repeats``/``min_time_s`` override it.
-    ``passed`` in the result is True when every parity check passed and no stage failed.
+
+def _record(run: _Run, model: str, t_start: float) -> PipelineResult:
+    o = run.o
+    failed = [s for s in run.stages if s['status'] in ('error', 'FAILED')]
+    models = {r.role: {'spec': r.spec, 'name': r.source.name, 'weights': r.source.info['weights'],
+                       'checkpoint': r.source.info.get('checkpoint'), 'input_size': list(r.source.info['input_size']),
+                       'num_classes': r.source.info.get('num_classes'),
+                       'onnx': {p: {'path': _relocate(f, run.work, run.final), 'file_bytes': os.path.getsize(f)}
+                                for p, f in r.files.items()}}
+              for r in run.roles if r.source is not None}
+    settings = {'stages': list(o.stages), 'precisions': list(o.precisions), 'batches': list(o.batches),
+                'data': o.data or 'bundled samples', 'calib_data': o.calib_data or 'split of the parity images',
+                'calib_images': o.calib_images, 'int8_options': {'calib_method': o.calib_method,
+                                                                  'moving_average': o.moving_average,
+                                                                  'fp32_layers': o.fp32_layers},
+                'exporter': o.exporter, 'device': o.device, 'amp': o.amp, 'threads': o.threads,
+                'runtimes': o.runtimes, 'quick': bool(o.quick)}
+    return PipelineResult(
+        model=model, model_name=models['target']['name'], compare=o.compare,
+        compare_name=models['compare']['name'] if 'compare' in models else None, output_dir=run.final,
+        settings=settings, models=models, parity=run.parity, validate=run.validate, bench=run.bench,
+        stages=run.stages, passed=not failed, notes=run.notes,
+        failed_stages=[f"{s['stage']} {s['role']} {s.get('precision') or ''}".strip() for s in failed],
+        seconds=round(time.perf_counter() - t_start, 1))
+
+
+def pipeline(model: Optional[str] = None, output_dir: str = '', options: Optional[PipelineOptions] = None, *,
+             log: Optional[Callable[[str], None]] = None, **overrides) -> PipelineResult:
+    """Run the chosen stages into the folder ``output_dir``; returns the record that ``report.json`` holds.
+
+    ``model=None`` takes the embedded default (and ``DEFAULT_COMPARE``) with quick timing. ``data``: images for
+    parity and validation (the bundled samples when None; validation needs class folders). ``calib_data``: INT8
+    calibration images, disjoint from ``data`` (None: ``data`` is split in two). ``passed`` is True when every
+    parity check passed and no stage failed.
     """
-    from .bench import bench as run_bench_fn, parse_batches
+    o = with_overrides(PipelineOptions, options, overrides)
     log = log or (lambda msg: None)
     t_start = time.perf_counter()
     notes: List[str] = []
     if model is None:
         model, note = default_model()
-        if note:
-            notes.append(note)
-        if compare is None:
-            compare = DEFAULT_COMPARE
-        quick = True if quick is None else quick
-    precisions = list(dict.fromkeys(precisions))
-    bad = [p for p in precisions if p not in _PRECISIONS]
-    if bad or 'fp32' not in precisions:
-        raise DeployError(f"--precision takes fp32 (required) and optionally fp16, int8; got {','.join(precisions)}")
-    batches = parse_batches(batches)
-    timing = dict(TIMING['quick' if quick else 'full'])
-    for key, val in (('warmup', warmup), ('repeats', repeats), ('min_time_s', min_time_s)):
-        if val is not None:
-            timing[key] = val
-    if compare is None and compare_checkpoint:
-        raise DeployError('--compare-checkpoint needs --compare')
-    roles = [('target', model, checkpoint)] + ([('compare', compare, compare_checkpoint)] if compare else [])
-    out_dir = _check_out_dir(output_dir, force)
-    # per model: export, one parity per precision, validation of PyTorch and each file; then bench, report
-    per_model = 1 + len(precisions) + (1 + len(precisions) if validate else 0)
-    run = _Run(out_dir, log, total=len(roles) * per_model + (1 if bench else 0) + 1)
-    parity_records: List[Dict[str, Any]] = []
-    validate_records: List[Dict[str, Any]] = []
-    models: Dict[str, Any] = {}
-    modules: Dict[str, Any] = {}
-    infos: Dict[str, Dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix='timm_recal_pipeline_') as workdir:
-        for role, spec, ckpt in roles:
-            models[role], modules[role], infos[role] = _side(
-                run, role, spec, ckpt, precisions=precisions, data=data, calib_data=calib_data,
-                calib_images=calib_images, int8_options=int8_options, num_classes=num_classes,
-                use_ema=use_ema and role == 'target',
-                img_size=img_size, exporter=exporter, device=device, threads=threads,
-                parity_records=parity_records, workdir=workdir)
-            if validate:  # a precision whose conversion failed has no file to validate
-                run.total -= len(precisions) - len(models[role]['onnx'])
-    if validate:
-        for role, spec, ckpt in roles:
-            desc = models[role]
-            if not _labelled(data, infos[role]):
-                notes.append(f'{role}: the images have no class folders; validation skipped')
-                continue
-            _validate_side(run, role, desc, modules[role], data=data, img_size=img_size, device=device, amp=amp,
-                           threads=threads, records=validate_records)
-    bench_rec = None
-    if bench:
-        files = {role: [f['path'] for f in models[role]['onnx'].values()] for role in models}
-        bench_rec = run.stage('bench', ' + '.join(models), ','.join(models['target']['onnx']), lambda: run_bench_fn(
-            model, compare=compare, batches=batches, runtimes=runtimes, onnx=files['target'],
-            compare_onnx=files.get('compare'), model=modules['target'], compare_model=modules.get('compare'),
-            img_size=img_size, threads=threads, device=device, amp=amp, output=run.json_path('bench.json'),
-            force=True, log=lambda m: log('    ' + m), **timing), json_name='bench.json')
-    failed = [s for s in run.stages if s['status'] in ('error', 'FAILED')]
-    record = {
-        'kind': 'timm-recal-pipeline',
-        'model': model, 'model_name': models['target']['name'],
-        'compare': compare, 'compare_name': models['compare']['name'] if 'compare' in models else None,
-        'output_dir': out_dir,
-        'settings': {'precisions': precisions, 'batches': list(batches), 'data': data or 'bundled samples',
-                     'calib_data': calib_data or 'split of the parity images', 'calib_images': calib_images,
-                     'int8_options': int8_options or {},
-                     'exporter': exporter, 'device': device, 'amp': amp, 'threads': threads,
-                     'timing': timing, 'quick': bool(quick)},
-        'models': models,
-        'parity': parity_records,
-        'validate': validate_records,
-        'bench': bench_rec,
-        'stages': run.stages,
-        'failed_stages': [f"{s['stage']} {s['role']} {s.get('precision') or ''}".strip() for s in failed],
-        'passed': not failed,
-        'notes': notes + run.notes,
-    }
-    run.log(f'[{len(run.stages) + 1}/{run.total}] report ...')
-    record['seconds'] = round(time.perf_counter() - t_start, 1)
-    from .report import write_report
-    record['report'] = write_report(record, out_dir, force=True)
+        notes += [note] if note else []
+        o.compare = DEFAULT_COMPARE if o.compare is None else o.compare
+        o.quick = True if o.quick is None else o.quick
+    _check_options(o)
+    if not output_dir:
+        raise DeployError('pipeline needs an output folder (-o DIR)')
+    final = os.path.abspath(output_dir)
+    roles = [_Role('target', model, o.checkpoint)] + ([_Role('compare', o.compare, o.compare_checkpoint)]
+                                                      if o.compare else [])
+    total = sum(STAGE_STEPS[s][1](o, len(roles)) for s in o.stages)
+    replace = o.force or (os.path.isdir(final) and not os.listdir(final))  # an empty folder holds nothing to lose
+    with atomic_folder(final, force=replace) as work:
+        run = _Run(work, final, o, roles, log, total)
+        run.notes += notes
+        for name in o.stages:
+            STAGE_STEPS[name][0](run)
+        record = _record(run, model, t_start)
+        if 'report' in o.stages:
+            run.log(f'[{len(run.stages) + 1}/{run.total}] report ...')
+            record.report = _relocate(write_report(_relocate(record.to_dict(), work, final), work), work, final)
     return record
-
-
-# --- command line -------------------------------------------------------------------------------------------
-def _csv(text: str) -> List[str]:
-    return [t.strip() for t in text.split(',') if t.strip()]
-
-
-def add_pipeline_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``timm-recal pipeline`` (cheap: no heavy imports)."""
-    from .cli import add_int8_args, add_model_args
-    p.description = ('Export, parity (FP32, FP16, INT8), validation, bench and a Markdown report with a throughput '
-                     'plot, for MODEL and optionally a base model (--compare). Without MODEL: the bundled default '
-                     'model and sample images, offline, in a few minutes on 2 CPU cores.')
-    p.add_argument('model', nargs='?', metavar='MODEL',
-                   help='timm name, hf-hub:ORG/REPO or local-dir:FOLDER (default: the bundled trained model)')
-    p.add_argument('--compare', metavar='BASE', help='a base model run through the same stages and benchmarked beside')
-    p.add_argument('--compare-checkpoint', metavar='PATH', help='weights for the --compare model')
-    p.add_argument('-o', '--output', required=True, metavar='DIR',
-                   help='output folder (ONNX files, one JSON per stage, report.md, report.json, throughput.png)')
-    p.add_argument('--force', action='store_true', help='write into a non-empty output folder, replacing files')
-    g = p.add_argument_group('data')
-    g.add_argument('--data', metavar='DIR', help='images for parity and validation, DIR/<class>/<image> '
-                   '(default: the bundled samples)')
-    g.add_argument('--calib-data', metavar='DIR', help='INT8 calibration images, disjoint from --data '
-                   '(default: half of --data)')
-    add_int8_args(g, 512)
-    g = p.add_argument_group('stages')
-    g.add_argument('--precision', type=_csv, default=list(_PRECISIONS), metavar='P1,P2',
-                   help='fp32 plus any of fp16,int8 (default fp32,fp16,int8)')
-    g.add_argument('--exporter', default='dynamo', choices=['dynamo', 'legacy'])
-    g.add_argument('--no-validate', dest='validate', action='store_false', help='skip the validation stage')
-    g.add_argument('--no-bench', dest='bench', action='store_false', help='skip the bench stage')
-    g = p.add_argument_group('bench')
-    g.add_argument('--batch', default='1,16', help='batch sizes (default 1,16)')
-    g.add_argument('--runtimes', type=_csv, default=None, metavar='R1,R2', help='see timm-recal bench --help')
-    g.add_argument('--threads', type=int, help='torch and ONNX Runtime intra-op threads')
-    speed = g.add_mutually_exclusive_group()
-    speed.add_argument('--quick', dest='quick', action='store_true', default=None,
-                       help='short timing windows (the default without MODEL)')
-    speed.add_argument('--full', dest='quick', action='store_false', help='full timing (the default with MODEL)')
-    g.add_argument('--warmup', type=int, help='untimed calls per runner and batch')
-    g.add_argument('--repeats', type=int, help='interleaved timing windows per runner')
-    g.add_argument('--min-time', type=float, help='seconds per timing window')
-    add_model_args(p)  # --checkpoint --use-ema --num-classes --img-size --device --amp
-    p.set_defaults(func=run_pipeline)
-    return p
-
-
-def run_pipeline(args: argparse.Namespace) -> int:
-    """``timm-recal pipeline``: exit 0 when every check passed, 1 when a parity check or a stage failed."""
-    from .cli import int8_options
-    record = pipeline(
-        args.model, args.output, compare=args.compare, checkpoint=args.checkpoint,
-        compare_checkpoint=args.compare_checkpoint, data=args.data, calib_data=args.calib_data,
-        calib_images=args.calib_images, int8_options=int8_options(args), num_classes=args.num_classes,
-        use_ema=args.use_ema, img_size=args.img_size,
-        precisions=args.precision, batches=args.batch, runtimes=args.runtimes, exporter=args.exporter,
-        device=args.device, amp=args.amp, threads=args.threads, quick=args.quick, warmup=args.warmup,
-        repeats=args.repeats, min_time_s=args.min_time, validate=args.validate, bench=args.bench, force=args.force,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True),
-    )
-    for note in record['notes']:
-        print(f'note: {note}', file=sys.stderr)
-    print(f"report: {record['report']['md']}")
-    if not record['passed']:
-        print(f"FAILED: {', '.join(record['failed_stages'])}", file=sys.stderr)
-        return 1
-    return 0

@@ -1,22 +1,25 @@
-"""Markdown tables and the throughput plot for ``bench`` records, and the ``report.md`` of ``pipeline``.
+"""The report stage: Markdown tables and the throughput plot of ``bench`` records, and the ``report.md`` of
+``pipeline``.
 
-``python -m timm_recal_deploy.report table BENCH.json ...`` prints the README's performance table (ratios at
-each batch size, measured side by side) from one or more ``timm-recal bench -o`` files.
+``timm-recal report table BENCH.json ...`` prints the README's performance table (ratios at each batch size,
+measured side by side) from one or more ``timm-recal bench -o`` files; ``timm-recal report details BENCH.json``
+the full tables of one (``report``/``report_files``).
 """
-import argparse
 import json
 import math
 import os
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ['bench_results_markdown', 'bench_table_markdown', 'machine_line', 'throughput_plot',
-           'pipeline_report_markdown', 'write_report', 'main']
+from .errors import DeployError
+from .outputs import call_atomically, resolve_output, write_json, write_text
+from .runtimes import EAGER_PRECISIONS, PRECISIONS, RUNTIMES, runtime_label
 
-_RUNTIME_LABEL = {'eager': 'PyTorch eager (NCHW)', 'eager_cl': 'PyTorch eager (channels_last)',
-                  'ort': 'ONNX Runtime CPU', 'ort_cuda': 'ONNX Runtime CUDA', 'ort_trt': 'ONNX Runtime TensorRT'}
-_RUNTIME_ORDER = ('eager', 'eager_cl', 'ort', 'ort_cuda', 'ort_trt')
-_PRECISION_ORDER = ('fp32', 'amp_bf16', 'amp_fp16', 'fp16', 'int8')
+__all__ = ['bench_results_markdown', 'bench_table_markdown', 'machine_line', 'throughput_plot',
+           'pipeline_report_markdown', 'write_report', 'report_files', 'main']
+
+_RUNTIME_ORDER = tuple(RUNTIMES)
+_PRECISION_ORDER = ('fp32',) + EAGER_PRECISIONS + tuple(p for p in PRECISIONS if p != 'fp32')
 
 
 def _fmt(v: Any, digits: int = 2) -> str:
@@ -92,14 +95,14 @@ def bench_results_markdown(record: Dict[str, Any]) -> str:
     rows = []
     for (role, rt, p), rs in _series(record):
         by_b = {r['batch']: r['images_per_s'] for r in rs}
-        rows.append([_model_name(record, role), _RUNTIME_LABEL.get(rt, rt), p] + [by_b.get(b) for b in batches])
+        rows.append([_model_name(record, role), runtime_label(rt), p] + [by_b.get(b) for b in batches])
     out += [_table(['Model', 'Runtime', 'Precision'] + [f'b{b}' for b in batches], rows), '']
     out += ['### Latency per batch (ms)', '']
     rows = []
     for (role, rt, p), rs in _series(record):
         for r in rs:
             lat = r['latency_ms']
-            rows.append([_model_name(record, role), _RUNTIME_LABEL.get(rt, rt), p, r['batch'],
+            rows.append([_model_name(record, role), runtime_label(rt), p, r['batch'],
                          lat['p50'], lat['p90'], lat['p99'], r['iterations']])
     out += [_table(['Model', 'Runtime', 'Precision', 'Batch', 'p50', 'p90', 'p99', 'Calls'], rows), '']
     ratios = record.get('ratios') or []
@@ -219,7 +222,7 @@ def throughput_plot(record: Dict[str, Any], path: str, title: Optional[str] = No
     cpu = (record.get('machine') or {}).get('cpu_model', '')
     ax.set_title(title or f"Throughput vs batch size, {(record.get('settings') or {}).get('device', 'cpu')} {cpu}",
                  fontsize=10)
-    handles = [Line2D([], [], color=c, linewidth=6, label=f'{_RUNTIME_LABEL.get(rt, rt)} {p.upper()}')
+    handles = [Line2D([], [], color=c, linewidth=6, label=f'{runtime_label(rt)} {p.upper()}')
                for (rt, p), c in colour_of.items()]
     roles = list(dict.fromkeys(role for (role, _, _), _ in series))
     handles += [Line2D([], [], color='0.25', **styles.get(role, other), label=f'{_model_name(record, role)} ({role})'
@@ -307,14 +310,14 @@ def pipeline_report_markdown(record: Dict[str, Any], png_name: Optional[str] = '
         out += [_table(['Stage', 'Role', 'Precision', 'Seconds', 'Result', 'JSON'],
                        [[s['stage'], s.get('role'), s.get('precision'), s.get('seconds'),
                          s.get('status') if s.get('status') != 'error' else f"error: {s.get('error')}",
-                         f"`{os.path.basename(s['json'])}`" if s.get('json') and os.path.isfile(s['json']) else '-']
+                         f"`{os.path.basename(s['json'])}`" if s.get('json') else '-']
                         for s in stages]), '']
     return '\n'.join(out).rstrip() + '\n'
 
 
 def write_report(record: Dict[str, Any], output_dir: str, force: bool = False) -> Dict[str, str]:
-    """Write ``report.md``, ``report.json`` and (with bench results) ``throughput.png`` into ``output_dir``."""
-    from .outputs import resolve_output, write_json
+    """Write ``report.md``, ``report.json`` and (with bench results) ``throughput.png`` into ``output_dir``,
+    each whole or not at all."""
     md = resolve_output(os.path.join(output_dir, 'report.md'), force)
     js = resolve_output(os.path.join(output_dir, 'report.json'), force)
     paths = {'md': md, 'json': js}
@@ -323,41 +326,37 @@ def write_report(record: Dict[str, Any], output_dir: str, force: bool = False) -
         png = resolve_output(os.path.join(output_dir, 'throughput.png'), force)
         name = record.get('model_name') or record.get('model')
         base = record.get('compare_name') or record.get('compare')
-        throughput_plot(record['bench'], png, title=f"{name}" + (f" vs {base} (dashed)" if base else '')
-                        + f" - {(record['bench'].get('machine') or {}).get('cpu_model', '')}")
+        title = (f"{name}" + (f" vs {base} (dashed)" if base else '')
+                 + f" - {(record['bench'].get('machine') or {}).get('cpu_model', '')}")
+        call_atomically(png, lambda tmp: throughput_plot(record['bench'], tmp, title=title), force=force)
         paths['png'] = png
         png_name = os.path.basename(png)
-    with open(md, 'w') as f:
-        f.write(pipeline_report_markdown(record, png_name))
-    write_json(dict(record, report=paths), js, force=True)
+    write_text(pipeline_report_markdown(record, png_name), md, force=force)
+    write_json(dict(record, report={k: os.path.basename(v) for k, v in paths.items()}), js, force=force)
     return paths
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m timm_recal_deploy.report table BENCH.json ...``: print the README performance table."""
-    parser = argparse.ArgumentParser(prog='python -m timm_recal_deploy.report',
-                                     description='Markdown tables from timm-recal bench JSON files.')
-    sub = parser.add_subparsers(dest='cmd', required=True)
-    t = sub.add_parser('table', help='README table: ratios per model and batch size')
-    t.add_argument('files', nargs='+', help='bench JSON files (timm-recal bench -o)')
-    t.add_argument('--runtime', default='ort', choices=['ort', 'ort_cuda', 'ort_trt'])
-    d = sub.add_parser('details', help='full throughput/latency/ratio tables of one bench JSON')
-    d.add_argument('file')
-    args = parser.parse_args(argv)
+def report_files(kind: str, files: Sequence[str], runtime: str = 'ort') -> str:
+    """The report of bench JSON ``files``: ``table`` (the README table of them all) or ``details`` (of one)."""
+    records = []
+    for path in files:
+        try:
+            with open(path) as f:
+                records.append(json.load(f))
+        except (OSError, ValueError) as e:
+            raise DeployError(f'cannot read bench record {path}: {e}') from None
     try:
-        if args.cmd == 'table':
-            records = []
-            for path in args.files:
-                with open(path) as f:
-                    records.append(json.load(f))
-            print(bench_table_markdown(records, runtime=args.runtime))
-        else:
-            with open(args.file) as f:
-                print(bench_results_markdown(json.load(f)))
-    except (OSError, ValueError, KeyError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
+        if kind == 'table':
+            return bench_table_markdown(records, runtime=runtime)
+        return '\n'.join(bench_results_markdown(r) for r in records)
+    except (KeyError, ValueError) as e:
+        raise DeployError(f'not a timm-recal bench record: {e}') from None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m timm_recal_deploy.report ...``: the same as ``timm-recal report ...``."""
+    from timm_recal.cli import main as cli_main
+    return cli_main(['report'] + list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == '__main__':

@@ -7,8 +7,10 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from conftest import SHARED_DATA as _SHARED_DATA
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+SHARED_DATA = str(_SHARED_DATA)  # the conftest's location of ../shared/data (tests that need it skip without it)
 
 
 @torch.no_grad()
@@ -142,3 +144,21 @@ def ci_img_size(name: str) -> int:
     from timm.models import get_pretrained_cfg
     native = get_pretrained_cfg(name).input_size[-1]
     return 32 if native <= 32 else 64
+
+
+def assert_runner_contract(runner, word: str, batches=(1, 2)) -> None:
+    """What every runtime's runner must do (``timm_recal_deploy.runtimes``): a name, a precision, float32 logits
+    for a float32 NCHW batch, a JSON-able ``describe()``, and ``prepare(batch)`` giving a zero-argument call."""
+    import json
+    import numpy as np
+    from timm_recal_deploy.runtimes import EAGER_PRECISIONS, PRECISIONS, bench_input
+    assert runner.name == word and runner.precision in PRECISIONS + EAGER_PRECISIONS
+    assert len(runner.input_size) == 3
+    for b in batches:
+        out = runner(bench_input(b, runner.input_size))
+        assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.ndim == 2 and out.shape[0] == b
+        call = runner.prepare(b)
+        call()
+    desc = runner.describe()
+    assert desc['runtime'] == word and desc['precision'] == runner.precision
+    json.dumps(desc)  # JSON-able

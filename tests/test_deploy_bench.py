@@ -142,7 +142,7 @@ def tiny_onnx(tmp_path_factory):
     from timm_recal_deploy.quantize import quantize_int8
     d = tmp_path_factory.mktemp('bench_onnx')
     fp32 = export_onnx(TINY, str(d / 'cnn3.onnx'))['output']
-    int8 = quantize_int8(fp32, str(d / 'cnn3_int8.onnx'), None, num_images=8, progress=False)['output']
+    int8 = quantize_int8(fp32, str(d / 'cnn3_int8.onnx'), None, calib_images=8, progress=False)['output']
     return fp32, int8
 
 

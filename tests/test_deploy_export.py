@@ -18,7 +18,7 @@ from timm_recal_deploy.export import export_onnx  # noqa: E402
 from timm_recal_deploy.images import CIFAR10_CLASSES  # noqa: E402
 from timm_recal_deploy.metadata import read_metadata  # noqa: E402
 from timm_recal_deploy.parity import parity  # noqa: E402
-from timm_recal_deploy.runtime import create_session  # noqa: E402
+from timm_recal_deploy.ort_runtime import create_session  # noqa: E402
 
 from deploy_helpers import ci_img_size, randomize_weights_, sample_batch  # noqa: E402
 

@@ -45,9 +45,11 @@ def _check_files_and_progress(run):
                 f'{role_prefix}validate_int8.json'} <= names
     assert {'bench.json', 'report.md', 'report.json', 'throughput.png'} <= names
     stages = [(s['stage'], s['role'], s['precision']) for s in record['stages']]
-    assert stages[:3] == [('export', 'target', 'fp32'), ('parity', 'target', 'fp32'),
-                          ('convert+parity', 'target', 'int8')]
-    assert stages[-1][0] == 'bench' and len(stages) == 2 * (1 + 2 + 3) + 1
+    # stage by stage (export -> quantize -> parity -> validate -> bench), each for the target, then the base
+    assert stages[:6] == [('export', 'target', 'fp32'), ('export', 'compare', 'fp32'),
+                          ('quantize', 'target', 'int8'), ('quantize', 'compare', 'int8'),
+                          ('parity', 'target', 'fp32'), ('parity', 'target', 'int8')]
+    assert stages[-1][0] == 'bench' and len(stages) == 2 * (1 + 1 + 2 + 3) + 1
     # progress: one numbered line per stage, then the report
     numbered = [m for m in messages if m.startswith('[')]
     assert numbered[0].startswith(f'[1/{len(stages) + 1}] export target fp32')
@@ -140,5 +142,30 @@ def test_cli_default_pipeline_runs_offline(tmp_path):
     out = tmp_path / 'default'
     rc = main(['pipeline', '-o', str(out)])
     saved = json.loads((out / 'report.json').read_text())
-    assert rc == (0 if saved['passed'] else 1)
+    assert rc == 0 and saved['passed'] is True, saved['failed_stages']  # the main job passes, not just runs
+    assert not saved['failed_stages'] and all(p['result']['passed'] for p in saved['parity'])
     assert saved['settings']['quick'] is True and (out / 'throughput.png').is_file()
+
+
+def test_stages_option_aliases_and_force_replaces_the_folder(tmp_path, capsys):
+    """``--stages`` chooses the stages (export always runs); ``--no-validate``/``--no-bench`` are aliases;
+    ``--force`` replaces the whole folder, so nothing of an earlier run (stale compare files) survives."""
+    from timm_recal.cli import main
+    out = tmp_path / 'p'
+    record = pl.pipeline(TARGET, str(out), stages='parity,report', precisions=('fp32',), exporter='legacy')
+    assert [s['stage'] for s in record['stages']] == ['export', 'parity'] and record['passed']
+    assert sorted(os.listdir(out)) == sorted([f'{TARGET}.onnx', 'export.json', 'parity_fp32.json', 'report.md',
+                                              'report.json'])
+    assert record['settings']['stages'] == ['export', 'parity', 'report']
+    (out / 'compare_stale.json').write_text('{}')
+    with pytest.raises(OutputExistsError, match='--force'):
+        pl.pipeline(TARGET, str(out), stages='parity', precisions=('fp32',), exporter='legacy')
+    argv = ['pipeline', TARGET, '-o', str(out), '--force', '--no-validate', '--no-bench', '--precision', 'fp32',
+            '--exporter', 'legacy', '--json']
+    assert main(argv) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert [s['stage'] for s in saved['stages']] == ['export', 'parity']
+    assert not (out / 'compare_stale.json').exists() and (out / 'report.md').is_file()
+    assert not any(name.startswith('.') for name in os.listdir(tmp_path))  # no temporary folder left beside it
+    assert main(['pipeline', TARGET, '-o', str(tmp_path / 'bad'), '--stages', 'export,engrave']) == 2
+    assert 'engrave' in capsys.readouterr().err and not (tmp_path / 'bad').exists()

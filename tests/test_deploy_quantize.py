@@ -18,7 +18,7 @@ from timm_recal_deploy.images import bundled_samples_dir, make_loader  # noqa: E
 from timm_recal_deploy.metadata import read_metadata  # noqa: E402
 from timm_recal_deploy.parity import format_report, parity  # noqa: E402
 from timm_recal_deploy.quantize import convert_fp16, quantize_int8  # noqa: E402
-from timm_recal_deploy.runtime import create_session  # noqa: E402
+from timm_recal_deploy.ort_runtime import create_session  # noqa: E402
 
 from deploy_helpers import SHARED_DATA, randomize_weights_, sample_batch  # noqa: E402
 
@@ -42,7 +42,7 @@ def _logits(path, data=CIFAR_SAMPLES):
 
 def test_int8_is_per_channel_qdq_u8s8_with_metadata(fp32, tmp_path):
     _, path = fp32
-    r = quantize_int8(path, str(tmp_path / 'int8.onnx'), CIFAR_SAMPLES, num_images=32, batch_size=8, progress=False)
+    r = quantize_int8(path, str(tmp_path / 'int8.onnx'), CIFAR_SAMPLES, calib_images=32, batch_size=8, progress=False)
     assert r['calib_images'] == 32 and r['quantize_nodes'] > 0 and r['dequantize_nodes'] > 0
     proto = onnx.load(r['output'])
     init = {t.name: t for t in proto.graph.initializer}
@@ -82,7 +82,7 @@ def test_int8_refuses_overlapping_calibration(fp32, tmp_path):
     model, path = fp32
     with pytest.raises(DeployError, match='overlaps'):
         parity(path, model=model, precision='int8', data=CIFAR_SAMPLES, calib_data=CIFAR_SAMPLES)
-    q = quantize_int8(path, str(tmp_path / 'q.onnx'), CIFAR_SAMPLES, num_images=16, progress=False)['output']
+    q = quantize_int8(path, str(tmp_path / 'q.onnx'), CIFAR_SAMPLES, calib_images=16, progress=False)['output']
     with pytest.raises(DeployError, match='calibrated on'):
         parity(q, model=model)  # its own calibration images are the bundled samples measured by default
 
@@ -116,7 +116,7 @@ def test_int8_parity_cifar_train_calibration_test_measurement(fp32):
 
 def test_int8_keeps_the_most_sensitive_nodes_in_float(fp32, tmp_path):
     _, path = fp32
-    r = quantize_int8(path, str(tmp_path / 'mixed.onnx'), CIFAR_SAMPLES, num_images=32, batch_size=8, progress=False,
+    r = quantize_int8(path, str(tmp_path / 'mixed.onnx'), CIFAR_SAMPLES, calib_images=32, batch_size=8, progress=False,
                       fp32_layers=3)
     ranking = r['sensitivity']
     errors = [err for _, err in ranking]
@@ -128,7 +128,7 @@ def test_int8_keeps_the_most_sensitive_nodes_in_float(fp32, tmp_path):
     init = {t.name: t for t in proto.graph.initializer}
     for name in kept:  # still in the graph, with float weights (its activations may still arrive through Q/DQ)
         assert all(init[i].data_type == onnx.TensorProto.FLOAT for i in by_name[name].input if i in init), name
-    pure = quantize_int8(path, str(tmp_path / 'pure.onnx'), CIFAR_SAMPLES, num_images=32, batch_size=8,
+    pure = quantize_int8(path, str(tmp_path / 'pure.onnx'), CIFAR_SAMPLES, calib_images=32, batch_size=8,
                          progress=False)
     assert r['quantize_nodes'] < pure['quantize_nodes']
     assert [n for n in proto.graph.node if n.op_type == 'Conv' and n.name not in kept]

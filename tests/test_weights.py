@@ -119,7 +119,7 @@ def test_trained_weights_offline_from_seeded_cache(tmp_path):
 
 
 # the recipe README documents for the ShuffleNetV2-CIFAR weights (plain INT8 gives 98.5-98.7% agreement)
-INT8_RECIPE = dict(calibrate_method='percentile', fp32_layers=48)
+INT8_RECIPE = dict(calib_method='percentile', fp32_layers=48)
 
 
 @pytest.mark.slow
@@ -133,7 +133,7 @@ def test_trained_weights_int8_agreement_on_cifar10_test(folder, tmp_path, shared
         pytest.skip(f'needs {cifar10}/test')
     from timm_recal_deploy.parity import format_report, parity
     r = parity(f'local-dir:{folder}', precision='int8', data=str(cifar10 / 'test'), calib_data=str(cifar10 / 'train'),
-               calib_images=512, int8_options=INT8_RECIPE, threads=2, output=str(tmp_path / 'parity.json'))
+               calib_images=512, threads=2, **INT8_RECIPE, output=str(tmp_path / 'parity.json'))
     assert r['n_images'] == 10000 and r['nonfinite'] == {'pytorch': 0, 'onnx': 0}
     # the contract is the agreement; parity's max-error gates (worst single image) are reported, not asserted
     # here: on SE one image of 10,000 reaches a relative error of 0.41 against the 0.25 gate

@@ -1,10 +1,11 @@
 """The ``timm-recal`` command. Subcommands declare their arguments here cheaply; heavy imports (training,
 ONNX) happen when a subcommand runs, and a missing optional extra is reported by name."""
 import argparse
-import fnmatch
+import signal
 import sys
 from typing import List, Optional
 
+from .outputs import OutputError, terminate_as_interrupt
 from .version import __version__
 
 __all__ = ['main']
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _optional_parsers():
-    """Parsers of subcommands that live in other modules (deploy stage, sweep, publish), if present."""
+    """Parsers of subcommands that live in other modules (sweep; the deploy verbs, ``timm_recal_deploy.cli.VERBS``),
+    if that part of the project is installed."""
     adders = []
     for modname, attr in (('timm_recal.training.sweep_cli', 'add_parser'),
                           ('timm_recal_deploy.cli', 'add_parsers'),
@@ -81,14 +83,40 @@ def _optional_parsers():
     return adders
 
 
+def _note_terminate() -> List[int]:
+    """Record SIGTERM besides raising it (``terminate_as_interrupt``): a run that was told to stop exits 130
+    even when the KeyboardInterrupt landed where Python drops exceptions."""
+    raise_it = signal.getsignal(signal.SIGTERM)
+    received: List[int] = []
+    if not callable(raise_it):
+        return received
+
+    def note_and_raise(signum, frame):
+        received.append(signum)
+        raise_it(signum, frame)
+    try:
+        signal.signal(signal.SIGTERM, note_and_raise)
+    except ValueError:  # not the main thread
+        pass
+    return received
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a bad option value (argparse printed why): its status, no exit here
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, 'func', None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with terminate_as_interrupt():  # SIGTERM runs the same cleanup as Ctrl-C: no half-written outputs
+            received = _note_terminate()
+            status = int(args.func(args) or 0)
+        if received:  # the interrupt hit a weakref callback or __del__, where Python ignores it
+            raise KeyboardInterrupt
+        return status
     except ModuleNotFoundError as e:
         extra = EXTRA_FOR_MODULE.get((e.name or '').split('.')[0])
         if extra:
@@ -99,8 +127,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130
-    except (CliError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
-        print(f"timm-recal {args.command}: error: {e}", file=sys.stderr)
+    except (CliError, OutputError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        message = ' '.join(str(e).split()) or type(e).__name__  # one line
+        print(f"timm-recal {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,90 @@
+"""``timm-recal info FILE.onnx``: what an ONNX file is (Polygraphy's ``inspect model`` for our files).
+
+Metadata (preprocessing, provenance, precision and how it was made), inputs and outputs with their shapes,
+opsets, node counts by op type, initializer count and file size, as text or ``--json``.
+"""
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List
+
+from .metadata import count_ops, load_onnx, read_metadata
+from .results import Result
+
+__all__ = ['InfoResult', 'inspect_onnx', 'format_info']
+
+
+@dataclass
+class InfoResult(Result):
+    file: str
+    file_bytes: int
+    external_data_bytes: int
+    ir_version: int
+    producer: str
+    opsets: Dict[str, int]
+    precision: str
+    inputs: List[Dict[str, Any]]
+    outputs: List[Dict[str, Any]]
+    nodes: int
+    op_counts: Dict[str, int]
+    initializers: int
+    parameters: int
+    metadata: Dict[str, Any]
+
+
+def _values(values, skip=()) -> List[Dict[str, Any]]:
+    import onnx
+    out = []
+    for v in values:
+        if v.name in skip:
+            continue
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField('dim_value') else (d.dim_param or None) for d in t.shape.dim]
+        out.append({'name': v.name, 'type': onnx.TensorProto.DataType.Name(t.elem_type).lower(), 'shape': dims})
+    return out
+
+
+def inspect_onnx(path: str) -> InfoResult:
+    """Describe the ONNX file ``path`` (external data is sized, not loaded)."""
+    import numpy as np
+    model = load_onnx(path, load_external_data=False)
+    meta = read_metadata(model)
+    init = {t.name for t in model.graph.initializer}
+    data_files = {e.value for t in model.graph.initializer for e in t.external_data if e.key == 'location'}
+    folder = os.path.dirname(os.path.abspath(path))
+    return InfoResult(
+        file=os.path.basename(path), file_bytes=os.path.getsize(path),
+        external_data_bytes=sum(os.path.getsize(os.path.join(folder, f)) for f in data_files
+                                if os.path.isfile(os.path.join(folder, f))),
+        ir_version=int(model.ir_version), producer=f'{model.producer_name} {model.producer_version}'.strip(),
+        opsets={(o.domain or 'ai.onnx'): int(o.version) for o in model.opset_import},
+        precision=meta.get('precision', 'fp32'), inputs=_values(model.graph.input, init),
+        outputs=_values(model.graph.output), nodes=len(model.graph.node), op_counts=count_ops(model),
+        initializers=len(init), parameters=int(sum(int(np.prod(t.dims)) for t in model.graph.initializer)),
+        metadata={k: v for k, v in meta.items() if k not in ('graph_input_shape',)})
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def format_info(r: InfoResult) -> str:
+    """The text ``timm-recal info`` prints."""
+    meta = dict(r.metadata)
+    labels = meta.pop('class_labels', None)
+    quant = meta.pop('quantization', None)
+    lines = [f'{r.file}: {r.file_bytes / 1e6:.2f} MB' + (f' + {r.external_data_bytes / 1e6:.2f} MB external data'
+                                                          if r.external_data_bytes else ''),
+             f"  precision {r.precision}, opsets {', '.join(f'{d} {v}' for d, v in r.opsets.items())}, "
+             f'IR {r.ir_version}, producer {r.producer or "-"}']
+    lines += [f"  input  {v['name']}: {v['type']} {v['shape']}" for v in r.inputs]
+    lines += [f"  output {v['name']}: {v['type']} {v['shape']}" for v in r.outputs]
+    lines.append(f'  {r.nodes} nodes, {r.initializers} initializers, {r.parameters:,} parameters')
+    lines.append('  ops: ' + ', '.join(f'{op} {n}' for op, n in sorted(r.op_counts.items(), key=lambda t: -t[1])))
+    lines.append('  metadata:')
+    lines += [f'    {k}: {_short(v)}' for k, v in sorted(meta.items())]
+    if labels:
+        lines.append(f'    class_labels: {len(labels)} ({_short(", ".join(map(str, labels[:5])), 60)}, ...)')
+    if quant:
+        lines.append(f"    quantization: {_short({k: v for k, v in quant.items() if k != 'sensitivity'}, 300)}")
+    return '\n'.join(lines)

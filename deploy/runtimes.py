@@ -1,0 +1,133 @@
+"""The one runtime vocabulary and the one runtime table of the deploy stage.
+
+Every verb that runs a model takes ``--runtimes`` with these words; each word names an opener that returns a
+``Runner``. ONNX runtimes share one opener signature::
+
+    open_x(onnx_path: str, *, precision: str = 'fp32', threads: Optional[int] = None, **options) -> Runner
+
+and the eager ones take the PyTorch module instead of a path (``kind == 'model'``). Openers are imported by
+module path on first use, so a runtime whose library is missing costs nothing until asked for, and then fails
+with a ``DeployError`` that names the package and the extra to install.
+
+A ``Runner`` has ``name`` (its runtime word), ``precision`` and ``input_size``; ``runner(images)`` maps a float32
+NCHW batch to float32 logits (numpy); ``describe()`` is a JSON-able dict (library versions, device, precision,
+threads, dynamic/fixed shape, notes); ``prepare(batch)`` returns a zero-argument call that runs one prepared
+batch (its input built once, outside the timing) for ``bench``. A runner that cannot take a batch size raises
+``BatchNotSupported`` from ``prepare``.
+"""
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .errors import BatchNotSupported, DeployError
+
+__all__ = ['RuntimeSpec', 'RUNTIMES', 'PRECISIONS', 'EAGER_PRECISIONS', 'Runner', 'BatchNotSupported',
+           'runtime_spec', 'parse_runtimes', 'open_runtime', 'bench_input', 'check_precisions', 'runtime_label']
+
+#: precisions an ONNX file (or a compiled engine) can have; ``eager --amp`` adds ``EAGER_PRECISIONS``
+PRECISIONS: Tuple[str, ...] = ('fp32', 'fp16', 'int8')
+EAGER_PRECISIONS: Tuple[str, ...] = ('amp_bf16', 'amp_fp16')
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """One row of the runtime table."""
+    word: str
+    label: str                  # for reports and plots
+    kind: str                   # 'onnx' (opener takes an ONNX file) or 'model' (takes the PyTorch module)
+    opener: str                 # 'module:function', relative to this package
+    package: str                # what provides it, for the error when it is missing
+    extra: str                  # pip extra of timm-recal that installs it
+    gpu: bool = False           # needs a CUDA device
+    providers: Tuple[str, ...] = ()  # ONNX Runtime execution providers, in preference order
+
+
+#: the runtime table; a new runtime is one row here plus its opener module
+RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
+    RuntimeSpec('eager', 'PyTorch eager (NCHW)', 'model', 'eager_runtime:open_eager', 'torch', 'deploy'),
+    RuntimeSpec('eager_cl', 'PyTorch eager (channels_last)', 'model', 'eager_runtime:open_eager_cl', 'torch',
+                'deploy'),
+    RuntimeSpec('ort', 'ONNX Runtime CPU', 'onnx', 'ort_runtime:open_ort', 'onnxruntime', 'deploy',
+                providers=('CPUExecutionProvider',)),
+    RuntimeSpec('ort_cuda', 'ONNX Runtime CUDA', 'onnx', 'ort_runtime:open_ort_cuda', 'onnxruntime-gpu', 'deploy',
+                gpu=True, providers=('CUDAExecutionProvider', 'CPUExecutionProvider')),
+    RuntimeSpec('ort_trt', 'ONNX Runtime TensorRT', 'onnx', 'ort_runtime:open_ort_trt', 'onnxruntime-gpu',
+                'deploy', gpu=True,
+                providers=('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')),
+    RuntimeSpec('openvino', 'OpenVINO', 'onnx', 'openvino_runtime:open_openvino', 'openvino', 'openvino'),
+    RuntimeSpec('trt', 'TensorRT', 'onnx', 'tensorrt_runtime:open_tensorrt', 'tensorrt', 'tensorrt', gpu=True),
+)}
+
+
+def runtime_spec(word: str) -> RuntimeSpec:
+    """The table row of ``word``; an unknown word lists the known ones."""
+    spec = RUNTIMES.get(word)
+    if spec is None:
+        raise DeployError(f"unknown runtime {word!r}; choose from {', '.join(RUNTIMES)}")
+    return spec
+
+
+def runtime_label(word: str) -> str:
+    return RUNTIMES[word].label if word in RUNTIMES else word
+
+
+def parse_runtimes(text: Any) -> List[str]:
+    """``'eager,ort'`` (or a sequence) -> checked, de-duplicated runtime words; the ``--runtimes`` parser."""
+    items = text.split(',') if isinstance(text, str) else list(text or [])
+    words = list(dict.fromkeys(str(w).strip() for w in items if str(w).strip()))
+    unknown = [w for w in words if w not in RUNTIMES]
+    if unknown:
+        raise DeployError(f"unknown runtime(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}")
+    if not words:
+        raise DeployError(f"--runtimes wants comma-separated words from {', '.join(RUNTIMES)}")
+    return words
+
+
+def check_precisions(precisions: Sequence[str]) -> List[str]:
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        raise DeployError(f"unknown precision(s) {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
+    return list(dict.fromkeys(precisions))
+
+
+def _opener(spec: RuntimeSpec) -> Callable[..., 'Runner']:
+    module, _, function = spec.opener.partition(':')
+    try:
+        mod = importlib.import_module(f'{__package__}.{module}')
+    except ModuleNotFoundError as e:
+        missing = e.name or module
+        raise DeployError(f"runtime {spec.word} needs the '{spec.package}' package (missing: {missing}); "
+                          f"install it with: pip install 'timm-recal[{spec.extra}]'") from None
+    return getattr(mod, function)
+
+
+def open_runtime(word: str, source: Any, *, precision: str = 'fp32', threads: Optional[int] = None,
+                 **options) -> 'Runner':
+    """Open ``source`` (an ONNX path, or the PyTorch module for ``kind == 'model'``) under runtime ``word``."""
+    spec = runtime_spec(word)
+    return _opener(spec)(source, precision=precision, threads=threads, **options)
+
+
+def bench_input(batch: int, input_size: Sequence[int]) -> 'np.ndarray':
+    """The benchmark input: standard-normal float32 values, seeded, so every runner sees the same numbers."""
+    import numpy as np  # lazily: the command line reads this table without numpy
+    return np.random.default_rng(0).standard_normal((batch, *input_size), dtype=np.float32)
+
+
+class Runner:
+    """The shape every runtime's runner has (see the module docstring); subclasses implement ``__call__``."""
+
+    name: str = ''
+    precision: str = 'fp32'
+    input_size: Tuple[int, ...] = ()
+
+    def __call__(self, images: 'np.ndarray') -> 'np.ndarray':
+        raise NotImplementedError
+
+    def describe(self) -> Dict[str, Any]:
+        return {'runtime': self.name, 'precision': self.precision}
+
+    def prepare(self, batch: int) -> Callable[[], Any]:
+        """A zero-argument call running one batch of ``bench_input``; subclasses move more work out of it."""
+        x = bench_input(batch, self.input_size)
+        return lambda: self(x)
