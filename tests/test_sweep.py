@@ -217,7 +217,7 @@ def test_bad_cell_is_found_before_any_cell_trains(tmp_path, capsys):
     for grid, argv, message in ((GRID, ['--epochs', '0'], 'epochs (--epochs) must be >= 1, got 0'),
                                 (GRID, ['--workers', '-2'], 'workers (--workers) must be >= 0'),
                                 (GRID.replace('[4, 8]', '[4, 64]'), [],  # 1 image per class
-                                 'cell shufflenetv2_x0_5_cifar/lr0.01_b64: batch size 64 is larger than the 10 training')):
+                                 f'cell {TINY_MODEL}/lr0.01_b64: batch size 64 is larger than the 10 training')):
         assert main(['sweep', '-c', _write(tmp_path, grid)] + common + argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err

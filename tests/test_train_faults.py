@@ -62,7 +62,8 @@ def _bad_cases(tmp_path, data, run):
                            "bad.yaml, line 2, column 7: not valid YAML (expected ',' or ']', but got ':')"),
         'YAML not a mapping': (['-c', _write(tmp_path / 'list.yaml', '- a\n')] + d, 'must be a YAML mapping'),
         'missing config': (['-c', str(tmp_path / 'nope.yaml')] + d, 'config file not found'),
-        'unknown option': (['-c', yaml('uk.yaml', 'learning_rate: 1\n')] + d, 'unknown training option(s): learning_rate'),
+        'unknown option': (['-c', yaml('uk.yaml', 'learning_rate: 1\n')] + d,
+                           'unknown training option(s): learning_rate'),
         'batch size 0': (['-c', good, '-b', '0'] + d, 'batch_size (--batch-size) must be >= 1, got 0'),
         'negative lr': (['-c', good, '--lr', '-0.1'] + d, 'lr (--lr) must be > 0, got -0.1'),
         'zero lr': (['-c', good, '--lr', '0'] + d, 'leave lr unset to scale lr_base'),
@@ -71,7 +72,22 @@ def _bad_cases(tmp_path, data, run):
         'zero steps per epoch': (['-c', good, '--max-steps-per-epoch', '0'] + d,
                                  'max_steps_per_epoch (--max-steps-per-epoch) must be >= 1'),
         'dropout 2': (['-c', yaml('drop.yaml', 'drop: 2\n')] + d, 'drop must be >= 0 and < 1, got 2'),
-        'model_kwargs not a mapping': (['-c', yaml('mk.yaml', 'model_kwargs: 3\n')] + d, 'model_kwargs must be a mapping'),
+        'mean not a list': (['-c', yaml('mean.yaml', 'mean: 3\n')] + d, 'mean must be a list of 1 or 3 numbers'),
+        'zero std': (['-c', yaml('std.yaml', 'std: [0, 0, 0]\n')] + d, 'std must be a list of 1 or 3 positive'),
+        'scale of one number': (['-c', yaml('scale.yaml', 'scale: [1]\n')] + d,
+                                'scale must be a list of 2 positive numbers in [0, 1] (low <= high)'),
+        'milestones not a list': (['-c', yaml('ms.yaml', 'decay_milestones: 5\n')] + d,
+                                  'decay_milestones must be a list of epoch numbers'),
+        'unknown interpolation': (['-c', yaml('ip.yaml', 'interpolation: nosuch\n')] + d,
+                                  'interpolation must be one of nearest, bilinear'),
+        'amp not a boolean': (['-c', yaml('amp.yaml', 'amp: maybe\n')] + d, "'amp' is true or false, got 'maybe'"),
+        'negative seed': (['-c', good, '--seed', '-1'] + d, 'seed (--seed) must be >= 0 and < 4294967296, got -1'),
+        'unknown model_kwargs key': (['-c', yaml('mk2.yaml', 'model_kwargs: {foo: 1}\n')] + d,
+                                     "unexpected keyword argument 'foo'"),
+        'missing device module': (['-c', yaml('dm.yaml', 'device_modules: [no_such_module]\n')] + d,
+                                  "device_modules: cannot import 'no_such_module'"),
+        'model_kwargs not a mapping': (['-c', yaml('mk.yaml', 'model_kwargs: 3\n')] + d,
+                                       'model_kwargs must be a mapping'),
         'unknown model': (['-c', good, '--model', 'shufflenetv2_x05_cifar'] + d,
                           "unknown model 'shufflenetv2_x05_cifar'; did you mean shufflenetv2_x0_5_cifar"),
         'unknown optimizer': (['-c', yaml('opt.yaml', 'opt: nosuch\n')] + d, "cannot build optimizer 'nosuch'"),
@@ -97,7 +113,10 @@ def _bad_cases(tmp_path, data, run):
 
 CASES = ['epochs 0 in YAML', 'negative --epochs', 'malformed YAML', 'YAML not a mapping', 'missing config',
          'unknown option', 'batch size 0', 'negative lr', 'zero lr', 'negative workers', 'zero threads',
-         'zero steps per epoch', 'dropout 2', 'model_kwargs not a mapping', 'unknown model', 'unknown optimizer',
+         'zero steps per epoch', 'dropout 2', 'mean not a list', 'zero std', 'scale of one number',
+         'milestones not a list', 'unknown interpolation', 'amp not a boolean', 'negative seed',
+         'unknown model_kwargs key', 'missing device module', 'model_kwargs not a mapping', 'unknown model',
+         'unknown optimizer',
          'unknown scheduler', 'missing data folder', 'no data folder given', 'missing split folder',
          'data without images', 'batch larger than the data', 'class count mismatch', 'output is a file',
          'missing --resume', '--resume a folder', '--resume a text file', '--resume a truncated checkpoint',
@@ -191,7 +210,7 @@ def test_sigterm_later_leaves_the_last_complete_epoch_resumable(tiny_cifar, tmp_
     with open(out / 'summary.csv', newline='') as f:
         rows = list(csv.DictReader(f))
     assert all(r['eval_top1'] for r in rows) and [int(r['epoch']) for r in rows] == list(range(len(rows)))
-    assert len(rows) - 1 in (ckpt['epoch'], ckpt['epoch'] + 1), 'the summary has the checkpoint\'s epoch, at most one more'
+    assert len(rows) - 1 in (ckpt['epoch'], ckpt['epoch'] + 1), "the summary: the checkpoint's epoch, at most one more"
     # the interrupted run continues
     cmd, kw = _cli('train', '-c', str(tmp_path / 'kill.yaml'), '-o', str(out), '--data-dir', tiny_cifar,
                    '--epochs', str(ckpt['epoch'] + 2), '--max-steps-per-epoch', '1', '--resume', 'auto', '-b', '4')
@@ -242,6 +261,17 @@ def test_checkpoint_and_summary_writes_are_whole_or_nothing(tmp_path, monkeypatc
     monkeypatch.setattr(torch, 'save', dying_save)
     with pytest.raises(KeyboardInterrupt):
         saver.save_checkpoint(1, metric=2.0)
+    monkeypatch.setattr(torch, 'save', real_save)
+    real_replace = os.replace
+
+    def dying_replace(src, dst):  # killed after the save, before it becomes `last`
+        if os.path.basename(dst) == 'last.pth.tar':
+            raise KeyboardInterrupt('killed between save and rename')
+        real_replace(src, dst)
+    monkeypatch.setattr(os, 'replace', dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        saver.save_checkpoint(1, metric=2.0)
+    monkeypatch.setattr(os, 'replace', real_replace)
     import timm.utils
 
     def dying_summary(epoch, train_metrics, eval_metrics, filename, **kwargs):

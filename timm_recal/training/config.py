@@ -101,6 +101,8 @@ def _coerce(name: str, value: Any) -> Any:
     args = [hint]
     if typing.get_origin(hint) is typing.Union:  # Optional[X]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is bool and not isinstance(value, bool):
+        raise ValueError(f"training option {name!r} is true or false, got {value!r}")
     kind = args[0] if len(args) == 1 and args[0] in (int, float) else None
     if kind is None or value is None or isinstance(value, bool):
         return value
@@ -189,9 +191,34 @@ def _check_range(cfg: TrainConfig, key: str, low: float, high: Optional[float] =
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        lo = f"> {low:g}" if low_open else f">= {low:g}"
-        hi = '' if high is None else f" and {'<' if high_open else '<='} {high:g}"
+        lo = f"> {_fmt(low)}" if low_open else f">= {_fmt(low)}"
+        hi = '' if high is None else f" and {'<' if high_open else '<='} {_fmt(high)}"
         raise ValueError(f"{option_name(key)} must be {lo}{hi}, got {value!r}")
+
+
+_INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f'{x:g}'
+
+
+def _check_numbers(cfg: TrainConfig, key: str, lengths: Sequence[int], low: Optional[float] = None,
+                   high: Optional[float] = None, positive: bool = False) -> None:
+    """A list option (mean, std, scale, ratio, opt_betas): unset, or ``lengths`` numbers within the bounds."""
+    value = getattr(cfg, key)
+    if value is None:
+        return
+    ok = isinstance(value, (list, tuple)) and len(value) in lengths and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        and (low is None or v >= low) and (high is None or v <= high) and (not positive or v > 0) for v in value)
+    if ok and key in ('scale', 'ratio'):
+        ok = value[0] <= value[1]
+    if not ok:
+        within = f" in [{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else ''
+        order = ' (low <= high)' if key in ('scale', 'ratio') else ''
+        raise ValueError(f"{key} must be a list of {' or '.join(map(str, lengths))}{' positive' if positive else ''} "
+                         f"numbers{within}{order}, got {value!r}")
 
 
 def check_config(cfg: TrainConfig, need_data: bool = True) -> None:
@@ -219,6 +246,20 @@ def check_config(cfg: TrainConfig, need_data: bool = True) -> None:
     _check_range(cfg, 'drop_path', 0, 1, optional=True)
     _check_range(cfg, 'hflip', 0, 1, high_open=False)
     _check_range(cfg, 'clip_grad', 0, optional=True, low_open=True)
+    _check_range(cfg, 'seed', 0, 2 ** 32)
+    _check_range(cfg, 'crop_pct', 0, optional=True, low_open=True)
+    _check_numbers(cfg, 'mean', (1, 3))
+    _check_numbers(cfg, 'std', (1, 3), positive=True)
+    _check_numbers(cfg, 'scale', (2,), 0, 1, positive=True)
+    _check_numbers(cfg, 'ratio', (2,), positive=True)
+    _check_numbers(cfg, 'opt_betas', (2,), 0, 1)
+    milestones = cfg.decay_milestones
+    if not isinstance(milestones, (list, tuple)) or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones):
+        raise ValueError(f"decay_milestones must be a list of epoch numbers, got {milestones!r}")
+    for key, allowed in (('interpolation', _INTERPOLATIONS), ('train_interpolation', _INTERPOLATIONS + ('random',))):
+        if getattr(cfg, key) not in ('',) + allowed:
+            raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
     if cfg.device not in ('cpu', 'cuda') and not cfg.device.startswith('cuda:'):
         raise ValueError(f"{option_name('device')} must be 'cpu' or 'cuda', got {cfg.device!r}")
     _check_model(cfg)
@@ -266,14 +307,15 @@ def _check_opt_and_sched(cfg: TrainConfig) -> None:
         optimizer = create_optimizer_v2(probe, opt=cfg.opt, lr=resolve_lr(cfg), weight_decay=cfg.weight_decay,
                                         momentum=cfg.momentum)
     except (AssertionError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"opt: timm cannot build optimizer {cfg.opt!r} ({str(e).strip() or type(e).__name__})") from None
+        reason = str(e).strip() or type(e).__name__
+        raise ValueError(f"opt: timm cannot build optimizer {cfg.opt!r} ({reason})") from None
     try:
         create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
                             decay_milestones=list(cfg.decay_milestones), warmup_epochs=cfg.warmup_epochs,
                             cycle_limit=cfg.lr_cycle_limit, updates_per_epoch=1)
     except (AssertionError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"sched: timm cannot build scheduler {cfg.sched!r} ({str(e).strip() or type(e).__name__})"
-                         ) from None
+        reason = str(e).strip() or type(e).__name__
+        raise ValueError(f"sched: timm cannot build scheduler {cfg.sched!r} ({reason})") from None
 
 
 def _check_output(output: str) -> None:

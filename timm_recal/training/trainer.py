@@ -25,8 +25,8 @@ from .config import TrainConfig, as_namespace, check_config, option_name, resolv
 __all__ = ['train', 'build_transforms', 'evaluate', 'TrainingDiverged', 'RUN_FILES']
 
 #: files of a run folder that `train` writes (a fresh run into an old folder replaces them all)
-RUN_FILES = ('summary.csv', 'results.json', 'failed.json', 'last.pth.tar', 'model_best.pth.tar', 'checkpoint-*.pth.tar',
-             'tmp.pth.tar')
+RUN_FILES = ('summary.csv', 'results.json', 'failed.json', 'last.pth.tar', 'model_best.pth.tar',
+             'checkpoint-*.pth.tar', 'tmp.pth.tar')
 
 
 class TrainingDiverged(FloatingPointError, RuntimeError):
@@ -142,12 +142,20 @@ def _atomic_saver(*args, **kwargs):
 
     timm saves to a fixed ``tmp.pth.tar`` (a kill mid-save leaves a truncated file there), then unlinks ``last``
     before renaming over it and before hard-linking ``model_best``/``checkpoint-N`` (a kill in between leaves the
-    run without that file). Here each save goes to a unique temporary name that is removed on failure, and the
-    renames replace their target in one step.
+    run without that file). Here each save goes to a unique temporary name that is removed on failure, the
+    renames replace their target in one step, and an interrupted save leaves no ``tmp.pth.tar``.
     """
     from timm.utils import CheckpointSaver
 
     class AtomicCheckpointSaver(CheckpointSaver):
+        def save_checkpoint(self, epoch, metric=None):
+            try:
+                return super().save_checkpoint(epoch, metric)
+            finally:  # interrupted between the save and the rename into `last`: that `last` stays
+                staged = os.path.join(self.checkpoint_dir, 'tmp' + self.extension)
+                if os.path.lexists(staged):
+                    os.unlink(staged)
+
         def _save(self, save_path, epoch, metric=None):
             with atomic_output(save_path, force=True) as tmp:
                 super()._save(tmp, epoch, metric)
