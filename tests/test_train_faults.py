@@ -103,9 +103,9 @@ def _bad_cases(tmp_path, data, run):
                              '--resume: checkpoint not found'),
         '--resume a folder': (['-c', good, '--resume', str(run)] + d, 'is a folder; give a checkpoint file'),
         '--resume a text file': (['-c', good, '--resume', _write(tmp_path / 'text.pth', 'hello\n')] + d,
-                                 'not a readable training checkpoint'),
+                                 'not a readable training checkpoint (not a file written by torch.save)'),
         '--resume a truncated checkpoint': (['-c', good, '--resume', str(truncated)] + d,
-                                            'not a readable training checkpoint'),
+                                            'not a readable training checkpoint (truncated or damaged'),
         '--resume another model': (['-c', good, '--resume', str(tmp_path / 'other.pth.tar')] + d,
                                    "the checkpoint is of model 'resnet20_cifar'"),
     }

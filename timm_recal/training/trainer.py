@@ -197,6 +197,20 @@ def _clear_previous_run(folder: str) -> None:
             os.remove(path)
 
 
+def _why_unreadable(path: str, error: Exception) -> str:
+    """Why ``torch.load`` failed, in words: PyTorch's own messages talk about mmap and zip internals."""
+    import zipfile
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if head.startswith(b'PK'):
+        if not zipfile.is_zipfile(path):
+            return 'truncated or damaged: the file ends before its zip index'
+    elif not head.startswith(b'\x80'):
+        return 'not a file written by torch.save'
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return first[:200]
+
+
 def _load_resume(model: nn.Module, cfg: TrainConfig, path: str, optimizer, scaler) -> int:
     """Load ``path`` into model/optimizer; a checkpoint that is no checkpoint, or of another model, is one clear
     line (not PyTorch's pickle or state-dict dump)."""
@@ -205,8 +219,7 @@ def _load_resume(model: nn.Module, cfg: TrainConfig, path: str, optimizer, scale
     try:
         meta = load_checkpoint_metadata(path)
     except Exception as e:  # noqa: BLE001  (truncated, text, pickle-unsafe: all mean "not a checkpoint we can use")
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"--resume {path}: not a readable training checkpoint ({first[:200]})") from None
+        raise ValueError(f"--resume {path}: not a readable training checkpoint ({_why_unreadable(path, e)})") from None
     if not isinstance(meta, dict) or 'state_dict' not in meta:
         raise ValueError(f"--resume {path}: not a training checkpoint (no state_dict); weights alone cannot resume")
     arch = meta.get('arch')
