@@ -214,6 +214,10 @@ def test_bad_cell_is_found_before_any_cell_trains(tmp_path, capsys):
     assert captured.err.strip() == 'timm-recal sweep: error: 4 of 8 cells cannot train (marked \'error\' above)'
     assert not out.exists()
 
+    assert main(['sweep', '-c', _write(tmp_path, GRID), '-o', str(out), '--plot-only']) == 2
+    assert 'no cell of this sweep has trained' in capsys.readouterr().err
+    assert not out.exists()
+
     for grid, argv, message in ((GRID, ['--epochs', '0'], 'epochs (--epochs) must be >= 1, got 0'),
                                 (GRID, ['--workers', '-2'], 'workers (--workers) must be >= 0'),
                                 (GRID.replace('[4, 8]', '[4, 64]'), [],  # 1 image per class

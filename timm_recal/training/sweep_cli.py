@@ -62,6 +62,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 0
     if args.plot_only:
         rows = sweep.collect_results(spec, args.output, overrides)
+        if not any(r['epochs_done'] or r['status'] == 'failed' for r in rows):
+            raise ValueError(f"--plot-only: no cell of this sweep has trained in {args.output} yet; nothing to plot")
         sweep.write_results(spec, rows, args.output)
         sweep.plot_heatmap(rows, os.path.join(args.output, 'heatmap.png'), title=spec.title)
     else:
