@@ -303,3 +303,29 @@ def test_records_hold_no_absolute_paths_and_epochs_count_from_one(tiny_cifar, tm
     assert args.output == os.path.join('runs', 'r1')
     assert args.data_dir == os.path.basename(tiny_cifar), 'a folder outside the working folder: its name only'
     assert str(tmp_path) not in repr(vars(args))
+
+
+def test_forced_fresh_run_replaces_the_old_run_only_after_its_first_epoch(tiny_cifar, tmp_path, monkeypatch, capsys):
+    """`train --force` into an old run folder: stopped in its first epoch, the old run is untouched; finished, none
+    of the old run's files (a later checkpoint-N, results.json) remain beside the new ones."""
+    import timm_recal.training.trainer as trainer
+    from timm_recal.cli import main
+    config = _write(tmp_path / 'c.yaml', GOOD)
+    out = tmp_path / 'run'
+    base = ['train', '-c', config, '--data-dir', tiny_cifar, '-o', str(out), '--threads', '1',
+            '--max-steps-per-epoch', '1']
+    assert main(base + ['--epochs', '2']) == 0
+    old = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    assert 'checkpoint-1.pth.tar' in old or 'checkpoint-0.pth.tar' in old
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt('stopped')
+    with monkeypatch.context() as m:
+        m.setattr(trainer, 'evaluate', stop)  # the end of the first epoch, before anything is written
+        assert main(base + ['--force']) == 130
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == old
+    assert main(base + ['--force']) == 0
+    capsys.readouterr()
+    names = sorted(os.listdir(out))
+    assert names == ['checkpoint-0.pth.tar', 'last.pth.tar', 'model_best.pth.tar', 'results.json', 'summary.csv']
+    assert json.loads((out / 'results.json').read_text())['epochs'] == 1

@@ -191,7 +191,8 @@ def _append_summary(path: str, epoch: int, train_metrics, eval_metrics, lr: floa
 
 def _clear_previous_run(folder: str) -> None:
     """A fresh run into an old run folder (``--force``): the old run's files would describe a run that no longer
-    exists (results.json, checkpoint-N of epochs this run may never reach), so they go."""
+    exists (results.json, checkpoint-N of epochs this run may never reach), so they go, once the new run has
+    finished its first epoch (a new run stopped before that leaves the old one as it was)."""
     for pattern in RUN_FILES:
         for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
             os.remove(path)
@@ -307,8 +308,6 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
 
     # everything is checked and built: from here on the run folder holds this run
     with created_parents(os.path.join(cfg.output, 'summary.csv')):
-        if not resume:
-            _clear_previous_run(cfg.output)
         return _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader, eval_loader,
                            updates_per_epoch, num_epochs, start_epoch, resume)
 
@@ -319,7 +318,7 @@ def _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader,
     saver = _atomic_saver(model, optimizer, args=as_namespace(cfg), amp_scaler=scaler, checkpoint_dir=cfg.output,
                           recovery_dir=cfg.output, decreasing=False, max_history=1)
     summary_csv = os.path.join(cfg.output, 'summary.csv')
-    best_in_summary = _restore_summary(summary_csv, start_epoch)
+    best_in_summary = _restore_summary(summary_csv, start_epoch) if resume else (None, None)
     restored = bool(resume) and hasattr(saver, 'load_state_dict_from_checkpoint') and \
         saver.load_state_dict_from_checkpoint(resume)  # newer timm: the saver's own history travels along
     if not restored:
@@ -370,6 +369,8 @@ def _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader,
         train_metrics = {'loss': loss_sum / max(seen, 1), 'img_per_s': seen / (time.time() - t0)}
         eval_metrics = evaluate(model, eval_loader, cfg)
         lrs = [g['lr'] for g in optimizer.param_groups]  # the lr this epoch ended with, as train.py logs it
+        if not resume and epoch == start_epoch:  # a fresh run replaces an old one once it has its first epoch
+            _clear_previous_run(cfg.output)
         _append_summary(summary_csv, epoch, train_metrics, eval_metrics, lr=sum(lrs) / len(lrs))
         saver.save_checkpoint(epoch, metric=eval_metrics['top1'])
         if scheduler is not None:  # after the checkpoint, as train.py: the saved optimizer holds this epoch's lr
