@@ -110,6 +110,8 @@ def test_tiny_sweep_trains_skips_finished_resumes_and_draws(tmp_path, capsys):
     assert printed.count('best top-1') == 4
     results = json.loads((out / 'results.json').read_text())
     assert results['sweep']['lrs'] == [0.01, 0.001]
+    assert results['sweep']['base_config'] == 'base.yaml', 'outside the working folder: no absolute path, the name'
+    assert str(tmp_path) not in (out / 'results.json').read_text()
     cells = results['cells']
     assert len(cells) == 4 and {c['status'] for c in cells} == {'done'}
     for c in cells:
@@ -159,8 +161,10 @@ def test_failed_and_unfinished_cells(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, 'train', fake_train)
     spec = load_sweep(_write(tmp_path, GRID))
+    data = make_tiny_cifar(str(tmp_path / 'data'), 1, 1)  # the sweep checks the data before any cell
+    options = {'epochs': 3, 'data_dir': data}
     logs = []
-    rows = run_sweep(spec, str(tmp_path / 'out'), {'epochs': 3}, log=logs.append)
+    rows = run_sweep(spec, str(tmp_path / 'out'), options, log=logs.append)
     assert len(calls) == 4 and any('failed (loss is nan' in l for l in logs)
     by_cell = {(r['lr'], r['batch_size']): r for r in rows}
     assert by_cell[1e-2, 8]['status'] == 'failed' and by_cell[1e-2, 8]['best_top1'] is None
@@ -168,7 +172,7 @@ def test_failed_and_unfinished_cells(tmp_path, monkeypatch):
     assert by_cell[1e-2, 4]['status'] == 'done' and by_cell[1e-2, 4]['best_top1'] == pytest.approx(44.0)
     assert by_cell[1e-2, 4]['best_epoch'] == 2
     calls.clear()
-    run_sweep(spec, str(tmp_path / 'out'), {'epochs': 3}, log=logs.append)
+    run_sweep(spec, str(tmp_path / 'out'), options, log=logs.append)
     assert calls == [(1e-3, 4)], 'done and failed cells are skipped, the unfinished one resumes'
     assert (tmp_path / 'out' / 'heatmap.png').is_file()
 
@@ -186,3 +190,64 @@ def test_heatmap_panels(tmp_path):
     assert image.shape[1] > 2.5 * image.shape[0], 'three panels side by side'
     with pytest.raises(ValueError, match='no sweep cells'):
         plot_heatmap([], str(tmp_path / 'x.png'))
+
+
+def test_bad_cell_is_found_before_any_cell_trains(tmp_path, capsys):
+    """An unknown model (second in the sweep), an impossible option or a batch larger than the data stops the
+    sweep before the first cell trains: one error line, exit 2, no folder; --dry-run marks the bad cells."""
+    from timm_recal.cli import main
+    data = make_tiny_cifar(str(tmp_path / 'data'), train_per_class=1, test_per_class=1)
+    out = tmp_path / 'out'
+    bad_model = _write(tmp_path, GRID.replace(f'[{TINY_MODEL}]', f'[{TINY_MODEL}, resnet20_cifr]'))
+    common = ['-o', str(out), '--data-dir', data, '--max-steps-per-epoch', '1', '--threads', '1']
+    assert main(['sweep', '-c', bad_model] + common) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'cell resnet20_cifr/lr0.01_b4: unknown model' in err, err
+    assert 'did you mean resnet20_cifar' in err and 'nothing was trained' in err
+    assert not out.exists()
+
+    assert main(['sweep', '-c', bad_model, '-o', str(out), '--dry-run']) == 2
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert [line.split()[0] for line in lines[:8]] == ['new'] * 4 + ['error'] * 4
+    assert "unknown model 'resnet20_cifr'" in lines[4]
+    assert captured.err.strip() == 'timm-recal sweep: error: 4 of 8 cells cannot train (marked \'error\' above)'
+    assert not out.exists()
+
+    assert main(['sweep', '-c', _write(tmp_path, GRID), '-o', str(out), '--plot-only']) == 2
+    assert 'no cell of this sweep has trained' in capsys.readouterr().err
+    assert not out.exists()
+
+    for grid, argv, message in ((GRID, ['--epochs', '0'], 'epochs (--epochs) must be >= 1, got 0'),
+                                (GRID, ['--workers', '-2'], 'workers (--workers) must be >= 0'),
+                                (GRID.replace('[4, 8]', '[4, 64]'), [],  # 1 image per class
+                                 f'cell {TINY_MODEL}/lr0.01_b64: batch size 64 is larger than the 10 training')):
+        assert main(['sweep', '-c', _write(tmp_path, grid)] + common + argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not out.exists()
+
+
+def test_failed_cell_leaves_no_empty_folder(tmp_path, monkeypatch):
+    """A cell that fails in its first epoch stops the sweep: its folder (and its model's, made for it) are gone;
+    the cells before it keep their results."""
+    import timm_recal.training.trainer as trainer
+    from timm_recal.training.sweep import load_sweep, run_sweep
+    data = make_tiny_cifar(str(tmp_path / 'data'))
+    real_train = trainer.train
+
+    def train_or_fail(cfg):
+        if cfg.batch_size == 8:
+            monkeypatch.setattr(trainer, '_append_summary', _interrupt)
+        return real_train(cfg)
+    monkeypatch.setattr(trainer, 'train', train_or_fail)
+    spec = load_sweep(_write(tmp_path, GRID.replace('lr: [1.0e-2, 1e-3]', 'lr: [1.0e-2]')))
+    out = tmp_path / 'out'
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, str(out), {'data_dir': data, 'max_steps_per_epoch': 1, 'threads': 1}, log=lambda s: None)
+    assert sorted(os.listdir(out / TINY_MODEL)) == ['lr0.01_b4'], 'the b8 cell left no folder'
+    assert (out / TINY_MODEL / 'lr0.01_b4' / 'results.json').is_file()
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt('stopped')

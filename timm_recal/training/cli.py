@@ -35,7 +35,13 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Check everything, then train; SIGTERM stops the run like Ctrl-C (the last finished epoch stays resumable).
+
+    Epochs are counted from 1 here, as in the progress lines; summary.csv, checkpoint-N and results.json keep
+    timm's count from 0.
+    """
     import os
+    from ..outputs import terminate_as_interrupt
     from .config import load_config
     overrides = {k: getattr(args, k) for k in _OVERRIDES}
     overrides.update(output=args.output, amp=args.amp, channels_last=args.channels_last)
@@ -44,8 +50,13 @@ def run_train(args: argparse.Namespace) -> int:
     if os.path.isdir(cfg.output) and os.listdir(cfg.output) and not (args.force or resuming):
         raise FileExistsError(f"{cfg.output} exists and is not empty; pass --force, or --resume auto to continue")
     from .trainer import train
-    result = train(cfg)
-    print(f"best top-1 {result['best_top1']:.2f} at epoch {result['best_epoch']}; run folder {cfg.output}")
+    with terminate_as_interrupt():
+        result = train(cfg)
+    if result['best_epoch'] is None:
+        print(f"no epoch trained or logged; run folder {cfg.output}")
+    else:
+        print(f"best top-1 {result['best_top1']:.2f} at epoch {result['best_epoch'] + 1} of {result['epochs']}; "
+              f"run folder {cfg.output}")
     return 0
 
 

@@ -5,12 +5,14 @@
 overrides. Keys train.py has but this trainer ignores are kept (and reported), never silently invented.
 """
 import argparse
+import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ['TrainConfig', 'load_config', 'resolve_lr', 'IGNORED_KEYS']
+__all__ = ['TrainConfig', 'load_config', 'check_config', 'read_yaml', 'resolve_lr', 'recorded_path', 'option_name',
+           'IGNORED_KEYS']
 
 #: train.py options this trainer accepts in a YAML file but does not act on (logging, distributed, ...).
 IGNORED_KEYS = {
@@ -99,6 +101,8 @@ def _coerce(name: str, value: Any) -> Any:
     args = [hint]
     if typing.get_origin(hint) is typing.Union:  # Optional[X]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is bool and not isinstance(value, bool):
+        raise ValueError(f"training option {name!r} is true or false, got {value!r}")
     kind = args[0] if len(args) == 1 and args[0] in (int, float) else None
     if kind is None or value is None or isinstance(value, bool):
         return value
@@ -112,15 +116,28 @@ def _coerce(name: str, value: Any) -> Any:
     raise ValueError(f"training option {name!r} needs a{'n integer' if kind is int else ' number'}, got {value!r}")
 
 
+def read_yaml(path: str, what: str = 'config file') -> Any:
+    """The parsed YAML of ``path``; a missing file or a syntax error is a one-line error naming the file and line."""
+    import yaml
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ''
+        problem = getattr(e, 'problem', None) or str(e).splitlines()[0]
+        raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (YAML) file") from None
+
+
 def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
     """Read a train.py-style YAML (``path``), then apply ``overrides`` (None values are skipped)."""
     values: Dict[str, Any] = {}
     if path:
-        import yaml
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file not found: {path}")
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a training config must be a YAML mapping of train.py options")
         values.update(loaded)
@@ -135,12 +152,215 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
     kwargs = {k: _coerce(k, v) for k, v in values.items() if k in _FIELDS}
     if kwargs.get('model_kwargs') is None:
         kwargs['model_kwargs'] = {}
+    if not isinstance(kwargs['model_kwargs'], dict):
+        raise ValueError(f"model_kwargs must be a mapping of keyword arguments, got {kwargs['model_kwargs']!r}")
+    modules = kwargs.get('device_modules') or []
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ValueError(f"device_modules must be a list of module names, got {modules!r}")
     cfg = TrainConfig(**kwargs)
     if cfg.aug not in ('auto', 'cifar', 'timm'):
         raise ValueError(f"aug must be 'auto', 'cifar' or 'timm', got {cfg.aug!r}")
     if cfg.lr_base_scale not in ('', 'linear', 'sqrt'):
         raise ValueError(f"lr_base_scale must be '', 'linear' or 'sqrt', got {cfg.lr_base_scale!r}")
     return cfg
+
+
+#: training option -> the command-line flag of `timm-recal train` that sets it (messages name both)
+CLI_FLAGS = {
+    'model': '--model', 'data_dir': '--data-dir', 'epochs': '--epochs', 'batch_size': '--batch-size', 'lr': '--lr',
+    'workers': '--workers', 'device': '--device', 'resume': '--resume', 'threads': '--threads', 'aug': '--aug',
+    'seed': '--seed', 'max_steps_per_epoch': '--max-steps-per-epoch', 'output': '-o/--output',
+}
+
+
+def option_name(key: str) -> str:
+    """How the user sets ``key``: the YAML key and the flag (``batch_size (--batch-size)``), or the key alone."""
+    flag = CLI_FLAGS.get(key)
+    if key in ('output', 'resume'):
+        return flag
+    return f"{key} ({flag})" if flag else key
+
+
+def _check_range(cfg: TrainConfig, key: str, low: float, high: Optional[float] = None, optional: bool = False,
+                 low_open: bool = False, high_open: bool = True) -> None:
+    value = getattr(cfg, key)
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = f"> {_fmt(low)}" if low_open else f">= {_fmt(low)}"
+        hi = '' if high is None else f" and {'<' if high_open else '<='} {_fmt(high)}"
+        raise ValueError(f"{option_name(key)} must be {lo}{hi}, got {value!r}")
+
+
+_INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f'{x:g}'
+
+
+def _check_numbers(cfg: TrainConfig, key: str, lengths: Sequence[int], low: Optional[float] = None,
+                   high: Optional[float] = None, positive: bool = False) -> None:
+    """A list option (mean, std, scale, ratio, opt_betas): unset, or ``lengths`` numbers within the bounds."""
+    value = getattr(cfg, key)
+    if value is None:
+        return
+    ok = isinstance(value, (list, tuple)) and len(value) in lengths and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        and (low is None or v >= low) and (high is None or v <= high) and (not positive or v > 0) for v in value)
+    if ok and key in ('scale', 'ratio'):
+        ok = value[0] <= value[1]
+    if not ok:
+        within = f" in [{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else ''
+        order = ' (low <= high)' if key in ('scale', 'ratio') else ''
+        raise ValueError(f"{key} must be a list of {' or '.join(map(str, lengths))}{' positive' if positive else ''} "
+                         f"numbers{within}{order}, got {value!r}")
+
+
+def check_config(cfg: TrainConfig, need_data: bool = True) -> None:
+    """Refuse, before anything is built or written, a config that cannot train (the trainer's first step).
+
+    Checks value ranges, the model name (after importing ``device_modules``), the device, the resume checkpoint's
+    existence, the output path and, with ``need_data``, the data folder and its split folders. The optimizer and
+    scheduler names are checked by building them for a one-parameter model (cheap, and exactly timm's rules).
+    """
+    for key in ('epochs', 'batch_size', 'lr_base_size'):
+        _check_range(cfg, key, 1)
+    for key in ('validation_batch_size', 'threads', 'max_steps_per_epoch', 'img_size', 'num_classes'):
+        _check_range(cfg, key, 1, optional=True)
+    try:
+        _check_range(cfg, 'lr', 0, optional=True, low_open=True)
+    except ValueError as e:
+        raise ValueError(f"{e} (leave lr unset to scale lr_base with the batch size)") from None
+    _check_range(cfg, 'lr_base', 0, low_open=True)
+    for key in ('workers', 'momentum', 'weight_decay', 'warmup_epochs', 'cooldown_epochs', 'min_lr', 'warmup_lr',
+                'decay_rate', 'lr_cycle_mul', 'lr_cycle_decay', 'patience_epochs', 'decay_epochs'):
+        _check_range(cfg, key, 0)
+    _check_range(cfg, 'lr_cycle_limit', 1)
+    for key in ('smoothing', 'drop'):
+        _check_range(cfg, key, 0, 1)
+    _check_range(cfg, 'drop_path', 0, 1, optional=True)
+    _check_range(cfg, 'hflip', 0, 1, high_open=False)
+    _check_range(cfg, 'clip_grad', 0, optional=True, low_open=True)
+    _check_range(cfg, 'seed', 0, 2 ** 32)
+    _check_range(cfg, 'crop_pct', 0, optional=True, low_open=True)
+    _check_numbers(cfg, 'mean', (1, 3))
+    _check_numbers(cfg, 'std', (1, 3), positive=True)
+    _check_numbers(cfg, 'scale', (2,), 0, 1, positive=True)
+    _check_numbers(cfg, 'ratio', (2,), positive=True)
+    _check_numbers(cfg, 'opt_betas', (2,), 0, 1)
+    milestones = cfg.decay_milestones
+    if not isinstance(milestones, (list, tuple)) or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones):
+        raise ValueError(f"decay_milestones must be a list of epoch numbers, got {milestones!r}")
+    for key, allowed in (('interpolation', _INTERPOLATIONS), ('train_interpolation', _INTERPOLATIONS + ('random',))):
+        if getattr(cfg, key) not in ('',) + allowed:
+            raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
+    if cfg.device not in ('cpu', 'cuda') and not cfg.device.startswith('cuda:'):
+        raise ValueError(f"{option_name('device')} must be 'cpu' or 'cuda', got {cfg.device!r}")
+    _check_model(cfg)
+    _check_opt_and_sched(cfg)
+    if cfg.device.startswith('cuda'):
+        import torch
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--device {cfg.device} requested but CUDA is not available here; use --device cpu")
+    if cfg.resume and cfg.resume != 'auto' and os.path.isdir(cfg.resume):
+        raise ValueError(f"--resume: {cfg.resume} is a folder; give a checkpoint file "
+                         f"({os.path.join(cfg.resume, 'last.pth.tar')}), or 'auto' to continue the run folder")
+    if cfg.resume and cfg.resume != 'auto' and not os.path.isfile(cfg.resume):
+        raise FileNotFoundError(f"--resume: checkpoint not found: {cfg.resume} ('auto' continues OUTPUT/last.pth.tar)")
+    _check_output(cfg.output)
+    if need_data:
+        check_data(cfg)
+
+
+def _check_model(cfg: TrainConfig) -> None:
+    import difflib
+    import importlib
+    import timm
+    for mod in cfg.device_modules or []:
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise ValueError(f"device_modules: cannot import {mod!r} ({e})") from None
+    import timm_recal  # noqa: F401  (our models must resolve even without device_modules)
+    name = cfg.model
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model must name a model, got {name!r}")
+    if name.startswith(('hf-hub:', 'hf_hub:', 'local-dir:')) or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.75)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `timm-recal models` lists ours"
+    raise ValueError(f"unknown model {name!r}{hint}")
+
+
+def _check_opt_and_sched(cfg: TrainConfig) -> None:
+    import torch
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+    probe = torch.nn.Linear(1, 1)
+    try:
+        optimizer = create_optimizer_v2(probe, opt=cfg.opt, lr=resolve_lr(cfg), weight_decay=cfg.weight_decay,
+                                        momentum=cfg.momentum)
+    except (AssertionError, ValueError, KeyError, TypeError) as e:
+        reason = str(e).strip() or type(e).__name__
+        raise ValueError(f"opt: timm cannot build optimizer {cfg.opt!r} ({reason})") from None
+    try:
+        create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs,
+                            decay_milestones=list(cfg.decay_milestones), warmup_epochs=cfg.warmup_epochs,
+                            cycle_limit=cfg.lr_cycle_limit, updates_per_epoch=1)
+    except (AssertionError, ValueError, KeyError, TypeError) as e:
+        reason = str(e).strip() or type(e).__name__
+        raise ValueError(f"sched: timm cannot build scheduler {cfg.sched!r} ({reason})") from None
+
+
+def _check_output(output: str) -> None:
+    from ..outputs import check_writable_folder
+    if not output:
+        raise ValueError(f"an output folder is required ({option_name('output')})")
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"{option_name('output')} {output} is a file; the run folder must be a folder")
+    check_writable_folder(output)
+
+
+def check_data(cfg: TrainConfig) -> None:
+    """The data folder exists and, for folder data sets, holds the train and validation split folders."""
+    if not cfg.data_dir:
+        raise ValueError(f"no data folder: pass {CLI_FLAGS['data_dir']} or set data_dir in the config")
+    if not os.path.isdir(cfg.data_dir):
+        raise FileNotFoundError(f"data folder not found: {cfg.data_dir!r} ({CLI_FLAGS['data_dir']})")
+    if not cfg.dataset or cfg.dataset.startswith('folder'):
+        for split in (cfg.train_split, cfg.val_split):
+            _check_split(cfg.data_dir, split)
+
+
+def _check_split(data_dir: str, split: str) -> None:
+    """timm falls back to the data root when a split folder is missing (then the split folders become the
+    classes); a folder data set must have the split (or, for train/validation, one of timm's synonyms)."""
+    from timm.data.dataset_factory import _EVAL_SYNONYM, _TRAIN_SYNONYM
+    name = split.split('[')[0]
+    synonyms = _TRAIN_SYNONYM if name in _TRAIN_SYNONYM else _EVAL_SYNONYM if name in _EVAL_SYNONYM else {}
+    if not any(os.path.isdir(os.path.join(data_dir, s)) for s in (name, *synonyms)):
+        found = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
+        raise FileNotFoundError(
+            f"split folder {name!r} not found in {data_dir!r} (sub-folders: {', '.join(found) or 'none'}); "
+            f"set train_split / val_split")
+
+
+def recorded_path(path: Optional[str]) -> Optional[str]:
+    """A path as records meant for sharing hold it: relative to the working folder when inside it, else only its
+    last component, so no home or temp folder leaks into a checkpoint's ``args`` or a results file."""
+    if not path or path == 'auto':
+        return path
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full, os.getcwd())
+    if rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+        return rel
+    return os.path.basename(full.rstrip(os.sep)) or full
 
 
 def resolve_lr(cfg: TrainConfig, world_size: int = 1, grad_accum_steps: int = 1) -> float:
@@ -161,5 +381,9 @@ def resolve_lr(cfg: TrainConfig, world_size: int = 1, grad_accum_steps: int = 1)
 
 
 def as_namespace(cfg: TrainConfig) -> argparse.Namespace:
-    """timm's CheckpointSaver stores ``args`` in every checkpoint; give it the config."""
-    return argparse.Namespace(**{f.name: getattr(cfg, f.name) for f in fields(cfg)})
+    """timm's CheckpointSaver stores ``args`` in every checkpoint; give it the config, its paths as
+    ``recorded_path`` writes them (resuming reads the checkpoint's weights and epoch, never these paths)."""
+    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    for key in ('data_dir', 'output', 'resume'):
+        values[key] = recorded_path(values[key])
+    return argparse.Namespace(**values)

@@ -15,16 +15,18 @@ Every cell is one ``timm-recal train`` run in ``OUT/<model>/lr<lr>_b<batch>/`` w
 sweep that is stopped continues where it was, and finished cells are skipped.
 """
 import csv
+import io
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .config import TrainConfig, load_config
+from ..outputs import OutputError, call_atomically, check_writable_folder, write_json, write_text
+from .config import TrainConfig, check_config, check_data, load_config, read_yaml, recorded_path
 
-__all__ = ['SweepSpec', 'Cell', 'load_sweep', 'grid_cells', 'cell_config', 'cell_status', 'run_sweep',
-           'collect_results', 'write_results', 'plot_heatmap']
+__all__ = ['SweepSpec', 'Cell', 'load_sweep', 'grid_cells', 'cell_config', 'cell_status', 'check_cells',
+           'check_sweep_output', 'run_sweep', 'collect_results', 'write_results', 'plot_heatmap']
 
 _KEYS = {'base_config', 'models', 'lr', 'batch_size', 'overrides', 'title'}
 _GRID_OWNED = {'model', 'lr', 'batch_size', 'output', 'resume'}  # set per cell by the sweep itself
@@ -71,11 +73,7 @@ def _number_list(path: str, key: str, values: Any, kind: type) -> list:
 
 def load_sweep(path: str) -> SweepSpec:
     """Read and check a sweep file; ``base_config`` is resolved relative to the sweep file."""
-    import yaml
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"sweep file not found: {path}")
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+    raw = read_yaml(path, 'sweep file') or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a sweep file is a YAML mapping ({', '.join(sorted(_KEYS))})")
     unknown = sorted(set(raw) - _KEYS)
@@ -109,7 +107,7 @@ def grid_cells(spec: SweepSpec, models: Optional[Sequence[str]] = None) -> List[
     if models:
         unknown = sorted(set(models) - set(spec.models))
         if unknown:
-            raise ValueError(f"model(s) {', '.join(unknown)} are not in the sweep ({', '.join(spec.models)})")
+            raise ValueError(f"--models: {', '.join(unknown)} not in the sweep file (it has {', '.join(spec.models)})")
     chosen = [m for m in spec.models if not models or m in models]
     return [Cell(m, lr, bs) for m in chosen for lr in spec.lrs for bs in spec.batch_sizes]
 
@@ -156,6 +154,38 @@ def cell_status(cfg: TrainConfig) -> str:
     return 'partial' if logged or os.path.isfile(os.path.join(cfg.output, 'last.pth.tar')) else 'new'
 
 
+def check_sweep_output(out_dir: str) -> None:
+    """The sweep folder can be a folder and can be written (checked before any cell trains)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError(f"-o/--output {out_dir} is a file; the sweep folder must be a folder")
+    check_writable_folder(out_dir)
+
+
+def check_cells(spec: SweepSpec, cells: Sequence[Cell], out_dir: str, overrides: Optional[Dict[str, Any]] = None,
+                need_data: bool = True) -> List[Tuple[Cell, Optional[TrainConfig], Optional[str]]]:
+    """(cell, config, error) for every cell: each cell's model and options checked as ``train`` would check them,
+    so a bad cell is found before any cell trains. The data folder (shared by all cells) is checked once."""
+    checked = []
+    for cell in cells:
+        try:
+            cfg = cell_config(spec, cell, out_dir, overrides)
+            check_config(cfg, need_data=False)
+        except (ValueError, RuntimeError, FileNotFoundError) as e:
+            checked.append((cell, None, str(e)))
+        else:
+            checked.append((cell, cfg, None))
+    first = next((cfg for _, cfg, _ in checked if cfg is not None), None)
+    if need_data and first is not None:
+        check_data(first)
+        from timm.data import create_dataset
+        n_images = len(create_dataset(first.dataset, root=first.data_dir, split=first.train_split, is_training=True))
+        checked = [(cell, None, f"batch size {cell.batch_size} is larger than the {n_images} training images of "
+                                f"{first.data_dir!r}: no full batch to train on")
+                   if cfg is not None and cell.batch_size > n_images else (cell, cfg, error)
+                   for cell, cfg, error in checked]
+    return checked
+
+
 def run_sweep(
         spec: SweepSpec,
         out_dir: str,
@@ -170,8 +200,14 @@ def run_sweep(
     """
     from .trainer import train
     cells = grid_cells(spec, models)
-    for i, cell in enumerate(cells, 1):
-        cfg = cell_config(spec, cell, out_dir, overrides)
+    check_sweep_output(out_dir)
+    checked = check_cells(spec, cells, out_dir, overrides)
+    bad = [(cell, error) for cell, _, error in checked if error]
+    if bad:
+        cell, error = bad[0]
+        more = f" (and {len(bad) - 1} more bad cell(s); --dry-run lists them)" if len(bad) > 1 else ''
+        raise ValueError(f"cell {cell.dirname}: {error}{more}; nothing was trained")
+    for i, (cell, cfg, _) in enumerate(checked, 1):
         status = cell_status(cfg)
         if status in ('done', 'failed'):
             log(f"[{i}/{len(cells)}] {cell.dirname}: {status}, skipped")
@@ -180,9 +216,7 @@ def run_sweep(
         try:
             train(cfg)
         except FloatingPointError as e:
-            os.makedirs(cfg.output, exist_ok=True)
-            with open(os.path.join(cfg.output, FAILED_FILE), 'w') as f:
-                json.dump({'error': str(e)}, f)
+            write_json({'error': str(e)}, os.path.join(cfg.output, FAILED_FILE), force=True)
             log(f"[{i}/{len(cells)}] {cell.dirname}: failed ({e})")
     rows = collect_results(spec, out_dir, overrides)
     write_results(spec, rows, out_dir)
@@ -203,13 +237,14 @@ def collect_results(spec: SweepSpec, out_dir: str, overrides: Optional[Dict[str,
 
 
 def write_results(spec: SweepSpec, rows: List[Dict[str, Any]], out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
-        json.dump({'sweep': asdict(spec), 'cells': rows}, f, indent=2)
-    with open(os.path.join(out_dir, 'results.csv'), 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ['model'])
-        writer.writeheader()
-        writer.writerows(rows)
+    """results.json (the sweep, its base config as ``recorded_path`` writes it, and the cells) and results.csv."""
+    sweep = dict(asdict(spec), base_config=recorded_path(spec.base_config))
+    write_json({'sweep': sweep, 'cells': rows}, os.path.join(out_dir, 'results.json'), force=True)
+    text = io.StringIO(newline='')
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ['model'])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(text.getvalue(), os.path.join(out_dir, 'results.csv'), force=True)
 
 
 def _ordered(values: Iterable) -> list:
@@ -278,7 +313,8 @@ def plot_heatmap(rows: List[Dict[str, Any]], path: str, title: str = '') -> str:
     if unfinished:
         suptitle += '   (* unfinished)'
     fig.suptitle(suptitle, fontsize=11)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        call_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120), force=True)
+    finally:
+        plt.close(fig)
     return path

@@ -33,25 +33,42 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
+    """Every cell is checked (model, options, data folder) before the first one trains; ``--dry-run`` lists the
+    cells with their state, a bad cell as ``error`` with the reason, and then fails if any cell is bad."""
     import os
+    from ..outputs import terminate_as_interrupt
     from . import sweep
     spec = sweep.load_sweep(args.config)
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
     cells = sweep.grid_cells(spec, args.models)
+    sweep.check_sweep_output(args.output)
     if args.dry_run:
-        for cell in cells:
-            cfg = sweep.cell_config(spec, cell, args.output, overrides)
+        checked = sweep.check_cells(spec, cells, args.output, overrides, need_data=False)
+        for cell, cfg, error in checked:
+            if error:
+                print(f"{'error':8s} {cell.model}  lr {cell.lr:g}  batch {cell.batch_size}: {error}")
+                continue
             print(f"{sweep.cell_status(cfg):8s} {cell.model}  lr {cell.lr:g}  batch {cell.batch_size}  "
                   f"epochs {cfg.epochs}  -> {cfg.output}")
         print(f"{len(cells)} cells ({len(spec.models)} models x {len(spec.lrs)} lr x {len(spec.batch_sizes)} "
               f"batch sizes); base config {spec.base_config}")
+        bad = sum(1 for _, _, error in checked if error)
+        if bad:
+            raise ValueError(f"{bad} of {len(cells)} cells cannot train (marked 'error' above)")
+        good = next((cfg for _, cfg, _ in checked if cfg is not None), None)
+        if good is not None and good.data_dir:
+            from .config import check_data
+            check_data(good)
         return 0
     if args.plot_only:
         rows = sweep.collect_results(spec, args.output, overrides)
+        if not any(r['epochs_done'] or r['status'] == 'failed' for r in rows):
+            raise ValueError(f"--plot-only: no cell of this sweep has trained in {args.output} yet; nothing to plot")
         sweep.write_results(spec, rows, args.output)
         sweep.plot_heatmap(rows, os.path.join(args.output, 'heatmap.png'), title=spec.title)
     else:
-        rows = sweep.run_sweep(spec, args.output, overrides, models=args.models)
+        with terminate_as_interrupt():
+            rows = sweep.run_sweep(spec, args.output, overrides, models=args.models)
     for r in rows:
         score = f"{r['best_top1']:.2f}" if r['best_top1'] is not None else '-'
         print(f"{r['model']}  lr {r['lr']:g}  batch {r['batch_size']}: best top-1 {score} ({r['status']})")

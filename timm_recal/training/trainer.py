@@ -5,11 +5,12 @@ It reads the same YAML files as timm's train.py and adds what train.py lacks for
 papers: the exact CIFAR augmentation (4-pixel zero padding + random 32x32 crop + horizontal flip).
 """
 import csv
-import importlib
-import json
+import glob
+import io
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -18,9 +19,18 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from .config import TrainConfig, as_namespace, resolve_lr
+from ..outputs import atomic_output, created_parents, temp_name, write_json, write_text
+from .config import TrainConfig, as_namespace, check_config, option_name, resolve_lr
 
-__all__ = ['train', 'build_transforms', 'evaluate']
+__all__ = ['train', 'build_transforms', 'evaluate', 'TrainingDiverged', 'RUN_FILES']
+
+#: files of a run folder that `train` writes (a fresh run into an old folder replaces them all)
+RUN_FILES = ('summary.csv', 'results.json', 'failed.json', 'last.pth.tar', 'model_best.pth.tar',
+             'checkpoint-*.pth.tar', 'tmp.pth.tar')
+
+
+class TrainingDiverged(FloatingPointError, RuntimeError):
+    """The loss became non-finite (a too-large lr). A RuntimeError too, so the CLI prints it as one line."""
 
 _logger = logging.getLogger(__name__)
 
@@ -50,28 +60,14 @@ def build_transforms(cfg: TrainConfig, data_config: Dict[str, Any], is_training:
     return create_transform(**kwargs, is_training=is_training)
 
 
-def _check_split(data_dir: str, split: str) -> None:
-    """timm falls back to the data root when a split folder is missing (then the split folders become the
-    classes); a folder data set must have the split (or, for train/validation, one of timm's synonyms)."""
-    from timm.data.dataset_factory import _EVAL_SYNONYM, _TRAIN_SYNONYM
-    name = split.split('[')[0]
-    synonyms = _TRAIN_SYNONYM if name in _TRAIN_SYNONYM else _EVAL_SYNONYM if name in _EVAL_SYNONYM else {}
-    if not any(os.path.isdir(os.path.join(data_dir, s)) for s in (name, *synonyms)):
-        found = sorted(d for d in os.listdir(data_dir) if os.path.isdir(os.path.join(data_dir, d)))
-        raise FileNotFoundError(
-            f"split folder {name!r} not found in {data_dir!r} (sub-folders: {', '.join(found) or 'none'}); "
-            f"set train_split / val_split")
-
-
 def _loader(cfg: TrainConfig, split: str, transform, batch_size: int, is_training: bool):
     from timm.data import create_dataset
-    if not cfg.data_dir or not os.path.isdir(cfg.data_dir):
-        raise FileNotFoundError(f"data folder not found: {cfg.data_dir!r} (set data_dir or pass --data-dir)")
-    if not cfg.dataset or cfg.dataset.startswith('folder'):
-        _check_split(cfg.data_dir, split)
     ds = create_dataset(cfg.dataset, root=cfg.data_dir, split=split, is_training=is_training)
     if len(ds) == 0:
         raise ValueError(f"no images found in {cfg.data_dir!r} (split {split!r})")
+    if is_training and len(ds) < batch_size:
+        raise ValueError(f"{option_name('batch_size')} {batch_size} is larger than the {len(ds)} training images "
+                         f"of {cfg.data_dir!r}: no full batch to train on")
     ds.transform = transform
     return torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=is_training, drop_last=is_training, num_workers=cfg.workers,
@@ -127,10 +123,11 @@ def _restore_summary(path: str, start_epoch: int):
     keep = [r for r in rows if int(r['epoch']) < start_epoch]
     if len(keep) != len(rows):
         if keep:
-            with open(path, 'w', newline='') as f:
-                writer = csv.DictWriter(f, fieldnames=fieldnames)
-                writer.writeheader()
-                writer.writerows(keep)
+            text = io.StringIO(newline='')
+            writer = csv.DictWriter(text, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(keep)
+            write_text(text.getvalue(), path, force=True)
         else:
             os.remove(path)
     scored = [r for r in keep if r.get('eval_top1')]
@@ -140,26 +137,119 @@ def _restore_summary(path: str, start_epoch: int):
     return int(best['epoch']), float(best['eval_top1'])
 
 
+def _atomic_saver(*args, **kwargs):
+    """timm's CheckpointSaver, writing whole files only.
+
+    timm saves to a fixed ``tmp.pth.tar`` (a kill mid-save leaves a truncated file there), then unlinks ``last``
+    before renaming over it and before hard-linking ``model_best``/``checkpoint-N`` (a kill in between leaves the
+    run without that file). Here each save goes to a unique temporary name that is removed on failure, the
+    renames replace their target in one step, and an interrupted save leaves no ``tmp.pth.tar``.
+    """
+    from timm.utils import CheckpointSaver
+
+    class AtomicCheckpointSaver(CheckpointSaver):
+        def save_checkpoint(self, epoch, metric=None):
+            try:
+                return super().save_checkpoint(epoch, metric)
+            finally:  # interrupted between the save and the rename into `last`: that `last` stays
+                staged = os.path.join(self.checkpoint_dir, 'tmp' + self.extension)
+                if os.path.lexists(staged):
+                    os.unlink(staged)
+
+        def _save(self, save_path, epoch, metric=None):
+            with atomic_output(save_path, force=True) as tmp:
+                super()._save(tmp, epoch, metric)
+
+        def _replace(self, src, dst):
+            os.replace(src, dst)
+
+        def _duplicate(self, src, dst):
+            tmp = temp_name(dst)
+            try:
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    shutil.copy2(src, tmp)
+                os.replace(tmp, dst)
+            except BaseException:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+                raise
+
+    return AtomicCheckpointSaver(*args, **kwargs)
+
+
+def _append_summary(path: str, epoch: int, train_metrics, eval_metrics, lr: float) -> None:
+    """timm's ``update_summary`` row appended to a copy, renamed into place: the file is never half a row."""
+    from timm.utils import update_summary
+    had_rows = os.path.isfile(path) and os.path.getsize(path) > 0
+    with atomic_output(path, force=True) as tmp:
+        if had_rows:
+            shutil.copyfile(path, tmp)
+        update_summary(epoch, train_metrics, eval_metrics, tmp, lr=lr, write_header=not had_rows)
+
+
+def _clear_previous_run(folder: str) -> None:
+    """A fresh run into an old run folder (``--force``): the old run's files would describe a run that no longer
+    exists (results.json, checkpoint-N of epochs this run may never reach), so they go, once the new run has
+    finished its first epoch (a new run stopped before that leaves the old one as it was)."""
+    for pattern in RUN_FILES:
+        for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
+            os.remove(path)
+
+
+def _why_unreadable(path: str, error: Exception) -> str:
+    """Why ``torch.load`` failed, in words: PyTorch's own messages talk about mmap and zip internals."""
+    import zipfile
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if head.startswith(b'PK'):
+        if not zipfile.is_zipfile(path):
+            return 'truncated or damaged: the file ends before its zip index'
+    elif not head.startswith(b'\x80'):
+        return 'not a file written by torch.save'
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return first[:200]
+
+
+def _load_resume(model: nn.Module, cfg: TrainConfig, path: str, optimizer, scaler) -> int:
+    """Load ``path`` into model/optimizer; a checkpoint that is no checkpoint, or of another model, is one clear
+    line (not PyTorch's pickle or state-dict dump)."""
+    from timm.models import resume_checkpoint
+    from timm.utils.checkpoint_saver import load_checkpoint_metadata
+    try:
+        meta = load_checkpoint_metadata(path)
+    except Exception as e:  # noqa: BLE001  (truncated, text, pickle-unsafe: all mean "not a checkpoint we can use")
+        raise ValueError(f"--resume {path}: not a readable training checkpoint ({_why_unreadable(path, e)})") from None
+    if not isinstance(meta, dict) or 'state_dict' not in meta:
+        raise ValueError(f"--resume {path}: not a training checkpoint (no state_dict); weights alone cannot resume")
+    arch = meta.get('arch')
+    if arch and arch != cfg.model:
+        raise ValueError(f"--resume {path}: the checkpoint is of model {arch!r}, not {cfg.model!r}")
+    try:
+        return resume_checkpoint(model, path, optimizer=optimizer, loss_scaler=scaler, log_info=True) or 0
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ValueError(f"--resume {path}: does not fit the model {cfg.model!r} ({first[:200]})") from None
+
+
 def train(cfg: TrainConfig) -> Dict[str, Any]:
-    """Train ``cfg.model`` and return the final/best metrics; writes summary.csv, checkpoints, results.json."""
+    """Train ``cfg.model`` and return the final/best metrics; writes summary.csv, checkpoints, results.json.
+
+    Every option is checked and everything is built (model, data, optimizer, resumed state) before the run folder
+    is created; a run that fails before its first epoch is saved removes the folders it created. Each file is
+    written whole (temporary file + rename), so an interrupted run leaves the last complete epoch, resumable.
+    """
     import timm
     from timm.data import resolve_data_config
     from timm.loss import LabelSmoothingCrossEntropy
-    from timm.models import resume_checkpoint
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
-    from timm.utils import CheckpointSaver, NativeScaler, random_seed, update_summary
+    from timm.utils import NativeScaler, random_seed
 
-    for mod in cfg.device_modules or []:
-        importlib.import_module(mod)
-    import timm_recal  # noqa: F401  (our models must resolve even without device_modules)
+    check_config(cfg)  # imports device_modules and timm_recal too
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.device.startswith('cuda') and not torch.cuda.is_available():
-        raise RuntimeError(f"device {cfg.device!r} requested but CUDA is not available here; use --device cpu")
-    if not cfg.output:
-        raise ValueError("an output folder is required")
-    os.makedirs(cfg.output, exist_ok=True)
     random_seed(cfg.seed, 0)
 
     model_kwargs = dict(cfg.model_kwargs or {})
@@ -167,7 +257,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         model_kwargs['num_classes'] = cfg.num_classes
     if cfg.drop_path is not None:
         model_kwargs['drop_path_rate'] = cfg.drop_path
-    model = timm.create_model(cfg.model, pretrained=cfg.pretrained, drop_rate=cfg.drop, **model_kwargs)
+    try:
+        model = timm.create_model(cfg.model, pretrained=cfg.pretrained, drop_rate=cfg.drop, **model_kwargs)
+    except TypeError as e:  # a model_kwargs key the model does not take
+        raise ValueError(f"model_kwargs: {cfg.model} cannot be built with {model_kwargs} ({e})") from None
     model.to(cfg.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -211,11 +304,21 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         resume = os.path.join(cfg.output, 'last.pth.tar')
         resume = resume if os.path.isfile(resume) else ''
     if resume:
-        start_epoch = resume_checkpoint(model, resume, optimizer=optimizer, loss_scaler=scaler, log_info=True)
-    saver = CheckpointSaver(model, optimizer, args=as_namespace(cfg), amp_scaler=scaler,
-                            checkpoint_dir=cfg.output, recovery_dir=cfg.output, decreasing=False, max_history=1)
+        start_epoch = _load_resume(model, cfg, resume, optimizer, scaler)
+
+    # everything is checked and built: from here on the run folder holds this run
+    with created_parents(os.path.join(cfg.output, 'summary.csv')):
+        return _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader, eval_loader,
+                           updates_per_epoch, num_epochs, start_epoch, resume)
+
+
+def _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader, eval_loader, updates_per_epoch,
+                num_epochs, start_epoch, resume) -> Dict[str, Any]:
+    from timm.utils import random_seed
+    saver = _atomic_saver(model, optimizer, args=as_namespace(cfg), amp_scaler=scaler, checkpoint_dir=cfg.output,
+                          recovery_dir=cfg.output, decreasing=False, max_history=1)
     summary_csv = os.path.join(cfg.output, 'summary.csv')
-    best_in_summary = _restore_summary(summary_csv, start_epoch)
+    best_in_summary = _restore_summary(summary_csv, start_epoch) if resume else (None, None)
     restored = bool(resume) and hasattr(saver, 'load_state_dict_from_checkpoint') and \
         saver.load_state_dict_from_checkpoint(resume)  # newer timm: the saver's own history travels along
     if not restored:
@@ -246,7 +349,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
             with _autocast(cfg):
                 loss = loss_fn(model(x), y)
             if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {step}; lower the lr")
+                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                       f"lower {option_name('lr')}")
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler(loss, optimizer, clip_grad=cfg.clip_grad, parameters=model.parameters())
@@ -265,20 +369,33 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         train_metrics = {'loss': loss_sum / max(seen, 1), 'img_per_s': seen / (time.time() - t0)}
         eval_metrics = evaluate(model, eval_loader, cfg)
         lrs = [g['lr'] for g in optimizer.param_groups]  # the lr this epoch ended with, as train.py logs it
-        update_summary(epoch, train_metrics, eval_metrics, summary_csv, lr=sum(lrs) / len(lrs),
-                       write_header=not os.path.isfile(summary_csv) or os.path.getsize(summary_csv) == 0)
+        if not resume and epoch == start_epoch:  # a fresh run replaces an old one once it has its first epoch
+            _clear_previous_run(cfg.output)
+        _append_summary(summary_csv, epoch, train_metrics, eval_metrics, lr=sum(lrs) / len(lrs))
         saver.save_checkpoint(epoch, metric=eval_metrics['top1'])
         if scheduler is not None:  # after the checkpoint, as train.py: the saved optimizer holds this epoch's lr
             scheduler.step(epoch + 1, eval_metrics['top1'])
-        _logger.info('epoch %d: train loss %.4f, eval top1 %.2f (%.0f s)', epoch, train_metrics['loss'],
+        _logger.info('epoch %d: train loss %.4f, eval top1 %.2f (%.0f s)', epoch + 1, train_metrics['loss'],
                      eval_metrics['top1'], time.time() - t0)
         print(f"epoch {epoch + 1}/{num_epochs}: train loss {train_metrics['loss']:.4f} "
               f"eval top1 {eval_metrics['top1']:.2f} ({time.time() - t0:.0f} s)", flush=True)
 
+    # epoch numbers in results.json are summary.csv's and checkpoint-N's: counted from 0, as timm writes them;
+    # messages for people count from 1 (see the `train` command)
     result = {
         'model': cfg.model, 'epochs': num_epochs, 'best_top1': saver.best_metric, 'best_epoch': saver.best_epoch,
-        'last': eval_metrics, 'output': cfg.output,
+        'last': eval_metrics or _last_logged(summary_csv),
     }
-    with open(os.path.join(cfg.output, 'results.json'), 'w') as f:
-        json.dump(result, f, indent=2)
+    write_json(result, os.path.join(cfg.output, 'results.json'), force=True)
     return result
+
+
+def _last_logged(summary_csv: str) -> Dict[str, float]:
+    """The eval metrics of the last logged epoch (a finished run resumed again trains nothing)."""
+    if not os.path.isfile(summary_csv):
+        return {}
+    with open(summary_csv, newline='') as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {k[len('eval_'):]: float(v) for k, v in rows[-1].items() if k.startswith('eval_') and v}
