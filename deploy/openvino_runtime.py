@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import DeployError
+from .errors import DeployError, NoNativePrecision
 
 __all__ = [
     'PRECISIONS', 'INSTALL_HINT', 'AGREEMENT_MIN', 'NoNativePrecision', 'OpenVINORunner', 'open_openvino',
@@ -41,10 +41,6 @@ AGREEMENT_MIN = 0.99
 #: rt_info path under which our metadata (preprocessing, provenance) is stored in an IR
 _RT_KEY = ['timm_recal', 'metadata']
 _OV_PRECISION = {'fp32': 'f32', 'bf16': 'bf16'}
-
-
-class NoNativePrecision(DeployError):
-    """The CPU cannot run the precision natively (e.g. BF16 without AVX512_BF16/AMX): not timed as an emulation."""
 
 
 def import_openvino():
@@ -296,7 +292,7 @@ def _calibration_batches(onnx_path: str, meta: Dict[str, Any], calib_images, num
         arr = calib_images[:num_images] if num_images else calib_images
         return [np.ascontiguousarray(a[None], dtype=np.float32) for a in arr], {'calib_data': 'array'}
     from .images import make_loader
-    from .predict import onnx_data_config
+    from .sources import onnx_data_config
     cfg = onnx_data_config(meta, onnx_path)
     loader = make_loader(calib_images, cfg, 1, limit=None if indices is not None else num_images, seed=seed,
                          indices=indices)
