@@ -78,9 +78,14 @@ def pick_openvino_int8(files: Dict[str, str], src: Source, o: Any, workdir: str,
     pick = pick_int8(fp32, candidates, images, threads=o.threads, batch=batch, min_time_s=o.min_time_s,
                      rounds=max(1, min(3, o.repeats)))
     pick.update(agreement_images=where, min_agreement=AGREEMENT_MIN)
+    for cand in pick['candidates'].values():  # the NNCF IR lives in bench's temporary folder: not a path to keep
+        if os.path.realpath(cand['path']).startswith(os.path.realpath(workdir) + os.sep):
+            cand['path'] = None
+            cand['temporary'] = True
     if pick['picked'] is None:
         notes.append(f"{role}/openvino/int8: {pick['reason']}; the QDQ file is timed but did not pass")
         pick.update(timed='qdq', passed=False, path=os.path.abspath(qdq))
         return qdq, pick
-    pick.update(timed=pick['picked'], passed=True)
-    return pick['path'], pick
+    path = candidates[pick['picked']]
+    pick.update(timed=pick['picked'], passed=True, path=pick['candidates'][pick['picked']]['path'])
+    return path, pick

@@ -391,8 +391,11 @@ def quantize_nncf(
         kwargs['model_type'] = nncf.ModelType.TRANSFORMER
     if scope is not None:
         kwargs['ignored_scope'] = scope
-    try:
-        quantized = nncf.quantize(model, nncf.Dataset(batches), **kwargs)
+    try:  # NNCF draws its progress on stdout, which must stay clean for --json
+        import contextlib
+        import sys
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(model, nncf.Dataset(batches), **kwargs)
     except Exception as e:
         raise DeployError(f'NNCF quantization of {onnx_path} failed: {str(e).splitlines()[0][:300]}') from None
     from .export import library_versions

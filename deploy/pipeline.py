@@ -284,7 +284,7 @@ def _bench(run: _Run) -> None:
 #: each stage of ``PIPELINE_STAGES`` (their order): name -> (function, progress steps for a number of roles)
 STAGE_STEPS: Dict[str, Tuple[Callable[[_Run], None], Callable[[PipelineOptions, int], int]]] = {
     'export': (_export, lambda o, roles: roles),
-    'quantize': (_quantize, lambda o, roles: roles * (len(o.precisions) - 1)),
+    'quantize': (_quantize, lambda o, roles: roles * sum(p != 'fp32' and p in FILE_PRECISIONS for p in o.precisions)),
     'parity': (_parity, lambda o, roles: roles * len(parity_jobs(o))),
     'validate': (_validate, lambda o, roles: roles * (1 + sum(p in FILE_PRECISIONS for p in o.precisions))),
     'bench': (_bench, lambda o, roles: 1),
