@@ -99,8 +99,11 @@ def pipeline_runtimes(o: 'PipelineOptions') -> List[str]:
 
 def parity_jobs(o: 'PipelineOptions') -> List[Tuple[str, str]]:
     """``(runtime, precision)`` pairs the parity stage checks: each ONNX runtime of the run (``ort`` when none)
-    at each precision it supports; ``bf16`` runs the FP32 file."""
-    onnx_rts = [w for w in pipeline_runtimes(o) if RUNTIMES[w].kind == 'onnx'] or ['ort']
+    at each precision it supports; ``bf16`` runs the FP32 file. Without ``--runtimes`` the bench's default
+    runtimes (OpenVINO included) are checked only when the bench runs: the recommendation needs them."""
+    stages = o.stages if o.stages is not None else PIPELINE_STAGES
+    words = pipeline_runtimes(o) if o.runtimes is not None or 'bench' in stages else ['ort']
+    onnx_rts = [w for w in words if RUNTIMES[w].kind == 'onnx'] or ['ort']
     return [(w, p) for w in onnx_rts for p in o.precisions if supports_precision(w, p)]
 
 
