@@ -468,7 +468,8 @@ def pick_int8(
         agree = top1_agreement(_run_all(runner, images, 64), ref)
         result[label] = {'path': os.path.abspath(candidates[label]), 'agreement': round(agree, 5),
                          'passed': agree >= min_agreement, 'images': len(images)}
-    calls = {label: runners[label].prepare(batch) for label in runners if result[label]['passed']}
+    # every candidate is timed (the record shows what a failing one would have given); only passing ones are kept
+    calls = {label: runners[label].prepare(batch) for label in runners}
     times: Dict[str, List[float]] = {label: [] for label in calls}
     for r in range(rounds):
         order = list(calls) if r % 2 == 0 else list(reversed(list(calls)))
@@ -476,10 +477,11 @@ def pick_int8(
             times[label].append(_median_seconds(calls[label], min_time_s))
     for label, ts in times.items():
         result[label]['images_per_s'] = round(batch / statistics.median(ts), 2)
-    if not calls:
+    passed = [label for label in calls if result[label]['passed']]
+    if not passed:
         return {'picked': None, 'batch': batch, 'candidates': result,
                 'reason': f'no INT8 variant reached {min_agreement:.0%} top-1 agreement with FP32'}
-    best = max(calls, key=lambda k: result[k]['images_per_s'])
+    best = max(passed, key=lambda k: result[k]['images_per_s'])
     failed = [k for k in result if not result[k]['passed']]
     reason = f"fastest of those with >= {min_agreement:.0%} top-1 agreement at batch {batch}"
     if failed:

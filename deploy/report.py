@@ -162,11 +162,13 @@ def bench_table_markdown(records: Sequence[Dict[str, Any]], runtime: str = 'ort'
                     _model_name(rec, role), 'x'.join(str(s) for s in size[1:]) or '-', b,
                     f"{_fmt(best)} ({'NCHW' if best_rt == 'eager' else 'CL'})" if best is not None else '-',
                     _ips(rec, role, runtime, 'fp32', b), _ips(rec, role, runtime, 'int8', b),
-                    _x(_ratio_value(rec, 'ort_vs_best_eager', role, b, runtime)),
+                    _x(_ratio_value(rec, 'ort_vs_best_eager' if runtime.startswith('ort') else
+                                    f'{runtime}_vs_best_eager', role, b, runtime)),
                     _x(_ratio_value(rec, 'int8_vs_fp32', role, b, runtime)),
                 ])
-    header = ['Model', 'Input', 'Batch', 'Best eager FP32 img/s', 'ORT FP32 img/s', 'ORT INT8 img/s',
-              'ORT FP32 / eager', 'INT8 / FP32']
+    lab = 'ORT' if runtime == 'ort' else runtime_label(runtime)
+    header = ['Model', 'Input', 'Batch', 'Best eager FP32 img/s', f'{lab} FP32 img/s', f'{lab} INT8 img/s',
+              f'{lab} FP32 / eager', 'INT8 / FP32']
     text = _table(header, rows)
     text += '\n\n' + '\n'.join(f'Measured on: {m}' for m in machines) + '\n'
     return text
