@@ -24,7 +24,7 @@ from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, T
 from .outputs import resolve_output, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
-from .runtimes import (FILE_PRECISIONS, PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec,
+from .runtimes import (PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec,
                        supports_precision)
 from .sources import Source, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
