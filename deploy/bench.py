@@ -165,8 +165,7 @@ def _export_for_bench(side: _Side, src: Source, o: BenchOptions, workdir: str, l
     if 'fp16' in o.precisions:
         log(f'bench: converting {side.spec} to FP16')
         files['fp16'] = convert_fp16(files['fp32'], os.path.join(workdir, f'{side.role}.fp16.onnx'), q).output
-    if 'fp32' not in o.precisions and 'bf16' not in o.precisions:  # bf16 runs the FP32 file
-        del files['fp32']
+    # the FP32 file stays even when not timed: bf16 runs it, and the OpenVINO INT8 pick measures against it
     return files
 
 

@@ -227,3 +227,15 @@ def test_quantize_gate_fusion_keeps_the_function(tmp_path):
     assert 0 < err_fused < 0.25 and err_fused <= 2 * err_plain + 0.02, (err_fused, err_plain)
     with pytest.raises(DeployError, match='--gate-fusion takes early_squeeze'):
         quantize_int8(fp32, str(tmp_path / 'x.onnx'), None, calib_images=4, gate_fusion='fold_all')
+
+
+def test_bench_int8_only_still_picks_against_fp32(tiny):
+    """``--precision int8`` alone: FP32 is not timed, but the pick still has an NNCF candidate and its reference."""
+    from timm_recal_deploy.bench import bench
+    model, _, _, _ = tiny
+    rec = bench(NAME, model=model, runtimes=['openvino'], precisions=['int8'], batches=(1,), warmup=0, repeats=1,
+                min_time_s=0.0, calib_images=16).to_dict()
+    assert {(r['runtime'], r['precision']) for r in rec['results']} == {('openvino', 'int8')}
+    pick = rec['int8_pick']['target']
+    assert set(pick['candidates']) == {'qdq', 'nncf'} and all('images_per_s' in c for c in pick['candidates'].values())
+    assert not any('no FP32 file' in n for n in rec['notes'])
