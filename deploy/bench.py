@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from torch import nn
 
 from .eager_runtime import amp_precision, check_device
-from .errors import BatchNotSupported, DeployError
+from .errors import BatchNotSupported, DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
 from .metadata import onnx_precision, read_metadata
 from .ort_runtime import available_providers
@@ -24,7 +24,8 @@ from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, T
 from .outputs import resolve_output, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
-from .runtimes import PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec
+from .runtimes import (PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec,
+                       supports_precision)
 from .sources import Source, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
 
@@ -55,6 +56,8 @@ class BenchResult(Result):
     notes: List[str]
     output: Optional[str] = None
     kind: str = 'timm-recal-bench'
+    #: per role: which OpenVINO INT8 file was timed (our QDQ file or an NNCF IR) and why (``pick_int8``)
+    int8_pick: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,8 +165,7 @@ def _export_for_bench(side: _Side, src: Source, o: BenchOptions, workdir: str, l
     if 'fp16' in o.precisions:
         log(f'bench: converting {side.spec} to FP16')
         files['fp16'] = convert_fp16(files['fp32'], os.path.join(workdir, f'{side.role}.fp16.onnx'), q).output
-    if 'fp32' not in o.precisions:
-        del files['fp32']
+    # the FP32 file stays even when not timed: bf16 runs it, and the OpenVINO INT8 pick measures against it
     return files
 
 
@@ -190,8 +192,40 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
     return src, _export_for_bench(side, src, o, workdir, log), src
 
 
+def _eager_precisions(o: BenchOptions) -> List[str]:
+    return (['fp32'] if 'fp32' in o.precisions or not set(o.precisions) & {'bf16'} else []) + \
+        (['bf16'] if 'bf16' in o.precisions else []) + ([amp_precision(o.device)] if o.amp else [])
+
+
+def _open_or_note(word: str, source: Any, p: str, notes: List[str], role: str, **kw) -> Optional[Runner]:
+    """The runner, or None with a note where the CPU has no native form of ``p`` (never timed as an emulation)."""
+    try:
+        return open_runtime(word, source, precision=p, **kw)
+    except NoNativePrecision as e:
+        notes.append(f'{role}/{word}/{p} not timed: {e}')
+        return None
+
+
+def _onnx_precisions(word: str, files: Dict[str, str], o: BenchOptions, model_side: bool,
+                     notes: List[str], role: str) -> List[Tuple[str, str]]:
+    """``[(precision, file)]`` an ONNX runtime times: the files it supports, and ``bf16`` on the FP32 file."""
+    out = []
+    for p in PRECISIONS:
+        path = files.get('fp32' if p == 'bf16' else p)
+        if path is None or (p == 'bf16' and 'bf16' not in o.precisions):
+            continue
+        if p == 'fp32' and model_side and 'fp32' not in o.precisions:
+            continue  # exported only for bf16
+        if not supports_precision(word, p):
+            notes.append(f'{role}/{word}/{p} skipped: {runtime_spec(word).label} has no {p.upper()} '
+                         f"(it runs {', '.join(runtime_spec(word).precisions)})")
+            continue
+        out.append((p, path))
+    return out
+
+
 def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir: str, notes: List[str],
-                  log) -> List[_Timed]:
+                  log, picks: Dict[str, Any]) -> List[_Timed]:
     """Every runner of one side: eager runtimes on its module, ONNX runtimes on each of its files."""
     model_src, files, src = _side_sources(side, o, runtimes, workdir, notes, log)
     name = src.name
@@ -201,13 +235,22 @@ def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
     timed = []
     for word in runtimes:
         if RUNTIMES[word].kind == 'model' and model_src is not None:
-            precisions = ['fp32'] + ([amp_precision(o.device)] if o.amp else [])
-            timed += [_Timed(side.role, name, open_runtime(word, src.model, precision=p, device=o.device,
-                                                           input_size=src.info['input_size'], threads=o.threads))
-                      for p in precisions]
+            for p in _eager_precisions(o):
+                runner = _open_or_note(word, src.model, p, notes, side.role, device=o.device,
+                                       input_size=src.info['input_size'], threads=o.threads)
+                timed += [_Timed(side.role, name, runner)] if runner is not None else []
         elif RUNTIMES[word].kind == 'onnx':
-            timed += [_Timed(side.role, name, open_runtime(word, files[p], precision=p, threads=o.threads))
-                      for p in PRECISIONS if p in files]
+            for p, path in _onnx_precisions(word, files, o, model_src is not None, notes, side.role):
+                variant = None
+                if word == 'openvino' and p == 'int8':
+                    from .openvino_int8 import pick_openvino_int8
+                    path, pick = pick_openvino_int8(files, src, o, workdir, notes, log, side.role)
+                    picks[side.role] = pick
+                    variant = pick.get('timed')
+                runner = _open_or_note(word, path, p, notes, side.role, threads=o.threads)
+                if runner is not None:
+                    runner.variant = variant
+                    timed.append(_Timed(side.role, name, runner))
     if files and any(RUNTIMES[w].kind == 'onnx' for w in runtimes):
         side.desc['onnx'] = {p: os.path.abspath(f) for p, f in files.items()}
     return timed
@@ -231,8 +274,10 @@ def _run_batches(timed: List[_Timed], batches: Sequence[int], o: BenchOptions, c
                                    min_iters=o.min_iters, clock=clock)
         for key, _ in calls:
             t = by_key[key]
+            variant = getattr(t.runner, 'variant', None)
             results.append(dict(role=t.role, model=t.model, runtime=t.runner.name, precision=t.runner.precision,
-                                batch=b, **summarize_times(windows[key], b)))
+                                batch=b, **({'variant': variant} if variant else {}),
+                                **summarize_times(windows[key], b)))
     return results
 
 
@@ -253,6 +298,16 @@ def _settings(o: BenchOptions, batches, runtimes, timed: List[_Timed]) -> Dict[s
         'order': 'interleaved: each repeat times every runner once, forward order on even repeats, reversed on odd',
         'images_per_s': 'median over repeats of batch * calls / seconds in each timing window',
     }
+
+
+def _runner_entry(t: _Timed) -> Dict[str, Any]:
+    """``describe()`` of a timed runner with ``compiled_shape``: 'fixed' (compiled per batch size) or 'dynamic'."""
+    info = {'key': t.key, 'model': t.model, **t.runner.describe()}
+    shape = str(info.get('shape', 'dynamic'))
+    info['compiled_shape'] = 'fixed' if shape.startswith('fixed') else 'dynamic'
+    if getattr(t.runner, 'variant', None):
+        info['int8_variant'] = t.runner.variant
+    return info
 
 
 def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optional[nn.Module] = None,
@@ -284,7 +339,8 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
         if o.threads:
             torch.set_num_threads(o.threads)
         with tempfile.TemporaryDirectory(prefix='timm_recal_bench_') as workdir:
-            timed = [t for side in sides for t in _side_runners(side, o, runtimes, workdir, notes, log)]
+            picks: Dict[str, Any] = {}
+            timed = [t for side in sides for t in _side_runners(side, o, runtimes, workdir, notes, log, picks)]
             if not timed:
                 raise DeployError('nothing to time: ' + '; '.join(notes))
             results = _run_batches(timed, batches, o, clock, notes, log)
@@ -295,8 +351,8 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
         models={s.role: s.desc for s in sides}, settings=_settings(o, batches, runtimes, timed),
         threads={'torch_intra_op': torch_threads, 'torch_inter_op': torch.get_num_interop_threads(),
                  'ort_intra_op': o.threads if o.threads else 'default (one per physical core)'},
-        machine=machine, runners=[{'key': t.key, 'model': t.model, **t.runner.describe()} for t in timed],
-        results=results, ratios=compute_ratios(results), notes=notes)
+        machine=machine, runners=[_runner_entry(t) for t in timed],
+        results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks)
     if out_path:
         record.output = write_json(record, out_path, force=True)
     return record

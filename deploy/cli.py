@@ -158,6 +158,15 @@ def add_int8_args(p: argparse.ArgumentParser, calib_images: int,
                    help='INT8: keep the K nodes most sensitive to quantization in float (default 0); the '
                         "README's 99%% top-1 agreement recipe for the ShuffleNetV2-CIFAR weights is 48 with "
                         '--calib-method percentile')
+    g.add_argument('--gates-float', action='store_true',
+                   help="INT8: keep every recalibration gate's pool .. multiply branch in float (faster in "
+                        'OpenVINO INT8, benchmarks/gate_speed)')
+    g.add_argument('--gate-fusion', choices=['early_squeeze'],
+                   help='INT8: rewrite the gates exactly before quantizing (early_squeeze: pool the 1x1 conv input; '
+                        'faster in ONNX Runtime INT8)')
+    g.add_argument('--symmetric', action='store_true',
+                   help='INT8: signed activations with zero points of 0 and symmetric weights (the QDQ form '
+                        "TensorRT's ONNX parser needs)")
     return g
 
 
@@ -298,7 +307,9 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('target', metavar='MODEL_OR_ONNX', help='timm name, hf-hub:ORG/REPO, local-dir:FOLDER or FILE.onnx')
     p.add_argument('--compare', metavar='MODEL_OR_ONNX', help='a second model or file, timed interleaved')
     p.add_argument('--precision', dest='precisions', type=_precisions, default=['fp32'], metavar='P1,P2',
-                   help=f"ONNX precisions to export and time for a MODEL: {','.join(PRECISIONS)} (default fp32)")
+                   help=f"precisions to time for a MODEL: {','.join(PRECISIONS)} (default fp32); bf16 is OpenVINO's "
+                        'hint on the FP32 file and eager CPU autocast (ONNX Runtime has none: skipped with a note); '
+                        'openvino int8 times the faster of our QDQ file and an NNCF IR that passes 99%% agreement')
     p.add_argument('--onnx', nargs='+', metavar='FILE', help="MODEL's ONNX files to time instead of exporting")
     p.add_argument('--compare-checkpoint', metavar='PATH', help='weights for the --compare model')
     p.add_argument('--compare-onnx', nargs='+', metavar='FILE', help="the --compare model's ONNX files")
@@ -336,7 +347,8 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument('--no-bench', dest='skip', action='append_const', const='bench',
                    help='skip the bench stage (alias of --stages without bench)')
     g.add_argument('--precision', dest='precisions', type=_precisions, default=list(PRECISIONS), metavar='P1,P2',
-                   help='fp32 plus any of fp16,int8 (default fp32,fp16,int8)')
+                   help='fp32 plus any of fp16,bf16,int8 (default all; bf16 runs the FP32 file under OpenVINO\'s '
+                        'BF16 hint and eager CPU autocast; ONNX Runtime has none)')
     g.add_argument('--exporter', default='dynamo', choices=EXPORTERS)
     add_data_args(p, None, data_help='images for parity and validation, DIR/<class>/<image> (default: the bundled '
                                      'samples)')

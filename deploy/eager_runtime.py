@@ -1,5 +1,7 @@
 """PyTorch eager runners (``eager``: NCHW, ``eager_cl``: channels_last weights and input), in the ``Runner``
-shape of ``runtimes``; ``amp_bf16``/``amp_fp16`` run under autocast."""
+shape of ``runtimes``; ``amp_bf16``/``amp_fp16`` run under autocast (``--amp``), and ``bf16`` is
+``--precision bf16``: CPU (or CUDA) autocast to bfloat16, the comparison point of OpenVINO BF16, refused
+(``NoNativePrecision``) on a CPU without native BF16 so that an emulation is never timed as BF16."""
 import copy
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -8,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import DeployError
-from .runtimes import EAGER_PRECISIONS, Runner, bench_input
+from .errors import DeployError, NoNativePrecision
+from .runtimes import EAGER_PRECISIONS, Runner, bench_input, native_bf16
 
 __all__ = ['EagerRunner', 'open_eager', 'open_eager_cl', 'check_device', 'amp_precision']
 
@@ -33,9 +35,12 @@ class EagerRunner(Runner):
 
     def __init__(self, model: nn.Module, *, channels_last: bool = False, precision: str = 'fp32',
                  device: str = 'cpu', input_size: Optional[Sequence[int]] = None, threads: Optional[int] = None):
-        if precision not in ('fp32',) + EAGER_PRECISIONS:
-            raise DeployError(f"eager runs fp32 or {', '.join(EAGER_PRECISIONS)} (autocast), not {precision}")
+        if precision not in ('fp32', 'bf16') + EAGER_PRECISIONS:
+            raise DeployError(f"eager runs fp32, bf16 or {', '.join(EAGER_PRECISIONS)} (autocast), not {precision}")
         self.device = check_device(device)
+        if precision == 'bf16' and self.device == 'cpu' and native_bf16() is False:
+            raise NoNativePrecision('no native BF16 on this CPU (no AMX-BF16/AVX512_BF16 flag): eager bf16 '
+                                    'autocast would be an emulation, not timed')
         self.channels_last = channels_last
         self.name = 'eager_cl' if channels_last else 'eager'
         self.precision, self.threads = precision, threads
@@ -43,7 +48,7 @@ class EagerRunner(Runner):
         self.model = copy.deepcopy(model).to(memory_format=torch.channels_last) if channels_last else model
         self.input_size = tuple(input_size or ())
         self._dev = torch.device(self.device)
-        self._amp = {'amp_bf16': torch.bfloat16, 'amp_fp16': torch.float16}.get(precision)
+        self._amp = {'amp_bf16': torch.bfloat16, 'bf16': torch.bfloat16, 'amp_fp16': torch.float16}.get(precision)
 
     def _tensor(self, images) -> torch.Tensor:
         x = torch.as_tensor(images).to(self._dev, non_blocking=True)
@@ -70,7 +75,9 @@ class EagerRunner(Runner):
         return {'runtime': self.name, 'library': 'torch', 'torch': torch.__version__, 'device': self.device,
                 'precision': self.precision, 'amp': self._amp is not None,
                 'memory_format': 'channels_last' if self.channels_last else 'contiguous',
-                'threads': self.threads or torch.get_num_threads(), 'shape': 'dynamic'}
+                'threads': self.threads or torch.get_num_threads(), 'shape': 'dynamic',
+                **({'autocast': f'torch.autocast({self._dev.type}, {str(self._amp).replace("torch.", "")})'}
+                   if self._amp is not None else {})}
 
 
 def open_eager(model: nn.Module, *, precision: str = 'fp32', threads: Optional[int] = None,

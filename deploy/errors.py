@@ -2,7 +2,7 @@
 reported by the ``timm-recal`` command as a one-line message with a non-zero exit, never a traceback."""
 from timm_recal import outputs as _outputs
 
-__all__ = ['DeployError', 'OutputExistsError', 'BatchNotSupported']
+__all__ = ['DeployError', 'OutputExistsError', 'BatchNotSupported', 'NoNativePrecision']
 
 
 class DeployError(RuntimeError):
@@ -18,3 +18,8 @@ class OutputExistsError(DeployError, _outputs.OutputExistsError):
 
 class BatchNotSupported(DeployError):
     """A runner cannot run one batch size (an ONNX graph or engine with a fixed batch); bench records a note."""
+
+
+class NoNativePrecision(DeployError):
+    """The CPU cannot run a precision natively (BF16 without AVX512_BF16/AMX): bench and pipeline record a note
+    instead of timing an emulation."""

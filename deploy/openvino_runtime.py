@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import DeployError
+from .errors import DeployError, NoNativePrecision
 
 __all__ = [
     'PRECISIONS', 'INSTALL_HINT', 'AGREEMENT_MIN', 'NoNativePrecision', 'OpenVINORunner', 'open_openvino',
@@ -41,10 +41,6 @@ AGREEMENT_MIN = 0.99
 #: rt_info path under which our metadata (preprocessing, provenance) is stored in an IR
 _RT_KEY = ['timm_recal', 'metadata']
 _OV_PRECISION = {'fp32': 'f32', 'bf16': 'bf16'}
-
-
-class NoNativePrecision(DeployError):
-    """The CPU cannot run the precision natively (e.g. BF16 without AVX512_BF16/AMX): not timed as an emulation."""
 
 
 def import_openvino():
@@ -296,7 +292,7 @@ def _calibration_batches(onnx_path: str, meta: Dict[str, Any], calib_images, num
         arr = calib_images[:num_images] if num_images else calib_images
         return [np.ascontiguousarray(a[None], dtype=np.float32) for a in arr], {'calib_data': 'array'}
     from .images import make_loader
-    from .predict import onnx_data_config
+    from .sources import onnx_data_config
     cfg = onnx_data_config(meta, onnx_path)
     loader = make_loader(calib_images, cfg, 1, limit=None if indices is not None else num_images, seed=seed,
                          indices=indices)
@@ -395,8 +391,11 @@ def quantize_nncf(
         kwargs['model_type'] = nncf.ModelType.TRANSFORMER
     if scope is not None:
         kwargs['ignored_scope'] = scope
-    try:
-        quantized = nncf.quantize(model, nncf.Dataset(batches), **kwargs)
+    try:  # NNCF draws its progress on stdout, which must stay clean for --json
+        import contextlib
+        import sys
+        with contextlib.redirect_stdout(sys.stderr):
+            quantized = nncf.quantize(model, nncf.Dataset(batches), **kwargs)
     except Exception as e:
         raise DeployError(f'NNCF quantization of {onnx_path} failed: {str(e).splitlines()[0][:300]}') from None
     from .export import library_versions
@@ -469,7 +468,8 @@ def pick_int8(
         agree = top1_agreement(_run_all(runner, images, 64), ref)
         result[label] = {'path': os.path.abspath(candidates[label]), 'agreement': round(agree, 5),
                          'passed': agree >= min_agreement, 'images': len(images)}
-    calls = {label: runners[label].prepare(batch) for label in runners if result[label]['passed']}
+    # every candidate is timed (the record shows what a failing one would have given); only passing ones are kept
+    calls = {label: runners[label].prepare(batch) for label in runners}
     times: Dict[str, List[float]] = {label: [] for label in calls}
     for r in range(rounds):
         order = list(calls) if r % 2 == 0 else list(reversed(list(calls)))
@@ -477,10 +477,11 @@ def pick_int8(
             times[label].append(_median_seconds(calls[label], min_time_s))
     for label, ts in times.items():
         result[label]['images_per_s'] = round(batch / statistics.median(ts), 2)
-    if not calls:
+    passed = [label for label in calls if result[label]['passed']]
+    if not passed:
         return {'picked': None, 'batch': batch, 'candidates': result,
                 'reason': f'no INT8 variant reached {min_agreement:.0%} top-1 agreement with FP32'}
-    best = max(calls, key=lambda k: result[k]['images_per_s'])
+    best = max(passed, key=lambda k: result[k]['images_per_s'])
     failed = [k for k in result if not result[k]['passed']]
     reason = f"fastest of those with >= {min_agreement:.0%} top-1 agreement at batch {batch}"
     if failed:

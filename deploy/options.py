@@ -55,6 +55,9 @@ class Int8Options:
     calib_method: str = 'minmax'
     moving_average: bool = True
     fp32_layers: int = 0
+    gates_float: bool = False           # every gate's pool .. multiply branch left in float (OpenVINO INT8)
+    gate_fusion: Optional[str] = None   # None or 'early_squeeze', applied to the FP32 source (ORT INT8)
+    symmetric: bool = False             # signed INT8 activations, zero points 0 (TensorRT's QDQ form)
 
 
 @dataclass

@@ -53,6 +53,9 @@ class OrtRunner(Runner):
         self.session = create_session(onnx_path, RUNTIMES[word].providers, threads)
         self.meta = decode_props(self.session.get_modelmeta().custom_metadata_map)
         file_precision = self.meta.get('precision', 'fp32')
+        if precision == 'bf16':
+            raise DeployError('ONNX Runtime has no BF16 precision for our files; run bf16 with --runtimes openvino '
+                              '(inference precision hint) or eager (CPU autocast)')
         if precision not in ('fp32', file_precision):  # 'fp32' is every caller's default: the file decides
             raise DeployError(f'{onnx_path} is {file_precision}, not {precision}; convert the FP32 file with '
                               '`timm-recal quantize`')

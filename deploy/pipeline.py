@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .bench import BenchOptions, bench as bench_stage, parse_batches
-from .errors import DeployError
+from .bench import BenchOptions, bench as bench_stage, default_runtimes, parse_batches
+from .errors import DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
 from .images import bundled_samples_dir, scan_images, split_indices
 from .options import PIPELINE_STAGES, Int8Options, ModelOptions, RuntimeOptions, with_overrides
@@ -27,7 +27,8 @@ from .parity import parity as parity_stage
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .report import write_report
 from .results import Result
-from .runtimes import PRECISIONS, check_precisions, parse_runtimes
+from .recommend import recommend
+from .runtimes import FILE_PRECISIONS, PRECISIONS, RUNTIMES, check_precisions, parse_runtimes, supports_precision
 from .sources import Source, open_source
 from .validate import validate as validate_stage
 
@@ -83,6 +84,27 @@ class PipelineResult(Result):
     seconds: float = 0.0
     report: Optional[Dict[str, str]] = None
     kind: str = 'timm-recal-pipeline'
+    #: per batch size: the fastest runtime x precision of the target that passed parity (``recommend``)
+    recommendation: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def pipeline_runtimes(o: 'PipelineOptions') -> List[str]:
+    """``--runtimes``, else bench's default for the device plus ``openvino`` on CPU when it is installed."""
+    if o.runtimes is not None:
+        return list(o.runtimes)
+    import importlib.util
+    extra = ['openvino'] if o.device == 'cpu' and importlib.util.find_spec('openvino') is not None else []
+    return default_runtimes(o.device) + extra
+
+
+def parity_jobs(o: 'PipelineOptions') -> List[Tuple[str, str]]:
+    """``(runtime, precision)`` pairs the parity stage checks: each ONNX runtime of the run (``ort`` when none)
+    at each precision it supports; ``bf16`` runs the FP32 file. Without ``--runtimes`` the bench's default
+    runtimes (OpenVINO included) are checked only when the bench runs: the recommendation needs them."""
+    stages = o.stages if o.stages is not None else PIPELINE_STAGES
+    words = pipeline_runtimes(o) if o.runtimes is not None or 'bench' in stages else ['ort']
+    onnx_rts = [w for w in words if RUNTIMES[w].kind == 'onnx'] or ['ort']
+    return [(w, p) for w in onnx_rts for p in o.precisions if supports_precision(w, p)]
 
 
 def default_model() -> Tuple[str, Optional[str]]:
@@ -191,24 +213,42 @@ def _quantize_one(run: _Run, r: _Role, p: str, path: str):
 
 def _quantize(run: _Run) -> None:
     for r in run.roles:
-        for p in [p for p in run.o.precisions if p != 'fp32']:
+        for p in [p for p in run.o.precisions if p != 'fp32' and p in FILE_PRECISIONS]:
             path = run.path(f"{r.prefix}{r.source.info['architecture']}_{p}.onnx")
             if run.stage('quantize', r.role, p, lambda: _quantize_one(run, r, p, path),
                          json_name=f'{r.prefix}quantize_{p}.json') is not None:
                 r.files[p] = path
             else:  # no file: its parity and validation steps will not run
-                run.total -= sum(s in run.o.stages for s in ('parity', 'validate'))
+                run.total -= (sum(q == p for _, q in parity_jobs(run.o)) if 'parity' in run.o.stages else 0) + \
+                    ('validate' in run.o.stages)
+
+
+def _parity_one(run: _Run, r: _Role, word: str, p: str, path: str) -> None:
+    o = run.o
+    name = f'{r.prefix}parity_{p}.json' if word == 'ort' else f'{r.prefix}parity_{word}_{p}.json'
+    res = run.stage('parity', r.role, p if word == 'ort' else f'{p} ({word})', lambda: parity_stage(
+        r.spec, onnx_path=path, model=r.source.model, data=o.data, img_size=o.img_size, device=o.device,
+        threads=o.threads, folder_order=o.folder_order, runtimes=[word], precision=p), json_name=name)
+    if res is not None:
+        run.parity.append({'role': r.role, 'runtime': word, 'precision': p, 'result': res})
 
 
 def _parity(run: _Run) -> None:
-    o = run.o
+    jobs = parity_jobs(run.o)
     for r in run.roles:
-        for p, path in r.files.items():
-            res = run.stage('parity', r.role, p, lambda: parity_stage(
-                r.spec, onnx_path=path, model=r.source.model, data=o.data, img_size=o.img_size, device=o.device,
-                threads=o.threads, folder_order=o.folder_order), json_name=f'{r.prefix}parity_{p}.json')
-            if res is not None:
-                run.parity.append({'role': r.role, 'precision': p, 'result': res})
+        for word, p in jobs:
+            path = r.files.get('fp32' if p == 'bf16' else p)
+            if path is None:
+                continue
+            if p == 'bf16':
+                try:  # a CPU without native BF16: a note, not a failed stage (and not an emulation)
+                    from .runtimes import open_runtime
+                    open_runtime(word, path, precision='bf16', threads=run.o.threads)
+                except NoNativePrecision as e:
+                    run.notes.append(f'{r.role} {word} bf16 not checked: {e}')
+                    run.total -= 1
+                    continue
+            _parity_one(run, r, word, p, path)
 
 
 def _validate(run: _Run) -> None:
@@ -236,8 +276,9 @@ def _bench(run: _Run) -> None:
     target, compare = run.roles[0], (run.roles[1] if len(run.roles) > 1 else None)
     options = BenchOptions(
         compare=compare.spec if compare else None, onnx=list(target.files.values()),
-        compare_onnx=list(compare.files.values()) if compare else None, batches=o.batches, runtimes=o.runtimes,
-        img_size=o.img_size, threads=o.threads, device=o.device, amp=o.amp, **timing)
+        compare_onnx=list(compare.files.values()) if compare else None, batches=o.batches,
+        runtimes=pipeline_runtimes(o), precisions=list(o.precisions), img_size=o.img_size, threads=o.threads,
+        device=o.device, amp=o.amp, **{k: getattr(o, k) for k in Int8Options.__dataclass_fields__}, **timing)
     run.bench = run.stage('bench', ' + '.join(r.role for r in run.roles), ','.join(target.files), lambda: bench_stage(
         target.spec, options, model=target.source.model, compare_model=compare.source.model if compare else None,
         log=lambda m: run.log('    ' + m)), json_name='bench.json')
@@ -246,9 +287,9 @@ def _bench(run: _Run) -> None:
 #: each stage of ``PIPELINE_STAGES`` (their order): name -> (function, progress steps for a number of roles)
 STAGE_STEPS: Dict[str, Tuple[Callable[[_Run], None], Callable[[PipelineOptions, int], int]]] = {
     'export': (_export, lambda o, roles: roles),
-    'quantize': (_quantize, lambda o, roles: roles * (len(o.precisions) - 1)),
-    'parity': (_parity, lambda o, roles: roles * len(o.precisions)),
-    'validate': (_validate, lambda o, roles: roles * (1 + len(o.precisions))),
+    'quantize': (_quantize, lambda o, roles: roles * sum(p != 'fp32' and p in FILE_PRECISIONS for p in o.precisions)),
+    'parity': (_parity, lambda o, roles: roles * len(parity_jobs(o))),
+    'validate': (_validate, lambda o, roles: roles * (1 + sum(p in FILE_PRECISIONS for p in o.precisions))),
     'bench': (_bench, lambda o, roles: 1),
     'report': (lambda run: None, lambda o, roles: 1),  # written last, by ``pipeline`` (it needs every record)
 }
@@ -270,7 +311,8 @@ def _check_options(o: PipelineOptions) -> None:
     """Every stage's options, before the first stage starts."""
     o.precisions = check_precisions(o.precisions)
     if 'fp32' not in o.precisions:
-        raise DeployError(f"--precision takes fp32 (required) and optionally fp16, int8; got {','.join(o.precisions)}")
+        raise DeployError(f"--precision takes fp32 (required) and optionally fp16, bf16, int8; got "
+                          f"{','.join(o.precisions)}")
     o.batches = parse_batches(o.batches)
     o.stages = parse_stages(o.stages if o.stages is not None else list(PIPELINE_STAGES))
     if o.runtimes is not None:
@@ -301,16 +343,20 @@ def _record(run: _Run, model: str, t_start: float) -> PipelineResult:
                 'data': o.data or 'bundled samples', 'calib_data': o.calib_data or 'split of the parity images',
                 'calib_images': o.calib_images, 'int8_options': {'calib_method': o.calib_method,
                                                                   'moving_average': o.moving_average,
-                                                                  'fp32_layers': o.fp32_layers},
+                                                                  'fp32_layers': o.fp32_layers,
+                                                                  'gates_float': o.gates_float,
+                                                                  'gate_fusion': o.gate_fusion,
+                                                                  'symmetric': o.symmetric},
                 'exporter': o.exporter, 'device': o.device, 'amp': o.amp, 'threads': o.threads,
-                'runtimes': o.runtimes, 'quick': bool(o.quick)}
+                'runtimes': pipeline_runtimes(o), 'quick': bool(o.quick)}
     return PipelineResult(
         model=model, model_name=models['target']['name'], compare=o.compare,
         compare_name=models['compare']['name'] if 'compare' in models else None, output_dir=run.final,
         settings=settings, models=models, parity=run.parity, validate=run.validate, bench=run.bench,
         stages=run.stages, passed=not failed, notes=run.notes,
         failed_stages=[f"{s['stage']} {s['role']} {s.get('precision') or ''}".strip() for s in failed],
-        seconds=round(time.perf_counter() - t_start, 1))
+        seconds=round(time.perf_counter() - t_start, 1),
+        recommendation=recommend({'parity': run.parity, 'bench': run.bench}) if run.bench else [])
 
 
 def pipeline(model: Optional[str] = None, output_dir: str = '', options: Optional[PipelineOptions] = None, *,

@@ -8,7 +8,10 @@
   stretch. ``fp32_layers=K`` keeps the K nodes (``RANKED_OPS``) whose quantization alone moves the logits most in
   float (mixed precision): each node is quantized on its own with the calibrated ranges, and its relative logit
   error on calibration images ranks it. Depthwise-heavy nets (ShuffleNetV2) need it to keep >= 99% top-1
-  agreement with FP32; the ranking is recorded in the file's metadata.
+  agreement with FP32; the ranking is recorded in the file's metadata. ``float_nodes`` keeps named nodes in float
+  besides those (``gate_fusion.gate_branch_nodes``: every gate's pool .. multiply, which OpenVINO runs faster so);
+  ``gate_fusion='early_squeeze'`` rewrites the gates exactly before quantizing (faster in ONNX Runtime);
+  ``symmetric=True`` writes signed INT8 activations with zero points of 0 (S8S8, the form TensorRT reads).
 * FP16: all float tensors to float16 except the graph inputs and outputs, which stay float32
   (ORT's bundled converter, ``onnxruntime.transformers.float16``, ``keep_io_types=True``).
 
@@ -46,6 +49,8 @@ CALIB_METHODS = ('minmax', 'percentile', 'entropy')
 RANKED_OPS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'Add', 'Mul', 'Sigmoid', 'HardSigmoid', 'Concat',
               'ReduceMean', 'GlobalAveragePool', 'AveragePool')
 SENSITIVITY_IMAGES = 128
+#: the gate rewrites ``quantize_int8(gate_fusion=...)`` applies before quantizing (None: none)
+GATE_FUSIONS = (None, 'early_squeeze')
 
 
 @dataclass
@@ -56,6 +61,11 @@ class QuantizeOptions(Int8Options, OutputOptions):
     preprocess: bool = True
     seed: int = 0
     progress: bool = False
+    #: nodes kept in float besides the ranked ``fp32_layers``, recorded in the metadata; ``gates_float`` (of
+    #: ``Int8Options``) adds ``gate_fusion.gate_branch_nodes`` (every gate's pool .. multiply, the measured
+    #: OpenVINO INT8 win). ``gate_fusion`` (None or 'early_squeeze'): ``apply_gate_fusion`` on the FP32 source
+    #: first (exact; the measured ONNX Runtime INT8 win). ``symmetric``: S8S8 with zero points of 0.
+    float_nodes: Sequence[str] = ()
 
 
 @dataclass
@@ -143,6 +153,8 @@ def _check_int8(o: QuantizeOptions) -> None:
         raise DeployError(f'--fp32-layers: fp32_layers must be >= 0, got {o.fp32_layers}')
     if o.calib_images < 1:
         raise DeployError(f'--calib-images must be >= 1, got {o.calib_images}')
+    if o.gate_fusion not in GATE_FUSIONS:
+        raise DeployError(f"--gate-fusion takes {', '.join(str(g) for g in GATE_FUSIONS if g)}, got {o.gate_fusion!r}")
 
 
 def _resolve(in_onnx: str, out_onnx: Optional[str], o: QuantizeOptions, suffix: str) -> str:
@@ -170,11 +182,13 @@ class _Quantizer:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
         if reader is None and not self.cached:
             reader = _ImageReader(self.loader, self.input_name, progress=False)
-        extra = {'ActivationSymmetric': False, 'WeightSymmetric': True, 'CalibMovingAverage': self.moving_average}
+        extra = {'ActivationSymmetric': bool(self.o.symmetric), 'WeightSymmetric': True,
+                 'CalibMovingAverage': self.moving_average}
+        activations = QuantType.QInt8 if self.o.symmetric else QuantType.QUInt8
         try:  # ORT prints calibration progress to stdout, which must stay clean for --json
             with contextlib.redirect_stdout(sys.stderr):
                 quantize_static(self.src, out, reader, quant_format=QuantFormat.QDQ, per_channel=self.o.per_channel,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                activation_type=activations, weight_type=QuantType.QInt8,
                                 calibrate_method=self.method, calibration_providers=['CPUExecutionProvider'],
                                 extra_options=extra, **self.cache, **nodes)
         except Exception as e:
@@ -197,16 +211,26 @@ def _quantize_graph(in_onnx: str, loader, input_name: str, o: QuantizeOptions):
     """``(ModelProto, float node names, sensitivity ranking, pre-process note)``."""
     import onnx
     with tempfile.TemporaryDirectory(prefix='timm_recal_q_') as tmp:
+        fused: Optional[Dict[str, int]] = None
+        if o.gate_fusion:
+            from .gate_fusion import apply_gate_fusion
+            fused_path = os.path.join(tmp, 'fused.onnx')
+            fused = apply_gate_fusion(in_onnx, fused_path, [o.gate_fusion], force=True)['rewrites']
+            in_onnx = fused_path
         src, pre_note = _pre_process(in_onnx, tmp, o.preprocess)
         quantize_with = _Quantizer(src, in_onnx, loader, input_name, o, tmp)
         reader = _ImageReader(loader, input_name, o.progress, keep=SENSITIVITY_IMAGES if o.fp32_layers else 0)
         q = os.path.join(tmp, 'q.onnx')
-        quantize_with(q, reader)  # all INT8; calibrates once, the ranges are cached for the sensitivity pass
+        given = list(dict.fromkeys(o.float_nodes))
+        # calibrates once, the ranges are cached for the sensitivity pass
+        quantize_with(q, reader, **({'nodes_to_exclude': given} if given else {}))
         ranking: List[Tuple[str, float]] = []
         if o.fp32_layers:
             ranking = rank_sensitivity(src, np.concatenate(reader.kept), input_name, quantize_with, tmp, o.progress)
-            quantize_with(q, nodes_to_exclude=[name for name, _ in ranking[:o.fp32_layers]])
-        return onnx.load(q), [name for name, _ in ranking[:o.fp32_layers]], ranking, pre_note
+            ranked = [name for name, _ in ranking[:o.fp32_layers]]
+            quantize_with(q, nodes_to_exclude=ranked + [n for n in given if n not in ranked])
+        ranked = [name for name, _ in ranking[:o.fp32_layers]]
+        return onnx.load(q), ranked, ranking, pre_note, fused
 
 
 def _save_converted(source, proto, path: str, precision: str, how: Dict[str, Any], meta: Dict[str, Any],
@@ -237,18 +261,27 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
     source = load_onnx(in_onnx, load_external_data=False)
     meta = read_metadata(source)
     _require_fp32(meta, in_onnx)
-    ranked = sum(n.op_type in RANKED_OPS for n in source.graph.node)
-    if o.fp32_layers > ranked:
-        raise DeployError(f'--fp32-layers {o.fp32_layers}: {in_onnx} has {ranked} ranked nodes '
+    n_ranked = sum(n.op_type in RANKED_OPS for n in source.graph.node)
+    if o.fp32_layers > n_ranked:
+        raise DeployError(f'--fp32-layers {o.fp32_layers}: {in_onnx} has {n_ranked} ranked nodes '
                           f"({', '.join(RANKED_OPS[:4])}, ...); keep at most that many in float")
+    if o.gates_float:
+        from .gate_fusion import gate_branch_nodes
+        # a net without gates (the base of a comparison) has nothing to leave out: the same recipe for both
+        gate_nodes = gate_branch_nodes(load_onnx(in_onnx, load_external_data=False))
+        o.float_nodes = list(o.float_nodes) + [n for n in gate_nodes if n not in o.float_nodes]
     loader = make_loader(o.calib_data, onnx_data_config(meta, in_onnx), o.batch_size,
                          limit=None if indices is not None else o.calib_images, seed=o.seed, indices=indices)
     t0 = time.perf_counter()
-    proto, float_nodes, ranking, pre_note = _quantize_graph(in_onnx, loader, meta.get('input_name') or 'input', o)
+    proto, ranked, ranking, pre_note, fused = _quantize_graph(in_onnx, loader, meta.get('input_name') or 'input', o)
+    given = [n for n in dict.fromkeys(o.float_nodes) if n not in ranked]
+    float_nodes = ranked + given
     how = {
-        'method': 'onnxruntime.quantize_static', 'format': 'QDQ', 'activation_type': 'uint8',
+        'method': 'onnxruntime.quantize_static', 'format': 'QDQ',
+        'activation_type': 'int8' if o.symmetric else 'uint8', 'symmetric': bool(o.symmetric),
         'weight_type': 'int8', 'per_channel': o.per_channel, 'calibrate_method': o.calib_method,
-        'moving_average': bool(o.moving_average and o.calib_method == 'minmax'), 'fp32_layers': float_nodes,
+        'moving_average': bool(o.moving_average and o.calib_method == 'minmax'), 'fp32_layers': ranked,
+        'float_node_names': given, 'gates_float': bool(o.gates_float), 'gate_fusion': {'rewrite': o.gate_fusion, 'rewrites': fused} if o.gate_fusion else None,
         'sensitivity': [[name, float(f'{err:.3g}')] for name, err in ranking],
         'calib_data': os.path.abspath(loader.dataset.root), 'calib_images': len(loader.dataset),
         'calib_split': indices is not None, 'calib_split_of': split_of, 'pre_process': pre_note,

@@ -162,11 +162,13 @@ def bench_table_markdown(records: Sequence[Dict[str, Any]], runtime: str = 'ort'
                     _model_name(rec, role), 'x'.join(str(s) for s in size[1:]) or '-', b,
                     f"{_fmt(best)} ({'NCHW' if best_rt == 'eager' else 'CL'})" if best is not None else '-',
                     _ips(rec, role, runtime, 'fp32', b), _ips(rec, role, runtime, 'int8', b),
-                    _x(_ratio_value(rec, 'ort_vs_best_eager', role, b, runtime)),
+                    _x(_ratio_value(rec, 'ort_vs_best_eager' if runtime.startswith('ort') else
+                                    f'{runtime}_vs_best_eager', role, b, runtime)),
                     _x(_ratio_value(rec, 'int8_vs_fp32', role, b, runtime)),
                 ])
-    header = ['Model', 'Input', 'Batch', 'Best eager FP32 img/s', 'ORT FP32 img/s', 'ORT INT8 img/s',
-              'ORT FP32 / eager', 'INT8 / FP32']
+    lab = 'ORT' if runtime == 'ort' else runtime_label(runtime)
+    header = ['Model', 'Input', 'Batch', 'Best eager FP32 img/s', f'{lab} FP32 img/s', f'{lab} INT8 img/s',
+              f'{lab} FP32 / eager', 'INT8 / FP32']
     text = _table(header, rows)
     text += '\n\n' + '\n'.join(f'Measured on: {m}' for m in machines) + '\n'
     return text
@@ -246,7 +248,7 @@ def _parity_rows(parity: Sequence[Dict[str, Any]], record: Dict[str, Any]) -> Li
         r = p.get('result') or {}
         acc = r.get('accuracy') or {}
         rows.append([
-            _role_name(record, p['role']), p['precision'], 'pass' if r.get('passed') else '**FAIL**', r.get('n_images'),
+            _role_name(record, p['role']), runtime_label(p.get('runtime') or 'ort'), p['precision'], 'pass' if r.get('passed') else '**FAIL**', r.get('n_images'),
             r.get('max_abs_err'), r.get('max_rel_err'), _pct(r.get('top1_agreement')), _pct(r.get('top5_agreement')),
             '-' if acc.get('pytorch_top1') is None else f"{acc['pytorch_top1']:.1f}% / {acc['onnx_top1']:.1f}%",
             '; '.join(r.get('failures') or []) or '-',
@@ -282,11 +284,11 @@ def pipeline_report_markdown(record: Dict[str, Any], png_name: Optional[str] = '
 
     parity = record.get('parity') or []
     if parity:
-        out += ['## Parity (PyTorch vs ONNX Runtime on real images)', '',
+        out += ['## Parity (PyTorch vs each runtime on real images)', '',
                 'Logits of the PyTorch model and of each ONNX file on the same preprocessed images; INT8 is '
                 'calibrated on images disjoint from those measured.', '']
-        out += [_table(['Model', 'Precision', 'Result', 'Images', 'Max abs err', 'Max rel err', 'Top-1 agree',
-                        'Top-5 overlap', 'Top-1 acc PyTorch / ORT', 'Failures'], _parity_rows(parity, record)), '']
+        out += [_table(['Model', 'Runtime', 'Precision', 'Result', 'Images', 'Max abs err', 'Max rel err', 'Top-1 agree',
+                        'Top-5 overlap', 'Top-1 acc PyTorch / runtime', 'Failures'], _parity_rows(parity, record)), '']
     validation = record.get('validate') or []
     if validation:
         out += ['## Validation (accuracy on labelled images)', '']
@@ -304,6 +306,7 @@ def pipeline_report_markdown(record: Dict[str, Any], png_name: Optional[str] = '
         out += ['### Summary (ratios measured side by side in this run)', '',
                 bench_table_markdown([bench_rec]).split('\n\nMeasured on:')[0], '']
         out += [bench_results_markdown(bench_rec)]
+        out += _int8_pick_lines(bench_rec)
     stages = record.get('stages') or []
     if stages:
         out += ['## Stages', '']
@@ -312,7 +315,22 @@ def pipeline_report_markdown(record: Dict[str, Any], png_name: Optional[str] = '
                          s.get('status') if s.get('status') != 'error' else f"error: {s.get('error')}",
                          f"`{os.path.basename(s['json'])}`" if s.get('json') else '-']
                         for s in stages]), '']
+    if record.get('recommendation'):
+        from .recommend import recommendation_markdown
+        out += [recommendation_markdown(record['recommendation'], runtime_label)]
     return '\n'.join(out).rstrip() + '\n'
+
+
+def _int8_pick_lines(bench_rec: Dict[str, Any]) -> List[str]:
+    """Which OpenVINO INT8 file each model ran (QDQ or NNCF IR) and why."""
+    out = []
+    for role, pick in (bench_rec.get('int8_pick') or {}).items():
+        cands = ', '.join(f"{k}: {100 * v['agreement']:.2f}% agreement"
+                          + (f", {v['images_per_s']:.1f} img/s" if v.get('images_per_s') is not None else '')
+                          for k, v in (pick.get('candidates') or {}).items())
+        out.append(f"- OpenVINO INT8 of {_model_name(bench_rec, role)}: timed the **{pick.get('timed')}** file "
+                   f"({pick.get('reason')}; {cands}; agreement on {pick.get('agreement_images', '-')}).")
+    return out + [''] if out else []
 
 
 def write_report(record: Dict[str, Any], output_dir: str, force: bool = False) -> Dict[str, str]:

@@ -21,11 +21,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import BatchNotSupported, DeployError
 
-__all__ = ['RuntimeSpec', 'RUNTIMES', 'PRECISIONS', 'EAGER_PRECISIONS', 'Runner', 'BatchNotSupported',
-           'runtime_spec', 'parse_runtimes', 'open_runtime', 'bench_input', 'check_precisions', 'runtime_label']
+__all__ = ['RuntimeSpec', 'RUNTIMES', 'PRECISIONS', 'FILE_PRECISIONS', 'EAGER_PRECISIONS', 'Runner',
+           'BatchNotSupported', 'runtime_spec', 'parse_runtimes', 'open_runtime', 'bench_input', 'check_precisions',
+           'runtime_label', 'supports_precision', 'native_bf16']
 
-#: precisions an ONNX file (or a compiled engine) can have; ``eager --amp`` adds ``EAGER_PRECISIONS``
-PRECISIONS: Tuple[str, ...] = ('fp32', 'fp16', 'int8')
+#: precisions a runtime can run (``--precision``); ``eager --amp`` adds ``EAGER_PRECISIONS``
+PRECISIONS: Tuple[str, ...] = ('fp32', 'fp16', 'bf16', 'int8')
+#: precisions an ONNX file (or a compiled engine) can have; ``bf16`` is a runtime precision of the FP32 file
+#: (OpenVINO's inference precision hint, PyTorch eager's CPU autocast), never a file of its own
+FILE_PRECISIONS: Tuple[str, ...] = ('fp32', 'fp16', 'int8')
 EAGER_PRECISIONS: Tuple[str, ...] = ('amp_bf16', 'amp_fp16')
 
 
@@ -40,13 +44,15 @@ class RuntimeSpec:
     extra: str                  # pip extra of timm-recal that installs it
     gpu: bool = False           # needs a CUDA device
     providers: Tuple[str, ...] = ()  # ONNX Runtime execution providers, in preference order
+    precisions: Tuple[str, ...] = FILE_PRECISIONS  # what ``--precision`` may ask of it
 
 
 #: the runtime table; a new runtime is one row here plus its opener module
 RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
-    RuntimeSpec('eager', 'PyTorch eager (NCHW)', 'model', 'eager_runtime:open_eager', 'torch', 'deploy'),
+    RuntimeSpec('eager', 'PyTorch eager (NCHW)', 'model', 'eager_runtime:open_eager', 'torch', 'deploy',
+                precisions=('fp32', 'bf16')),
     RuntimeSpec('eager_cl', 'PyTorch eager (channels_last)', 'model', 'eager_runtime:open_eager_cl', 'torch',
-                'deploy'),
+                'deploy', precisions=('fp32', 'bf16')),
     RuntimeSpec('ort', 'ONNX Runtime CPU', 'onnx', 'ort_runtime:open_ort', 'onnxruntime', 'deploy',
                 providers=('CPUExecutionProvider',)),
     RuntimeSpec('ort_cuda', 'ONNX Runtime CUDA', 'onnx', 'ort_runtime:open_ort_cuda', 'onnxruntime-gpu', 'deploy',
@@ -54,7 +60,8 @@ RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('ort_trt', 'ONNX Runtime TensorRT', 'onnx', 'ort_runtime:open_ort_trt', 'onnxruntime-gpu',
                 'deploy', gpu=True,
                 providers=('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')),
-    RuntimeSpec('openvino', 'OpenVINO', 'onnx', 'openvino_runtime:open_openvino', 'openvino', 'openvino'),
+    RuntimeSpec('openvino', 'OpenVINO', 'onnx', 'openvino_runtime:open_openvino', 'openvino', 'openvino',
+                precisions=('fp32', 'bf16', 'int8')),
     RuntimeSpec('trt', 'TensorRT', 'onnx', 'tensorrt_runtime:open_tensorrt', 'tensorrt', 'tensorrt', gpu=True),
 )}
 
@@ -88,6 +95,23 @@ def check_precisions(precisions: Sequence[str]) -> List[str]:
     if bad:
         raise DeployError(f"unknown precision(s) {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
     return list(dict.fromkeys(precisions))
+
+
+def supports_precision(word: str, precision: str) -> bool:
+    """Whether runtime ``word`` runs ``precision`` (``bf16``: OpenVINO's hint and eager autocast; not ONNX Runtime)."""
+    return precision in runtime_spec(word).precisions
+
+
+def native_bf16() -> Optional[bool]:
+    """Whether this CPU has native BF16 (AMX-BF16 or AVX512_BF16) per ``/proc/cpuinfo`` (None where unreadable)."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return bool(set(line.split(':', 1)[1].split()) & {'amx_bf16', 'avx512_bf16'})
+    except OSError:
+        pass
+    return None
 
 
 def _opener(spec: RuntimeSpec) -> Callable[..., 'Runner']:

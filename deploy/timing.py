@@ -165,8 +165,13 @@ def _cpuinfo() -> Dict[str, Any]:
                     flags = set(value.split())
     except OSError:
         pass
-    notable = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni', 'amx_bf16', 'amx_int8')
-    return {'cpu_model': model, 'cpu_flags': [f for f in notable if f in flags]}
+    notable = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx_vnni', 'amx_tile', 'amx_bf16',
+               'amx_int8')
+    # the ISA the BF16/INT8 numbers depend on: AMX tiles, AVX-512 BF16, VNNI (None where /proc/cpuinfo is unread)
+    isa = {'amx': 'amx_tile' in flags, 'amx_bf16': 'amx_bf16' in flags, 'amx_int8': 'amx_int8' in flags,
+           'avx512_bf16': 'avx512_bf16' in flags, 'vnni': bool(flags & {'avx512_vnni', 'avx_vnni'}),
+           'native_bf16': bool(flags & {'amx_bf16', 'avx512_bf16'})} if flags else None
+    return {'cpu_model': model, 'cpu_flags': [f for f in notable if f in flags], 'cpu_isa': isa}
 
 
 def _proc_stat_cpu() -> Optional[Tuple[int, int]]:
@@ -210,9 +215,10 @@ def machine_info() -> Dict[str, Any]:
     info['busy_cpus_at_start'] = busy_cpus()
     info['platform'] = platform.platform()
     versions = {'python': platform.python_version(), 'torch': torch.__version__}
-    for mod in ('onnxruntime', 'onnx', 'timm', 'numpy', 'timm_recal'):
+    for mod in ('onnxruntime', 'onnx', 'timm', 'numpy', 'timm_recal', 'openvino', 'nncf'):
         try:
-            versions[mod] = __import__(mod).__version__
+            mod_ = __import__(mod)
+            versions[mod] = mod_.get_version() if mod == 'openvino' else mod_.__version__
         except ImportError:
             versions[mod] = None
     info['versions'] = versions

@@ -172,7 +172,7 @@ def test_quantize_int8_export_is_flagged_for_tensorrt(tmp_path):
     from timm_recal_deploy.quantize import quantize_int8
     fp32 = export_onnx('cnn3', str(tmp_path / 'cnn3.onnx'), exporter='legacy')['output']
     assert check_onnx_for_tensorrt(fp32, 10).passed
-    q = quantize_int8(fp32, str(tmp_path / 'cnn3_int8.onnx'), None, num_images=8, batch_size=8, progress=False)
+    q = quantize_int8(fp32, str(tmp_path / 'cnn3_int8.onnx'), None, calib_images=8, batch_size=8, progress=False)
     r = check_onnx_for_tensorrt(q['output'], 11)
     assert not r.passed
     assert any('UINT8 quantized type' in e['problem'] for e in r.errors)

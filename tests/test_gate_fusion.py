@@ -17,7 +17,7 @@ from timm_recal_deploy.errors import DeployError  # noqa: E402
 from timm_recal_deploy.export import export_onnx  # noqa: E402
 from timm_recal_deploy.gate_fusion import apply_gate_fusion, find_gates  # noqa: E402
 from timm_recal_deploy.metadata import read_metadata  # noqa: E402
-from timm_recal_deploy.runtime import create_session  # noqa: E402
+from timm_recal_deploy.ort_runtime import create_session  # noqa: E402
 
 from deploy_helpers import randomize_weights_, sample_batch  # noqa: E402
 
@@ -82,10 +82,10 @@ def test_gate_branch_left_in_float_by_quantize(export):
     gates = find_gates(onnx.load(path))
     muls = {g['mul'].name: g['gate'] for g in gates}
     assert set(muls) <= set(names) and len(names) > len(muls)
-    res = quantize_int8(path, str(tmp / 'gf_int8.onnx'), None, num_images=16, progress=False, float_nodes=names)
+    res = quantize_int8(path, str(tmp / 'gf_int8.onnx'), None, calib_images=16, progress=False, float_nodes=names)
     q = onnx.load(res['output'])
     gate_muls = [n for n in q.graph.node if n.name in muls]
     assert len(gate_muls) == len(muls) and all(muls[n.name] in n.input for n in gate_muls)
-    plain = quantize_int8(path, str(tmp / 'all_int8.onnx'), None, num_images=16, progress=False)
+    plain = quantize_int8(path, str(tmp / 'all_int8.onnx'), None, calib_images=16, progress=False)
     assert plain['quantize_nodes'] > res['quantize_nodes']  # the option did leave something out
     assert res['float_nodes'] == len(names) and res['quantize_nodes'] > 0

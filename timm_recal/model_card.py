@@ -180,7 +180,8 @@ def deploy_markdown(report: Dict[str, Any], png_name: Optional[str] = 'throughpu
             r = p['result']
             agree = r.get('top1_agreement')
             top5 = r.get('top5_agreement')
-            lines.append(f"| {p.get('precision') or r.get('precision')} | {'pass' if r.get('passed') else 'FAIL'} "
+            runtime = f" ({p['runtime']})" if p.get('runtime') not in (None, 'ort') else ''  # OpenVINO rows
+            lines.append(f"| {p.get('precision') or r.get('precision')}{runtime} | {'pass' if r.get('passed') else 'FAIL'} "
                          f"| {r.get('n_images', 'n/a')} | {f'{100 * agree:.2f}%' if agree is not None else 'n/a'} "
                          f"| {f'{100 * top5:.2f}%' if top5 is not None else 'n/a'} | {_fmt(r.get('max_abs_err'))} "
                          f"| {_fmt(r.get('max_rel_err'))} |")

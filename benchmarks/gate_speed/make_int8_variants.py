@@ -26,7 +26,7 @@ for n in ['resnet50', 'seresnet50', 'ab_resnet50', 'seresnet50_es', 'ab_resnet50
     if 'nncf' in which:
         quantize_nncf(n + '.onnx', None, n + '_nncf.xml', num_images=12, force=True); print('nncf', n, flush=True)
     if n.endswith('_es') and 'qdq' in which:
-        quantize_int8(n + '.onnx', n + '_int8.onnx', None, num_images=12, batch_size=12, force=True, progress=False); print('qdq', n, flush=True)
+        quantize_int8(n + '.onnx', n + '_int8.onnx', None, calib_images=12, batch_size=12, force=True, progress=False); print('qdq', n, flush=True)
 for n in (['seresnet50_es', 'ab_resnet50_es'] if 'esgf' in which else ['seresnet50', 'ab_resnet50']):
     if 'gf' in which:
         # our QDQ recipe with the gate branch (pool .. sigmoid, multiply) left in float
@@ -35,7 +35,7 @@ for n in (['seresnet50_es', 'ab_resnet50_es'] if 'esgf' in which else ['seresnet
         reader_loader = None
         from timm_recal_deploy.images import make_loader
         from timm_recal_deploy.metadata import read_metadata
-        from timm_recal_deploy.predict import onnx_data_config
+        from timm_recal_deploy.sources import onnx_data_config
         cfg = onnx_data_config(read_metadata(n + '.onnx'), n + '.onnx')
         loader = make_loader(None, cfg, 12, limit=12)
         r = q._ImageReader(loader, 'input', progress=False)

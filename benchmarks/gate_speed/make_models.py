@@ -12,5 +12,5 @@ for name in sys.argv[1:]:
     m = randomize_weights_(timm.create_model(name), sample_batch(name, size))
     torch.save(m.state_dict(), os.path.join(D, name) + '.pth')
     export_onnx(name, os.path.join(D, name) + '.onnx', model=m, force=True)
-    quantize_int8(os.path.join(D, name) + '.onnx', os.path.join(D, name) + '_int8.onnx', None, num_images=12, batch_size=12, force=True, progress=False)
+    quantize_int8(os.path.join(D, name) + '.onnx', os.path.join(D, name) + '_int8.onnx', None, calib_images=12, batch_size=12, force=True, progress=False)
     print('done', name, flush=True)

@@ -20,7 +20,7 @@ from timm_recal_deploy.openvino_runtime import bench_input, bf16_support, open_o
 
 
 def _ort_call(path: str, batch: int, threads: int) -> Callable[[], Any]:
-    from timm_recal_deploy.runtime import create_session
+    from timm_recal_deploy.ort_runtime import create_session
     sess = create_session(path, ['CPUExecutionProvider'], threads=threads)
     inp = sess.get_inputs()[0]
     size = [int(d) for d in inp.shape[1:]]

@@ -1,0 +1,91 @@
+"""Which INT8 file OpenVINO runs in ``bench`` (and so in ``pipeline``): our QDQ file or an NNCF IR.
+
+OpenVINO reads our QDQ ONNX file (``timm-recal quantize``) and its own NNCF post-training quantization; which is
+faster depends on the model (benchmarks/gate_speed), and NNCF's defaults miss the 99% agreement contract on
+depthwise-heavy nets. So both are made from the same FP32 file on the same calibration images, and
+``openvino_runtime.pick_int8`` keeps the fastest whose top-1 agreement with OpenVINO FP32 reaches 99% on images
+disjoint from the calibration ones where the QDQ file records a split (the pipeline's default), else on the
+bundled samples (then said in the result). The record says which file was timed and why.
+"""
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import DeployError
+from .images import bundled_samples_dir, make_loader, scan_images, split_indices
+from .metadata import read_metadata
+from .sources import Source, onnx_data_config
+
+__all__ = ['pick_openvino_int8', 'agreement_images']
+
+
+def _images(root: Optional[str], cfg: Dict[str, Any], limit: Optional[int] = None,
+            indices: Optional[Sequence[int]] = None) -> np.ndarray:
+    loader = make_loader(root, cfg, 64, limit=None if indices is not None else limit, indices=indices)
+    return np.concatenate([x.numpy() for x, _ in loader])
+
+
+def agreement_images(qdq_path: str, fp32_path: str, calib_data: Optional[str], calib_images: int
+                     ) -> Tuple[Dict[str, Any], np.ndarray, str]:
+    """``(NNCF calibration kwargs, agreement images, where they come from)`` for the QDQ file ``qdq_path``.
+
+    A QDQ file calibrated on one part of a folder (``calib_split``) gives NNCF the same part and the agreement
+    the other; otherwise NNCF calibrates on ``calib_data`` (the bundled samples when None) and agreement is
+    measured on the bundled samples.
+    """
+    meta = read_metadata(fp32_path)
+    cfg = onnx_data_config(meta, fp32_path)
+    q = read_metadata(qdq_path).get('quantization') or {}
+    root = q.get('calib_data')
+    if q.get('calib_split') and root and os.path.isdir(root) and q.get('calib_split_of') == len(scan_images(root)[0]):
+        calib_idx, measure_idx = split_indices(q['calib_split_of'], q['calib_images'])
+        return ({'calib_images': root, 'indices': calib_idx, 'num_images': None},
+                _images(root, cfg, indices=measure_idx),
+                f'{len(measure_idx)} images of {root} disjoint from the calibration part')
+    samples = bundled_samples_dir(cfg)
+    where = f'the bundled samples ({samples})'
+    if calib_data is None or os.path.realpath(calib_data) == os.path.realpath(samples):
+        where += ', also the calibration images: a speed pick, not an accuracy claim'
+    return {'calib_images': calib_data, 'num_images': calib_images}, _images(samples, cfg), where
+
+
+def pick_openvino_int8(files: Dict[str, str], src: Source, o: Any, workdir: str, notes: List[str], log,
+                       role: str) -> Tuple[str, Dict[str, Any]]:
+    """``(file to time, record)`` of OpenVINO INT8 for one bench side with ``files`` by precision.
+
+    The record: ``timed`` ('qdq' or 'nncf'), ``picked`` (None when no candidate passed the contract: the QDQ
+    file is timed and ``passed`` is False), ``reason``, ``agreement_images`` and ``pick_int8``'s candidates.
+    """
+    from .openvino_runtime import AGREEMENT_MIN, pick_int8, quantize_nncf
+    qdq = files['int8']
+    fp32 = files.get('fp32')
+    if fp32 is None or not qdq.lower().endswith('.onnx'):
+        notes.append(f'{role}/openvino/int8: no FP32 file beside {os.path.basename(qdq)}, so no NNCF candidate '
+                     'and no agreement check; the given INT8 file is timed')
+        return qdq, {'timed': 'given', 'picked': None, 'passed': None,
+                     'reason': 'no FP32 file to quantize with NNCF or to measure agreement against'}
+    nncf_kw, images, where = agreement_images(qdq, fp32, o.calib_data, o.calib_images)
+    candidates = {'qdq': qdq}
+    log(f'bench: {role}: NNCF INT8 of {src.name} for OpenVINO, then the INT8 pick on {len(images)} images')
+    try:
+        ir = quantize_nncf(fp32, nncf_kw.pop('calib_images'), os.path.join(workdir, f'{role}.nncf_int8.xml'),
+                           force=True, **nncf_kw)
+        candidates['nncf'] = ir['output']
+    except DeployError as e:
+        notes.append(f'{role}/openvino/int8: NNCF quantization failed ({e}); only the QDQ file is a candidate')
+    batch = min(int(b) for b in (o.batches if not isinstance(o.batches, str) else o.batches.split(',')))
+    pick = pick_int8(fp32, candidates, images, threads=o.threads, batch=batch, min_time_s=o.min_time_s,
+                     rounds=max(1, min(3, o.repeats)))
+    pick.update(agreement_images=where, min_agreement=AGREEMENT_MIN)
+    for cand in pick['candidates'].values():  # the NNCF IR lives in bench's temporary folder: not a path to keep
+        if os.path.realpath(cand['path']).startswith(os.path.realpath(workdir) + os.sep):
+            cand['path'] = None
+            cand['temporary'] = True
+    if pick['picked'] is None:
+        notes.append(f"{role}/openvino/int8: {pick['reason']}; the QDQ file is timed but did not pass")
+        pick.update(timed='qdq', passed=False, path=os.path.abspath(qdq))
+        return qdq, pick
+    path = candidates[pick['picked']]
+    pick.update(timed=pick['picked'], passed=True, path=pick['candidates'][pick['picked']]['path'])
+    return path, pick

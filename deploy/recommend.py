@@ -1,0 +1,97 @@
+"""The pipeline's recommendation: per batch size, the fastest runtime x precision of the target model that passed
+parity, with its speed-up over ONNX Runtime FP32 measured in the same bench run.
+
+What counts as "passed parity" (each a check the pipeline ran, never assumed):
+
+* eager FP32 (NCHW or channels_last) is the PyTorch reference itself;
+* an ONNX runtime at a precision: its parity record (PyTorch vs that runtime on that file; ``ort`` for records
+  that name no runtime) passed;
+* OpenVINO INT8 additionally: the file bench timed (our QDQ file or the NNCF IR, ``bench.int8_pick``) reached
+  the 99% top-1 agreement contract with OpenVINO FP32, and OpenVINO FP32 passed parity;
+* anything else (eager under autocast, a runtime without a parity record) is listed as not checked.
+"""
+from typing import Any, Dict, List, Optional, Tuple
+
+__all__ = ['recommend', 'recommendation_markdown']
+
+_REFERENCE = ('eager', 'eager_cl')
+
+
+def _parity_passed(record: Dict[str, Any]) -> Dict[Tuple[str, str], bool]:
+    passed: Dict[Tuple[str, str], bool] = {}
+    for p in record.get('parity') or []:
+        if p.get('role') != 'target':
+            continue
+        key = (p.get('runtime') or 'ort', p['precision'])
+        passed[key] = passed.get(key, True) and bool((p.get('result') or {}).get('passed'))
+    return passed
+
+
+def _check(result: Dict[str, Any], passed: Dict[Tuple[str, str], bool],
+           pick: Optional[Dict[str, Any]]) -> Tuple[bool, str]:
+    """``(eligible, why)`` of one bench result of the target."""
+    rt, p = result['runtime'], result['precision']
+    if rt in _REFERENCE:
+        return (p == 'fp32', 'the PyTorch reference' if p == 'fp32' else 'autocast, not parity-checked')
+    if (rt, p) not in passed:
+        return False, 'no parity check'
+    if not passed[(rt, p)]:
+        return False, 'parity FAILED'
+    if rt == 'openvino' and p == 'int8':
+        if not pick or not pick.get('passed'):
+            return False, (pick or {}).get('reason') or 'no INT8 agreement pick'
+        if not passed.get(('openvino', 'fp32')):
+            return False, 'OpenVINO FP32 (the INT8 agreement reference) did not pass parity'
+        return True, f"parity passed; {pick.get('timed')} file, top-1 agreement " \
+                     f"{100 * pick['candidates'][pick['timed']]['agreement']:.2f}% with OpenVINO FP32"
+    return True, 'parity passed'
+
+
+def recommend(record: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per batch size of the target's bench results: ``{batch, runtime, precision, variant, images_per_s,
+    ort_fp32_images_per_s, speedup_vs_ort_fp32, why, considered}`` (``runtime`` None when nothing passed)."""
+    bench = record.get('bench') or {}
+    results = [r for r in bench.get('results') or [] if r.get('role') == 'target']
+    passed = _parity_passed(record)
+    pick = (bench.get('int8_pick') or {}).get('target')
+    out = []
+    for b in sorted({r['batch'] for r in results}):
+        rows = [r for r in results if r['batch'] == b]
+        ort = next((r['images_per_s'] for r in rows if (r['runtime'], r['precision']) == ('ort', 'fp32')), None)
+        considered = []
+        for r in sorted(rows, key=lambda r: -r['images_per_s']):
+            ok, why = _check(r, passed, pick)
+            considered.append({'runtime': r['runtime'], 'precision': r['precision'], 'variant': r.get('variant'),
+                               'images_per_s': r['images_per_s'], 'eligible': ok, 'why': why})
+        best = next((c for c in considered if c['eligible']), None)
+        out.append({
+            'batch': b, 'runtime': best and best['runtime'], 'precision': best and best['precision'],
+            'variant': best and best['variant'], 'images_per_s': best and best['images_per_s'],
+            'ort_fp32_images_per_s': ort,
+            'speedup_vs_ort_fp32': round(best['images_per_s'] / ort, 3) if best and ort else None,
+            'why': best['why'] if best else 'no runtime x precision passed parity', 'considered': considered,
+        })
+    return out
+
+
+def recommendation_markdown(recs: List[Dict[str, Any]], label=lambda w: w) -> str:
+    """The report's closing section."""
+    if not recs:
+        return ''
+    lines = ['## Recommendation', '',
+             'Per batch size, the fastest runtime x precision of the target that passed parity (the bench run '
+             'above; speed-up over ONNX Runtime FP32 in the same run).', '',
+             '| Batch | Runtime | Precision | images/s | vs ORT FP32 | Why |', '|---|---|---|---|---|---|']
+    for r in recs:
+        if r['runtime'] is None:
+            lines.append(f"| {r['batch']} | - | - | - | - | {r['why']} |")
+            continue
+        variant = f" ({r['variant']})" if r.get('variant') else ''
+        speed = '-' if r['speedup_vs_ort_fp32'] is None else f"{r['speedup_vs_ort_fp32']:.2f}x"
+        lines.append(f"| {r['batch']} | {label(r['runtime'])} | {r['precision'].upper()}{variant} | "
+                     f"{r['images_per_s']:.1f} | {speed} | {r['why']} |")
+    skipped = sorted({f"{c['runtime']}/{c['precision']}: {c['why']}" for r in recs for c in r['considered']
+                      if not c['eligible']})
+    if skipped:
+        lines += ['', 'Not recommended: ' + '; '.join(skipped) + '.']
+    return '\n'.join(lines) + '\n'
