@@ -375,8 +375,8 @@ def _export_onnx(model, repo_id: str, folder: str, arch: str, options: Dict[str,
     os.makedirs(onnx_dir, exist_ok=True)
     fp32, int8 = os.path.join(onnx_dir, 'model.onnx'), os.path.join(onnx_dir, 'model_int8.onnx')
     deploy.export_onnx(f'hf-hub:{repo_id}', fp32, model=model)
-    deploy.quantize_int8(fp32, int8, options.get('calib_data'), num_images=options.get('calib_images', 512),
-                         calibrate_method=options.get('calib_method', 'minmax'),
+    deploy.quantize_int8(fp32, int8, options.get('calib_data'), calib_images=options.get('calib_images', 512),
+                         calib_method=options.get('calib_method', 'minmax'),
                          fp32_layers=options.get('fp32_layers', 0), progress=False)
     files = []
     for path, rel in ((fp32, 'onnx/model.onnx'), (int8, 'onnx/model_int8.onnx')):
