@@ -421,6 +421,7 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
 
 def run_pipeline(args: argparse.Namespace) -> int:
     """Exit 0 when every check passed, 1 when a parity check or a stage failed."""
+    _require_trt_runtime(args)
     from .pipeline import PipelineOptions, pipeline
     o = from_args(PipelineOptions, args)
     o.stages = [s for s in (args.stages or list(DEFAULT_PIPELINE_STAGES)) if s not in (args.skip or [])]
