@@ -42,7 +42,7 @@ def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('ov')
     model = randomize_weights_(timm.create_model(NAME), sample_batch(NAME, 32))
     fp32 = export_onnx(NAME, str(tmp / 'fp32.onnx'), model=model, exporter='legacy')['output']
-    qdq = quantize_int8(fp32, str(tmp / 'qdq.onnx'), None, num_images=32, progress=False)['output']
+    qdq = quantize_int8(fp32, str(tmp / 'qdq.onnx'), None, calib_images=32, progress=False)['output']
     nncf_ir = quantize_nncf(fp32, None, str(tmp / 'nncf.xml'), num_images=32)
     images = np.concatenate([x.numpy() for x, _ in make_loader(CIFAR_SAMPLES, read_metadata(fp32), 50)])
     with torch.no_grad():
@@ -206,7 +206,7 @@ def test_bf16_int8_agreement_on_cifar10_test(arch, shared_data, tmp_path):
         pytest.skip(f'{weights} not found')
     test_dir, train_dir = str(shared_data / 'cifar10' / 'test'), str(shared_data / 'cifar10' / 'train')
     fp32 = export_onnx(f'local-dir:{weights}', str(tmp_path / 'fp32.onnx'))['output']
-    qdq = quantize_int8(fp32, str(tmp_path / 'qdq.onnx'), train_dir, num_images=512, progress=False,
+    qdq = quantize_int8(fp32, str(tmp_path / 'qdq.onnx'), train_dir, calib_images=512, progress=False,
                         fp32_layers=48)['output']
     ir = quantize_nncf(fp32, train_dir, str(tmp_path / 'nncf.xml'), num_images=300)['output']
     images = np.concatenate([x.numpy() for x, _ in make_loader(test_dir, read_metadata(fp32), 500)])
