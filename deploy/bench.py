@@ -55,6 +55,7 @@ class BenchResult(Result):
     ratios: List[Dict[str, Any]]
     notes: List[str]
     output: Optional[str] = None
+    tensorrt: List[Dict[str, Any]] = field(default_factory=list)  # trtexec-style numbers of each trt runner
     kind: str = 'timm-recal-bench'
     #: per role: which OpenVINO INT8 file was timed (our QDQ file or an NNCF IR) and why (``pick_int8``)
     int8_pick: Dict[str, Any] = field(default_factory=dict)
@@ -310,6 +311,23 @@ def _runner_entry(t: _Timed) -> Dict[str, Any]:
     return info
 
 
+def _tensorrt_numbers(timed: List[_Timed], batches: Sequence[int], o: BenchOptions, notes: List[str],
+                      log) -> List[Dict[str, Any]]:
+    """What trtexec users expect of each TensorRT runner (``tensorrt_runtime.bench_tensorrt``): throughput, host
+    latency and GPU compute percentiles, with and without transfers; batches outside its profile are noted."""
+    out = []
+    for t in [t for t in timed if t.runner.name == 'trt']:
+        from .tensorrt_runtime import bench_tensorrt
+        lo, hi = t.runner.min_shape[0], t.runner.max_shape[0]
+        inside = [b for b in batches if lo <= b <= hi]
+        if len(inside) < len(batches):
+            notes.append(f'{t.key}: batches outside the engine profile {lo}..{hi} have no trtexec-style numbers')
+        log(f'trtexec-style timing of {t.key} ...')
+        out.append({'key': t.key, 'model': t.model, 'results': bench_tensorrt(
+            t.runner, inside, warmup=max(o.warmup, 1), min_time_s=o.min_time_s)})
+    return out
+
+
 def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optional[nn.Module] = None,
           compare_model: Optional[nn.Module] = None, log: Optional[Callable[[str], None]] = None,
           clock: Callable[[], float] = time.perf_counter, **overrides) -> BenchResult:
@@ -344,6 +362,7 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
             if not timed:
                 raise DeployError('nothing to time: ' + '; '.join(notes))
             results = _run_batches(timed, batches, o, clock, notes, log)
+            trt_numbers = _tensorrt_numbers(timed, batches, o, notes, log)
             torch_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(prev_threads)
@@ -352,7 +371,7 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
         threads={'torch_intra_op': torch_threads, 'torch_inter_op': torch.get_num_interop_threads(),
                  'ort_intra_op': o.threads if o.threads else 'default (one per physical core)'},
         machine=machine, runners=[_runner_entry(t) for t in timed],
-        results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks)
+        results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks, tensorrt=trt_numbers)
     if out_path:
         record.output = write_json(record, out_path, force=True)
     return record

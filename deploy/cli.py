@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .errors import DeployError
-from .options import EXPORTERS, PIPELINE_STAGES, from_args
+from .options import DEFAULT_PIPELINE_STAGES, EXPORTERS, PIPELINE_STAGES, TritonOptions, from_args
 from .runtimes import PRECISIONS, RUNTIMES, parse_runtimes
 
 __all__ = ['Verb', 'VERBS', 'add_parsers', 'add_model_args', 'add_output_args', 'add_runtime_args',
-           'add_data_args', 'add_int8_args', 'add_timing_args', 'add_json_arg', 'csv_list', 'positive_int',
+           'add_data_args', 'add_int8_args', 'add_timing_args', 'add_json_arg', 'add_engine_args',
+           'add_triton_args', 'csv_list', 'positive_int',
            'non_negative_int', 'non_negative_float', 'print_result']
 
 _PROVIDER_WORDS = {'CPUExecutionProvider': 'ort', 'CUDAExecutionProvider': 'ort_cuda',
@@ -183,6 +184,65 @@ def add_timing_args(p: argparse.ArgumentParser, optional: bool = False) -> argpa
     return g
 
 
+#: Triton backend -> our runtime word (``triton.TRITON_BACKENDS``; here so that the command line needs no onnx)
+_TRITON_BACKENDS = {'onnxruntime': 'ort', 'tensorrt': 'trt', 'openvino': 'openvino'}
+
+
+def _batch_sizes(text: str):
+    try:
+        return [positive_int(w) for w in csv_list(text)]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'takes positive integers like 8,16; got {text!r}') from None
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """How a TensorRT engine is built: ``--batch`` (its profile), ``--precision``, ``--workspace``,
+    ``--timing-cache``, ``--tf32``, ``--no-op-check``, ``--verbose`` (``tensorrt_build.build_engine`` keywords)."""
+    g = p.add_argument_group('TensorRT engine')
+    g.add_argument('--batch', metavar='N|MIN,OPT,MAX',
+                   help='optimization profile over the batch axis (default: the ONNX fixed batch, else 1,16,64)')
+    g.add_argument('--precision', choices=['fp32', 'fp16', 'int8'],
+                   help="default: the ONNX file's own. fp16 from an FP32 file uses TensorRT 10's FP16 flag; "
+                        'TensorRT 11 takes precision from the file only (quantize --precision fp16 first); int8 '
+                        'needs the QDQ file from quantize')
+    g.add_argument('--workspace', dest='workspace_mb', type=positive_int, metavar='MiB',
+                   help='builder workspace limit in MiB')
+    g.add_argument('--timing-cache', metavar='PATH', help='timing cache file, read if present and updated')
+    g.add_argument('--tf32', action='store_true', help='allow TF32 in FP32 layers (default off: exact FP32)')
+    g.add_argument('--no-op-check', dest='check_ops', action='store_false',
+                   help='build even if the static operator check fails')
+    g.add_argument('--verbose', action='store_true', help="TensorRT's log")
+    return g
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in ('batch', 'precision', 'workspace_mb', 'timing_cache', 'tf32', 'verbose',
+                                          'check_ops', 'force') if hasattr(args, k)}
+
+
+def add_triton_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """A Triton model repository: ``--backend`` (Triton's names), batching and instances (``TritonOptions``)."""
+    g = p.add_argument_group('Triton repository')
+    g.add_argument('--backend', default='onnxruntime', choices=list(_TRITON_BACKENDS),
+                   help='Triton backend: onnxruntime = our runtime ort (KIND_CPU), tensorrt = trt (KIND_GPU, '
+                        'a .plan built by the engine stage), openvino = openvino (KIND_CPU); default onnxruntime')
+    g.add_argument('--max-batch-size', type=non_negative_int, default=64,
+                   help='Triton max_batch_size (0: no batching; default 64)')
+    g.add_argument('--preferred-batch-sizes', type=_batch_sizes, default=[], metavar='B1,B2',
+                   help='dynamic batcher preferred sizes')
+    g.add_argument('--queue-delay-us', type=non_negative_int, default=100,
+                   help='dynamic batcher max queue delay in microseconds (default 100)')
+    g.add_argument('--instances', type=positive_int, default=1, help='instance group count (default 1)')
+    return g
+
+
+def _require_trt_runtime(args: argparse.Namespace) -> None:
+    """``--runtimes trt`` on a machine without TensorRT or a GPU: say which is missing before any work."""
+    if 'trt' in (getattr(args, 'runtimes', None) or []):
+        from .tensorrt_build import require_tensorrt
+        require_tensorrt()
+
+
 def print_result(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     """``--json``: the result's ``to_dict()``; else its text form."""
     print(json.dumps(result.to_dict(), indent=2) if as_json else text(result))
@@ -245,6 +305,7 @@ def _parity_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_parity(args: argparse.Namespace) -> int:
+    _require_trt_runtime(args)
     from .parity import ParityOptions, format_report, parity
     o = from_args(ParityOptions, args)
     o.progress = _progress()
@@ -266,6 +327,7 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    _require_trt_runtime(args)
     from .validate import ValidateOptions, format_metrics, validate
     o = from_args(ValidateOptions, args)
     o.progress = _progress()
@@ -322,10 +384,11 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    _require_trt_runtime(args)
     from .bench import BenchOptions, bench
     from .report import bench_results_markdown
     r = bench(args.target, from_args(BenchOptions, args), log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print_result(r, args.json, lambda r: bench_results_markdown(r.to_dict()))
+    print_result(r, args.json, lambda r: bench_results_markdown(r.to_dict()) + _trtexec_text(r.tensorrt))
     if r.output:
         print(f'wrote {r.output}', file=sys.stderr)
     return 0
@@ -341,7 +404,11 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--force', action='store_true', help='replace the folder of an earlier run, all of it')
     g = p.add_argument_group('stages')
     g.add_argument('--stages', type=csv_list, metavar='S1,S2',
-                   help=f"stages to run, from {','.join(PIPELINE_STAGES)} (default all; export always runs)")
+                   help=f"stages to run, from {','.join(PIPELINE_STAGES)} (default "
+                        f"{','.join(DEFAULT_PIPELINE_STAGES)}; export always runs). engine builds a TensorRT "
+                        'engine of each ONNX file; where TensorRT or a GPU is missing it is reported as skipped '
+                        'with the reason and does not fail the run. triton writes a Triton repository of the '
+                        'FP32 export (--backend; tensorrt serves the FP32 engine)')
     g.add_argument('--no-validate', dest='skip', action='append_const', const='validate',
                    help='skip the validation stage (alias of --stages without validate)')
     g.add_argument('--no-bench', dest='skip', action='append_const', const='bench',
@@ -360,14 +427,16 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
                        help='short timing windows (the default without MODEL)')
     speed.add_argument('--full', dest='quick', action='store_false', help='full timing (the default with MODEL)')
     add_model_args(p)
+    add_triton_args(p)
     add_json_arg(p, 'the record')
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
     """Exit 0 when every check passed, 1 when a parity check or a stage failed."""
+    _require_trt_runtime(args)
     from .pipeline import PipelineOptions, pipeline
     o = from_args(PipelineOptions, args)
-    o.stages = [s for s in (args.stages or list(PIPELINE_STAGES)) if s not in (args.skip or [])]
+    o.stages = [s for s in (args.stages or list(DEFAULT_PIPELINE_STAGES)) if s not in (args.skip or [])]
     r = pipeline(args.model, args.output, o, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     for note in r.notes:
         print(f'note: {note}', file=sys.stderr)
@@ -376,6 +445,19 @@ def run_pipeline(args: argparse.Namespace) -> int:
         print(f"FAILED: {', '.join(r.failed_stages)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _trtexec_text(numbers) -> str:
+    """``bench --runtimes trt``: trtexec's summary lines per engine and batch (ms, p50/p90/p99)."""
+    lines = []
+    for n in numbers or []:
+        for r in n['results']:
+            lat, gpu, full = r['latency_ms'], r['gpu_compute_ms'], r['gpu_with_transfers_ms']
+            lines.append(f"\n{n['key']} batch {r['batch']}: throughput {r['throughput_images_per_s']:.1f} images/s "
+                         f"({r['throughput_qps']:.1f} qps); latency p50/p90/p99 {lat['p50']:.3f}/{lat['p90']:.3f}/"
+                         f"{lat['p99']:.3f} ms; GPU compute p50/p90/p99 {gpu['p50']:.3f}/{gpu['p90']:.3f}/"
+                         f"{gpu['p99']:.3f} ms; with H2D+D2H {full['p50']:.3f}/{full['p90']:.3f}/{full['p99']:.3f} ms")
+    return ''.join(lines)
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -401,6 +483,93 @@ def _info_args(p: argparse.ArgumentParser) -> None:
 def run_info(args: argparse.Namespace) -> int:
     from .info import format_info, inspect_onnx
     print_result(inspect_onnx(args.file), args.json, format_info)
+    return 0
+
+
+def _engine_verb_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('onnx', metavar='IN.onnx', help='an exported ONNX file (export or quantize output)')
+    add_output_args(p, False, 'engine file to write, with its sidecar OUT.plan.json')
+    g = p.add_argument_group('static check')
+    g.add_argument('--check-only', action='store_true',
+                   help="static check of the ONNX ops against TensorRT's documented parser support; writes "
+                        'nothing, needs neither TensorRT nor a GPU')
+    g.add_argument('--trt-major', type=int, choices=[10, 11],
+                   help='TensorRT major version for --check-only (default: the installed one, else 10)')
+    add_engine_args(p)
+    add_json_arg(p, 'the result')
+
+
+def run_engine(args: argparse.Namespace) -> int:
+    from .tensorrt_build import build_engine, import_tensorrt, require_tensorrt, tensorrt_major
+    if args.check_only:
+        from .trt_ops import check_onnx_for_tensorrt
+        major = args.trt_major
+        if major is None:
+            trt, _ = import_tensorrt()
+            major = tensorrt_major(trt) if trt is not None else 10
+        r = check_onnx_for_tensorrt(args.onnx, major)
+        print_result(r, args.json, lambda r: r.summary())
+        return 0 if r.passed else 1
+    if not args.output:
+        raise DeployError('an output path is required (-o/--output OUT.plan), or pass --check-only')
+    require_tensorrt()  # which of TensorRT / a GPU is missing, before anything is read or written
+    r = build_engine(args.onnx, args.output, **_engine_kwargs(args))
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        prof = r['profile']
+        print(f"wrote {r['output']} and {r['sidecar']} (TensorRT {r['tensorrt_version']}, {r['gpu']['name']} "
+              f"sm {r['gpu']['compute_capability']}, {r['precision']}, batch {prof['min'][0]}/{prof['opt'][0]}/"
+              f"{prof['max'][0]}, {r['plan_bytes'] / 1e6:.1f} MB, {r['build_seconds']:.1f} s)")
+    return 0
+
+
+def _triton_verb_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('source', metavar='SOURCE',
+                   help='an exported .onnx file, a TensorRT .plan (with its sidecar), or a MODEL spec (timm '
+                        'name[.tag], hf-hub:..., local-dir:...) exported first; for --backend tensorrt an ONNX '
+                        'file or MODEL is built into an engine first')
+    add_output_args(p, False, 'model repository folder to write (REPO_DIR)')
+    p.add_argument('--name', help='model name in the repository (default: the architecture)')
+    p.add_argument('--client-example', action='store_true',
+                   help='print a tritonclient script that returns the top-5 labels of an image, and write nothing')
+    add_triton_args(p)
+    add_model_args(p, amp=False)
+    p.add_argument('--exporter', default='dynamo', choices=EXPORTERS, help='when exporting a MODEL')
+    add_engine_args(p)
+    add_json_arg(p, 'the summary')
+
+
+def run_triton(args: argparse.Namespace) -> int:
+    import tempfile
+    from .export import ExportOptions
+    from .triton import artifact_io, triton_artifact, triton_client_example, write_triton_repository
+    o = from_args(TritonOptions, args)
+    if not args.client_example and not args.output:
+        raise DeployError('an output folder is required (-o/--output REPO_DIR), or pass --client-example')
+    backend = 'onnxruntime' if args.client_example else o.backend  # the example needs the I/O names only
+    engine = _engine_kwargs(args)
+    if engine.get('batch') is None and o.max_batch_size:  # the engine must take every batch Triton may send
+        engine['batch'] = f'1,{min(16, o.max_batch_size)},{o.max_batch_size}'
+    with tempfile.TemporaryDirectory(prefix='timm-recal-triton-') as work:
+        export = from_args(ExportOptions, args)
+        export.output, export.force = None, False
+        artifact = triton_artifact(args.source, backend, work, export_options=export,
+                                   engine_options=dict(engine, force=False),
+                                   log=lambda m: print(m, file=sys.stderr, flush=True))
+        if args.client_example:
+            meta = artifact_io(artifact)['metadata']
+            print(triton_client_example(args.name or meta.get('architecture') or 'model', meta))
+            return 0
+        r = write_triton_repository(artifact, args.output, backend=o.backend, name=args.name,
+                                    max_batch_size=o.max_batch_size, preferred_batch_sizes=o.preferred_batch_sizes,
+                                    max_queue_delay_us=o.queue_delay_us, instance_count=o.instances,
+                                    force=args.force)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"wrote {r['repository']} (model {r['model_name']}, backend {r['backend']} = runtime {r['runtime']}); "
+              f"serve with: {r['serve']}")
     return 0
 
 
@@ -438,7 +607,19 @@ VERBS = (
          "The README's ratio table (table) or every table (details) of timm-recal bench -o files."),
     Verb('info', 'what an ONNX file is: metadata, inputs/outputs, opset, precision, ops, size', _info_args, run_info,
          'Describe an ONNX file: its metadata, inputs and outputs, opsets, precision, node counts by op type and '
-         'file size, as text or --json.'),
+         'file size, as text or --json, and the static TensorRT 10/11 operator check.'),
+    Verb('engine', 'build a TensorRT engine (plan + sidecar JSON) from an ONNX file; --check-only anywhere',
+         _engine_verb_args, run_engine,
+         'Build a TensorRT engine from an ONNX export (TensorRT 10.x or 11.x, a CUDA GPU): an optimization profile '
+         'over the batch axis, a workspace limit, a reusable timing cache, and a sidecar OUT.plan.json (TensorRT '
+         'version, GPU, profile, precision, SHA-256 of the ONNX) that loading checks. --check-only runs the static '
+         'ONNX operator check alone, without TensorRT or a GPU. Without them a build says which is missing and '
+         'how to install it, and writes nothing.'),
+    Verb('triton', 'a Triton Inference Server model repository for a model, ONNX file or engine', _triton_verb_args,
+         run_triton,
+         "Write REPO_DIR/<name>/config.pbtxt, REPO_DIR/<name>/1/model.onnx|model.plan and labels.txt (Triton's "
+         "classification extension). Backends use Triton's names: onnxruntime (our runtime ort), tensorrt (trt), "
+         'openvino (openvino). --client-example prints the tritonclient request for the top-5 labels.'),
 )
 
 

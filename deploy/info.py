@@ -1,14 +1,16 @@
 """``timm-recal info FILE.onnx``: what an ONNX file is (Polygraphy's ``inspect model`` for our files).
 
 Metadata (preprocessing, provenance, precision and how it was made), inputs and outputs with their shapes,
-opsets, node counts by op type, initializer count and file size, as text or ``--json``.
+opsets, node counts by op type, initializer count and file size, as text or ``--json``; and the static TensorRT
+10/11 operator check (``trt_ops.tensorrt_info``: no TensorRT or GPU needed), with what it cannot know.
 """
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
 from .metadata import count_ops, load_onnx, read_metadata
 from .results import Result
+from .trt_ops import tensorrt_info
 
 __all__ = ['InfoResult', 'inspect_onnx', 'format_info']
 
@@ -29,6 +31,7 @@ class InfoResult(Result):
     initializers: int
     parameters: int
     metadata: Dict[str, Any]
+    tensorrt: Dict[str, Any] = field(default_factory=dict)
 
 
 def _values(values, skip=()) -> List[Dict[str, Any]]:
@@ -60,7 +63,7 @@ def inspect_onnx(path: str) -> InfoResult:
         precision=meta.get('precision', 'fp32'), inputs=_values(model.graph.input, init),
         outputs=_values(model.graph.output), nodes=len(model.graph.node), op_counts=count_ops(model),
         initializers=len(init), parameters=int(sum(int(np.prod(t.dims)) for t in model.graph.initializer)),
-        metadata={k: v for k, v in meta.items() if k not in ('graph_input_shape',)})
+        metadata={k: v for k, v in meta.items() if k not in ('graph_input_shape',)}, tensorrt=tensorrt_info(path))
 
 
 def _short(value: Any, limit: int = 100) -> str:
@@ -87,4 +90,14 @@ def format_info(r: InfoResult) -> str:
         lines.append(f'    class_labels: {len(labels)} ({_short(", ".join(map(str, labels[:5])), 60)}, ...)')
     if quant:
         lines.append(f"    quantization: {_short({k: v for k, v in quant.items() if k != 'sensitivity'}, 300)}")
+    trt = dict(r.tensorrt)
+    cannot = trt.pop('cannot_check', [])
+    if trt:
+        lines.append('  TensorRT (static check of the ops against the ONNX parser\'s documented support):')
+        for key, c in trt.items():
+            warned = f", {len(c['warnings'])} warning(s)" if c.get('warnings') else ''
+            lines.append(f"    {key.replace('tensorrt', 'TensorRT ')}: {'passes' if c['passed'] else 'FAILS'}{warned}")
+            lines += [f'      error: {e}' for e in c.get('errors', [])]
+            lines += [f'      warning: {w}' for w in c.get('warnings', [])]
+        lines += ['    cannot know without TensorRT: ' + '; '.join(cannot)] if cannot else []
     return '\n'.join(lines)

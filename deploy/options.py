@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, List, Optional, Type, TypeVar
 
-__all__ = ['EXPORTERS', 'PIPELINE_STAGES', 'ModelOptions', 'RuntimeOptions', 'Int8Options', 'OutputOptions', 'DataOptions', 'TimingOptions',
+__all__ = ['EXPORTERS', 'PIPELINE_STAGES', 'DEFAULT_PIPELINE_STAGES', 'TritonOptions', 'ModelOptions', 'RuntimeOptions', 'Int8Options', 'OutputOptions', 'DataOptions', 'TimingOptions',
            'from_args', 'with_overrides', 'int8_kwargs']
 
 T = TypeVar('T')
@@ -17,7 +17,9 @@ T = TypeVar('T')
 #: the torch.onnx exporters ``export`` offers (here, so that the command line needs no torch)
 EXPORTERS = ('dynamo', 'legacy')
 #: the pipeline's stages in the order they run (``pipeline.STAGE_STEPS`` has each one's function)
-PIPELINE_STAGES = ('export', 'quantize', 'parity', 'validate', 'bench', 'report')
+PIPELINE_STAGES = ('export', 'quantize', 'parity', 'validate', 'bench', 'engine', 'triton', 'report')
+#: what ``--stages`` defaults to: the serving stages (TensorRT engine, Triton repository) run only when named
+DEFAULT_PIPELINE_STAGES = tuple(s for s in PIPELINE_STAGES if s not in ('engine', 'triton'))
 
 
 @dataclass
@@ -67,6 +69,16 @@ class TimingOptions:
     repeats: int = 5
     min_time_s: float = 1.0
     min_iters: int = 2
+
+
+@dataclass
+class TritonOptions:
+    """A Triton model repository (``triton.write_triton_repository``): backend and batching."""
+    backend: str = 'onnxruntime'
+    max_batch_size: int = 64
+    preferred_batch_sizes: List[int] = dataclasses.field(default_factory=list)
+    queue_delay_us: int = 100
+    instances: int = 1
 
 
 @dataclass

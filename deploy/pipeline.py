@@ -21,7 +21,8 @@ from .bench import BenchOptions, bench as bench_stage, default_runtimes, parse_b
 from .errors import DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
 from .images import bundled_samples_dir, scan_images, split_indices
-from .options import PIPELINE_STAGES, Int8Options, ModelOptions, RuntimeOptions, with_overrides
+from .options import (DEFAULT_PIPELINE_STAGES, PIPELINE_STAGES, Int8Options, ModelOptions, RuntimeOptions,
+                      TritonOptions, with_overrides)
 from .outputs import atomic_folder, write_json
 from .parity import parity as parity_stage
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
@@ -49,7 +50,7 @@ TIMING = {
 
 
 @dataclass
-class PipelineOptions(ModelOptions, RuntimeOptions, Int8Options):
+class PipelineOptions(ModelOptions, RuntimeOptions, Int8Options, TritonOptions):
     compare: Optional[str] = None
     compare_checkpoint: Optional[str] = None
     data: Optional[str] = None
@@ -81,6 +82,8 @@ class PipelineResult(Result):
     failed_stages: List[str]
     passed: bool
     notes: List[str]
+    engine: List[Dict[str, Any]] = field(default_factory=list)
+    triton: Optional[Dict[str, Any]] = None
     seconds: float = 0.0
     report: Optional[Dict[str, str]] = None
     kind: str = 'timm-recal-pipeline'
@@ -153,6 +156,16 @@ class _Run:
         self.parity: List[Dict[str, Any]] = []
         self.validate: List[Dict[str, Any]] = []
         self.bench: Optional[Dict[str, Any]] = None
+        self.engine: List[Dict[str, Any]] = []
+        self.triton: Optional[Dict[str, Any]] = None
+        self.plans: Dict[str, str] = {}
+
+    def skip(self, stage: str, role: str, precision: Optional[str], reason: str) -> None:
+        """Record a stage this machine cannot run (no TensorRT, no GPU): reported, not a failure."""
+        self.log(f"[{len(self.stages) + 1}/{self.total}] {' '.join(x for x in (stage, role, precision) if x)} "
+                 f'... skipped: {reason}')
+        self.stages.append(dict(stage=stage, role=role, precision=precision, json=None, status='skipped',
+                                reason=reason, seconds=0.0))
 
     def path(self, name: str) -> str:
         return os.path.join(self.work, name)
@@ -201,6 +214,8 @@ def _export(run: _Run) -> None:
 
 def _quantize_one(run: _Run, r: _Role, p: str, path: str):
     q = QuantizeOptions(**{k: getattr(run.o, k) for k in Int8Options.__dataclass_fields__}, precision=p)
+    if p == 'int8' and 'engine' in run.o.stages and 'symmetric' in QuantizeOptions.__dataclass_fields__:
+        q = with_overrides(QuantizeOptions, q, {'symmetric': True})  # the QDQ form TensorRT parses
     if p == 'fp16':
         return convert_fp16(r.files['fp32'], path, q)
     if run.o.calib_data is not None:
@@ -284,6 +299,56 @@ def _bench(run: _Run) -> None:
         log=lambda m: run.log('    ' + m)), json_name='bench.json')
 
 
+def _engine(run: _Run) -> None:
+    """A TensorRT engine (plan + sidecar) of each of the target's ONNX files; skipped, with the reason, on a
+    machine without TensorRT or a GPU (the stage cannot run here; that is not a failure of the model)."""
+    from .tensorrt_build import build_engine, require_tensorrt, tensorrt_major
+    from .trt_ops import check_onnx_for_tensorrt
+    target = run.roles[0]
+    try:
+        require_tensorrt()
+    except DeployError as e:
+        for p in target.files:
+            run.skip('engine', target.role, p, str(e))
+            run.engine.append({'precision': p, 'status': 'skipped', 'reason': str(e)})
+        return
+    batch = f'1,{min(16, run.o.max_batch_size)},{run.o.max_batch_size}' if run.o.max_batch_size else None
+    for p, path in target.files.items():
+        check = check_onnx_for_tensorrt(path, tensorrt_major(require_tensorrt()[0]))
+        if not check.passed and p == 'int8':  # our U8S8 QDQ file: TensorRT wants signed INT8, zero point 0
+            reason = ('the INT8 file is not in the QDQ form TensorRT parses (' + check.errors[0]['problem']
+                      + '); quantize it with --symmetric (signed INT8 activations, zero point 0)')
+            run.skip('engine', target.role, p, reason)
+            run.engine.append({'precision': p, 'status': 'skipped', 'reason': reason})
+            continue
+        plan = os.path.splitext(path)[0] + '.plan'
+        res = run.stage('engine', target.role, p, lambda: build_engine(path, plan, batch=batch),
+                        json_name=f'engine_{p}.json')
+        if res is not None:
+            run.plans[p] = plan
+            run.engine.append({'precision': p, 'status': 'built', 'result': res})
+
+
+def _triton(run: _Run) -> None:
+    """A Triton repository (``triton/``) of the FP32 export (``--backend tensorrt``: of its FP32 engine)."""
+    from .triton import write_triton_repository
+    o, target = run.o, run.roles[0]
+    source = run.plans.get('fp32') if o.backend == 'tensorrt' else target.files['fp32']
+    if source is None:
+        reason = ('--backend tensorrt serves the FP32 engine, which the engine stage did not build'
+                  + ('' if 'engine' in o.stages else ' (add engine to --stages)'))
+        skipped = [e.get('reason') for e in run.engine if e.get('status') == 'skipped']
+        run.skip('triton', target.role, o.backend, skipped[0] if skipped and 'engine' in o.stages else reason)
+        run.triton = {'status': 'skipped', 'backend': o.backend, 'reason': run.stages[-1]['reason']}
+        return
+    res = run.stage('triton', target.role, o.backend, lambda: write_triton_repository(
+        source, run.path('triton'), backend=o.backend, max_batch_size=o.max_batch_size,
+        preferred_batch_sizes=o.preferred_batch_sizes, max_queue_delay_us=o.queue_delay_us,
+        instance_count=o.instances), json_name='triton.json')
+    if res is not None:
+        run.triton = {'status': 'written', **{k: v for k, v in res.items() if k != 'config_text'}}
+
+
 #: each stage of ``PIPELINE_STAGES`` (their order): name -> (function, progress steps for a number of roles)
 STAGE_STEPS: Dict[str, Tuple[Callable[[_Run], None], Callable[[PipelineOptions, int], int]]] = {
     'export': (_export, lambda o, roles: roles),
@@ -291,6 +356,8 @@ STAGE_STEPS: Dict[str, Tuple[Callable[[_Run], None], Callable[[PipelineOptions, 
     'parity': (_parity, lambda o, roles: roles * len(parity_jobs(o))),
     'validate': (_validate, lambda o, roles: roles * (1 + sum(p in FILE_PRECISIONS for p in o.precisions))),
     'bench': (_bench, lambda o, roles: 1),
+    'engine': (_engine, lambda o, roles: len(o.precisions)),
+    'triton': (_triton, lambda o, roles: 1),
     'report': (lambda run: None, lambda o, roles: 1),  # written last, by ``pipeline`` (it needs every record)
 }
 assert tuple(STAGE_STEPS) == PIPELINE_STAGES, 'a stage needs its name in options.PIPELINE_STAGES and a row here'
@@ -314,7 +381,9 @@ def _check_options(o: PipelineOptions) -> None:
         raise DeployError(f"--precision takes fp32 (required) and optionally fp16, bf16, int8; got "
                           f"{','.join(o.precisions)}")
     o.batches = parse_batches(o.batches)
-    o.stages = parse_stages(o.stages if o.stages is not None else list(PIPELINE_STAGES))
+    o.stages = parse_stages(o.stages if o.stages is not None else list(DEFAULT_PIPELINE_STAGES))
+    if o.backend not in ('onnxruntime', 'tensorrt', 'openvino'):
+        raise DeployError(f'--backend must be onnxruntime, tensorrt or openvino, got {o.backend!r}')
     if o.runtimes is not None:
         o.runtimes = parse_runtimes(o.runtimes)
     if o.compare is None and o.compare_checkpoint:
@@ -332,7 +401,7 @@ def _check_options(o: PipelineOptions) -> None:
 
 def _record(run: _Run, model: str, t_start: float) -> PipelineResult:
     o = run.o
-    failed = [s for s in run.stages if s['status'] in ('error', 'FAILED')]
+    failed = [s for s in run.stages if s['status'] in ('error', 'FAILED')]  # 'skipped' is not a failure
     models = {r.role: {'spec': r.spec, 'name': r.source.name, 'weights': r.source.info['weights'],
                        'checkpoint': r.source.info.get('checkpoint'), 'input_size': list(r.source.info['input_size']),
                        'num_classes': r.source.info.get('num_classes'),
@@ -349,11 +418,16 @@ def _record(run: _Run, model: str, t_start: float) -> PipelineResult:
                                                                   'symmetric': o.symmetric},
                 'exporter': o.exporter, 'device': o.device, 'amp': o.amp, 'threads': o.threads,
                 'runtimes': pipeline_runtimes(o), 'quick': bool(o.quick)}
+    if 'triton' in o.stages:
+        settings['triton'] = {'backend': o.backend, 'max_batch_size': o.max_batch_size,
+                              'preferred_batch_sizes': list(o.preferred_batch_sizes),
+                              'queue_delay_us': o.queue_delay_us, 'instances': o.instances}
     return PipelineResult(
         model=model, model_name=models['target']['name'], compare=o.compare,
         compare_name=models['compare']['name'] if 'compare' in models else None, output_dir=run.final,
         settings=settings, models=models, parity=run.parity, validate=run.validate, bench=run.bench,
         stages=run.stages, passed=not failed, notes=run.notes,
+        engine=_relocate(run.engine, run.work, run.final), triton=_relocate(run.triton, run.work, run.final),
         failed_stages=[f"{s['stage']} {s['role']} {s.get('precision') or ''}".strip() for s in failed],
         seconds=round(time.perf_counter() - t_start, 1),
         recommendation=recommend({'parity': run.parity, 'bench': run.bench}) if run.bench else [])

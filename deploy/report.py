@@ -307,12 +307,37 @@ def pipeline_report_markdown(record: Dict[str, Any], png_name: Optional[str] = '
                 bench_table_markdown([bench_rec]).split('\n\nMeasured on:')[0], '']
         out += [bench_results_markdown(bench_rec)]
         out += _int8_pick_lines(bench_rec)
+    engines = record.get('engine') or []
+    if engines:  # the serving stages, when --stages named them
+        out += ['## TensorRT engines', '']
+        rows = []
+        for e in engines:
+            r = e.get('result') or {}
+            prof = r.get('profile') or {}
+            rows.append([e.get('precision'), e.get('status') if e.get('status') != 'skipped'
+                         else f"skipped: {e.get('reason')}", r.get('tensorrt_version', '-'),
+                         (r.get('gpu') or {}).get('name', '-'),
+                         '/'.join(str(prof[k][0]) for k in ('min', 'opt', 'max') if prof.get(k)) or '-',
+                         f"`{os.path.basename(r['output'])}`" if r.get('output') else '-'])
+        out += [_table(['Precision', 'Engine', 'TensorRT', 'GPU', 'Batch min/opt/max', 'Plan'], rows), '']
+    triton = record.get('triton')
+    if triton:
+        out += ['## Triton model repository', '']
+        if triton.get('status') == 'skipped':
+            out += [f"Skipped ({triton.get('backend')} backend): {triton.get('reason')}", '']
+        else:
+            out += [f"`{os.path.basename(str(triton.get('repository')))}/{triton.get('model_name')}/` "
+                    f"(backend {triton.get('backend')}, max_batch_size {triton.get('max_batch_size')}): "
+                    f"config.pbtxt {'parsed into and checked against' if triton.get('validated_with_model_config_pb2') else 'not checked against (tritonclient missing)'} "
+                    "Triton's `ModelConfig`; serve with `tritonserver --model-repository "
+                    f"{os.path.basename(str(triton.get('repository')))}`.", '']
     stages = record.get('stages') or []
     if stages:
         out += ['## Stages', '']
         out += [_table(['Stage', 'Role', 'Precision', 'Seconds', 'Result', 'JSON'],
                        [[s['stage'], s.get('role'), s.get('precision'), s.get('seconds'),
-                         s.get('status') if s.get('status') != 'error' else f"error: {s.get('error')}",
+                         {'error': f"error: {s.get('error')}", 'skipped': f"skipped: {s.get('reason')}"}.get(
+                             s.get('status'), s.get('status')),
                          f"`{os.path.basename(s['json'])}`" if s.get('json') else '-']
                         for s in stages]), '']
     if record.get('recommendation'):

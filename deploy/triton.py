@@ -29,7 +29,7 @@ from .errors import DeployError
 
 __all__ = [
     'TRITON_BACKENDS', 'BACKEND_RUNTIME', 'artifact_io', 'triton_config_text', 'validate_triton_config',
-    'write_triton_repository', 'triton_client_example', 'add_triton_args', 'run_triton',
+    'write_triton_repository', 'triton_client_example', 'triton_artifact',
 ]
 
 #: Triton backend -> (our runtime word, model file name in the version folder, instance kind)
@@ -352,47 +352,30 @@ if __name__ == '__main__':
 '''
 
 
-def add_triton_args(p):
-    """``timm-recal triton`` arguments (in the shape ``timm_recal_deploy.cli`` plugs in)."""
-    p.description = ('Write a Triton Inference Server model repository: REPO/<name>/config.pbtxt, '
-                     'REPO/<name>/1/model.onnx|model.plan, REPO/<name>/labels.txt (the classification extension). '
-                     'Backends use Triton\'s names: onnxruntime (our runtime ort), tensorrt (trt, from a .plan built '
-                     'by `timm-recal engine`), openvino (openvino).')
-    p.add_argument('source', metavar='SOURCE', help='an exported .onnx file, or a TensorRT .plan with its sidecar')
-    p.add_argument('-o', '--output', metavar='REPO_DIR', help='model repository folder to write')
-    p.add_argument('-f', '--force', action='store_true', help='replace an existing REPO_DIR')
-    p.add_argument('--backend', default='onnxruntime', choices=list(TRITON_BACKENDS),
-                   help='onnxruntime = ort (KIND_CPU), tensorrt = trt (KIND_GPU), openvino = openvino (KIND_CPU)')
-    p.add_argument('--name', help='model name in the repository (default: the architecture)')
-    p.add_argument('--max-batch-size', type=int, default=64, help='Triton max_batch_size (0: no batching)')
-    p.add_argument('--preferred-batch-sizes', default='', metavar='B1,B2', help='dynamic batcher preferred sizes')
-    p.add_argument('--queue-delay-us', type=int, default=100, help='dynamic batcher max queue delay (microseconds)')
-    p.add_argument('--instances', type=int, default=1, help='instance group count')
-    p.add_argument('--client-example', action='store_true',
-                   help='print a tritonclient script that returns the top-5 labels of an image, and write nothing')
-    p.add_argument('--json', action='store_true', help='print the summary as JSON')
-    return p
+_PLAN_SUFFIXES = ('.plan', '.engine', '.trt')
 
 
-def run_triton(args) -> int:
-    try:
-        preferred = [int(x) for x in args.preferred_batch_sizes.split(',') if x.strip()]
-    except ValueError:
-        raise DeployError('--preferred-batch-sizes must be integers like 8,16, '
-                          f'got {args.preferred_batch_sizes!r}') from None
-    if args.client_example:
-        io = artifact_io(args.source)
-        name = _MODEL_NAME.sub('_', args.name or io['metadata'].get('architecture') or 'model')
-        print(triton_client_example(name, io['metadata']))
-        return 0
-    if not args.output:
-        raise DeployError('an output folder is required (-o/--output REPO_DIR)')
-    r = write_triton_repository(args.source, args.output, backend=args.backend, name=args.name,
-                                max_batch_size=args.max_batch_size, preferred_batch_sizes=preferred,
-                                max_queue_delay_us=args.queue_delay_us, instance_count=args.instances,
-                                force=args.force)
-    if args.json:
-        print(json.dumps(r, indent=2))
-    else:
-        print(f"wrote {r['repository']} (model {r['model_name']}, backend {r['backend']}); serve with: {r['serve']}")
-    return 0
+def triton_artifact(source: str, backend: str, workdir: str, *, export_options: Any = None,
+                    engine_options: Optional[Dict[str, Any]] = None, log=None) -> str:
+    """The file ``backend`` serves, made from ``source`` inside ``workdir`` when needed: a model spec is exported
+    by the export stage (``export_onnx``), and for ``tensorrt`` an ONNX file is built into a plan by the engine
+    stage (``tensorrt_build.build_engine``, ``engine_options`` its keywords). An ``.onnx``/``.plan`` path is used
+    as it is. For ``tensorrt`` TensorRT and a GPU are checked first, before any export: a machine without them
+    gets one message naming what is missing, and nothing is written."""
+    log = log or (lambda msg: None)
+    if backend not in TRITON_BACKENDS:
+        raise DeployError(f"--backend must be one of {', '.join(TRITON_BACKENDS)}, got {backend!r}")
+    is_plan = source.lower().endswith(_PLAN_SUFFIXES)
+    if backend == 'tensorrt' and not is_plan:
+        from .tensorrt_build import require_tensorrt
+        require_tensorrt()
+    path = source
+    if not source.lower().endswith('.onnx') and not is_plan:  # a model spec: the export stage makes the file
+        from .export import export_onnx
+        log(f'exporting {source} ...')
+        path = export_onnx(source, os.path.join(workdir, 'model.onnx'), export_options).output
+    if backend == 'tensorrt' and not is_plan:
+        from .tensorrt_build import build_engine
+        log(f'building a TensorRT engine from {os.path.basename(path)} ...')
+        path = build_engine(path, os.path.join(workdir, 'model.plan'), **(engine_options or {}))['output']
+    return path

@@ -169,3 +169,42 @@ def test_stages_option_aliases_and_force_replaces_the_folder(tmp_path, capsys):
     assert not any(name.startswith('.') for name in os.listdir(tmp_path))  # no temporary folder left beside it
     assert main(['pipeline', TARGET, '-o', str(tmp_path / 'bad'), '--stages', 'export,engrave']) == 2
     assert 'engrave' in capsys.readouterr().err and not (tmp_path / 'bad').exists()
+
+
+def test_serving_stages_engine_skipped_without_tensorrt_and_triton_written(tmp_path, monkeypatch, capsys):
+    """``--stages ...,engine,triton`` (not in the default set): without TensorRT/GPU the engine stage is recorded
+    as skipped with the reason and the run still passes; the triton stage writes a repository whose config
+    parses into Triton's ``ModelConfig``; report.md and report.json carry both."""
+    pytest.importorskip('tritonclient.grpc.model_config_pb2', reason='needs tritonclient[grpc] (the [test] extra)')
+    from timm_recal.cli import main
+    from timm_recal_deploy import tensorrt_build
+    from timm_recal_deploy.options import DEFAULT_PIPELINE_STAGES
+    assert 'engine' not in DEFAULT_PIPELINE_STAGES and 'triton' not in DEFAULT_PIPELINE_STAGES
+    monkeypatch.setattr(tensorrt_build, 'import_tensorrt', lambda: (None, "ImportError: No module named 'tensorrt'"))
+    monkeypatch.setattr(tensorrt_build, 'cuda_device', lambda index=0: None)
+    out = tmp_path / 'p'
+    argv = ['pipeline', TARGET, '-o', str(out), '--stages', 'export,engine,triton,report', '--precision', 'fp32',
+            '--exporter', 'legacy', '--backend', 'openvino', '--max-batch-size', '8', '--json']
+    assert main(argv) == 0
+    rec = json.loads(capsys.readouterr().out)
+    stages = {s['stage']: s for s in rec['stages']}
+    assert stages['engine']['status'] == 'skipped' and 'TensorRT is not installed' in stages['engine']['reason']
+    assert rec['engine'] == [{'precision': 'fp32', 'status': 'skipped', 'reason': stages['engine']['reason']}]
+    assert stages['triton']['status'] == 'ok' and rec['passed']
+    tri = rec['triton']
+    assert tri['backend'] == 'openvino' and tri['validated_with_model_config_pb2'] is True
+    assert tri['repository'] == str(out / 'triton') and (out / 'triton' / TARGET / 'config.pbtxt').is_file()
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+    cfg = text_format.Parse((out / 'triton' / TARGET / 'config.pbtxt').read_text(), model_config_pb2.ModelConfig())
+    assert cfg.max_batch_size == 8 and cfg.backend == 'openvino'
+    report = (out / 'report.md').read_text()
+    assert '## TensorRT engines' in report and 'skipped: runtime trt unavailable' in report
+    assert '## Triton model repository' in report and "Triton's `ModelConfig`" in report
+    saved = json.loads((out / 'report.json').read_text())
+    assert saved['triton']['model_name'] == TARGET and saved['engine'][0]['status'] == 'skipped'
+    # --backend tensorrt without an engine: the triton stage is skipped too, with the engine stage's reason
+    assert main(argv[:-5] + ['--backend', 'tensorrt', '--force']) == 0
+    rec = json.loads((out / 'report.json').read_text())
+    assert rec['triton']['status'] == 'skipped' and 'TensorRT is not installed' in rec['triton']['reason']
+    assert not (out / 'triton').exists()

@@ -8,6 +8,8 @@ the 10.x/11.x branches set; it tests that branching logic alone, never a build.
 import builtins
 import json
 import os
+import re
+import subprocess
 import sys
 import types
 
@@ -284,29 +286,50 @@ def test_build_load_parity_bench_on_gpu(cnn3_onnx, tmp_path):
         open_tensorrt(built['output'])
 
 
-# --- the `engine` verb's adapter (registered by the deploy CLI) ---------------------------------------------------
-def _engine_args(argv):
-    import argparse
-    from timm_recal_deploy.engine import add_engine_args
-    return add_engine_args(argparse.ArgumentParser()).parse_args(argv)
-
-
+# --- the `engine` verb and `--runtimes trt` through `timm-recal` (timm_recal.cli.main) ----------------------------
 def test_engine_check_only_runs_without_tensorrt(cnn3_onnx, tmp_path, capsys):
-    from timm_recal_deploy.engine import run_engine
-    assert run_engine(_engine_args([cnn3_onnx, '--check-only', '--trt-major', '11'])) == 0
+    from timm_recal.cli import main
+    assert main(['engine', cnn3_onnx, '--check-only', '--trt-major', '11']) == 0
     out = capsys.readouterr().out
     assert 'TensorRT 11 static op check' in out and 'PASSED' in out and 'cannot know' in out
-    assert run_engine(_engine_args([cnn3_onnx, '--check-only', '--json'])) == 0
+    assert main(['engine', cnn3_onnx, '--check-only', '--json']) == 0
     assert json.loads(capsys.readouterr().out)['passed'] is True
     assert os.listdir(tmp_path) == []
 
 
-def test_engine_without_tensorrt_is_one_clear_error(no_tensorrt_no_gpu, cnn3_onnx, tmp_path):
-    from timm_recal_deploy.engine import run_engine
-    with pytest.raises(DeployError, match='output path is required'):
-        run_engine(_engine_args([cnn3_onnx]))
-    with pytest.raises(DeployError, match=r"TensorRT is not installed.*timm-recal\[tensorrt\].*no CUDA GPU"):
-        run_engine(_engine_args([cnn3_onnx, '-o', str(tmp_path / 'm.plan'), '--batch', '1,8,32']))
+def test_engine_verb_without_tensorrt_is_one_clear_error(no_tensorrt_no_gpu, cnn3_onnx, tmp_path, capsys):
+    """No traceback, exit non-zero, both missing pieces and the install command named, nothing written."""
+    from timm_recal.cli import main
+    assert main(['engine', cnn3_onnx]) == 2
+    assert 'output path is required' in capsys.readouterr().err
+    assert main(['engine', cnn3_onnx, '-o', str(tmp_path / 'm.plan'), '--batch', '1,8,32']) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"TensorRT is not installed.*timm-recal\[tensorrt\].*no CUDA GPU", err), err
+    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('verb', ['parity', 'validate', 'bench'])
+def test_runtimes_trt_without_tensorrt_is_one_clear_error(no_tensorrt_no_gpu, cnn3_onnx, tmp_path, capsys, verb):
+    from timm_recal.cli import main
+    argv = [verb, cnn3_onnx, '--runtimes', 'trt', '-o', str(tmp_path / 'out.json')]
+    if verb == 'validate':
+        argv += ['--data', str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'runtime trt unavailable' in err and "pip install 'timm-recal[tensorrt]'" in err and 'no CUDA GPU' in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_engine_verb_in_a_fresh_process(cnn3_onnx, tmp_path):
+    """The installed command itself, on this machine: without TensorRT or a GPU it says so and writes nothing."""
+    tb_trt, _ = tb.import_tensorrt()
+    if tb_trt is not None and tb.cuda_device() is not None:
+        pytest.skip('TensorRT and a GPU are present: the build would run')
+    proc = subprocess.run([sys.executable, '-m', 'timm_recal.cli', 'engine', cnn3_onnx, '-o', str(tmp_path / 'm.plan')],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert 'runtime trt unavailable' in proc.stderr and 'timm-recal[tensorrt]' in proc.stderr
     assert os.listdir(tmp_path) == []
 
 
@@ -332,3 +355,21 @@ def test_unusable_outputs_are_refused_before_any_work(no_tensorrt_no_gpu, cnn3_o
     with pytest.raises(DeployError, match='--workspace'):
         tb.build_engine(cnn3_onnx, str(tmp_path / 'o.plan'), workspace_mb=0)
     assert sorted(os.listdir(tmp_path)) == ['m.plan', 'n.plan.json']
+
+
+@needs_trt_gpu
+def test_bench_runtimes_trt_reports_trtexec_numbers(cnn3_onnx, capsys):
+    """``timm-recal bench FILE.onnx --runtimes trt --device cuda``: the interleaved table plus trtexec's numbers."""
+    from timm_recal.cli import main
+    argv = ['bench', cnn3_onnx, '--runtimes', 'trt', '--device', 'cuda', '--batch', '1,8', '--warmup', '1',
+            '--repeats', '1', '--min-time', '0.1']
+    assert main(argv + ['--json']) == 0
+    rec = json.loads(capsys.readouterr().out)
+    (numbers,) = rec['tensorrt']
+    assert [r['batch'] for r in numbers['results']] == [1, 8]
+    for r in numbers['results']:
+        assert r['throughput_images_per_s'] > 0 and r['iterations'] >= 200
+        assert 0 < r['gpu_compute_ms']['p50'] <= r['gpu_with_transfers_ms']['p50']
+        assert r['latency_ms']['p50'] <= r['latency_ms']['p99']
+    assert main(argv) == 0
+    assert 'GPU compute p50/p90/p99' in capsys.readouterr().out

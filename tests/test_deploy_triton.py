@@ -184,19 +184,45 @@ def test_client_example_preprocessing_equals_the_models(name, size, folder):
     assert "class_count=5" in code and f"client.infer({name!r}" in code
 
 
-def test_triton_verb_adapter(exported, tmp_path, capsys):
-    import argparse
-    from timm_recal_deploy.triton import add_triton_args, run_triton
-    parser = add_triton_args(argparse.ArgumentParser())
-    assert run_triton(parser.parse_args([exported, '--client-example'])) == 0
+def test_triton_verb(exported, tmp_path, capsys):
+    from timm_recal.cli import main
+    assert main(['triton', exported, '--client-example']) == 0
     code = capsys.readouterr().out
     compile(code, 'example', 'exec')
     assert "client.infer('se_cnn3'" in code and not os.listdir(tmp_path)
     repo = tmp_path / 'repo'
-    assert run_triton(parser.parse_args([exported, '-o', str(repo), '--backend', 'openvino',
-                                         '--preferred-batch-sizes', '4,8', '--instances', '3'])) == 0
+    assert main(['triton', exported, '-o', str(repo), '--backend', 'openvino', '--preferred-batch-sizes', '4,8',
+                 '--instances', '3']) == 0
     cfg = _parse(repo / 'se_cnn3' / 'config.pbtxt')
     assert cfg.backend == 'openvino' and list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
     assert cfg.instance_group[0].count == 3
-    with pytest.raises(DeployError, match='integers'):
-        run_triton(parser.parse_args([exported, '-o', str(repo), '--preferred-batch-sizes', 'a']))
+    assert main(['triton', exported, '-o', str(tmp_path / 'r2'), '--preferred-batch-sizes', 'a']) == 2
+    assert 'positive integers' in capsys.readouterr().err and not (tmp_path / 'r2').exists()
+
+
+def test_triton_verb_exports_a_model_spec_through_the_export_stage(tmp_path, capsys):
+    """SOURCE a model spec: exported (export stage, legacy exporter for speed), then the repository is written
+    and its config matches the exported file's I/O."""
+    from timm_recal.cli import main
+    repo = tmp_path / 'repo'
+    assert main(['triton', 'cnn3', '-o', str(repo), '--exporter', 'legacy', '--json']) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary['model_name'] == 'cnn3' and summary['validated_with_model_config_pb2'] is True
+    cfg = _parse(repo / 'cnn3' / 'config.pbtxt')
+    assert cfg.backend == 'onnxruntime' and (repo / 'cnn3' / '1' / 'model.onnx').is_file()
+    assert sorted(os.listdir(tmp_path)) == ['repo']  # the export happened in a temporary folder
+
+
+def test_triton_tensorrt_backend_without_tensorrt_writes_nothing(exported, tmp_path, capsys, monkeypatch):
+    """``--backend tensorrt`` from an ONNX file or a MODEL needs an engine: without TensorRT/GPU one line that says
+    which is missing and how to install it, before any export."""
+    from timm_recal.cli import main
+    from timm_recal_deploy import tensorrt_build
+    monkeypatch.setattr(tensorrt_build, 'import_tensorrt', lambda: (None, "ImportError: No module named 'tensorrt'"))
+    monkeypatch.setattr(tensorrt_build, 'cuda_device', lambda index=0: None)
+    for source in (exported, 'cnn3'):
+        assert main(['triton', source, '-o', str(tmp_path / 'repo'), '--backend', 'tensorrt']) == 2
+        err = capsys.readouterr().err
+        assert 'TensorRT is not installed' in err and 'timm-recal[tensorrt]' in err and 'no CUDA GPU' in err
+        assert 'Traceback' not in err and 'exporting' not in err
+        assert os.listdir(tmp_path) == []

@@ -1,6 +1,7 @@
 """The static TensorRT operator check: the packaged tables, every restriction rule on hand-made graphs (each must
 be able to fail), the INT8 export of ``quantize`` (asymmetric U8 activations, which TensorRT cannot take), and real
 exports: a set covering every gate and every family in CI, the whole registry under ``slow``."""
+import json
 import os
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -164,7 +165,7 @@ def test_qdq_must_be_symmetric_signed_int8(tmp_path):
     assert any('UINT8 quantized type' in p for _, p in _problems(r))
 
 
-def test_quantize_int8_export_is_flagged_for_tensorrt(tmp_path):
+def test_quantize_int8_export_is_flagged_for_tensorrt(tmp_path, capsys):
     """``quantize`` writes ONNX Runtime's U8S8 QDQ (asymmetric uint8 activations): the TensorRT parser requires
     zero points of 0 and signed INT8, so the check must refuse it, naming the fix."""
     pytest.importorskip('onnxruntime')
@@ -182,6 +183,18 @@ def test_quantize_int8_export_is_flagged_for_tensorrt(tmp_path):
     assert info['tensorrt10']['passed'] is False and info['tensorrt11']['errors'] and info['cannot_check']
     assert tensorrt_info(fp32)['tensorrt10'] == {'passed': True, 'opset': 18, 'errors': [], 'warnings': [],
                                                  'unchecked_restrictions': {}}
+    from timm_recal.cli import main  # `timm-recal info` carries the check, as text and --json
+    assert main(['info', q['output'], '--json']) == 0
+    info_json = json.loads(capsys.readouterr().out)['tensorrt']
+    assert info_json['tensorrt10']['passed'] is False and info_json['tensorrt11']['errors']
+    assert info_json['cannot_check'] == info['cannot_check']
+    assert main(['info', q['output']]) == 0
+    text = capsys.readouterr().out
+    assert 'TensorRT 10: FAILS' in text and 'TensorRT 11: FAILS' in text and 'UINT8 quantized type' in text
+    assert 'cannot know without TensorRT' in text
+    assert main(['info', fp32]) == 0
+    text = capsys.readouterr().out
+    assert 'TensorRT 10: passes' in text and 'TensorRT 11: passes' in text
 
 
 def covering_models():

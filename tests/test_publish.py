@@ -545,3 +545,22 @@ def test_real_pipeline_report_in_card(tmp_path):
     assert '| int8 | pass |' in text or '| int8 | FAIL |' in text
     assert '| ONNX Runtime CPU | fp32 |' in text and (out / 'throughput.png').is_file()
     check_publishable(str(out))
+
+
+def test_real_pipeline_report_without_bench_says_throughput_was_not_measured(tmp_path):
+    """A real pipeline folder without its bench stage (how the weights/ cards are made on a shared machine): the
+    card carries parity and the INT8 recipe under the pipeline's own report.json keys, and says throughput was not
+    measured rather than showing numbers."""
+    pytest.importorskip('onnxruntime')
+    _, ckpt = _checkpoint(tmp_path, 'cnn3')
+    pipe = tmp_path / 'pipe'
+    assert main(['pipeline', 'cnn3', '--checkpoint', ckpt, '-o', str(pipe), '--stages', 'quantize,parity,report',
+                 '--precision', 'fp32,int8', '--exporter', 'legacy', '--calib-method', 'percentile']) == 0
+    out = tmp_path / 'out'
+    publish('cnn3', 'test-org/cnn3', checkpoint=ckpt, output=str(out), dry_run=True, report=str(pipe))
+    text = (out / 'README.md').read_text()
+    assert '| int8 | pass |' in text or '| int8 | FAIL |' in text
+    assert 'percentile ranges' in text  # settings.int8_options.calib_method, the pipeline's key
+    assert 'Throughput was not measured in this run' in text and 'images/s' not in text
+    assert not (out / 'throughput.png').exists()
+    check_publishable(str(out))

@@ -225,6 +225,9 @@ def deploy_markdown(report: Dict[str, Any], png_name: Optional[str] = 'throughpu
             lines += ['', f'**Note:** {note}.']
         if png_name:
             lines += ['', f'![throughput vs batch size]({png_name})']
+    else:  # a run without its bench stage: say so rather than leave the reader guessing
+        lines += ['Throughput was not measured in this run (the pipeline ran without its bench stage); '
+                  '`timm-recal bench MODEL` measures it on your machine.']
     return '\n'.join(lines) + '\n'
 
 
@@ -238,8 +241,9 @@ def _int8_settings(report: Dict[str, Any]) -> str:
     where = ('a split of the measured images' if not calib or str(calib).startswith('split')
              else f"`{'/'.join(str(calib).replace(chr(92), '/').rstrip('/').split('/')[-2:])}`")
     text = f"; INT8 (ONNX Runtime QDQ) calibrated on {settings.get('calib_images', '?')} images of {where}"
-    if opts.get('calibrate_method'):
-        text += f", {opts['calibrate_method']} ranges"
+    method = opts.get('calib_method') or opts.get('calibrate_method')  # the pipeline's key; older reports' key
+    if method:
+        text += f", {method} ranges"
     if opts.get('fp32_layers'):
         text += f", {opts['fp32_layers']} most sensitive nodes kept in float"
     return text
