@@ -188,15 +188,25 @@ def _int8_from(fp32: str, out: str, root: str, o: ParityOptions) -> Tuple[Dict[s
     return quantize_int8(fp32, out, o.calib_data, q).quantization, None
 
 
+def _recorded_folder_is(recorded: str, root: str) -> Tuple[bool, bool]:
+    """``(overlaps, same)`` for a calibration folder recorded in a file and the folder ``root``. The record is
+    relative to the working folder it was made in, or a bare folder name (no absolute paths are published):
+    when it does not resolve here, a folder of the same name is taken to be the same folder."""
+    if os.path.exists(recorded):
+        return _same_or_nested(recorded, root), os.path.realpath(recorded) == os.path.realpath(root)
+    same = os.path.basename(os.path.normpath(recorded)) == os.path.basename(os.path.realpath(root))
+    return same, same
+
+
 def _recorded_split(c: _Candidate, root: str) -> None:
     """An INT8 file calibrated on part of ``root``: measure on the other part, or refuse an overlap."""
     q = c.meta.get('quantization') or {}
-    if not (q.get('calib_data') and _same_or_nested(q['calib_data'], root)):
+    overlaps, same = _recorded_folder_is(q['calib_data'], root) if q.get('calib_data') else (False, False)
+    if not overlaps:
         c.calibration = q or None
         return
     n = len(scan_images(root)[0])
-    if q.get('calib_split') and q.get('calib_split_of') == n and os.path.realpath(q['calib_data']) == \
-            os.path.realpath(root):
+    if q.get('calib_split') and q.get('calib_split_of') == n and same:
         c.measure_idx = split_indices(n, q['calib_images'])[1]
         c.calibration = q
         return

@@ -8,7 +8,11 @@ this module, so that one set of rules holds everywhere:
   nothing, and it checks the folder is writable, so a read-only folder fails first, as what it is.
 * A file is written to a uniquely named temporary file beside its final path and renamed into place only when
   complete (``atomic_output``): the path holds the old file or the whole new one, never a partial file, also
-  when the process is interrupted or killed with SIGTERM (``terminate_as_interrupt``).
+  when the process is interrupted or killed with SIGTERM (``terminate_as_interrupt``). A SIGTERM also sets a
+  flag that every publishing step checks (``terminated``), so a KeyboardInterrupt that Python dropped (raised
+  inside a weakref callback or ``__del__``) still stops the file from being renamed into place.
+* Published files record no absolute local paths (home, temp, checkpoint or data folders): ``public_path`` and
+  ``public_paths`` turn them into paths relative to the working folder, or bare names outside it.
 * Without ``force`` the final step is an exclusive create (``os.link``): of two runs racing to one path, the
   second fails with "exists". With ``force`` it is ``os.replace``.
 * Folders are built beside their final path and renamed into place the same way (``atomic_folder``); with
@@ -34,7 +38,8 @@ from typing import Any, Callable, Iterator, List, Optional, Union
 __all__ = [
     'OutputError', 'OutputExistsError', 'resolve_output', 'atomic_output', 'atomic_folder', 'created_parents',
     'write_bytes', 'write_text', 'write_json', 'to_jsonable', 'terminate_as_interrupt', 'temp_name',
-    'call_atomically', 'check_writable_folder',
+    'call_atomically', 'check_writable_folder', 'terminated', 'check_not_terminated', 'public_path',
+    'public_paths',
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -173,6 +178,7 @@ def atomic_output(path: PathLike, force: bool = False, extra_suffixes: tuple = (
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         try:
             yield tmp
+            check_not_terminated()
             for ext in extra_suffixes:
                 if os.path.exists(tmp + ext):
                     _publish_file(tmp + ext, path + ext, force)
@@ -221,6 +227,7 @@ def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
         os.mkdir(tmp)
         try:
             yield tmp
+            check_not_terminated()
             if force and os.path.exists(path):
                 if not _renameat2(tmp, path, _RENAME_EXCHANGE):
                     old = temp_name(path)
@@ -278,21 +285,41 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(obj: Any, path: PathLike, force: bool = False) -> str:
-    """Write ``obj`` as indented JSON (see ``to_jsonable``) to ``path`` atomically; returns the path."""
-    return write_text(json.dumps(to_jsonable(obj), indent=2) + '\n', path, force)
+    """Write ``obj`` as indented JSON (see ``to_jsonable``; absolute paths made public, ``public_paths``) to
+    ``path`` atomically; returns the path."""
+    return write_text(json.dumps(public_paths(to_jsonable(obj)), indent=2) + '\n', path, force)
+
+
+#: the signal that ended the current ``terminate_as_interrupt`` block, if one did
+_terminated: Optional[int] = None
+
+
+def terminated() -> Optional[int]:
+    """The signal number of a SIGTERM received inside ``terminate_as_interrupt``, else None."""
+    return _terminated
+
+
+def check_not_terminated() -> None:
+    """Raise KeyboardInterrupt if the process was told to stop: nothing is published after a SIGTERM, even when
+    the handler's own KeyboardInterrupt landed where Python ignores exceptions (weakref callbacks, ``__del__``)."""
+    if _terminated is not None:
+        raise KeyboardInterrupt(f'terminated by signal {_terminated}')
 
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt for the block, so every ``finally``/cleanup above runs on a kill.
 
-    Only in the main thread (signal handlers can be set nowhere else); restores the previous handler.
+    The handler also sets the ``terminated`` flag, which the publishing steps check. Only in the main thread
+    (signal handlers can be set nowhere else); restores the previous handler.
     """
+    global _terminated
     try:
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     except ValueError:  # not the main thread
         yield
         return
+    _terminated = None
     try:
         yield
     finally:
@@ -300,6 +327,8 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 
 def _raise_interrupt(signum, frame) -> None:
+    global _terminated
+    _terminated = signum
     raise KeyboardInterrupt(f'terminated by signal {signum}')
 
 
@@ -309,3 +338,41 @@ def call_atomically(path: PathLike, writer: Callable[[str], Any], force: bool = 
         writer(tmp)
     return os.fspath(path)
 
+
+
+_PRIVATE_PREFIXES = ('local-dir:',)
+
+
+def public_path(path: PathLike) -> str:
+    """How a published file names a local path: relative to the working folder when inside it, else only its
+    last component (a file or folder name). Home, temp and other absolute folders never appear."""
+    text = os.fspath(path)
+    if not text:
+        return text
+    full = os.path.abspath(os.path.expanduser(text))
+    cwd = os.getcwd()
+    if full == cwd:
+        return '.'
+    if full.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(full, cwd)
+    return os.path.basename(full.rstrip(os.sep)) or full
+
+
+def _is_local_path(text: str) -> bool:
+    return text.startswith(('/', '~')) or (os.sep != '/' and os.path.isabs(text))
+
+
+def public_paths(obj: Any) -> Any:
+    """``obj`` (plain JSON types) with every absolute-path string made public (``public_path``), including the
+    folder of a ``local-dir:FOLDER`` model spec; other strings unchanged."""
+    if isinstance(obj, dict):
+        return {k: public_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [public_paths(v) for v in obj]
+    if isinstance(obj, str):
+        for prefix in _PRIVATE_PREFIXES:
+            if obj.startswith(prefix) and _is_local_path(obj[len(prefix):]):
+                return prefix + public_path(obj[len(prefix):])
+        if _is_local_path(obj) and '\n' not in obj:
+            return public_path(obj)
+    return obj
