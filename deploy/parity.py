@@ -14,7 +14,6 @@ calibrated on ``calib_data``, disjoint from ``data``; without it, one folder is 
 and a measurement part.
 """
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -28,7 +27,7 @@ from .export import ExportOptions, export_source
 from .images import bundled_samples_dir, collect_logits, make_dataset, scan_images, spread_indices, split_indices
 from .metadata import read_metadata
 from .options import (DataOptions, Int8Options, ModelOptions, OutputOptions, RuntimeOptions, with_overrides)
-from .outputs import resolve_output, write_json
+from .outputs import resolve_output, temporary_folder, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
 from .runtimes import PRECISIONS, open_runtime
@@ -283,7 +282,7 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
     elif onnx_path is not None:
         check_pairing(ref.info, read_metadata(onnx_path), onnx_path, ref.model)
     root = o.data if o.data is not None else bundled_samples_dir(ref.data_config)
-    with tempfile.TemporaryDirectory(prefix='timm_recal_parity_') as tmp:
+    with temporary_folder('timm_recal_parity_') as tmp:
         work = o.keep_dir or tmp
         if o.keep_dir and os.path.exists(o.keep_dir) and not os.path.isdir(o.keep_dir):
             raise DeployError(f'--keep-dir {o.keep_dir} is a file, not a folder')

@@ -82,7 +82,7 @@ def test_info_says_where_the_file_came_from(exported, capsys):
 
 
 def test_parity_finds_the_recorded_checkpoint(exported, capsys, monkeypatch):
-    work, outside, _, outer = exported
+    work, outside, _, _ = exported
     monkeypatch.chdir(work)  # relative to the working folder it was exported in
     rc, out, err = _cli(capsys, 'parity', 'inner.onnx')
     assert rc == 0 and 'PASSED' in out, err
@@ -109,3 +109,9 @@ def test_a_same_named_checkpoint_of_other_weights_is_refused(exported, capsys, m
     monkeypatch.chdir(tmp_path)
     rc, _, err = _cli(capsys, 'parity', 'inner.onnx')
     assert rc == 2 and 'weight hashes differ' in err
+
+
+def test_committed_benchmark_records_name_no_local_folders():
+    from deploy_helpers import REPO
+    folder = os.path.join(REPO, 'benchmarks')
+    assert not local_paths_in(folder), local_paths_in(folder)

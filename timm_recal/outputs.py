@@ -32,6 +32,7 @@ import os
 import secrets
 import shutil
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Union
 
@@ -39,7 +40,7 @@ __all__ = [
     'OutputError', 'OutputExistsError', 'resolve_output', 'atomic_output', 'atomic_folder', 'created_parents',
     'write_bytes', 'write_text', 'write_json', 'to_jsonable', 'terminate_as_interrupt', 'temp_name',
     'call_atomically', 'check_writable_folder', 'terminated', 'check_not_terminated', 'public_path',
-    'public_paths',
+    'public_paths', 'temporary_folder',
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -118,15 +119,17 @@ def created_parents(path: PathLike) -> Iterator[List[str]]:
         if parent == probe:
             break
         probe = parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d)
-        except FileExistsError:
-            missing.remove(d)  # made by someone else meanwhile: not ours to remove
-    try:
-        yield missing
+    made: List[str] = []  # innermost first, like ``missing``
+    try:  # the folders are made inside the try: an interrupt between two mkdirs still removes the first
+        for d in reversed(missing):
+            made.insert(0, d)  # noted before it exists, so no moment leaves it unnoted
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                made.remove(d)  # made by someone else meanwhile: not ours to remove
+        yield made
     except BaseException:
-        for d in missing:  # innermost first
+        for d in made:  # innermost first
             with contextlib.suppress(OSError):
                 os.rmdir(d)
         raise
@@ -175,8 +178,8 @@ def atomic_output(path: PathLike, force: bool = False, extra_suffixes: tuple = (
         raise OutputError(f'{path} is a folder, expected a file path')
     with created_parents(path):
         tmp = temp_name(path)
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        try:
+        try:  # created inside the try: a signal right after the create still removes it
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             yield tmp
             check_not_terminated()
             for ext in extra_suffixes:
@@ -224,8 +227,8 @@ def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
         raise OutputExistsError(f'{path} exists; pass --force to replace it')
     with created_parents(path):
         tmp = temp_name(path)
-        os.mkdir(tmp)
         try:
+            os.mkdir(tmp)
             yield tmp
             check_not_terminated()
             if force and os.path.exists(path):
@@ -250,6 +253,22 @@ def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
         except BaseException:
             _remove(tmp)
             raise
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str, dir: Optional[PathLike] = None) -> Iterator[str]:
+    """A private scratch folder (under ``TMPDIR`` unless ``dir``), removed when the block ends, however it ends.
+
+    Unlike ``tempfile.TemporaryDirectory`` the folder is made inside the cleanup's scope, so a Ctrl-C or SIGTERM
+    that lands right after it appears cannot leave it behind.
+    """
+    path = os.path.join(os.fspath(dir) if dir is not None else tempfile.gettempdir(),
+                        f'{prefix}{secrets.token_hex(6)}')
+    try:
+        os.mkdir(path, 0o700)
+        yield path
+    finally:
+        _remove(path)
 
 
 def write_bytes(data: bytes, path: PathLike, force: bool = False) -> str:
