@@ -229,13 +229,15 @@ def test_public_path_names_no_local_folders(tmp_path, monkeypatch):
     assert public_path(tmp_path / 'runs' / 'w.pth') == os.path.join('runs', 'w.pth')
     assert public_path('runs/w.pth') == os.path.join('runs', 'w.pth')
     assert public_path(tmp_path) == '.'
-    assert public_path('/home/someone/data/cifar10/train/') == 'train'
+    assert public_path(os.path.join(os.path.expanduser('~'), 'data', 'cifar10', 'train') + '/') == 'train'
     assert public_path(os.path.join(os.path.dirname(str(tmp_path)), 'other', 'ck.pth')) == 'ck.pth'
     assert public_path('../elsewhere/ck.pth') == 'ck.pth'
-    plain = {'output': str(tmp_path / 'runs' / 'm.onnx'), 'spec': 'local-dir:/root/models/se',
-             'notes': ['a message, not a path'], 'n': 3, 'data': '/tmp/x/test', 'labels': ['cat', 'dog']}
+    elsewhere = os.path.join(os.path.dirname(str(tmp_path)), 'x', 'test')
+    plain = {'output': str(tmp_path / 'runs' / 'm.onnx'), 'spec': 'local-dir:' + os.path.expanduser('~/models/se'),
+             'notes': ['a message, not a path'], 'n': 3, 'data': elsewhere, 'labels': ['cat', 'dog'],
+             'fp32_layers': ['/stem/conv/Conv', '/head/fc/Gemm']}  # ONNX node names are not paths
     assert public_paths(plain) == {'output': os.path.join('runs', 'm.onnx'), 'spec': 'local-dir:se',
                                    'notes': ['a message, not a path'], 'n': 3, 'data': 'test',
-                                   'labels': ['cat', 'dog']}
+                                   'labels': ['cat', 'dog'], 'fp32_layers': ['/stem/conv/Conv', '/head/fc/Gemm']}
     write_json(plain, 'runs/r.json')
     assert '/tmp' not in (tmp_path / 'runs' / 'r.json').read_text()

@@ -378,7 +378,14 @@ def public_path(path: PathLike) -> str:
 
 
 def _is_local_path(text: str) -> bool:
-    return text.startswith(('/', '~')) or (os.sep != '/' and os.path.isabs(text))
+    """An absolute path of this machine: its top folder exists (``/tmp``, ``/home``), so that ONNX node names
+    such as ``/stem/conv/Conv`` are left alone."""
+    if text.startswith('~'):
+        return True
+    if not os.path.isabs(text) or '\n' in text:
+        return False
+    top = os.path.splitdrive(text)[1].lstrip('/\\').replace('\\', '/').split('/')[0]
+    return bool(top) and os.path.isdir(os.path.join(os.path.splitdrive(text)[0] + os.sep, top))
 
 
 def public_paths(obj: Any) -> Any:
@@ -392,6 +399,6 @@ def public_paths(obj: Any) -> Any:
         for prefix in _PRIVATE_PREFIXES:
             if obj.startswith(prefix) and _is_local_path(obj[len(prefix):]):
                 return prefix + public_path(obj[len(prefix):])
-        if _is_local_path(obj) and '\n' not in obj:
+        if _is_local_path(obj):
             return public_path(obj)
     return obj
