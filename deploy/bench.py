@@ -8,7 +8,6 @@ performance numbers are; they are benchmarks, not timed tests. Runners come only
 """
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -21,7 +20,7 @@ from .export import ExportOptions, export_source
 from .metadata import onnx_precision, read_metadata
 from .ort_runtime import available_providers
 from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, TimingOptions, with_overrides
-from .outputs import resolve_output, write_json
+from .outputs import resolve_output, temporary_folder, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
 from .runtimes import (PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec,
@@ -356,7 +355,7 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
     try:
         if o.threads:
             torch.set_num_threads(o.threads)
-        with tempfile.TemporaryDirectory(prefix='timm_recal_bench_') as workdir:
+        with temporary_folder('timm_recal_bench_') as workdir:
             picks: Dict[str, Any] = {}
             timed = [t for side in sides for t in _side_runners(side, o, runtimes, workdir, notes, log, picks)]
             if not timed:

@@ -9,7 +9,6 @@ import contextlib
 import importlib
 import io
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from torch import nn
 from .errors import DeployError
 from .metadata import set_metadata
 from .options import EXPORTERS, ModelOptions, OutputOptions, with_overrides
-from .outputs import call_atomically, resolve_output
+from .outputs import call_atomically, resolve_output, temporary_folder
 from .results import Result
 from .sources import HASHED_WEIGHTS, Source, is_onnx_path, open_source, weights_digest
 
@@ -147,7 +146,7 @@ def _export_proto(source: Source, o: ExportOptions):
     x = torch.randn(2, *info['input_size'], device=dev)  # batch 2: a batch of 1 would be specialized away
     _trial_forward(model, x, arch)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix='timm_recal_export_') as tmp:
+    with temporary_folder('timm_recal_export_') as tmp:
         try:
             _run_exporter(model, x, os.path.join(tmp, 'raw.onnx'), o)
         except Exception as e:

@@ -71,6 +71,26 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
+def _provenance(meta: Dict[str, Any]) -> List[str]:
+    """Where the file came from: the model spec and its weights (checkpoint name and hash), the exporter and
+    the library versions; a file records no local folders, so the hash is what identifies a checkpoint."""
+    if not meta.get('model_spec') and not meta.get('architecture'):
+        return ['  made from: unknown (no timm-recal metadata)']
+    weights = meta.get('weights') or 'unknown weights'
+    if meta.get('checkpoint'):
+        weights += f" {meta['checkpoint']}"
+    if meta.get('weights_sha256'):
+        weights += f", sha256 {meta['weights_sha256'][:16]}..."
+    made = f"  made from {meta.get('model_spec') or meta.get('architecture')} ({weights})"
+    if meta.get('exporter'):
+        made += f" by the {meta['exporter']} exporter"
+    versions = meta.get('versions') or {}
+    lines = [made]
+    if isinstance(versions, dict) and versions:
+        lines.append('  with ' + ', '.join(f'{k} {v}' for k, v in sorted(versions.items())))
+    return lines
+
+
 def format_info(r: InfoResult) -> str:
     """The text ``timm-recal info`` prints."""
     meta = dict(r.metadata)
@@ -80,6 +100,7 @@ def format_info(r: InfoResult) -> str:
                                                           if r.external_data_bytes else ''),
              f"  precision {r.precision}, opsets {', '.join(f'{d} {v}' for d, v in r.opsets.items())}, "
              f'IR {r.ir_version}, producer {r.producer or "-"}']
+    lines += _provenance(r.metadata)
     lines += [f"  input  {v['name']}: {v['type']} {v['shape']}" for v in r.inputs]
     lines += [f"  output {v['name']}: {v['type']} {v['shape']}" for v in r.outputs]
     lines.append(f'  {r.nodes} nodes, {r.initializers} initializers, {r.parameters:,} parameters')

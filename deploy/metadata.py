@@ -10,7 +10,7 @@ key                 type     meaning
 ``tag``             str      pretrained tag of the model spec (``resnet50.a1_in1k`` -> ``a1_in1k``), or ''
 ``model_spec``      str      the MODEL argument as given (timm name, ``hf-hub:...``, ``local-dir:...``)
 ``weights``         str      where the weights came from: ``checkpoint``, ``pretrained``, ``random`` or ``module``
-``checkpoint``      str      absolute path of ``--checkpoint``, if any
+``checkpoint``      str      ``--checkpoint``, if any: relative to the working folder, else its file name
 ``num_classes``     int      classifier outputs
 ``input_size``      json     ``[C, H, W]`` the graph was exported for (the batch axis is dynamic)
 ``mean``, ``std``   json     per-channel normalization, ``[r, g, b]``, applied after scaling to [0, 1]
@@ -30,10 +30,15 @@ key                 type     meaning
 ==================  =======  ===============================================================================
 
 Values are strings in ONNX; keys of type ``json``/``int`` are JSON-encoded and decoded by ``read_metadata``.
+A file is meant to be shared, so no value records an absolute local path (``timm_recal.outputs.public_paths``):
+a checkpoint or data folder is named relative to the working folder, or by its name alone, and identified by
+``weights_sha256`` (a checkpoint) or the image count (a calibration folder).
 """
 import json
 import os
 from typing import Any, Dict, Mapping
+
+from timm_recal.outputs import public_paths
 
 from .errors import DeployError
 from .runtimes import PRECISIONS
@@ -89,10 +94,11 @@ def decode_props(props: Mapping[str, str]) -> Dict[str, Any]:
 
 
 def set_metadata(model, meta: Mapping[str, Any]) -> None:
-    """Merge ``meta`` into ``model``'s metadata (``onnx.helper.set_model_props``; ``None`` values skipped)."""
+    """Merge ``meta`` into ``model``'s metadata (``onnx.helper.set_model_props``; ``None`` values skipped;
+    absolute local paths made public)."""
     from onnx.helper import set_model_props
     props = {p.key: p.value for p in model.metadata_props}
-    props.update({k: _encode(k, v) for k, v in meta.items() if v is not None})
+    props.update({k: _encode(k, public_paths(v)) for k, v in meta.items() if v is not None})
     set_model_props(model, dict(sorted(props.items())))
 
 

@@ -127,7 +127,19 @@ def _load_file(path: str) -> Any:
             raise DeployError(f'cannot read checkpoint {path}: it holds Python objects besides tensors, which are '
                               'not loaded (running them is unsafe for files from elsewhere); save model.state_dict() '
                               'or a .safetensors file') from None
+        if not _looks_like_torch_save(path):
+            raise DeployError(f'cannot read checkpoint {path}: it is not a PyTorch checkpoint (torch.save writes a zip '
+                              'archive) nor a .safetensors file') from None
         raise DeployError(f'cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}') from None
+
+
+def _looks_like_torch_save(path: str) -> bool:
+    """A ``torch.save`` file: a zip archive, or a legacy pickle (protocol 2+ starts with byte 0x80)."""
+    import zipfile
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, 'rb') as f:
+        return f.read(1) == b'\x80'
 
 
 def read_checkpoint(path: str, use_ema: bool = False) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:

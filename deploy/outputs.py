@@ -10,9 +10,10 @@ from timm_recal import outputs as _outputs
 from .errors import DeployError, OutputExistsError
 
 __all__ = ['resolve_output', 'atomic_output', 'atomic_folder', 'call_atomically', 'write_json', 'write_text',
-           'to_jsonable', 'deploy_errors']
+           'to_jsonable', 'deploy_errors', 'temporary_folder']
 
 to_jsonable = _outputs.to_jsonable
+temporary_folder = _outputs.temporary_folder
 
 
 @contextlib.contextmanager

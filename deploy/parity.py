@@ -14,7 +14,6 @@ calibrated on ``calib_data``, disjoint from ``data``; without it, one folder is 
 and a measurement part.
 """
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -28,7 +27,7 @@ from .export import ExportOptions, export_source
 from .images import bundled_samples_dir, collect_logits, make_dataset, scan_images, spread_indices, split_indices
 from .metadata import read_metadata
 from .options import (DataOptions, Int8Options, ModelOptions, OutputOptions, RuntimeOptions, with_overrides)
-from .outputs import resolve_output, write_json
+from .outputs import resolve_output, temporary_folder, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
 from .runtimes import PRECISIONS, open_runtime
@@ -190,15 +189,25 @@ def _int8_from(fp32: str, out: str, root: str, o: ParityOptions) -> Tuple[Dict[s
     return quantize_int8(fp32, out, o.calib_data, q).quantization, None
 
 
+def _recorded_folder_is(recorded: str, root: str) -> Tuple[bool, bool]:
+    """``(overlaps, same)`` for a calibration folder recorded in a file and the folder ``root``. The record is
+    relative to the working folder it was made in, or a bare folder name (no absolute paths are published):
+    when it does not resolve here, a folder of the same name is taken to be the same folder."""
+    if os.path.exists(recorded):
+        return _same_or_nested(recorded, root), os.path.realpath(recorded) == os.path.realpath(root)
+    same = os.path.basename(os.path.normpath(recorded)) == os.path.basename(os.path.realpath(root))
+    return same, same
+
+
 def _recorded_split(c: _Candidate, root: str) -> None:
     """An INT8 file calibrated on part of ``root``: measure on the other part, or refuse an overlap."""
     q = c.meta.get('quantization') or {}
-    if not (q.get('calib_data') and _same_or_nested(q['calib_data'], root)):
+    overlaps, same = _recorded_folder_is(q['calib_data'], root) if q.get('calib_data') else (False, False)
+    if not overlaps:
         c.calibration = q or None
         return
     n = len(scan_images(root)[0])
-    if q.get('calib_split') and q.get('calib_split_of') == n and os.path.realpath(q['calib_data']) == \
-            os.path.realpath(root):
+    if q.get('calib_split') and q.get('calib_split_of') == n and same:
         c.measure_idx = split_indices(n, q['calib_images'])[1]
         c.calibration = q
         return
@@ -279,7 +288,7 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
     elif onnx_path is not None:
         check_pairing(ref.info, read_metadata(onnx_path), onnx_path, ref.model)
     root = o.data if o.data is not None else bundled_samples_dir(ref.data_config)
-    with tempfile.TemporaryDirectory(prefix='timm_recal_parity_') as tmp:
+    with temporary_folder('timm_recal_parity_') as tmp:
         work = o.keep_dir or tmp
         if o.keep_dir and os.path.exists(o.keep_dir) and not os.path.isdir(o.keep_dir):
             raise DeployError(f'--keep-dir {o.keep_dir} is a file, not a folder')

@@ -23,7 +23,6 @@ import contextlib
 import inspect
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -36,7 +35,7 @@ from .images import make_loader
 from .metadata import copy_metadata, count_ops, load_onnx, read_metadata, set_metadata
 from .options import Int8Options, OutputOptions, with_overrides
 from .ort_runtime import create_session
-from .outputs import call_atomically, resolve_output
+from .outputs import call_atomically, resolve_output, temporary_folder
 from .results import Result
 from .sources import onnx_data_config
 
@@ -210,7 +209,7 @@ def _pre_process(in_onnx: str, tmp: str, enabled: bool) -> Tuple[str, str]:
 def _quantize_graph(in_onnx: str, loader, input_name: str, o: QuantizeOptions):
     """``(ModelProto, float node names, sensitivity ranking, pre-process note)``."""
     import onnx
-    with tempfile.TemporaryDirectory(prefix='timm_recal_q_') as tmp:
+    with temporary_folder('timm_recal_q_') as tmp:
         fused: Optional[Dict[str, int]] = None
         if o.gate_fusion:
             from .gate_fusion import apply_gate_fusion

@@ -87,9 +87,30 @@ def onnx_data_config(meta: Dict[str, Any], onnx_path: str) -> Dict[str, Any]:
     return cfg
 
 
+def _recorded_checkpoint(recorded: Optional[str], onnx_path: str) -> Optional[str]:
+    """Where the checkpoint recorded at export is now: as recorded (relative to the working folder), else
+    beside the ONNX file (a file and its checkpoint handed over together); None if neither exists."""
+    if not recorded:
+        return None
+    folder = os.path.dirname(os.path.abspath(onnx_path))
+    for candidate in (recorded, os.path.join(folder, recorded), os.path.join(folder, os.path.basename(recorded))):
+        if os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def _local_dir_spec(spec: str, meta: Dict[str, Any], checkpoint: Optional[str]) -> str:
+    """A recorded ``local-dir:FOLDER`` that no longer resolves names its architecture instead (the weights then
+    come from ``checkpoint``)."""
+    if spec.startswith('local-dir:') and checkpoint is not None and not os.path.isdir(spec[len('local-dir:'):]):
+        return meta.get('architecture') or spec
+    return spec
+
+
 def reference_model(meta: Dict[str, Any], onnx_path: str, opts: ModelOptions):
     """``(model, info)``: the PyTorch model an ONNX file was exported from (its spec, with ``--checkpoint`` or
-    the one recorded at export)."""
+    the one recorded at export). The recorded checkpoint is looked up relative to the working folder, then
+    beside the file; its weights must have the hash recorded at export."""
     spec = meta.get('model_spec') or meta.get('architecture')
     if not spec:
         raise DeployError(f'{onnx_path} does not name its timm architecture (no metadata); '
@@ -97,17 +118,24 @@ def reference_model(meta: Dict[str, Any], onnx_path: str, opts: ModelOptions):
     checkpoint, weights = opts.checkpoint, meta.get('weights')
     if checkpoint is None and weights == 'checkpoint':
         recorded = meta.get('checkpoint')
-        if not (recorded and os.path.exists(recorded)):
-            raise DeployError(f'{onnx_path} was exported from checkpoint {recorded}, which is not there; '
-                              'pass --checkpoint')
-        checkpoint = recorded
+        checkpoint = _recorded_checkpoint(recorded, onnx_path)
+        if checkpoint is None:
+            raise DeployError(f'{onnx_path} was exported from checkpoint {recorded}, which is not there (looked in '
+                              'the working folder and beside the file); pass --checkpoint')
     if checkpoint is None and weights in ('random', 'module'):
         raise DeployError(f"{onnx_path} was exported with {'random' if weights == 'random' else 'in-memory'} "
                           'weights, so the PyTorch reference cannot be rebuilt; pass --checkpoint, or run parity '
                           'on the MODEL so that it exports its own ONNX file')
     size = (meta.get('input_size') or [None])[-1]
-    return load_model(spec, checkpoint, num_classes=meta.get('num_classes') if checkpoint is None else None,
-                      use_ema=opts.use_ema, device=opts.device, img_size=size)
+    model, info = load_model(_local_dir_spec(spec, meta, checkpoint), checkpoint,
+                             num_classes=meta.get('num_classes') if checkpoint is None else None,
+                             use_ema=opts.use_ema, device=opts.device, img_size=size)
+    recorded_hash = meta.get('weights_sha256')
+    if recorded_hash and info.get('weights') in HASHED_WEIGHTS and weights_digest(model) != recorded_hash:
+        raise DeployError(f"{onnx_path} was exported from other weights than {info.get('weights')} "
+                          f"{checkpoint or spec}: the weight hashes differ; pass the checkpoint it was made from "
+                          'with --checkpoint')
+    return model, info
 
 
 def weights_digest(model: nn.Module) -> str:

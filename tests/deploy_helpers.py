@@ -162,3 +162,42 @@ def assert_runner_contract(runner, word: str, batches=(1, 2)) -> None:
     desc = runner.describe()
     assert desc['runtime'] == word and desc['precision'] == runner.precision
     json.dumps(desc)  # JSON-able
+
+
+#: folders a published file must never name (``timm_recal.outputs.public_paths``)
+PRIVATE_FOLDERS = ('/tmp', '/root', '/home', '/work', '/var/folders')
+
+
+def local_paths_in(folder: str) -> List[str]:
+    """``'file: key = value'`` for every absolute local path (temp, home, the working folder) recorded in the JSON
+    files and ONNX metadata under ``folder``; empty when the folder is fit to publish."""
+    import json
+    import onnx
+    private = PRIVATE_FOLDERS + (os.getcwd(), os.path.realpath(folder), os.path.expanduser('~'))
+
+    def found(value, where, out):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                found(v, f'{where}.{k}', out)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                found(v, f'{where}[{i}]', out)
+        elif isinstance(value, str) and any(p in value for p in private):
+            out.append(f'{where} = {value[:200]}')
+
+    hits: List[str] = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, folder)
+            if name.endswith('.json'):
+                with open(path) as f:
+                    found(json.load(f), rel, hits)
+            elif name.endswith('.onnx'):
+                for prop in onnx.load(path, load_external_data=False).metadata_props:
+                    try:
+                        value = json.loads(prop.value)
+                    except ValueError:
+                        value = prop.value
+                    found(value, f'{rel}:{prop.key}', hits)
+    return hits

@@ -69,7 +69,8 @@ def test_export_parity_validate_quantize_flow(trained_like, tmp_path, capsys):
     assert onnx_metrics['top1'] == torch_metrics['top1'] and onnx_metrics['top5'] == torch_metrics['top5']
     rc, out, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(tmp_path / 'h.onnx'), '--precision', 'fp16')
     assert rc == 0, err
-    rc, out, err = _cli(capsys, 'parity', str(tmp_path / 'h.onnx'))
+    # its checkpoint is in another folder (files record no absolute paths): handed over with --checkpoint
+    rc, out, err = _cli(capsys, 'parity', str(tmp_path / 'h.onnx'), '--checkpoint', str(trained_like[1]))
     assert rc == 0 and 'parity fp16: PASSED' in out, out + err
 
 

@@ -10,6 +10,7 @@ pytest.importorskip('onnxruntime')
 
 from timm_recal_deploy import pipeline as pl  # noqa: E402
 from timm_recal_deploy.errors import DeployError, OutputExistsError  # noqa: E402
+from deploy_helpers import local_paths_in  # noqa: E402
 
 TARGET, BASE = 'se_cnn3', 'cnn3'  # 3 conv layers at 32x32 (CIFAR-10 classes: the bundled samples are labelled)
 FAST_BENCH = dict(batches=(1, 2), runtimes=('eager', 'ort'), warmup=0, repeats=1, min_time_s=0.0)
@@ -145,6 +146,7 @@ def test_cli_default_pipeline_runs_offline(tmp_path):
     assert rc == 0 and saved['passed'] is True, saved['failed_stages']  # the main job passes, not just runs
     assert not saved['failed_stages'] and all(p['result']['passed'] for p in saved['parity'])
     assert saved['settings']['quick'] is True and (out / 'throughput.png').is_file()
+    assert not local_paths_in(str(out)), local_paths_in(str(out))  # every JSON and ONNX file is fit to publish
 
 
 def test_stages_option_aliases_and_force_replaces_the_folder(tmp_path, capsys):

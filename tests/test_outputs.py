@@ -9,8 +9,10 @@ import time
 
 import pytest
 
+from timm_recal import outputs
 from timm_recal.outputs import (
-    OutputError, OutputExistsError, atomic_folder, atomic_output, resolve_output, write_json, write_text,
+    OutputError, OutputExistsError, atomic_folder, atomic_output, public_path, public_paths, resolve_output,
+    write_json, write_text,
 )
 
 
@@ -172,3 +174,70 @@ def test_two_racing_writers_one_wins_one_fails_with_exists(tmp_path):
     assert results[1][0] != 0 and 'exists' in results[1][1]
     assert path.read_text() == 'fast'
     assert sorted(os.listdir(tmp_path)) == ['x.json', 'x.json.ready-fast', 'x.json.ready-slow']
+
+
+def test_after_sigterm_nothing_is_published(tmp_path, monkeypatch):
+    """A SIGTERM whose KeyboardInterrupt Python dropped (raised in a weakref callback or ``__del__``) still
+    stops the rename: the flag the handler sets is checked before publishing a file or a folder."""
+    path = tmp_path / 'model.onnx'
+    path.write_text('old-complete')
+    monkeypatch.setattr(outputs, '_terminated', signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(path, force=True) as tmp:
+            with open(tmp, 'w') as f:
+                f.write('new-complete')
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_folder(tmp_path / 'run') as tmp:
+            (tmp_path / tmp / 'a.json').write_text('{}')
+    assert path.read_text() == 'old-complete' and sorted(os.listdir(tmp_path)) == ['model.onnx']
+    monkeypatch.setattr(outputs, '_terminated', None)
+    write_text('new-complete', path, force=True)
+    assert path.read_text() == 'new-complete'
+
+
+_DROPPED_INTERRUPT = textwrap.dedent('''
+    import gc, os, signal, sys, time
+    from timm_recal.outputs import atomic_output, terminate_as_interrupt
+
+    class SendsTermOnDelete:
+        def __del__(self):  # the handler's KeyboardInterrupt raised here is printed and ignored by Python
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    path = sys.argv[1]
+    with terminate_as_interrupt():
+        with atomic_output(path, force=True) as tmp:
+            open(tmp, 'w').write('new-complete')
+            SendsTermOnDelete()
+            gc.collect()
+            print('survived the signal', flush=True)
+''')
+
+
+def test_sigterm_lost_in_del_still_stops_the_publish(tmp_path):
+    path = tmp_path / 'model.onnx'
+    path.write_text('old-complete')
+    proc = subprocess.run([sys.executable, '-c', _DROPPED_INTERRUPT, str(path)], capture_output=True, text=True,
+                          timeout=60)
+    assert 'survived the signal' in proc.stdout  # the interrupt really was dropped where Python ignores it
+    assert proc.returncode != 0 and 'KeyboardInterrupt' in proc.stderr
+    assert path.read_text() == 'old-complete' and sorted(os.listdir(tmp_path)) == ['model.onnx']
+
+
+def test_public_path_names_no_local_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'runs').mkdir()
+    assert public_path(tmp_path / 'runs' / 'w.pth') == os.path.join('runs', 'w.pth')
+    assert public_path('runs/w.pth') == os.path.join('runs', 'w.pth')
+    assert public_path(tmp_path) == '.'
+    assert public_path(os.path.join(os.path.expanduser('~'), 'data', 'cifar10', 'train') + '/') == 'train'
+    assert public_path(os.path.join(os.path.dirname(str(tmp_path)), 'other', 'ck.pth')) == 'ck.pth'
+    assert public_path('../elsewhere/ck.pth') == 'ck.pth'
+    elsewhere = os.path.join(os.path.dirname(str(tmp_path)), 'x', 'test')
+    plain = {'output': str(tmp_path / 'runs' / 'm.onnx'), 'spec': 'local-dir:' + os.path.expanduser('~/models/se'),
+             'notes': ['a message, not a path'], 'n': 3, 'data': elsewhere, 'labels': ['cat', 'dog'],
+             'fp32_layers': ['/stem/conv/Conv', '/head/fc/Gemm']}  # ONNX node names are not paths
+    assert public_paths(plain) == {'output': os.path.join('runs', 'm.onnx'), 'spec': 'local-dir:se',
+                                   'notes': ['a message, not a path'], 'n': 3, 'data': 'test',
+                                   'labels': ['cat', 'dog'], 'fp32_layers': ['/stem/conv/Conv', '/head/fc/Gemm']}
+    write_json(plain, 'runs/r.json')
+    assert '/tmp' not in (tmp_path / 'runs' / 'r.json').read_text()

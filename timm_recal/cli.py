@@ -1,11 +1,10 @@
 """The ``timm-recal`` command. Subcommands declare their arguments here cheaply; heavy imports (training,
 ONNX) happen when a subcommand runs, and a missing optional extra is reported by name."""
 import argparse
-import signal
 import sys
 from typing import List, Optional
 
-from .outputs import OutputError, terminate_as_interrupt
+from .outputs import OutputError, check_not_terminated, terminate_as_interrupt
 from .version import __version__
 
 __all__ = ['main']
@@ -83,24 +82,6 @@ def _optional_parsers():
     return adders
 
 
-def _note_terminate() -> List[int]:
-    """Record SIGTERM besides raising it (``terminate_as_interrupt``): a run that was told to stop exits 130
-    even when the KeyboardInterrupt landed where Python drops exceptions."""
-    raise_it = signal.getsignal(signal.SIGTERM)
-    received: List[int] = []
-    if not callable(raise_it):
-        return received
-
-    def note_and_raise(signum, frame):
-        received.append(signum)
-        raise_it(signum, frame)
-    try:
-        signal.signal(signal.SIGTERM, note_and_raise)
-    except ValueError:  # not the main thread
-        pass
-    return received
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:
@@ -112,10 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         with terminate_as_interrupt():  # SIGTERM runs the same cleanup as Ctrl-C: no half-written outputs
-            received = _note_terminate()
             status = int(args.func(args) or 0)
-        if received:  # the interrupt hit a weakref callback or __del__, where Python ignores it
-            raise KeyboardInterrupt
+        check_not_terminated()  # the interrupt hit a weakref callback or __del__, where Python ignores it
         return status
     except ModuleNotFoundError as e:
         extra = EXTRA_FOR_MODULE.get((e.name or '').split('.')[0])

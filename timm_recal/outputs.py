@@ -8,7 +8,11 @@ this module, so that one set of rules holds everywhere:
   nothing, and it checks the folder is writable, so a read-only folder fails first, as what it is.
 * A file is written to a uniquely named temporary file beside its final path and renamed into place only when
   complete (``atomic_output``): the path holds the old file or the whole new one, never a partial file, also
-  when the process is interrupted or killed with SIGTERM (``terminate_as_interrupt``).
+  when the process is interrupted or killed with SIGTERM (``terminate_as_interrupt``). A SIGTERM also sets a
+  flag that every publishing step checks (``terminated``), so a KeyboardInterrupt that Python dropped (raised
+  inside a weakref callback or ``__del__``) still stops the file from being renamed into place.
+* Published files record no absolute local paths (home, temp, checkpoint or data folders): ``public_path`` and
+  ``public_paths`` turn them into paths relative to the working folder, or bare names outside it.
 * Without ``force`` the final step is an exclusive create (``os.link``): of two runs racing to one path, the
   second fails with "exists". With ``force`` it is ``os.replace``.
 * Folders are built beside their final path and renamed into place the same way (``atomic_folder``); with
@@ -28,13 +32,16 @@ import os
 import secrets
 import shutil
 import signal
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Union
 
 __all__ = [
     'OutputError', 'OutputExistsError', 'resolve_output', 'atomic_output', 'atomic_folder', 'created_parents',
     'write_bytes', 'write_text', 'write_json', 'to_jsonable', 'terminate_as_interrupt', 'temp_name',
-    'call_atomically', 'check_writable_folder',
+    'call_atomically', 'check_writable_folder', 'terminated', 'check_not_terminated', 'public_path',
+    'public_paths', 'temporary_folder',
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -113,15 +120,17 @@ def created_parents(path: PathLike) -> Iterator[List[str]]:
         if parent == probe:
             break
         probe = parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d)
-        except FileExistsError:
-            missing.remove(d)  # made by someone else meanwhile: not ours to remove
-    try:
-        yield missing
+    made: List[str] = []  # innermost first, like ``missing``
+    try:  # the folders are made inside the try: an interrupt between two mkdirs still removes the first
+        for d in reversed(missing):
+            made.insert(0, d)  # noted before it exists, so no moment leaves it unnoted
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                made.remove(d)  # made by someone else meanwhile: not ours to remove
+        yield made
     except BaseException:
-        for d in missing:  # innermost first
+        for d in made:  # innermost first
             with contextlib.suppress(OSError):
                 os.rmdir(d)
         raise
@@ -170,9 +179,10 @@ def atomic_output(path: PathLike, force: bool = False, extra_suffixes: tuple = (
         raise OutputError(f'{path} is a folder, expected a file path')
     with created_parents(path):
         tmp = temp_name(path)
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        try:
+        try:  # created inside the try: a signal right after the create still removes it
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             yield tmp
+            check_not_terminated()
             for ext in extra_suffixes:
                 if os.path.exists(tmp + ext):
                     _publish_file(tmp + ext, path + ext, force)
@@ -218,9 +228,10 @@ def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
         raise OutputExistsError(f'{path} exists; pass --force to replace it')
     with created_parents(path):
         tmp = temp_name(path)
-        os.mkdir(tmp)
         try:
+            os.mkdir(tmp)
             yield tmp
+            check_not_terminated()
             if force and os.path.exists(path):
                 if not _renameat2(tmp, path, _RENAME_EXCHANGE):
                     old = temp_name(path)
@@ -243,6 +254,22 @@ def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
         except BaseException:
             _remove(tmp)
             raise
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str, dir: Optional[PathLike] = None) -> Iterator[str]:
+    """A private scratch folder (under ``TMPDIR`` unless ``dir``), removed when the block ends, however it ends.
+
+    Unlike ``tempfile.TemporaryDirectory`` the folder is made inside the cleanup's scope, so a Ctrl-C or SIGTERM
+    that lands right after it appears cannot leave it behind.
+    """
+    path = os.path.join(os.fspath(dir) if dir is not None else tempfile.gettempdir(),
+                        f'{prefix}{secrets.token_hex(6)}')
+    try:
+        os.mkdir(path, 0o700)
+        yield path
+    finally:
+        _remove(path)
 
 
 def write_bytes(data: bytes, path: PathLike, force: bool = False) -> str:
@@ -278,28 +305,60 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(obj: Any, path: PathLike, force: bool = False) -> str:
-    """Write ``obj`` as indented JSON (see ``to_jsonable``) to ``path`` atomically; returns the path."""
-    return write_text(json.dumps(to_jsonable(obj), indent=2) + '\n', path, force)
+    """Write ``obj`` as indented JSON (see ``to_jsonable``; absolute paths made public, ``public_paths``) to
+    ``path`` atomically; returns the path."""
+    return write_text(json.dumps(public_paths(to_jsonable(obj)), indent=2) + '\n', path, force)
+
+
+#: the signal that ended the current ``terminate_as_interrupt`` block, if one did
+_terminated: Optional[int] = None
+
+
+def terminated() -> Optional[int]:
+    """The signal number of a SIGTERM received inside ``terminate_as_interrupt``, else None."""
+    return _terminated
+
+
+def check_not_terminated() -> None:
+    """Raise KeyboardInterrupt if the process was told to stop: nothing is published after a SIGTERM, even when
+    the handler's own KeyboardInterrupt landed where Python ignores exceptions (weakref callbacks, ``__del__``)."""
+    if _terminated is not None:
+        raise KeyboardInterrupt(f'terminated by signal {_terminated}')
 
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt for the block, so every ``finally``/cleanup above runs on a kill.
 
-    Only in the main thread (signal handlers can be set nowhere else); restores the previous handler.
+    The handler also sets the ``terminated`` flag, which the publishing steps check. Only in the main thread
+    (signal handlers can be set nowhere else); restores the previous handler.
     """
+    global _terminated
     try:
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     except ValueError:  # not the main thread
         yield
         return
+    _terminated = None
+    previous_hook = sys.unraisablehook
+
+    def quiet_hook(unraisable) -> None:
+        # our interrupt landed where Python cannot raise it (a weakref callback, ``__del__``): the flag is set
+        # and the next publishing step or loop check stops the command, so say nothing here
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _terminated is not None):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = quiet_hook
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def _raise_interrupt(signum, frame) -> None:
+    global _terminated
+    _terminated = signum
     raise KeyboardInterrupt(f'terminated by signal {signum}')
 
 
@@ -309,3 +368,48 @@ def call_atomically(path: PathLike, writer: Callable[[str], Any], force: bool = 
         writer(tmp)
     return os.fspath(path)
 
+
+
+_PRIVATE_PREFIXES = ('local-dir:',)
+
+
+def public_path(path: PathLike) -> str:
+    """How a published file names a local path: relative to the working folder when inside it, else only its
+    last component (a file or folder name). Home, temp and other absolute folders never appear."""
+    text = os.fspath(path)
+    if not text:
+        return text
+    full = os.path.abspath(os.path.expanduser(text))
+    cwd = os.getcwd()
+    if full == cwd:
+        return '.'
+    if full.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(full, cwd)
+    return os.path.basename(full.rstrip(os.sep)) or full
+
+
+def _is_local_path(text: str) -> bool:
+    """An absolute path of this machine: its top folder exists (``/tmp``, ``/home``), so that ONNX node names
+    such as ``/stem/conv/Conv`` are left alone."""
+    if text.startswith('~'):
+        return True
+    if not os.path.isabs(text) or '\n' in text:
+        return False
+    top = os.path.splitdrive(text)[1].lstrip('/\\').replace('\\', '/').split('/')[0]
+    return bool(top) and os.path.isdir(os.path.join(os.path.splitdrive(text)[0] + os.sep, top))
+
+
+def public_paths(obj: Any) -> Any:
+    """``obj`` (plain JSON types) with every absolute-path string made public (``public_path``), including the
+    folder of a ``local-dir:FOLDER`` model spec; other strings unchanged."""
+    if isinstance(obj, dict):
+        return {k: public_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [public_paths(v) for v in obj]
+    if isinstance(obj, str):
+        for prefix in _PRIVATE_PREFIXES:
+            if obj.startswith(prefix) and _is_local_path(obj[len(prefix):]):
+                return prefix + public_path(obj[len(prefix):])
+        if _is_local_path(obj):
+            return public_path(obj)
+    return obj

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from ..outputs import atomic_output, created_parents, temp_name, write_json, write_text
+from ..outputs import atomic_output, check_not_terminated, created_parents, temp_name, write_json, write_text
 from .config import TrainConfig, as_namespace, check_config, option_name, resolve_lr
 
 __all__ = ['train', 'build_transforms', 'evaluate', 'TrainingDiverged', 'RUN_FILES']
@@ -341,6 +341,7 @@ def _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader,
         num_updates = epoch * updates_per_epoch
         bar = _progress(train_loader, updates_per_epoch, f'epoch {epoch + 1}/{num_epochs}')
         for step, (x, y) in enumerate(bar):
+            check_not_terminated()  # a SIGTERM whose interrupt Python dropped (in a callback) still stops here
             if step >= updates_per_epoch:
                 break
             x, y = x.to(cfg.device), y.to(cfg.device)
