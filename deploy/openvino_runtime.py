@@ -360,10 +360,7 @@ def quantize_nncf(
         raise DeployError(f"NNCF quantization needs the 'nncf' package: {INSTALL_HINT}") from None
     onnx_path = os.fspath(onnx_path)
     path, bin_path = _resolve_ir_outputs(onnx_path, output, force)
-    if preset not in ('performance', 'mixed'):
-        raise DeployError(f"preset must be 'performance' or 'mixed', got {preset!r}")
-    if model_type not in (None, 'transformer'):
-        raise DeployError(f"model_type must be None or 'transformer', got {model_type!r}")
+    _check_nncf_choices(preset, model_type)
     core = ov.Core()
     model = _read_any(core, onnx_path)
     if not onnx_path.lower().endswith('.onnx'):
@@ -381,17 +378,30 @@ def quantize_nncf(
     quant = {'method': 'nncf.quantize', 'format': 'openvino-ir', 'preset': preset, 'model_type': model_type,
              'ignored_scope': ignored_scope or {}, 'fast_bias_correction': fast_bias_correction,
              'calib_images': len(batches), **calib, 'source': os.path.basename(onnx_path)}
-    versions = dict(meta.get('versions') or {})
-    versions.update(library_versions())
-    versions.update({'openvino': ov.get_version(), 'nncf': nncf.__version__})
-    keep = {k: v for k, v in meta.items() if k != 'graph_input_shape'}
-    keep.update({'precision': 'int8', 'quantization': quant, 'versions': versions})
-    quantized.set_rt_info(json.dumps(keep), _RT_KEY)
+    quantized.set_rt_info(json.dumps(_int8_rt_info(meta, quant, ov.get_version(), nncf.__version__)), _RT_KEY)
     _save_ir(quantized, path, force)
     fq = sum(op.get_type_name() == 'FakeQuantize' for op in quantized.get_ops())
     return {'output': os.path.abspath(path), 'weights': os.path.abspath(bin_path), 'input': os.path.abspath(onnx_path),
             'precision': 'int8', **quant, 'fake_quantize_nodes': fq, 'seconds': round(time.perf_counter() - t0, 2),
             'file_bytes': os.path.getsize(path) + os.path.getsize(bin_path)}
+
+
+def _check_nncf_choices(preset: str, model_type: Optional[str]) -> None:
+    if preset not in ('performance', 'mixed'):
+        raise DeployError(f"preset must be 'performance' or 'mixed', got {preset!r}")
+    if model_type not in (None, 'transformer'):
+        raise DeployError(f"model_type must be None or 'transformer', got {model_type!r}")
+
+
+def _int8_rt_info(meta: Dict[str, Any], quant: Dict[str, Any], openvino_version: str,
+                  nncf_version: str) -> Dict[str, Any]:
+    """The IR's rt_info: the ONNX file's metadata, now ``int8``, with how it was quantized and by which versions."""
+    versions = dict(meta.get('versions') or {})
+    versions.update(library_versions())
+    versions.update({'openvino': openvino_version, 'nncf': nncf_version})
+    keep = {k: v for k, v in meta.items() if k != 'graph_input_shape'}
+    keep.update({'precision': 'int8', 'quantization': quant, 'versions': versions})
+    return keep
 
 
 def _resolve_ir_outputs(onnx_path: str, output: str, force: bool) -> Tuple[str, str]:

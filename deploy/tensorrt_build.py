@@ -318,12 +318,7 @@ def build_engine(
     path = _resolve_build_outputs(output, force, stem, timing_cache)
     if workspace_mb is not None and workspace_mb <= 0:
         raise DeployError(f'--workspace must be a positive number of MiB, got {workspace_mb}')
-    shape = meta.get('graph_input_shape') or []
-    profile = parse_batch_profile(batch, shape[0] if shape else None)
-    if any(d is None for d in shape[1:]):
-        raise DeployError(f'the ONNX input {meta.get("input_name")} has dynamic axes besides the batch ({shape}); '
-                          'export with a fixed image size')
-
+    profile = _batch_profile_of(meta, batch)
     trt, gpu = require_tensorrt(device_index)
     major = tensorrt_major(trt)
     settings = build_settings(major, meta.get('precision', 'fp32'), precision, tf32)
@@ -333,24 +328,9 @@ def build_engine(
             raise DeployError('the static TensorRT operator check failed (pass check_ops=False / --no-op-check to '
                               'try anyway):\n' + ops.summary())
 
-    logger = _make_logger(trt, verbose)
     t0 = time.perf_counter()
-    builder = trt.Builder(logger)
-    network, config = create_network_and_config(trt, builder, major, settings)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(onnx_path):
-        raise DeployError(f'the TensorRT ONNX parser rejected {onnx_path}: {_parse_errors(parser)}')
-    if workspace_mb is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if verbose:
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    inputs, outputs = _add_batch_profile(trt, builder, network, config, profile)
-    _attach_timing_cache(config, timing_cache)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        detail = '; '.join(logger.errors[-3:]) or 'no error message; rerun with --verbose'
-        raise DeployError(f'TensorRT could not build an engine from {onnx_path}: {detail}')
-    plan = bytes(memoryview(serialized))
+    plan, config, inputs, outputs = _build_plan(trt, onnx_path, major, settings, profile, workspace_mb=workspace_mb,
+                                                timing_cache=timing_cache, verbose=verbose)
     side = {
         'format': SIDECAR_FORMAT,
         'tensorrt_version': str(trt.__version__),
@@ -384,6 +364,38 @@ def _resolve_build_outputs(output: str, force: bool, stem: str, timing_cache: Op
     except OutputError as e:
         raise DeployError(str(e)) from None
     return path
+
+
+def _batch_profile_of(meta: Dict[str, Any], batch: Any) -> Tuple[int, int, int]:
+    """The min/opt/max batch for the file's input; only the batch axis may be dynamic."""
+    shape = meta.get('graph_input_shape') or []
+    profile = parse_batch_profile(batch, shape[0] if shape else None)
+    if any(d is None for d in shape[1:]):
+        raise DeployError(f'the ONNX input {meta.get("input_name")} has dynamic axes besides the batch ({shape}); '
+                          'export with a fixed image size')
+    return profile
+
+
+def _build_plan(trt, onnx_path: str, major: int, settings: Dict[str, Any], profile: Tuple[int, int, int], *,
+                workspace_mb: Optional[int], timing_cache: Optional[str], verbose: bool):
+    """Parse ``onnx_path`` and build the serialized engine: ``(plan bytes, builder config, inputs, outputs)``."""
+    logger = _make_logger(trt, verbose)
+    builder = trt.Builder(logger)
+    network, config = create_network_and_config(trt, builder, major, settings)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(onnx_path):
+        raise DeployError(f'the TensorRT ONNX parser rejected {onnx_path}: {_parse_errors(parser)}')
+    if workspace_mb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if verbose:
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    inputs, outputs = _add_batch_profile(trt, builder, network, config, profile)
+    _attach_timing_cache(config, timing_cache)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        detail = '; '.join(logger.errors[-3:]) or 'no error message; rerun with --verbose'
+        raise DeployError(f'TensorRT could not build an engine from {onnx_path}: {detail}')
+    return bytes(memoryview(serialized)), config, inputs, outputs
 
 
 def _add_batch_profile(trt, builder, network, config, profile: Tuple[int, int, int]) -> Tuple[list, list]:
