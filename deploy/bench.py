@@ -18,6 +18,7 @@ from .eager_runtime import amp_precision, check_device
 from .errors import BatchNotSupported, DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
 from .metadata import onnx_precision, read_metadata
+from .openvino_int8 import pick_openvino_int8
 from .ort_runtime import available_providers
 from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, TimingOptions, with_overrides
 from .outputs import resolve_output, temporary_folder, write_json
@@ -26,6 +27,7 @@ from .results import Result
 from .runtimes import (PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec,
                        supports_precision)
 from .sources import Source, check_pairing, open_source
+from .tensorrt_runtime import bench_tensorrt
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
 
 __all__ = ['BenchOptions', 'BenchResult', 'bench', 'parse_batches', 'default_runtimes', 'compute_ratios',
@@ -243,7 +245,6 @@ def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
             for p, path in _onnx_precisions(word, files, o, model_src is not None, notes, side.role):
                 variant = None
                 if word == 'openvino' and p == 'int8':
-                    from .openvino_int8 import pick_openvino_int8
                     path, pick = pick_openvino_int8(files, src, o, workdir, notes, log, side.role)
                     picks[side.role] = pick
                     variant = pick.get('timed')
@@ -316,7 +317,6 @@ def _tensorrt_numbers(timed: List[_Timed], batches: Sequence[int], o: BenchOptio
     latency and GPU compute percentiles, with and without transfers; batches outside its profile are noted."""
     out = []
     for t in [t for t in timed if t.runner.name == 'trt']:
-        from .tensorrt_runtime import bench_tensorrt
         lo, hi = t.runner.min_shape[0], t.runner.max_shape[0]
         inside = [b for b in batches if lo <= b <= hi]
         if len(inside) < len(batches):

@@ -19,6 +19,11 @@ from .errors import DeployError
 from .options import DEFAULT_PIPELINE_STAGES, EXPORTERS, PIPELINE_STAGES, TritonOptions, from_args
 from .runtimes import PRECISIONS, RUNTIMES, parse_runtimes
 
+# Only these light modules are imported here. Every stage module (export, parity, validate, quantize, bench,
+# pipeline, report, info, tensorrt_build, trt_ops, triton) is imported inside the function that runs it, on
+# purpose: `timm-recal --help` must not load torch/onnx/onnxruntime, and a missing extra must surface as
+# ModuleNotFoundError only for the verb that needs it (see the module docstring).
+
 __all__ = ['Verb', 'VERBS', 'add_parsers', 'add_model_args', 'add_output_args', 'add_runtime_args',
            'add_data_args', 'add_int8_args', 'add_timing_args', 'add_json_arg', 'add_engine_args',
            'add_triton_args', 'csv_list', 'positive_int',

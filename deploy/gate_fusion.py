@@ -20,7 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from timm_recal.outputs import call_atomically, resolve_output
+
 from .errors import DeployError
+from .metadata import load_onnx, read_metadata, set_metadata
 
 __all__ = ['REWRITES', 'find_gates', 'gate_branch_nodes', 'early_squeeze', 'nchwc_gate', 'apply_gate_fusion']
 
@@ -230,8 +233,6 @@ def apply_gate_fusion(in_onnx: str, out_onnx: str, rewrites: Sequence[str] = ('e
                       force: bool = False) -> Dict[str, Any]:
     """Write ``in_onnx`` with ``rewrites`` applied (in order) to ``out_onnx``; metadata kept and extended."""
     import onnx
-    from timm_recal.outputs import call_atomically, resolve_output
-    from .metadata import load_onnx, read_metadata, set_metadata
     unknown = [r for r in rewrites if r not in REWRITES]
     if unknown:
         raise DeployError(f"unknown gate rewrite(s) {', '.join(unknown)}; known: {', '.join(REWRITES)}")

@@ -15,6 +15,7 @@ import numpy as np
 from .errors import DeployError
 from .images import bundled_samples_dir, make_loader, scan_images, split_indices
 from .metadata import read_metadata
+from .openvino_runtime import AGREEMENT_MIN, pick_int8, quantize_nncf
 from .sources import Source, onnx_data_config
 
 __all__ = ['pick_openvino_int8', 'agreement_images']
@@ -57,7 +58,6 @@ def pick_openvino_int8(files: Dict[str, str], src: Source, o: Any, workdir: str,
     The record: ``timed`` ('qdq' or 'nncf'), ``picked`` (None when no candidate passed the contract: the QDQ
     file is timed and ``passed`` is False), ``reason``, ``agreement_images`` and ``pick_int8``'s candidates.
     """
-    from .openvino_runtime import AGREEMENT_MIN, pick_int8, quantize_nncf
     qdq = files['int8']
     fp32 = files.get('fp32')
     if fp32 is None or not qdq.lower().endswith('.onnx'):

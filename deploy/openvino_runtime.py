@@ -18,15 +18,23 @@ units, several times faster than ONNX Runtime's FP32 (see issue 12). It reads ou
   passes the agreement contract, saying why.
 * ``EagerAutocastRunner``: PyTorch eager under CPU autocast bf16, the comparison point for OpenVINO BF16.
 """
+import contextlib
 import json
 import os
 import statistics
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from timm_recal.outputs import OutputExistsError, atomic_output, resolve_output
+
 from .errors import DeployError, NoNativePrecision
+from .export import library_versions
+from .images import make_loader
+from .metadata import read_metadata
+from .sources import onnx_data_config
 
 __all__ = [
     'PRECISIONS', 'INSTALL_HINT', 'AGREEMENT_MIN', 'NoNativePrecision', 'OpenVINORunner', 'open_openvino',
@@ -100,7 +108,6 @@ def read_ir_metadata(model) -> Dict[str, Any]:
 
 def _file_metadata(path: str, model) -> Dict[str, Any]:
     if path.lower().endswith('.onnx'):
-        from .metadata import read_metadata
         return read_metadata(path)
     return read_ir_metadata(model)
 
@@ -291,8 +298,6 @@ def _calibration_batches(onnx_path: str, meta: Dict[str, Any], calib_images, num
             raise DeployError(f'calibration images must be a float32 NCHW array, got shape {calib_images.shape}')
         arr = calib_images[:num_images] if num_images else calib_images
         return [np.ascontiguousarray(a[None], dtype=np.float32) for a in arr], {'calib_data': 'array'}
-    from .images import make_loader
-    from .sources import onnx_data_config
     cfg = onnx_data_config(meta, onnx_path)
     loader = make_loader(calib_images, cfg, 1, limit=None if indices is not None else num_images, seed=seed,
                          indices=indices)
@@ -304,7 +309,6 @@ def _save_ir(model, xml_path: str, force: bool) -> None:
     """Write ``model`` as ``xml_path`` + its .bin, whole or not at all (the .bin lands first, the .xml that makes
     the pair readable last; a failure removes what this call wrote)."""
     import tempfile
-    from timm_recal.outputs import atomic_output
     ov = import_openvino()
     bin_path = xml_path[:-4] + '.bin'
     folder = os.path.dirname(os.path.abspath(xml_path))
@@ -349,41 +353,80 @@ def quantize_nncf(
     ``preset``: ``performance`` (symmetric activations) or ``mixed``. The file's metadata (preprocessing,
     provenance) is stored in the IR's rt_info with ``precision: int8`` and how it was quantized.
     """
-    from timm_recal.outputs import resolve_output
     ov = import_openvino()
     try:
         import nncf
     except ImportError:
         raise DeployError(f"NNCF quantization needs the 'nncf' package: {INSTALL_HINT}") from None
     onnx_path = os.fspath(onnx_path)
-    default = os.path.basename(onnx_path).rsplit('.', 1)[0] + '_nncf_int8.xml'
-    path = resolve_output(output, force, default_name=default, suffix='.xml')
-    bin_path = path[:-4] + '.bin'
-    if os.path.lexists(bin_path) and not force:
-        from timm_recal.outputs import OutputExistsError
-        raise OutputExistsError(f'{bin_path} exists; pass --force to overwrite it')
-    if preset not in ('performance', 'mixed'):
-        raise DeployError(f"preset must be 'performance' or 'mixed', got {preset!r}")
-    if model_type not in (None, 'transformer'):
-        raise DeployError(f"model_type must be None or 'transformer', got {model_type!r}")
+    path, bin_path = _resolve_ir_outputs(onnx_path, output, force)
+    _check_nncf_choices(preset, model_type)
     core = ov.Core()
     model = _read_any(core, onnx_path)
     if not onnx_path.lower().endswith('.onnx'):
         raise DeployError(f'{onnx_path}: quantize_nncf reads an FP32 ONNX export')
-    from .metadata import read_metadata
     meta = read_metadata(onnx_path)
     if meta.get('precision', 'fp32') != 'fp32' or _is_quantized(model):
         raise DeployError(f"{onnx_path} is already {meta.get('precision')}; quantize the FP32 export")
     batches, calib = _calibration_batches(onnx_path, meta, calib_images, num_images, seed, indices)
     if not batches:
         raise DeployError('no calibration images')
-    scope = None
-    if ignored_scope:
-        unknown = set(ignored_scope) - {'names', 'types', 'patterns'}
-        if unknown:
-            raise DeployError(f"ignored_scope keys are names, types and patterns, not {', '.join(sorted(unknown))}")
-        scope = nncf.IgnoredScope(**{k: list(v) for k, v in ignored_scope.items()}, validate=False)
+    scope = _ignored_scope(nncf, ignored_scope)
     t0 = time.perf_counter()
+    quantized = _run_nncf(nncf, model, batches, onnx_path, preset=preset, model_type=model_type, scope=scope,
+                          fast_bias_correction=fast_bias_correction)
+    quant = {'method': 'nncf.quantize', 'format': 'openvino-ir', 'preset': preset, 'model_type': model_type,
+             'ignored_scope': ignored_scope or {}, 'fast_bias_correction': fast_bias_correction,
+             'calib_images': len(batches), **calib, 'source': os.path.basename(onnx_path)}
+    quantized.set_rt_info(json.dumps(_int8_rt_info(meta, quant, ov.get_version(), nncf.__version__)), _RT_KEY)
+    _save_ir(quantized, path, force)
+    fq = sum(op.get_type_name() == 'FakeQuantize' for op in quantized.get_ops())
+    return {'output': os.path.abspath(path), 'weights': os.path.abspath(bin_path), 'input': os.path.abspath(onnx_path),
+            'precision': 'int8', **quant, 'fake_quantize_nodes': fq, 'seconds': round(time.perf_counter() - t0, 2),
+            'file_bytes': os.path.getsize(path) + os.path.getsize(bin_path)}
+
+
+def _check_nncf_choices(preset: str, model_type: Optional[str]) -> None:
+    if preset not in ('performance', 'mixed'):
+        raise DeployError(f"preset must be 'performance' or 'mixed', got {preset!r}")
+    if model_type not in (None, 'transformer'):
+        raise DeployError(f"model_type must be None or 'transformer', got {model_type!r}")
+
+
+def _int8_rt_info(meta: Dict[str, Any], quant: Dict[str, Any], openvino_version: str,
+                  nncf_version: str) -> Dict[str, Any]:
+    """The IR's rt_info: the ONNX file's metadata, now ``int8``, with how it was quantized and by which versions."""
+    versions = dict(meta.get('versions') or {})
+    versions.update(library_versions())
+    versions.update({'openvino': openvino_version, 'nncf': nncf_version})
+    keep = {k: v for k, v in meta.items() if k != 'graph_input_shape'}
+    keep.update({'precision': 'int8', 'quantization': quant, 'versions': versions})
+    return keep
+
+
+def _resolve_ir_outputs(onnx_path: str, output: str, force: bool) -> Tuple[str, str]:
+    """The IR's .xml and .bin paths, refused before the slow work when the .bin exists without ``force``."""
+    default = os.path.basename(onnx_path).rsplit('.', 1)[0] + '_nncf_int8.xml'
+    path = resolve_output(output, force, default_name=default, suffix='.xml')
+    bin_path = path[:-4] + '.bin'
+    if os.path.lexists(bin_path) and not force:
+        raise OutputExistsError(f'{bin_path} exists; pass --force to overwrite it')
+    return path, bin_path
+
+
+def _ignored_scope(nncf, ignored_scope: Optional[Dict[str, List[str]]]):
+    """NNCF's ``IgnoredScope`` from ``{'names'|'types'|'patterns': [...]}``; None when nothing is left in float."""
+    if not ignored_scope:
+        return None
+    unknown = set(ignored_scope) - {'names', 'types', 'patterns'}
+    if unknown:
+        raise DeployError(f"ignored_scope keys are names, types and patterns, not {', '.join(sorted(unknown))}")
+    return nncf.IgnoredScope(**{k: list(v) for k, v in ignored_scope.items()}, validate=False)
+
+
+def _run_nncf(nncf, model, batches: List[np.ndarray], onnx_path: str, *, preset: str, model_type: Optional[str],
+              scope, fast_bias_correction: bool):
+    """``nncf.quantize`` with its progress on stderr (stdout must stay clean for --json), failures one line."""
     kwargs: Dict[str, Any] = {'subset_size': len(batches), 'fast_bias_correction': fast_bias_correction,
                               'preset': nncf.QuantizationPreset.PERFORMANCE if preset == 'performance'
                               else nncf.QuantizationPreset.MIXED}
@@ -391,28 +434,11 @@ def quantize_nncf(
         kwargs['model_type'] = nncf.ModelType.TRANSFORMER
     if scope is not None:
         kwargs['ignored_scope'] = scope
-    try:  # NNCF draws its progress on stdout, which must stay clean for --json
-        import contextlib
-        import sys
+    try:
         with contextlib.redirect_stdout(sys.stderr):
-            quantized = nncf.quantize(model, nncf.Dataset(batches), **kwargs)
+            return nncf.quantize(model, nncf.Dataset(batches), **kwargs)
     except Exception as e:
         raise DeployError(f'NNCF quantization of {onnx_path} failed: {str(e).splitlines()[0][:300]}') from None
-    from .export import library_versions
-    versions = dict(meta.get('versions') or {})
-    versions.update(library_versions())
-    versions.update({'openvino': ov.get_version(), 'nncf': nncf.__version__})
-    quant = {'method': 'nncf.quantize', 'format': 'openvino-ir', 'preset': preset, 'model_type': model_type,
-             'ignored_scope': ignored_scope or {}, 'fast_bias_correction': fast_bias_correction,
-             'calib_images': len(batches), **calib, 'source': os.path.basename(onnx_path)}
-    keep = {k: v for k, v in meta.items() if k != 'graph_input_shape'}
-    keep.update({'precision': 'int8', 'quantization': quant, 'versions': versions})
-    quantized.set_rt_info(json.dumps(keep), _RT_KEY)
-    _save_ir(quantized, path, force)
-    fq = sum(op.get_type_name() == 'FakeQuantize' for op in quantized.get_ops())
-    return {'output': os.path.abspath(path), 'weights': os.path.abspath(bin_path), 'input': os.path.abspath(onnx_path),
-            'precision': 'int8', **quant, 'fake_quantize_nodes': fq, 'seconds': round(time.perf_counter() - t0, 2),
-            'file_bytes': os.path.getsize(path) + os.path.getsize(bin_path)}
 
 
 # --- choosing an INT8 variant -------------------------------------------------------------------------------

@@ -29,8 +29,12 @@ from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .report import write_report
 from .results import Result
 from .recommend import recommend
-from .runtimes import FILE_PRECISIONS, PRECISIONS, RUNTIMES, check_precisions, parse_runtimes, supports_precision
+from .runtimes import (FILE_PRECISIONS, PRECISIONS, RUNTIMES, check_precisions, open_runtime, parse_runtimes,
+                       supports_precision)
 from .sources import Source, open_source
+from .tensorrt_build import build_engine, require_tensorrt, tensorrt_major
+from .triton import write_triton_repository
+from .trt_ops import check_onnx_for_tensorrt
 from .validate import validate as validate_stage
 
 __all__ = ['DEFAULT_MODEL_DIR', 'FALLBACK_MODEL', 'DEFAULT_COMPARE', 'TIMING', 'PIPELINE_STAGES', 'STAGE_STEPS',
@@ -257,7 +261,6 @@ def _parity(run: _Run) -> None:
                 continue
             if p == 'bf16':
                 try:  # a CPU without native BF16: a note, not a failed stage (and not an emulation)
-                    from .runtimes import open_runtime
                     open_runtime(word, path, precision='bf16', threads=run.o.threads)
                 except NoNativePrecision as e:
                     run.notes.append(f'{r.role} {word} bf16 not checked: {e}')
@@ -302,8 +305,6 @@ def _bench(run: _Run) -> None:
 def _engine(run: _Run) -> None:
     """A TensorRT engine (plan + sidecar) of each of the target's ONNX files; skipped, with the reason, on a
     machine without TensorRT or a GPU (the stage cannot run here; that is not a failure of the model)."""
-    from .tensorrt_build import build_engine, require_tensorrt, tensorrt_major
-    from .trt_ops import check_onnx_for_tensorrt
     target = run.roles[0]
     try:
         require_tensorrt()
@@ -331,7 +332,6 @@ def _engine(run: _Run) -> None:
 
 def _triton(run: _Run) -> None:
     """A Triton repository (``triton/``) of the FP32 export (``--backend tensorrt``: of its FP32 engine)."""
-    from .triton import write_triton_repository
     o, target = run.o, run.roles[0]
     source = run.plans.get('fp32') if o.backend == 'tensorrt' else target.files['fp32']
     if source is None:

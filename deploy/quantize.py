@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import DeployError
 from .export import check_onnx, library_versions
+from .gate_fusion import apply_gate_fusion, gate_branch_nodes
 from .images import make_loader
 from .metadata import copy_metadata, count_ops, load_onnx, read_metadata, set_metadata
 from .options import Int8Options, OutputOptions, with_overrides
@@ -212,7 +213,6 @@ def _quantize_graph(in_onnx: str, loader, input_name: str, o: QuantizeOptions):
     with temporary_folder('timm_recal_q_') as tmp:
         fused: Optional[Dict[str, int]] = None
         if o.gate_fusion:
-            from .gate_fusion import apply_gate_fusion
             fused_path = os.path.join(tmp, 'fused.onnx')
             fused = apply_gate_fusion(in_onnx, fused_path, [o.gate_fusion], force=True)['rewrites']
             in_onnx = fused_path
@@ -265,7 +265,6 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
         raise DeployError(f'--fp32-layers {o.fp32_layers}: {in_onnx} has {n_ranked} ranked nodes '
                           f"({', '.join(RANKED_OPS[:4])}, ...); keep at most that many in float")
     if o.gates_float:
-        from .gate_fusion import gate_branch_nodes
         # a net without gates (the base of a comparison) has nothing to leave out: the same recipe for both
         gate_nodes = gate_branch_nodes(load_onnx(in_onnx, load_external_data=False))
         o.float_nodes = list(o.float_nodes) + [n for n in gate_nodes if n not in o.float_nodes]

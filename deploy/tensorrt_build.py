@@ -45,7 +45,11 @@ import os
 import time
 from typing import Any, Dict, Optional, Tuple
 
+from timm_recal.outputs import OutputError, check_writable_folder, resolve_output, write_bytes
+
 from .errors import DeployError
+from .metadata import load_onnx, read_metadata
+from .trt_ops import check_onnx_for_tensorrt
 
 __all__ = [
     'INSTALL_HINT', 'DEFAULT_BATCH_PROFILE', 'SIDECAR_FORMAT', 'import_tensorrt', 'cuda_device', 'require_tensorrt',
@@ -308,14 +312,47 @@ def build_engine(
     builds). ``check_ops`` runs the static operator check first and stops on its errors. Returns the sidecar
     plus ``output``/``sidecar`` paths.
     """
-    from timm_recal.outputs import OutputError, check_writable_folder, resolve_output, write_bytes
-    from .metadata import load_onnx, read_metadata
-    from .trt_ops import check_onnx_for_tensorrt
-
     onnx_path = os.fspath(onnx_path)
-    proto = load_onnx(onnx_path, load_external_data=False)
-    meta = read_metadata(proto)
+    meta = read_metadata(load_onnx(onnx_path, load_external_data=False))
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
+    path = _resolve_build_outputs(output, force, stem, timing_cache)
+    if workspace_mb is not None and workspace_mb <= 0:
+        raise DeployError(f'--workspace must be a positive number of MiB, got {workspace_mb}')
+    profile = _batch_profile_of(meta, batch)
+    trt, gpu = require_tensorrt(device_index)
+    major = tensorrt_major(trt)
+    settings = build_settings(major, meta.get('precision', 'fp32'), precision, tf32)
+    if check_ops:
+        ops = check_onnx_for_tensorrt(onnx_path, major)
+        if not ops.passed:
+            raise DeployError('the static TensorRT operator check failed (pass check_ops=False / --no-op-check to '
+                              'try anyway):\n' + ops.summary())
+
+    t0 = time.perf_counter()
+    plan, config, inputs, outputs = _build_plan(trt, onnx_path, major, settings, profile, workspace_mb=workspace_mb,
+                                                timing_cache=timing_cache, verbose=verbose)
+    side = {
+        'format': SIDECAR_FORMAT,
+        'tensorrt_version': str(trt.__version__),
+        'tensorrt_major': major,
+        'gpu': gpu,
+        'precision': settings['precision'],
+        'strongly_typed': settings['strongly_typed'],
+        'builder_flags_set': settings['set_flags'],
+        'builder_flags_cleared': settings['clear_flags'],
+        'profile': _profile_record(inputs, profile),
+        'workspace_mb': workspace_mb,
+        'timing_cache': os.path.abspath(timing_cache) if timing_cache else None,
+        **_provenance(onnx_path, meta, plan, inputs, outputs, time.perf_counter() - t0),
+    }
+    _publish(plan, path, side, force)
+    if timing_cache is not None:
+        _save_timing_cache(config, timing_cache)
+    return {**side, 'output': path, 'sidecar': sidecar_path(path)}
+
+
+def _resolve_build_outputs(output: str, force: bool, stem: str, timing_cache: Optional[str]) -> str:
+    """The plan's path; refuse, before the slow build, a sidecar or timing cache that could not be written."""
     try:
         path = resolve_output(output, force, default_name=f'{stem}.plan')
         if os.path.lexists(sidecar_path(path)) and not force:
@@ -326,25 +363,23 @@ def build_engine(
             check_writable_folder(os.path.dirname(os.path.abspath(timing_cache)))
     except OutputError as e:
         raise DeployError(str(e)) from None
-    if workspace_mb is not None and workspace_mb <= 0:
-        raise DeployError(f'--workspace must be a positive number of MiB, got {workspace_mb}')
+    return path
+
+
+def _batch_profile_of(meta: Dict[str, Any], batch: Any) -> Tuple[int, int, int]:
+    """The min/opt/max batch for the file's input; only the batch axis may be dynamic."""
     shape = meta.get('graph_input_shape') or []
     profile = parse_batch_profile(batch, shape[0] if shape else None)
     if any(d is None for d in shape[1:]):
         raise DeployError(f'the ONNX input {meta.get("input_name")} has dynamic axes besides the batch ({shape}); '
                           'export with a fixed image size')
+    return profile
 
-    trt, gpu = require_tensorrt(device_index)
-    major = tensorrt_major(trt)
-    settings = build_settings(major, meta.get('precision', 'fp32'), precision, tf32)
-    if check_ops:
-        ops = check_onnx_for_tensorrt(onnx_path, major)
-        if not ops.passed:
-            raise DeployError('the static TensorRT operator check failed (pass check_ops=False / --no-op-check to '
-                              'try anyway):\n' + ops.summary())
 
+def _build_plan(trt, onnx_path: str, major: int, settings: Dict[str, Any], profile: Tuple[int, int, int], *,
+                workspace_mb: Optional[int], timing_cache: Optional[str], verbose: bool):
+    """Parse ``onnx_path`` and build the serialized engine: ``(plan bytes, builder config, inputs, outputs)``."""
     logger = _make_logger(trt, verbose)
-    t0 = time.perf_counter()
     builder = trt.Builder(logger)
     network, config = create_network_and_config(trt, builder, major, settings)
     parser = trt.OnnxParser(network, logger)
@@ -354,6 +389,17 @@ def build_engine(
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if verbose:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    inputs, outputs = _add_batch_profile(trt, builder, network, config, profile)
+    _attach_timing_cache(config, timing_cache)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        detail = '; '.join(logger.errors[-3:]) or 'no error message; rerun with --verbose'
+        raise DeployError(f'TensorRT could not build an engine from {onnx_path}: {detail}')
+    return bytes(memoryview(serialized)), config, inputs, outputs
+
+
+def _add_batch_profile(trt, builder, network, config, profile: Tuple[int, int, int]) -> Tuple[list, list]:
+    """Give every network input the min/opt/max batch ``profile``; return the inputs' and outputs' records."""
     opt_profile = builder.create_optimization_profile()
     inputs, outputs = [], []
     for i in range(network.num_inputs):
@@ -367,37 +413,46 @@ def build_engine(
         t = network.get_output(i)
         outputs.append({'name': t.name, 'shape': _dims(t.shape), 'dtype': _np_name(trt, t.dtype)})
     config.add_optimization_profile(opt_profile)
+    return inputs, outputs
+
+
+def _attach_timing_cache(config, timing_cache: Optional[str]) -> None:
+    """Start from the cache file when there is one (a new cache when it was made on another GPU/version)."""
+    if timing_cache is None:
+        return
     cache_blob = b''
-    if timing_cache and os.path.isfile(timing_cache):
+    if os.path.isfile(timing_cache):
         with open(timing_cache, 'rb') as f:
             cache_blob = f.read()
-    if timing_cache is not None:
-        cache = config.create_timing_cache(cache_blob)
-        if not config.set_timing_cache(cache, ignore_mismatch=False):  # made on another GPU/version: start anew
-            print(f'note: timing cache {timing_cache} does not match this GPU/TensorRT; starting a new one',
-                  flush=True)
-            config.set_timing_cache(config.create_timing_cache(b''), ignore_mismatch=False)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        detail = '; '.join(logger.errors[-3:]) or 'no error message; rerun with --verbose'
-        raise DeployError(f'TensorRT could not build an engine from {onnx_path}: {detail}')
-    plan = bytes(memoryview(serialized))
-    build_s = time.perf_counter() - t0
-    side = {
-        'format': SIDECAR_FORMAT,
-        'tensorrt_version': str(trt.__version__),
-        'tensorrt_major': major,
-        'gpu': gpu,
-        'precision': settings['precision'],
-        'strongly_typed': settings['strongly_typed'],
-        'builder_flags_set': settings['set_flags'],
-        'builder_flags_cleared': settings['clear_flags'],
-        'profile': {'input': inputs[0]['name'] if inputs else None,
-                    'min': [profile[0]] + inputs[0]['shape'][1:] if inputs else None,
-                    'opt': [profile[1]] + inputs[0]['shape'][1:] if inputs else None,
-                    'max': [profile[2]] + inputs[0]['shape'][1:] if inputs else None},
-        'workspace_mb': workspace_mb,
-        'timing_cache': os.path.abspath(timing_cache) if timing_cache else None,
+    cache = config.create_timing_cache(cache_blob)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):  # made on another GPU/version: start anew
+        print(f'note: timing cache {timing_cache} does not match this GPU/TensorRT; starting a new one',
+              flush=True)
+        config.set_timing_cache(config.create_timing_cache(b''), ignore_mismatch=False)
+
+
+def _save_timing_cache(config, timing_cache: str) -> None:
+    """Write the cache back for the next build; the engine is already in place, so say only the cache failed."""
+    blob = config.get_timing_cache().serialize()
+    try:
+        write_bytes(bytes(memoryview(blob)), timing_cache, force=True)
+    except OutputError as e:
+        raise DeployError(f'the engine was written but not the timing cache: {e}') from None
+
+
+def _profile_record(inputs: list, profile: Tuple[int, int, int]) -> Dict[str, Any]:
+    """The sidecar's ``profile``: the first input's min/opt/max shapes."""
+    if not inputs:
+        return {'input': None, 'min': None, 'opt': None, 'max': None}
+    rest = inputs[0]['shape'][1:]
+    return {'input': inputs[0]['name'], 'min': [profile[0]] + rest, 'opt': [profile[1]] + rest,
+            'max': [profile[2]] + rest}
+
+
+def _provenance(onnx_path: str, meta: Dict[str, Any], plan: bytes, inputs: list, outputs: list,
+                build_s: float) -> Dict[str, Any]:
+    """The sidecar's record of what the plan was built from, what it holds and when."""
+    return {
         'source_onnx': {'path': os.path.abspath(onnx_path), 'sha256': file_sha256(onnx_path),
                         'bytes': os.path.getsize(onnx_path)},
         'inputs': inputs,
@@ -408,14 +463,6 @@ def build_engine(
         'build_seconds': round(build_s, 3),
         'built_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     }
-    _publish(plan, path, side, force)
-    if timing_cache is not None:
-        blob = config.get_timing_cache().serialize()
-        try:
-            write_bytes(bytes(memoryview(blob)), timing_cache, force=True)
-        except OutputError as e:
-            raise DeployError(f'the engine was written but not the timing cache: {e}') from None
-    return {**side, 'output': path, 'sidecar': sidecar_path(path)}
 
 
 def _publish(plan: bytes, path: str, side: Dict[str, Any], force: bool) -> None:

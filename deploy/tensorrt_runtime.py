@@ -29,6 +29,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import DeployError
+from .metadata import read_metadata
+from .tensorrt_build import build_engine, load_engine, require_tensorrt
 
 __all__ = ['TrtRunner', 'open_tensorrt', 'bench_tensorrt']
 
@@ -174,7 +176,6 @@ def open_tensorrt(engine_or_onnx_path: str, *, precision: str = 'fp32', threads:
     check its SHA-256), ``batch``, ``workspace_mb``, ``timing_cache``, ``verbose``, ``device_index``.
     Without TensorRT or a GPU: ``DeployError`` naming what is missing, before anything is written.
     """
-    from .tensorrt_build import build_engine, load_engine, require_tensorrt
     del threads  # the GPU runs the engine; kept for the runtime contract shared with ort/openvino
     path = os.fspath(engine_or_onnx_path)
     device_index = int(options.get('device_index', 0))
@@ -186,7 +187,6 @@ def open_tensorrt(engine_or_onnx_path: str, *, precision: str = 'fp32', threads:
     if path.lower().endswith('.onnx'):
         tmpdir = tempfile.mkdtemp(prefix='timm-recal-trt-')
         try:
-            from .metadata import read_metadata
             file_precision = read_metadata(path).get('precision', 'fp32')
             built = build_engine(path, os.path.join(tmpdir, 'model.plan'), batch=options.get('batch'),
                                  precision=precision if precision != file_precision else None,

@@ -25,7 +25,12 @@ import re
 import shutil
 from typing import Any, Dict, List, Optional, Sequence
 
+from timm_recal.outputs import OutputError, atomic_folder, check_writable_folder, write_text
+
 from .errors import DeployError
+from .export import export_onnx
+from .metadata import load_onnx, read_metadata
+from .tensorrt_build import build_engine, read_sidecar, require_tensorrt, sidecar_path
 
 __all__ = [
     'TRITON_BACKENDS', 'BACKEND_RUNTIME', 'artifact_io', 'triton_config_text', 'validate_triton_config',
@@ -59,7 +64,6 @@ def _onnx_dtype_name(elem_type: int) -> str:
 
 
 def _onnx_io(path: str) -> Dict[str, Any]:
-    from .metadata import load_onnx, read_metadata
     model = load_onnx(path, load_external_data=False)
     inits = {t.name for t in model.graph.initializer}
 
@@ -90,7 +94,6 @@ def artifact_io(path: str) -> Dict[str, Any]:
     if path.lower().endswith('.onnx'):
         return {'kind': 'onnx', **_onnx_io(path)}
     if path.lower().endswith(('.plan', '.engine', '.trt')):
-        from .tensorrt_build import read_sidecar
         side = read_sidecar(path)
         return {'kind': 'plan', 'inputs': side['inputs'], 'outputs': side['outputs'],
                 'metadata': side.get('metadata') or {}, 'sidecar': side}
@@ -224,22 +227,8 @@ def write_triton_repository(
     ``name`` defaults to the model's architecture (ONNX metadata or sidecar), else the file name. An existing
     ``repo_dir`` is replaced only with ``force``.
     """
-    from timm_recal.outputs import OutputError, atomic_folder, check_writable_folder, write_text
-    if backend not in TRITON_BACKENDS:
-        raise DeployError(f"--backend must be one of {', '.join(TRITON_BACKENDS)} "
-                          f"(our runtimes {', '.join(BACKEND_RUNTIME.values())}), got {backend!r}")
+    io = _served_artifact_io(source, backend, max_batch_size)
     runtime, filename, _ = TRITON_BACKENDS[backend]
-    io = artifact_io(source)
-    if backend == 'tensorrt' and io['kind'] != 'plan':
-        raise DeployError('the tensorrt backend serves a TensorRT engine: build one first with '
-                          '`timm-recal engine MODEL.onnx -o model.plan` and pass the .plan')
-    if backend != 'tensorrt' and io['kind'] != 'onnx':
-        raise DeployError(f'the {backend} backend serves an ONNX file; a .plan is for --backend tensorrt')
-    if io['kind'] == 'plan':
-        prof_max = (io['sidecar'].get('profile') or {}).get('max') or []
-        if max_batch_size and prof_max and prof_max[0] < max_batch_size:
-            raise DeployError(f'max_batch_size {max_batch_size} exceeds the engine profile max batch {prof_max[0]}; '
-                              f'use --max-batch-size {prof_max[0]} or rebuild the engine with a larger --batch')
     meta = io['metadata']
     name = name or meta.get('architecture') or os.path.splitext(os.path.basename(source))[0]
     name = _MODEL_NAME.sub('_', name).strip('._') or 'model'
@@ -256,6 +245,39 @@ def write_triton_repository(
             raise
         validated = False
     repo_dir = os.fspath(repo_dir)
+    _write_model_folder(repo_dir, force, name, text, labels, source, filename, is_plan=io['kind'] == 'plan')
+    return {
+        'repository': repo_dir, 'model_name': name, 'backend': backend, 'runtime': runtime,
+        'config': os.path.join(repo_dir, name, 'config.pbtxt'),
+        'model_file': os.path.join(repo_dir, name, '1', filename),
+        'labels': os.path.join(repo_dir, name, 'labels.txt') if labels else None,
+        'max_batch_size': max_batch_size, 'validated_with_model_config_pb2': validated, 'config_text': text,
+        'serve': f'tritonserver --model-repository={os.path.abspath(repo_dir)}',
+    }
+
+
+def _served_artifact_io(source: str, backend: str, max_batch_size: int) -> Dict[str, Any]:
+    """``artifact_io`` of ``source`` after checking that ``backend`` serves that kind of file at that batch."""
+    if backend not in TRITON_BACKENDS:
+        raise DeployError(f"--backend must be one of {', '.join(TRITON_BACKENDS)} "
+                          f"(our runtimes {', '.join(BACKEND_RUNTIME.values())}), got {backend!r}")
+    io = artifact_io(source)
+    if backend == 'tensorrt' and io['kind'] != 'plan':
+        raise DeployError('the tensorrt backend serves a TensorRT engine: build one first with '
+                          '`timm-recal engine MODEL.onnx -o model.plan` and pass the .plan')
+    if backend != 'tensorrt' and io['kind'] != 'onnx':
+        raise DeployError(f'the {backend} backend serves an ONNX file; a .plan is for --backend tensorrt')
+    if io['kind'] == 'plan':
+        prof_max = (io['sidecar'].get('profile') or {}).get('max') or []
+        if max_batch_size and prof_max and prof_max[0] < max_batch_size:
+            raise DeployError(f'max_batch_size {max_batch_size} exceeds the engine profile max batch {prof_max[0]}; '
+                              f'use --max-batch-size {prof_max[0]} or rebuild the engine with a larger --batch')
+    return io
+
+
+def _write_model_folder(repo_dir: str, force: bool, name: str, text: str, labels: List[str], source: str,
+                        filename: str, *, is_plan: bool) -> None:
+    """``repo_dir/name/{config.pbtxt,labels.txt,1/filename}`` (and a plan's sidecar), whole or not at all."""
     try:
         check_writable_folder(os.path.dirname(os.path.abspath(repo_dir)))
         with atomic_folder(repo_dir, force=force) as tmp:
@@ -265,19 +287,10 @@ def write_triton_repository(
             if labels:
                 write_text('\n'.join(labels) + '\n', os.path.join(model_dir, 'labels.txt'))
             shutil.copyfile(source, os.path.join(model_dir, '1', filename))
-            if io['kind'] == 'plan':
-                from .tensorrt_build import sidecar_path
+            if is_plan:
                 shutil.copyfile(sidecar_path(source), sidecar_path(os.path.join(model_dir, '1', filename)))
     except OutputError as e:
         raise DeployError(str(e)) from None
-    return {
-        'repository': repo_dir, 'model_name': name, 'backend': backend, 'runtime': runtime,
-        'config': os.path.join(repo_dir, name, 'config.pbtxt'),
-        'model_file': os.path.join(repo_dir, name, '1', filename),
-        'labels': os.path.join(repo_dir, name, 'labels.txt') if labels else None,
-        'max_batch_size': max_batch_size, 'validated_with_model_config_pb2': validated, 'config_text': text,
-        'serve': f'tritonserver --model-repository={os.path.abspath(repo_dir)}',
-    }
 
 
 def triton_client_example(model_name: str, metadata: Dict[str, Any], url: str = 'localhost:8001') -> str:
@@ -367,15 +380,12 @@ def triton_artifact(source: str, backend: str, workdir: str, *, export_options: 
         raise DeployError(f"--backend must be one of {', '.join(TRITON_BACKENDS)}, got {backend!r}")
     is_plan = source.lower().endswith(_PLAN_SUFFIXES)
     if backend == 'tensorrt' and not is_plan:
-        from .tensorrt_build import require_tensorrt
         require_tensorrt()
     path = source
     if not source.lower().endswith('.onnx') and not is_plan:  # a model spec: the export stage makes the file
-        from .export import export_onnx
         log(f'exporting {source} ...')
         path = export_onnx(source, os.path.join(workdir, 'model.onnx'), export_options).output
     if backend == 'tensorrt' and not is_plan:
-        from .tensorrt_build import build_engine
         log(f'building a TensorRT engine from {os.path.basename(path)} ...')
         path = build_engine(path, os.path.join(workdir, 'model.plan'), **(engine_options or {}))['output']
     return path

@@ -27,7 +27,10 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
+
 from .errors import DeployError
+from .metadata import load_onnx
 
 __all__ = [
     'TRT_MAJORS', 'CANNOT_CHECK', 'OpCheckResult', 'load_op_tables', 'op_table', 'table_from_operators_markdown',
@@ -211,6 +214,10 @@ _DILATIONS_RULE = re.compile(r'`dilations` must be empty or all ones')
 _INDICES_RULE = re.compile(r'`Indices` output tensor unsupported')
 
 
+def _problem(items: List[Dict[str, str]], op: str, node: str, problem: str) -> None:
+    items.append({'op': op, 'node': node, 'problem': problem})
+
+
 def check_onnx_for_tensorrt(onnx_path: str, trt_major: int = 10) -> OpCheckResult:
     """Check the ops of ``onnx_path`` against TensorRT ``trt_major``'s documented ONNX parser support.
 
@@ -219,117 +226,140 @@ def check_onnx_for_tensorrt(onnx_path: str, trt_major: int = 10) -> OpCheckResul
     docstring). Warnings: experimental ops, DOUBLE tensors (TensorRT casts them down), data types a table does not
     list for an op. Restrictions written as prose are reported, per op present, as not checked.
     """
-    import numpy as np
-    import onnx.numpy_helper
-    from .metadata import load_onnx
-
     if trt_major not in TRT_MAJORS:
         raise DeployError(f'trt_major must be one of {TRT_MAJORS}, got {trt_major}')
     table = op_table(trt_major)
     model = load_onnx(os.fspath(onnx_path), load_external_data=False)
     opsets = {o.domain or 'ai.onnx': o.version for o in model.opset_import}
     opset = opsets.get('ai.onnx')
-    ops = table['ops']
     result = OpCheckResult(onnx_path=os.fspath(onnx_path), trt_major=trt_major, opset=opset, op_counts={},
                            source=table.get('source', ''))
-
-    def error(op: str, node: str, problem: str) -> None:
-        result.errors.append({'op': op, 'node': node, 'problem': problem})
-
-    def warning(op: str, node: str, problem: str) -> None:
-        result.warnings.append({'op': op, 'node': node, 'problem': problem})
-
-    if opset is None:
-        error('-', '-', 'the model imports no default-domain (ai.onnx) opset')
-    elif not table['opset_min'] <= opset <= table['opset_max']:
-        error('-', '-', f"opset {opset} is outside TensorRT {trt_major}'s parser range "
-                        f"{table['opset_min']}..{table['opset_max']}; re-export with a supported --opset")
-
+    _check_opset_and_io(result, table, model)
     graph = model.graph
-    nodes = _all_nodes(graph)
     types = _tensor_types(model)
     consts = _constant_names(graph)
     io_names = {vi.name for vi in list(graph.input) + list(graph.output)}
-    for vi in list(graph.input) + list(graph.output):
-        word = _ONNX_TYPE_WORDS.get(vi.type.tensor_type.elem_type, str(vi.type.tensor_type.elem_type))
-        if word not in table['types']:
-            error('-', vi.name, f'graph I/O of type {word}, which TensorRT {trt_major} does not support')
-
-    for node in nodes:
-        op, name = node.op_type, node.name or (node.output[0] if node.output else '?')
-        result.op_counts[op] = result.op_counts.get(op, 0) + 1
-        if node.domain not in ('', 'ai.onnx'):
-            error(op, name, f"op of domain '{node.domain}' (not standard ONNX): the TensorRT parser only handles it "
-                            'through a plugin of that name, which this check cannot see')
-            continue
-        entry = ops.get(op)
-        if entry is None:
-            error(op, name, f'not in the TensorRT {trt_major} ONNX parser operator table')
-            continue
-        if not entry['supported']:
-            error(op, name, f'marked unsupported (N) for TensorRT {trt_major}')
-            continue
-        if entry.get('experimental'):
-            warning(op, name, 'marked EXPERIMENTAL in the parser operator table')
-        rules = entry.get('restrictions', '')
-        checked = []
-        for input_name in _INITIALIZER_RULE.findall(rules):
-            idx = _input_index(op, opset or 18, input_name)
-            checked.append(f'`{input_name}` constant')
-            if idx is not None and idx < len(node.input) and node.input[idx] and node.input[idx] not in consts:
-                error(op, name, f"input `{input_name}` ({node.input[idx]}) must be an initializer or constant")
-        for zp in _ZERO_POINT_RULE.findall(rules):
-            idx = _input_index(op, opset or 18, zp)
-            checked.append(f'`{zp}` zero')
-            if idx is not None and idx < len(node.input) and node.input[idx]:
-                t = consts.get(node.input[idx])
-                if t is None:
-                    error(op, name, f'`{zp}` is not a constant, so it cannot be shown to be zero')
-                elif np.any(onnx.numpy_helper.to_array(t) != 0):
-                    error(op, name, f'`{zp}` must be zero (TensorRT quantization is symmetric); this one is not '
-                                    '(asymmetric activations, e.g. ONNX Runtime U8 QDQ)')
-        if _POOL_RANK_RULE.search(rules):
-            checked.append('2D/3D pooling')
-            kernel = _attr(node, 'kernel_shape')
-            if kernel is not None and len(kernel) not in (2, 3):
-                error(op, name, f'{len(kernel)}D pooling; TensorRT supports 2D or 3D only')
-        if _DILATIONS_RULE.search(rules):
-            checked.append('dilations')
-            dil = _attr(node, 'dilations')
-            if dil and any(int(d) != 1 for d in dil):
-                error(op, name, f'dilations {list(dil)}; must be empty or all ones')
-        if _INDICES_RULE.search(rules):
-            checked.append('no Indices output')
-            if len(node.output) > 1 and node.output[1]:
-                error(op, name, 'the Indices output is used; TensorRT does not support it')
-        if checked:
-            result.checked_restrictions[op] = ', '.join(checked)
-        elif rules:
-            result.unchecked_restrictions[op] = rules
-        # data types: the first (data) input, where shape inference or the file says it
-        if node.input and node.input[0] in types and entry.get('types'):
-            word = _ONNX_TYPE_WORDS.get(types[node.input[0]], str(types[node.input[0]]))
-            if word in ('INT8', 'FP8', 'INT4') and op not in _QDQ_OPS:
-                error(op, name, f'{word} input outside Q/DQ: TensorRT supports quantized types only through '
-                                'QuantizeLinear/DequantizeLinear')
-            elif word == 'UINT8' and op not in _QDQ_OPS | {'Cast'} and node.input[0] not in io_names:
-                error(op, name, 'UINT8 tensor inside the graph: TensorRT supports UINT8 only as network I/O')
-            elif word == 'DOUBLE':
-                warning(op, name, 'DOUBLE input: TensorRT casts it down to FLOAT')
-            elif word not in entry['types'] and word not in ('INT8', 'FP8', 'INT4', 'UINT8') and op not in _QDQ_OPS:
-                warning(op, name, f"{word} input; the table lists {', '.join(entry['types'])}")
-        if op in _QDQ_OPS:  # the quantized side of a Q/DQ pair: its zero point (or input) type
-            q_idx = 2
-            q_name = node.input[q_idx] if len(node.input) > q_idx and node.input[q_idx] else None
-            q_type = types.get(q_name) if q_name else (types.get(node.input[0]) if op == 'DequantizeLinear' else None)
-            word = _ONNX_TYPE_WORDS.get(q_type) if q_type is not None else None
-            if word == 'UINT8':
-                error(op, name, 'UINT8 quantized type (asymmetric, e.g. ONNX Runtime QUInt8 activations): TensorRT '
-                                'needs signed INT8 with zero point 0 (quantize with QInt8 symmetric activations)')
+    for node in _all_nodes(graph):
+        _check_node(result, table, node, opset, types, consts, io_names)
     # one message per distinct problem and op is enough for a report of a large graph
     result.errors = _dedupe(result.errors)
     result.warnings = _dedupe(result.warnings)
     return result
+
+
+def _check_opset_and_io(result: OpCheckResult, table: Dict[str, Any], model: Any) -> None:
+    """The default opset within the parser's range, and graph I/O of types TensorRT supports."""
+    opset, trt_major = result.opset, result.trt_major
+    if opset is None:
+        _problem(result.errors, '-', '-', 'the model imports no default-domain (ai.onnx) opset')
+    elif not table['opset_min'] <= opset <= table['opset_max']:
+        _problem(result.errors, '-', '-', f"opset {opset} is outside TensorRT {trt_major}'s parser range "
+                                          f"{table['opset_min']}..{table['opset_max']}; re-export with a supported "
+                                          '--opset')
+    for vi in list(model.graph.input) + list(model.graph.output):
+        word = _ONNX_TYPE_WORDS.get(vi.type.tensor_type.elem_type, str(vi.type.tensor_type.elem_type))
+        if word not in table['types']:
+            _problem(result.errors, '-', vi.name, f'graph I/O of type {word}, which TensorRT {trt_major} does not '
+                                                  'support')
+
+
+def _check_node(result: OpCheckResult, table: Dict[str, Any], node: Any, opset: Optional[int],
+                types: Dict[str, int], consts: Dict[str, Any], io_names: set) -> None:
+    """One node: its domain, its entry in the operator table, its restrictions and its data types."""
+    trt_major = result.trt_major
+    op, name = node.op_type, node.name or (node.output[0] if node.output else '?')
+    result.op_counts[op] = result.op_counts.get(op, 0) + 1
+    if node.domain not in ('', 'ai.onnx'):
+        _problem(result.errors, op, name, f"op of domain '{node.domain}' (not standard ONNX): the TensorRT parser "
+                                          'only handles it through a plugin of that name, which this check cannot '
+                                          'see')
+        return
+    entry = table['ops'].get(op)
+    if entry is None:
+        _problem(result.errors, op, name, f'not in the TensorRT {trt_major} ONNX parser operator table')
+        return
+    if not entry['supported']:
+        _problem(result.errors, op, name, f'marked unsupported (N) for TensorRT {trt_major}')
+        return
+    if entry.get('experimental'):
+        _problem(result.warnings, op, name, 'marked EXPERIMENTAL in the parser operator table')
+    rules = entry.get('restrictions', '')
+    checked = _check_restrictions(result, node, op, name, rules, opset, consts)
+    if checked:
+        result.checked_restrictions[op] = ', '.join(checked)
+    elif rules:
+        result.unchecked_restrictions[op] = rules
+    _check_data_type(result, entry, node, op, name, types, io_names)
+    if op in _QDQ_OPS:
+        _check_quantized_type(result, node, op, name, types)
+
+
+def _check_restrictions(result: OpCheckResult, node: Any, op: str, name: str, rules: str, opset: Optional[int],
+                        consts: Dict[str, Any]) -> List[str]:
+    """Check the restrictions of ``rules`` that are about the graph; return the names of those checked."""
+    import onnx.numpy_helper
+
+    checked = []
+    for input_name in _INITIALIZER_RULE.findall(rules):
+        idx = _input_index(op, opset or 18, input_name)
+        checked.append(f'`{input_name}` constant')
+        if idx is not None and idx < len(node.input) and node.input[idx] and node.input[idx] not in consts:
+            _problem(result.errors, op, name, f"input `{input_name}` ({node.input[idx]}) must be an initializer or "
+                                              'constant')
+    for zp in _ZERO_POINT_RULE.findall(rules):
+        idx = _input_index(op, opset or 18, zp)
+        checked.append(f'`{zp}` zero')
+        if idx is not None and idx < len(node.input) and node.input[idx]:
+            t = consts.get(node.input[idx])
+            if t is None:
+                _problem(result.errors, op, name, f'`{zp}` is not a constant, so it cannot be shown to be zero')
+            elif np.any(onnx.numpy_helper.to_array(t) != 0):
+                _problem(result.errors, op, name, f'`{zp}` must be zero (TensorRT quantization is symmetric); this '
+                                                  'one is not (asymmetric activations, e.g. ONNX Runtime U8 QDQ)')
+    if _POOL_RANK_RULE.search(rules):
+        checked.append('2D/3D pooling')
+        kernel = _attr(node, 'kernel_shape')
+        if kernel is not None and len(kernel) not in (2, 3):
+            _problem(result.errors, op, name, f'{len(kernel)}D pooling; TensorRT supports 2D or 3D only')
+    if _DILATIONS_RULE.search(rules):
+        checked.append('dilations')
+        dil = _attr(node, 'dilations')
+        if dil and any(int(d) != 1 for d in dil):
+            _problem(result.errors, op, name, f'dilations {list(dil)}; must be empty or all ones')
+    if _INDICES_RULE.search(rules):
+        checked.append('no Indices output')
+        if len(node.output) > 1 and node.output[1]:
+            _problem(result.errors, op, name, 'the Indices output is used; TensorRT does not support it')
+    return checked
+
+
+def _check_data_type(result: OpCheckResult, entry: Dict[str, Any], node: Any, op: str, name: str,
+                     types: Dict[str, int], io_names: set) -> None:
+    """The type of the first (data) input, where shape inference or the file says it."""
+    if not (node.input and node.input[0] in types and entry.get('types')):
+        return
+    word = _ONNX_TYPE_WORDS.get(types[node.input[0]], str(types[node.input[0]]))
+    if word in ('INT8', 'FP8', 'INT4') and op not in _QDQ_OPS:
+        _problem(result.errors, op, name, f'{word} input outside Q/DQ: TensorRT supports quantized types only '
+                                          'through QuantizeLinear/DequantizeLinear')
+    elif word == 'UINT8' and op not in _QDQ_OPS | {'Cast'} and node.input[0] not in io_names:
+        _problem(result.errors, op, name, 'UINT8 tensor inside the graph: TensorRT supports UINT8 only as network I/O')
+    elif word == 'DOUBLE':
+        _problem(result.warnings, op, name, 'DOUBLE input: TensorRT casts it down to FLOAT')
+    elif word not in entry['types'] and word not in ('INT8', 'FP8', 'INT4', 'UINT8') and op not in _QDQ_OPS:
+        _problem(result.warnings, op, name, f"{word} input; the table lists {', '.join(entry['types'])}")
+
+
+def _check_quantized_type(result: OpCheckResult, node: Any, op: str, name: str, types: Dict[str, int]) -> None:
+    """The quantized side of a Q/DQ pair: its zero point (or input) type must not be UINT8."""
+    q_idx = 2
+    q_name = node.input[q_idx] if len(node.input) > q_idx and node.input[q_idx] else None
+    q_type = types.get(q_name) if q_name else (types.get(node.input[0]) if op == 'DequantizeLinear' else None)
+    word = _ONNX_TYPE_WORDS.get(q_type) if q_type is not None else None
+    if word == 'UINT8':
+        _problem(result.errors, op, name, 'UINT8 quantized type (asymmetric, e.g. ONNX Runtime QUInt8 activations): '
+                                          'TensorRT needs signed INT8 with zero point 0 (quantize with QInt8 '
+                                          'symmetric activations)')
 
 
 def _dedupe(items: Sequence[Dict[str, str]], keep: int = 3) -> List[Dict[str, str]]:
