@@ -327,7 +327,8 @@ def test_engine_verb_in_a_fresh_process(cnn3_onnx, tmp_path):
     if tb_trt is not None and tb.cuda_device() is not None:
         pytest.skip('TensorRT and a GPU are present: the build would run')
     proc = subprocess.run([sys.executable, '-m', 'timm_recal.cli', 'engine', cnn3_onnx, '-o', str(tmp_path / 'm.plan')],
-                          capture_output=True, text=True, timeout=120)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                          start_new_session=True)  # never share the xdist worker's stdin channel or its signals
     assert proc.returncode != 0 and 'Traceback' not in proc.stderr
     assert 'runtime trt unavailable' in proc.stderr and 'timm-recal[tensorrt]' in proc.stderr
     assert os.listdir(tmp_path) == []
