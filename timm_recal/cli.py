@@ -4,7 +4,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from .outputs import OutputError, check_not_terminated, terminate_as_interrupt
+from .outputs import OutputError, terminate_as_interrupt
 from .version import __version__
 
 __all__ = ['main']
@@ -94,7 +94,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         with terminate_as_interrupt():  # SIGTERM runs the same cleanup as Ctrl-C: no half-written outputs
             status = int(args.func(args) or 0)
-        check_not_terminated()  # the interrupt hit a weakref callback or __del__, where Python ignores it
         return status
     except ModuleNotFoundError as e:
         extra = EXTRA_FOR_MODULE.get((e.name or '').split('.')[0])

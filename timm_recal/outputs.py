@@ -339,7 +339,8 @@ def terminate_as_interrupt() -> Iterator[None]:
     except ValueError:  # not the main thread
         yield
         return
-    _terminated = None
+    if previous is not _raise_interrupt:
+        _terminated = None
     previous_hook = sys.unraisablehook
 
     def quiet_hook(unraisable) -> None:
@@ -349,11 +350,15 @@ def terminate_as_interrupt() -> Iterator[None]:
             previous_hook(unraisable)
 
     sys.unraisablehook = quiet_hook
+    outermost = previous is not _raise_interrupt
     try:
         yield
+        check_not_terminated()  # the block finished although told to stop (the interrupt was dropped)
     finally:
         signal.signal(signal.SIGTERM, previous)
         sys.unraisablehook = previous_hook
+        if outermost:
+            _terminated = None  # the flag never outlives the block: a long-lived process (a test worker) goes on
 
 
 def _raise_interrupt(signum, frame) -> None:
