@@ -107,7 +107,14 @@ def test_corrupt_image_with_dataloader_workers(two_checkpoints, tmp_path, capsys
     _, onnx_path = two_checkpoints
     data = _renamed_classes(tmp_path / 'd', ['airplane'])
     (data / 'airplane' / 'broken.jpg').write_bytes(b'not a jpeg at all')
-    rc, _, err = _cli(capsys, 'validate', onnx_path, '--data', data, '-j', '1')
+    # a real process, as users run it: DataLoader workers forked from a test worker leave torch's SIGCHLD
+    # handler behind in that long-lived process
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, '-m', 'timm_recal.cli', 'validate', str(onnx_path), '--data', str(data),
+                           '-j', '1'], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
+    rc, err = proc.returncode, proc.stderr
+    assert 'Traceback' not in err, err
     assert rc == 2 and 'cannot read image' in err and 'broken.jpg' in err and len(err.strip().splitlines()) == 1
 
 
