@@ -282,7 +282,7 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
         'float_node_names': given, 'gates_float': bool(o.gates_float), 'gate_fusion': {'rewrite': o.gate_fusion, 'rewrites': fused} if o.gate_fusion else None,
         'sensitivity': [[name, float(f'{err:.3g}')] for name, err in ranking],
         'calib_data': os.path.abspath(loader.dataset.root), 'calib_images': len(loader.dataset),
-        'calib_split': indices is not None, 'calib_split_of': split_of, 'pre_process': pre_note,
+        'calib_split': indices is not None, 'calib_split_of': split_of, 'calib_seed': o.seed, 'pre_process': pre_note,
         'source': os.path.basename(in_onnx),
     }
     _save_converted(source, proto, path, 'int8', how, meta, in_onnx, o.force)

@@ -95,6 +95,22 @@ def sample_batch(name: str, img_size: int, n: int = 12) -> torch.Tensor:
     return next(iter(make_loader(None, cfg, n, limit=n)))[0]
 
 
+def run_cli(capsys, *argv):
+    """``timm-recal ARGV`` in this process: (exit code, stdout, stderr). A traceback on stderr fails the test, since
+    every error a user can cause must be a one-line message."""
+    from timm_recal.cli import main
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert 'Traceback' not in err, err
+    return rc, out, err
+
+
+def cifar_samples() -> str:
+    """The package's bundled 32x32 sample images (an ImageFolder with CIFAR-10's class names)."""
+    from timm_recal_deploy.images import bundled_samples_dir
+    return bundled_samples_dir({'input_size': (3, 32, 32)})
+
+
 def gate_of(name: str) -> str:
     """Gate prefix of a registered name ('' for the plain base network)."""
     from timm_recal.registry import _GATE_PAPERS

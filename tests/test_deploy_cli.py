@@ -19,15 +19,10 @@ from timm_recal.cli import build_parser, main  # noqa: E402
 from timm_recal_deploy.errors import DeployError  # noqa: E402
 from timm_recal_deploy.model_io import load_model, read_checkpoint  # noqa: E402
 
-from deploy_helpers import randomize_weights_, sample_batch  # noqa: E402
+from deploy_helpers import randomize_weights_, run_cli, sample_batch  # noqa: E402
 
 CIFAR_MODEL = 'shufflenetv2_x0_5_cifar'
 
-
-def _cli(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope='module')
@@ -54,23 +49,23 @@ def test_all_six_subcommands_registered():
 def test_export_parity_validate_quantize_flow(trained_like, tmp_path, capsys):
     model, ckpt, onnx_path = trained_like
     # parity on the ONNX file rebuilds the PyTorch side from the checkpoint recorded in the metadata
-    rc, out, err = _cli(capsys, 'parity', str(onnx_path), '-o', str(tmp_path / 'parity.json'))
+    rc, out, err = run_cli(capsys, 'parity', str(onnx_path), '-o', str(tmp_path / 'parity.json'))
     assert rc == 0, out + err
     assert 'PASSED' in out and (tmp_path / 'parity.json').is_file()
-    rc, out, err = _cli(capsys, 'validate', str(onnx_path), '--data', _bundled_cifar(), '-o', str(tmp_path))
+    rc, out, err = run_cli(capsys, 'validate', str(onnx_path), '--data', _bundled_cifar(), '-o', str(tmp_path))
     assert rc == 0, err
     import json
     onnx_metrics = json.loads((tmp_path / 'metrics.json').read_text())
-    rc, out, err = _cli(capsys, 'validate', CIFAR_MODEL, '--checkpoint', str(ckpt), '--data', _bundled_cifar(),
+    rc, out, err = run_cli(capsys, 'validate', CIFAR_MODEL, '--checkpoint', str(ckpt), '--data', _bundled_cifar(),
                         '--json')
     assert rc == 0, err
     torch_metrics = json.loads(out)
     assert onnx_metrics['n_images'] == torch_metrics['n_images'] == 50
     assert onnx_metrics['top1'] == torch_metrics['top1'] and onnx_metrics['top5'] == torch_metrics['top5']
-    rc, out, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(tmp_path / 'h.onnx'), '--precision', 'fp16')
+    rc, out, err = run_cli(capsys, 'quantize', str(onnx_path), '-o', str(tmp_path / 'h.onnx'), '--precision', 'fp16')
     assert rc == 0, err
     # its checkpoint is in another folder (files record no absolute paths): handed over with --checkpoint
-    rc, out, err = _cli(capsys, 'parity', str(tmp_path / 'h.onnx'), '--checkpoint', str(trained_like[1]))
+    rc, out, err = run_cli(capsys, 'parity', str(tmp_path / 'h.onnx'), '--checkpoint', str(trained_like[1]))
     assert rc == 0 and 'parity fp16: PASSED' in out, out + err
 
 
@@ -78,7 +73,7 @@ def test_quantize_int8_options_reach_the_file(trained_like, tmp_path, capsys):
     from timm_recal_deploy.metadata import read_metadata
     _, _, onnx_path = trained_like
     out_path = tmp_path / 'q.onnx'
-    rc, out, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(out_path), '--data', _bundled_cifar(),
+    rc, out, err = run_cli(capsys, 'quantize', str(onnx_path), '-o', str(out_path), '--data', _bundled_cifar(),
                         '--calib-images', '16', '--calib-method', 'percentile', '--fp32-layers', '2', '--json')
     assert rc == 0, err
     q = read_metadata(str(out_path))['quantization']
@@ -86,7 +81,7 @@ def test_quantize_int8_options_reach_the_file(trained_like, tmp_path, capsys):
         'stdout must be the JSON alone (ORT prints histogram progress that must go to stderr)'
     assert q['calibrate_method'] == 'percentile' and q['calib_images'] == 16 and len(q['fp32_layers']) == 2
     assert q['moving_average'] is False  # averaging applies to minmax only
-    rc, out, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(tmp_path / 'bad.onnx'), '--data',
+    rc, out, err = run_cli(capsys, 'quantize', str(onnx_path), '-o', str(tmp_path / 'bad.onnx'), '--data',
                         _bundled_cifar(), '--fp32-layers', '-3')
     assert rc != 0 and 'fp32_layers must be >= 0' in err and 'Traceback' not in err
 
@@ -98,58 +93,58 @@ def _bundled_cifar() -> str:
 
 # --- bad input: message, non-zero exit, no traceback --------------------------------------------------------
 def test_unknown_model_suggests_close_names(tmp_path, capsys):
-    rc, out, err = _cli(capsys, 'export', 'se_shufflenet_x0_5_cifar', '-o', str(tmp_path / 'a.onnx'))
+    rc, out, err = run_cli(capsys, 'export', 'se_shufflenet_x0_5_cifar', '-o', str(tmp_path / 'a.onnx'))
     assert rc != 0 and 'unknown model' in err and 'se_shufflenetv2_x0_5_cifar' in err
     assert not (tmp_path / 'a.onnx').exists()
 
 
 def test_missing_and_corrupt_checkpoint(tmp_path, capsys):
-    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '--checkpoint', str(tmp_path / 'nope.pth'),
+    rc, _, err = run_cli(capsys, 'export', CIFAR_MODEL, '--checkpoint', str(tmp_path / 'nope.pth'),
                       '-o', str(tmp_path / 'a.onnx'))
     assert rc != 0 and 'checkpoint not found' in err
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'not a checkpoint at all')
-    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '--checkpoint', str(bad), '-o', str(tmp_path / 'a.onnx'))
+    rc, _, err = run_cli(capsys, 'export', CIFAR_MODEL, '--checkpoint', str(bad), '-o', str(tmp_path / 'a.onnx'))
     assert rc != 0 and 'cannot read checkpoint' in err
     bad_st = tmp_path / 'bad.safetensors'
     bad_st.write_bytes(b'\x00' * 64)
-    rc, _, err = _cli(capsys, 'validate', CIFAR_MODEL, '--checkpoint', str(bad_st), '--data', _bundled_cifar())
+    rc, _, err = run_cli(capsys, 'validate', CIFAR_MODEL, '--checkpoint', str(bad_st), '--data', _bundled_cifar())
     assert rc != 0 and 'cannot read checkpoint' in err
 
 
 def test_checkpoint_of_another_architecture(trained_like, tmp_path, capsys):
     _, ckpt, _ = trained_like
-    rc, _, err = _cli(capsys, 'export', 'se_shufflenetv2_x0_5_cifar', '--checkpoint', str(ckpt),
+    rc, _, err = run_cli(capsys, 'export', 'se_shufflenetv2_x0_5_cifar', '--checkpoint', str(ckpt),
                       '-o', str(tmp_path / 'a.onnx'))
     assert rc != 0 and 'does not fit se_shufflenetv2_x0_5_cifar' in err and 'keys missing' in err
     assert 'attn' in err  # names the differing keys
 
 
 def test_corrupt_and_missing_onnx(tmp_path, capsys):
-    rc, _, err = _cli(capsys, 'parity', str(tmp_path / 'missing.onnx'))
+    rc, _, err = run_cli(capsys, 'parity', str(tmp_path / 'missing.onnx'))
     assert rc != 0 and 'not found' in err
     bad = tmp_path / 'bad.onnx'
     bad.write_bytes(b'\x08\x07garbage' * 10)
     for cmd in (['parity', str(bad)], ['validate', str(bad), '--data', _bundled_cifar()],
                 ['quantize', str(bad), '-o', str(tmp_path / 'q.onnx'), '--data', _bundled_cifar()]):
-        rc, _, err = _cli(capsys, *cmd)
+        rc, _, err = run_cli(capsys, *cmd)
         assert rc != 0 and str(bad) in err, (cmd, err)
 
 
 def test_wrong_input_size(trained_like, tmp_path, capsys):
     _, _, onnx_path = trained_like
-    rc, _, err = _cli(capsys, 'validate', str(onnx_path), '--data', _bundled_cifar(), '--img-size', '64')
+    rc, _, err = run_cli(capsys, 'validate', str(onnx_path), '--data', _bundled_cifar(), '--img-size', '64')
     assert rc != 0 and 'exported for 32x32' in err
-    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '--img-size', '0', '-o', str(tmp_path / 'a.onnx'))
+    rc, _, err = run_cli(capsys, 'export', CIFAR_MODEL, '--img-size', '0', '-o', str(tmp_path / 'a.onnx'))
     assert rc != 0 and '--img-size' in err
 
 
 def test_empty_data_folder(trained_like, tmp_path, capsys):
     _, _, onnx_path = trained_like
     (tmp_path / 'empty' / 'cat').mkdir(parents=True)
-    rc, _, err = _cli(capsys, 'validate', str(onnx_path), '--data', str(tmp_path / 'empty'))
+    rc, _, err = run_cli(capsys, 'validate', str(onnx_path), '--data', str(tmp_path / 'empty'))
     assert rc != 0 and 'no images found' in err
-    rc, _, err = _cli(capsys, 'parity', str(onnx_path), '--data', str(tmp_path / 'nothing_here'))
+    rc, _, err = run_cli(capsys, 'parity', str(onnx_path), '--data', str(tmp_path / 'nothing_here'))
     assert rc != 0 and 'not found' in err
 
 
@@ -157,22 +152,22 @@ def test_existing_output_needs_force(trained_like, tmp_path, capsys):
     _, ckpt, onnx_path = trained_like
     target = tmp_path / 'out.onnx'
     target.write_bytes(b'keep me')
-    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '-o', str(target), '--exporter', 'legacy')
+    rc, _, err = run_cli(capsys, 'export', CIFAR_MODEL, '-o', str(target), '--exporter', 'legacy')
     assert rc != 0 and '--force' in err and target.read_bytes() == b'keep me'
-    rc, _, err = _cli(capsys, 'quantize', str(onnx_path), '-o', str(target), '--precision', 'fp16')
+    rc, _, err = run_cli(capsys, 'quantize', str(onnx_path), '-o', str(target), '--precision', 'fp16')
     assert rc != 0 and '--force' in err and target.read_bytes() == b'keep me'
     metrics = tmp_path / 'm.json'
     metrics.write_text('{}')
-    rc, _, err = _cli(capsys, 'validate', str(onnx_path), '--data', _bundled_cifar(), '-o', str(metrics))
+    rc, _, err = run_cli(capsys, 'validate', str(onnx_path), '--data', _bundled_cifar(), '-o', str(metrics))
     assert rc != 0 and '--force' in err and metrics.read_text() == '{}'
-    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '-o', str(target), '--exporter', 'legacy', '--force',
+    rc, _, err = run_cli(capsys, 'export', CIFAR_MODEL, '-o', str(target), '--exporter', 'legacy', '--force',
                       '--checkpoint', str(ckpt))
     assert rc == 0 and target.read_bytes()[:2] != b'ke'
 
 
 def test_missing_onnx_package_names_the_extra(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, 'onnx', None)  # import onnx -> ModuleNotFoundError
-    rc, _, err = _cli(capsys, 'export', CIFAR_MODEL, '-o', str(tmp_path / 'a.onnx'), '--exporter', 'legacy')
+    rc, _, err = run_cli(capsys, 'export', CIFAR_MODEL, '-o', str(tmp_path / 'a.onnx'), '--exporter', 'legacy')
     assert rc != 0 and "timm-recal[deploy]" in err
 
 

@@ -13,21 +13,11 @@ import timm  # noqa: E402
 import timm_recal  # noqa: E402,F401
 from timm_recal.cli import main  # noqa: E402
 
-from deploy_helpers import randomize_weights_, sample_batch  # noqa: E402
+from deploy_helpers import cifar_samples, randomize_weights_, run_cli, sample_batch  # noqa: E402
 
 NAME = 'cnn3'
 
 
-def _cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert 'Traceback' not in err, err
-    return rc, out, err
-
-
-def _cifar() -> str:
-    from timm_recal_deploy.images import bundled_samples_dir
-    return bundled_samples_dir({'input_size': (3, 32, 32)})
 
 
 @pytest.fixture(scope='module')
@@ -45,9 +35,9 @@ def two_checkpoints(tmp_path_factory):
 
 
 def test_opset_out_of_range_is_refused_up_front(tmp_path, capsys):
-    rc, _, err = _cli(capsys, 'export', NAME, '--opset', '99', '-o', tmp_path / 'a.onnx')
+    rc, _, err = run_cli(capsys, 'export', NAME, '--opset', '99', '-o', tmp_path / 'a.onnx')
     assert rc == 2 and '--opset 99 is outside 18..' in err and not os.listdir(tmp_path)
-    rc, _, err = _cli(capsys, 'export', tmp_path / 'x.onnx', '-o', tmp_path / 'b.onnx')
+    rc, _, err = run_cli(capsys, 'export', tmp_path / 'x.onnx', '-o', tmp_path / 'b.onnx')
     assert rc == 2 and 'is an ONNX file already' in err
 
 
@@ -60,7 +50,7 @@ def test_recorded_opset_is_the_files(two_checkpoints):
 
 def _renamed_classes(root, names):
     """A copy of the bundled CIFAR samples whose class folders are called ``names``."""
-    src = _cifar()
+    src = cifar_samples()
     for cls, name in zip(sorted(os.listdir(src)), names):
         shutil.copytree(os.path.join(src, cls), os.path.join(root, name))
     return root
@@ -69,37 +59,37 @@ def _renamed_classes(root, names):
 def test_folders_that_are_not_the_models_labels_need_folder_order(two_checkpoints, tmp_path, capsys):
     _, onnx_path = two_checkpoints
     data = _renamed_classes(tmp_path / 'd', [f'class_{i}' for i in range(1, 11)])
-    rc, _, err = _cli(capsys, 'validate', onnx_path, '--data', data)
+    rc, _, err = run_cli(capsys, 'validate', onnx_path, '--data', data)
     assert rc == 2 and 'class_1' in err and 'airplane' in err and '--folder-order' in err
-    rc, out, err = _cli(capsys, 'validate', onnx_path, '--data', data, '--folder-order', '--json')
+    rc, out, err = run_cli(capsys, 'validate', onnx_path, '--data', data, '--folder-order', '--json')
     assert rc == 0 and '"label_mode": "folder"' in out
     same = _renamed_classes(tmp_path / 'ok', ['airplane', 'automobile'])  # a subset of the labels: by name
-    rc, out, _ = _cli(capsys, 'validate', onnx_path, '--data', same, '--json')
+    rc, out, _ = run_cli(capsys, 'validate', onnx_path, '--data', same, '--json')
     assert rc == 0 and '"label_mode": "labels"' in out
 
 
 def test_onnx_file_of_other_weights_is_refused(two_checkpoints, capsys):
     (w0, w1), onnx_path = two_checkpoints
-    rc, _, err = _cli(capsys, 'parity', NAME, '--checkpoint', w1, '--onnx', onnx_path)
+    rc, _, err = run_cli(capsys, 'parity', NAME, '--checkpoint', w1, '--onnx', onnx_path)
     assert rc == 2 and 'other weights' in err and 'weight hashes differ' in err
-    rc, out, err = _cli(capsys, 'parity', NAME, '--checkpoint', w0, '--onnx', onnx_path)
+    rc, out, err = run_cli(capsys, 'parity', NAME, '--checkpoint', w0, '--onnx', onnx_path)
     assert rc == 0 and 'PASSED' in out, err
-    rc, _, err = _cli(capsys, 'bench', NAME, '--checkpoint', w1, '--onnx', onnx_path, '--runtimes', 'ort',
+    rc, _, err = run_cli(capsys, 'bench', NAME, '--checkpoint', w1, '--onnx', onnx_path, '--runtimes', 'ort',
                       '--batch', '1', '--repeats', '1', '--warmup', '0', '--min-time', '0')
     assert rc == 2 and 'other weights' in err
 
 
 def test_options_refused_before_work(two_checkpoints, tmp_path, capsys):
     _, onnx_path = two_checkpoints
-    rc, _, err = _cli(capsys, 'quantize', onnx_path, '-o', tmp_path / 'q.onnx', '--calib-data', _cifar(),
+    rc, _, err = run_cli(capsys, 'quantize', onnx_path, '-o', tmp_path / 'q.onnx', '--calib-data', cifar_samples(),
                       '--fp32-layers', '100000')
     assert rc == 2 and '--fp32-layers 100000' in err and not (tmp_path / 'q.onnx').exists()
-    rc, _, err = _cli(capsys, 'validate', onnx_path, '--data', _cifar(), '--device', 'cuda')
+    rc, _, err = run_cli(capsys, 'validate', onnx_path, '--data', cifar_samples(), '--device', 'cuda')
     assert rc == 2 and '--runtimes' in err
     (tmp_path / 'file').write_text('x')
-    rc, _, err = _cli(capsys, 'parity', onnx_path, '--keep-dir', tmp_path / 'file')
+    rc, _, err = run_cli(capsys, 'parity', onnx_path, '--keep-dir', tmp_path / 'file')
     assert rc == 2 and 'is a file' in err
-    rc, _, err = _cli(capsys, 'pipeline', NAME, '-o', tmp_path / 'p', '--runtimes', 'bogus')
+    rc, _, err = run_cli(capsys, 'pipeline', NAME, '-o', tmp_path / 'p', '--runtimes', 'bogus')
     assert rc == 2 and 'unknown runtime' in err and not (tmp_path / 'p').exists()
 
 

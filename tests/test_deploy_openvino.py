@@ -153,6 +153,27 @@ def test_compile_cache_per_batch_and_describe(files):
         runner(np.zeros((1, 3, 64, 64), np.float32))
 
 
+def test_pick_measures_agreement_on_images_the_calibration_did_not_see(files, monkeypatch):
+    """NNCF calibrates on the QDQ file's own calibration images; agreement is measured on other images of that
+    folder (at most ``PICK_IMAGES``), never on the calibration ones while others exist."""
+    from timm_recal_deploy import openvino_int8
+    from timm_recal_deploy.images import scan_images, spread_indices
+    n = len(scan_images(CIFAR_SAMPLES)[0])
+    calib = spread_indices(n, 32, seed=0)  # quantize_int8's sample of 32 (seed 0)
+    kw, images, where = openvino_int8.agreement_images(files['qdq'], files['fp32'], None, 32)
+    assert kw['indices'] == calib and os.path.samefile(kw['calib_images'], CIFAR_SAMPLES)
+    rest = [i for i in range(n) if i not in calib]
+    expect = np.concatenate([x.numpy() for x, _ in make_loader(CIFAR_SAMPLES, read_metadata(files['fp32']), 64,
+                                                               indices=rest)])
+    np.testing.assert_array_equal(images, expect)
+    assert f'{len(rest)} images of ' in where and 'disjoint from the 32 calibration images' in where
+    assert not os.path.isabs(where.split(' of ', 1)[1].split(' disjoint')[0]), where  # no local folder recorded
+    monkeypatch.setattr(openvino_int8, 'PICK_IMAGES', 5)
+    _, few, where = openvino_int8.agreement_images(files['qdq'], files['fp32'], None, 32)
+    assert len(few) == 5 and where.startswith('5 images of ')
+    assert all(any(np.array_equal(img, e) for e in expect) for img in few)
+
+
 def test_pick_int8_keeps_the_fastest_that_passes(files):
     cands = {'qdq': files['qdq'], 'nncf': files['nncf']['output']}
     # random weights on 50 images sit below the 99% contract; the threshold here tests the selection itself

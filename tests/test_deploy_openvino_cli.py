@@ -23,18 +23,13 @@ from timm_recal_deploy.errors import DeployError, NoNativePrecision  # noqa: E40
 from timm_recal_deploy.images import bundled_samples_dir  # noqa: E402
 from timm_recal_deploy.runtimes import native_bf16, open_runtime  # noqa: E402
 
-from deploy_helpers import randomize_weights_, sample_batch  # noqa: E402
+from deploy_helpers import randomize_weights_, run_cli, sample_batch  # noqa: E402
 
 NAME = 'se_cnn3'  # 3 convs at 32x32 with one SE gate: the fastest gated net
 CIFAR = bundled_samples_dir({'input_size': (3, 32, 32)})
 NATIVE = bool(native_bf16())
 FAST = ['--batch', '1', '--warmup', '0', '--repeats', '1', '--min-time', '0']
 
-
-def _cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope='module')
@@ -52,7 +47,7 @@ def tiny(tmp_path_factory):
 def test_bench_cli_openvino_every_precision(tiny, tmp_path, capsys):
     _, ckpt, _, _ = tiny
     out_json = tmp_path / 'bench.json'
-    rc, out, err = _cli(capsys, 'bench', NAME, '--checkpoint', ckpt, '--runtimes', 'eager,ort,openvino',
+    rc, out, err = run_cli(capsys, 'bench', NAME, '--checkpoint', ckpt, '--runtimes', 'eager,ort,openvino',
                         '--precision', 'fp32,bf16,int8', '--calib-images', 16, *FAST, '-o', out_json)
     assert rc == 0, err
     rec = json.loads(out_json.read_text())
@@ -81,21 +76,21 @@ def test_bench_cli_openvino_every_precision(tiny, tmp_path, capsys):
 
 def test_parity_and_validate_cli_openvino(tiny, tmp_path, capsys):
     _, _, onnx_path, _ = tiny
-    rc, out, err = _cli(capsys, 'parity', onnx_path, '--runtimes', 'openvino', '--json')
+    rc, out, err = run_cli(capsys, 'parity', onnx_path, '--runtimes', 'openvino', '--json')
     assert rc == 0, out + err
     res = json.loads(out)
     assert res['passed'] and res['runtime']['runtime'] == 'openvino' and res['runtime']['inference_precision'] == 'f32'
     if NATIVE:
-        rc, out, err = _cli(capsys, 'parity', onnx_path, '--runtimes', 'openvino', '--precision', 'bf16', '--json')
+        rc, out, err = run_cli(capsys, 'parity', onnx_path, '--runtimes', 'openvino', '--precision', 'bf16', '--json')
         res = json.loads(out)
         assert res['precision'] == 'bf16' and res['runtime']['inference_precision'] == 'bf16'
         assert 0 < res['max_rel_err'] < res['tolerances']['rtol']  # really reduced, within the BF16 gate
-    rc, out, err = _cli(capsys, 'parity', onnx_path, '--runtimes', 'ort', '--precision', 'bf16')
+    rc, out, err = run_cli(capsys, 'parity', onnx_path, '--runtimes', 'ort', '--precision', 'bf16')
     assert rc != 0 and 'ONNX Runtime has no BF16' in err
-    rc, out, err = _cli(capsys, 'validate', onnx_path, '--data', CIFAR, '--runtimes', 'openvino', '--json')
+    rc, out, err = run_cli(capsys, 'validate', onnx_path, '--data', CIFAR, '--runtimes', 'openvino', '--json')
     assert rc == 0, err
     ov = json.loads(out)
-    rc, out, err = _cli(capsys, 'validate', onnx_path, '--data', CIFAR, '--json')
+    rc, out, err = run_cli(capsys, 'validate', onnx_path, '--data', CIFAR, '--json')
     ort = json.loads(out)
     assert ov['runtime']['runtime'] == 'openvino' and ov['n_images'] == ort['n_images'] > 0
     assert ov['top1'] == ort['top1']
@@ -134,7 +129,7 @@ def test_bench_notes_bf16_without_native_support(tiny, monkeypatch):
 def test_pipeline_cli_openvino_recommendation(tiny, tmp_path, capsys):
     _, ckpt, _, _ = tiny
     out_dir = tmp_path / 'run'
-    rc, out, err = _cli(capsys, 'pipeline', NAME, '--checkpoint', ckpt, '-o', out_dir, '--runtimes',
+    rc, out, err = run_cli(capsys, 'pipeline', NAME, '--checkpoint', ckpt, '-o', out_dir, '--runtimes',
                         'eager,ort,openvino', '--precision', 'fp32,bf16,int8', '--batch', '1,2', '--quick',
                         '--exporter', 'legacy', '--no-validate', '--json')
     record = json.loads(out)
@@ -184,7 +179,7 @@ def test_quantize_cli_gate_flags_and_symmetric(tiny, tmp_path, capsys):
     gates = find_gates(onnx.load(fp32))
     assert gates
     out = tmp_path / 'gf.onnx'
-    rc, _, err = _cli(capsys, 'quantize', fp32, '-o', out, '--calib-data', CIFAR, '--calib-images', 16,
+    rc, _, err = run_cli(capsys, 'quantize', fp32, '-o', out, '--calib-data', CIFAR, '--calib-images', 16,
                       '--gates-float', '--json')
     assert rc == 0, err
     q = onnx.load(str(out))
@@ -196,7 +191,8 @@ def test_quantize_cli_gate_flags_and_symmetric(tiny, tmp_path, capsys):
     assert how['gates_float'] and set(muls) <= set(how['float_node_names'])
 
     sym = tmp_path / 'sym.onnx'
-    rc, _, err = _cli(capsys, 'quantize', fp32, '-o', sym, '--calib-data', CIFAR, '--calib-images', 16, '--symmetric')
+    rc, _, err = run_cli(capsys, 'quantize', fp32, '-o', sym, '--calib-data', CIFAR, '--calib-images', 16,
+                         '--symmetric')
     assert rc == 0, err
     q = onnx.load(str(sym))
     inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}

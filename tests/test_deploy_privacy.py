@@ -14,21 +14,11 @@ import timm  # noqa: E402
 import timm_recal  # noqa: E402,F401
 from timm_recal.cli import main  # noqa: E402
 
-from deploy_helpers import local_paths_in, randomize_weights_, sample_batch  # noqa: E402
+from deploy_helpers import cifar_samples, local_paths_in, randomize_weights_, run_cli, sample_batch  # noqa: E402
 
 NAME = 'cnn3'
 
 
-def _cli(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert 'Traceback' not in err, err
-    return rc, out, err
-
-
-def _cifar() -> str:
-    from timm_recal_deploy.images import bundled_samples_dir
-    return bundled_samples_dir({'input_size': (3, 32, 32)})
 
 
 def _checkpoint(path, seed):
@@ -52,7 +42,7 @@ def exported(tmp_path_factory):
         assert main(['export', NAME, '--checkpoint', str(outer), '-o', str(outside / 'outer.onnx'),
                      '--exporter', 'legacy']) == 0
         assert main(['quantize', str(outside / 'outer.onnx'), '--precision', 'int8', '--calib-images', '16',
-                     '--calib-data', _cifar(), '-o', str(outside / 'outer_int8.onnx')]) == 0
+                     '--calib-data', cifar_samples(), '-o', str(outside / 'outer_int8.onnx')]) == 0
         assert main(['parity', str(outside / 'outer.onnx'), '--checkpoint', str(outer),
                      '-o', str(outside / 'parity.json')]) == 0
     finally:
@@ -67,7 +57,7 @@ def test_published_files_name_no_local_folders(exported):
     meta = read_metadata(str(outside / 'outer.onnx'))
     assert meta['checkpoint'] == 'w_out.pth' and len(meta['weights_sha256']) == 64  # name + content hash
     q = read_metadata(str(outside / 'outer_int8.onnx'))['quantization']
-    assert q['calib_data'] == os.path.basename(_cifar()) and q['calib_images'] == 16  # folder name + image count
+    assert q['calib_data'] == os.path.basename(cifar_samples()) and q['calib_images'] == 16  # folder name + image count
     saved = json.loads((outside / 'parity.json').read_text())
     assert saved['onnx'] == 'outer.onnx' and not os.path.isabs(saved['data'])
     assert not local_paths_in(str(outside)) and not local_paths_in(str(work))
@@ -75,7 +65,7 @@ def test_published_files_name_no_local_folders(exported):
 
 def test_info_says_where_the_file_came_from(exported, capsys):
     _, outside, _, _ = exported
-    rc, out, _ = _cli(capsys, 'info', outside / 'outer.onnx')
+    rc, out, _ = run_cli(capsys, 'info', outside / 'outer.onnx')
     made = next(line for line in out.splitlines() if 'made from' in line)
     assert rc == 0 and NAME in made and 'checkpoint w_out.pth' in made and 'sha256' in made and 'legacy' in made
     assert 'timm_recal' in out and 'torch' in out
@@ -84,21 +74,21 @@ def test_info_says_where_the_file_came_from(exported, capsys):
 def test_parity_finds_the_recorded_checkpoint(exported, capsys, monkeypatch):
     work, outside, _, _ = exported
     monkeypatch.chdir(work)  # relative to the working folder it was exported in
-    rc, out, err = _cli(capsys, 'parity', 'inner.onnx')
+    rc, out, err = run_cli(capsys, 'parity', 'inner.onnx')
     assert rc == 0 and 'PASSED' in out, err
     handed = outside / 'handed'
     handed.mkdir()
     shutil.copy(work / 'inner.onnx', handed / 'inner.onnx')
     monkeypatch.chdir(handed)  # handed over without the ckpt/ folder: refused, saying what to pass
-    rc, _, err = _cli(capsys, 'parity', 'inner.onnx')
+    rc, _, err = run_cli(capsys, 'parity', 'inner.onnx')
     assert rc == 2 and 'ckpt/w.pth' in err and 'not there' in err and '--checkpoint' in err
-    rc, out, err = _cli(capsys, 'parity', 'inner.onnx', '--checkpoint', work / 'ckpt' / 'w.pth')
+    rc, out, err = run_cli(capsys, 'parity', 'inner.onnx', '--checkpoint', work / 'ckpt' / 'w.pth')
     assert rc == 0 and 'PASSED' in out, err
-    rc, out, err = _cli(capsys, 'parity', NAME, '--checkpoint', work / 'ckpt' / 'w.pth', '--onnx', 'inner.onnx')
+    rc, out, err = run_cli(capsys, 'parity', NAME, '--checkpoint', work / 'ckpt' / 'w.pth', '--onnx', 'inner.onnx')
     assert rc == 0 and 'PASSED' in out, err
     shutil.copy(work / 'ckpt' / 'w.pth', handed / 'w.pth')  # file and checkpoint side by side
     monkeypatch.chdir(outside)
-    rc, out, err = _cli(capsys, 'parity', handed / 'inner.onnx')
+    rc, out, err = run_cli(capsys, 'parity', handed / 'inner.onnx')
     assert rc == 0 and 'PASSED' in out, err
 
 
@@ -107,7 +97,7 @@ def test_a_same_named_checkpoint_of_other_weights_is_refused(exported, capsys, m
     shutil.copy(work / 'inner.onnx', tmp_path / 'inner.onnx')
     shutil.copy(outer, tmp_path / 'w.pth')  # the recorded name, other weights: no silent wrong reference
     monkeypatch.chdir(tmp_path)
-    rc, _, err = _cli(capsys, 'parity', 'inner.onnx')
+    rc, _, err = run_cli(capsys, 'parity', 'inner.onnx')
     assert rc == 2 and 'weight hashes differ' in err
 
 

@@ -17,7 +17,7 @@ from timm_recal_deploy.export import export_onnx  # noqa: E402
 from timm_recal_deploy.runtimes import RUNTIMES, open_runtime, parse_runtimes  # noqa: E402
 from timm_recal_deploy.sources import open_source  # noqa: E402
 
-from deploy_helpers import assert_runner_contract, randomize_weights_, sample_batch  # noqa: E402
+from deploy_helpers import assert_runner_contract, cifar_samples, randomize_weights_, sample_batch  # noqa: E402
 
 NAME = 'cnn3'
 
@@ -102,16 +102,16 @@ def test_info_text_and_json(cnn3, capsys):
 
 def test_runtimes_option_everywhere_and_deprecated_aliases(cnn3, capsys, tmp_path):
     _, path = cnn3
-    rc = main(['validate', path, '--data', _cifar(), '--runtimes', 'ort', '--json'])
+    rc = main(['validate', path, '--data', cifar_samples(), '--runtimes', 'ort', '--json'])
     assert rc == 0 and json.loads(capsys.readouterr().out)['runtime']['runtime'] == 'ort'
-    rc = main(['validate', path, '--data', _cifar(), '--providers', 'CPUExecutionProvider', '--json'])
+    rc = main(['validate', path, '--data', cifar_samples(), '--providers', 'CPUExecutionProvider', '--json'])
     out, err = capsys.readouterr()
     assert rc == 0 and '--providers is deprecated' in err and json.loads(out)['runtime']['runtime'] == 'ort'
-    assert main(['validate', path, '--data', _cifar(), '--runtimes', 'bogus']) == 2
+    assert main(['validate', path, '--data', cifar_samples(), '--runtimes', 'bogus']) == 2
     assert 'unknown runtime' in capsys.readouterr().err
-    assert main(['validate', path, '--data', _cifar(), '--runtimes', 'eager']) == 2  # a model runtime, a file
+    assert main(['validate', path, '--data', cifar_samples(), '--runtimes', 'eager']) == 2  # a model runtime, a file
     assert 'runs a MODEL' in capsys.readouterr().err
-    rc = main(['quantize', path, '-o', str(tmp_path / 'q.onnx'), '--data', _cifar(), '--calib-images', '8'])
+    rc = main(['quantize', path, '-o', str(tmp_path / 'q.onnx'), '--data', cifar_samples(), '--calib-images', '8'])
     assert rc == 0 and '--data is deprecated; use --calib-data' in capsys.readouterr().err
 
 
@@ -137,8 +137,3 @@ def test_parse_time_validation(capsys):
                  ['bench', 'cnn3', '--min-time', '-1'], ['validate', 'x.onnx', '--data', '.', '--batch-size', '0']):
         assert main(argv) == 2, argv
         assert 'must be' in capsys.readouterr().err
-
-
-def _cifar() -> str:
-    from timm_recal_deploy.images import bundled_samples_dir
-    return bundled_samples_dir({'input_size': (3, 32, 32)})
