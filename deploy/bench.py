@@ -298,7 +298,16 @@ def _settings(o: BenchOptions, batches, runtimes, timed: List[_Timed]) -> Dict[s
         'device': o.device, 'amp': o.amp, 'input': 'standard normal, seed 0',
         'order': 'interleaved: each repeat times every runner once, forward order on even repeats, reversed on odd',
         'images_per_s': 'median over repeats of batch * calls / seconds in each timing window',
+        **({'int8': _int8_recipe(o)} if any(t.runner.precision == 'int8' for t in timed) else {}),
     }
+
+
+def _int8_recipe(o: BenchOptions) -> Dict[str, Any]:
+    """How bench quantized the INT8 files it made (an INT8 file given with ``--onnx`` records its own recipe in
+    its metadata), so a table of INT8 speeds says which recipe it measured."""
+    return {'calib_data': o.calib_data or 'bundled samples',  # written files make an absolute path public
+            'calib_images': o.calib_images, 'calib_method': o.calib_method, 'fp32_layers': o.fp32_layers,
+            'gates_float': bool(o.gates_float), 'gate_fusion': o.gate_fusion, 'symmetric': bool(o.symmetric)}
 
 
 def _runner_entry(t: _Timed) -> Dict[str, Any]:

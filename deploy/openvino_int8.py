@@ -33,6 +33,19 @@ def _images(root: Optional[str], cfg: Dict[str, Any], limit: Optional[int] = Non
 PICK_IMAGES = 500
 
 
+def _calib_folder(recorded: Optional[str], given: Optional[str], cfg: Dict[str, Any]) -> Optional[str]:
+    """The folder a QDQ file was calibrated on, here: the recorded one when it resolves; else ``given`` (the
+    bundled samples when None) when its name is the recorded one, since files name a folder outside the working
+    folder by its last component only (``timm_recal.outputs.public_path``)."""
+    if not recorded:
+        return None
+    if os.path.isdir(recorded):
+        return recorded
+    folder = given if given is not None else bundled_samples_dir(cfg)
+    same = os.path.basename(os.path.normpath(recorded)) == os.path.basename(os.path.realpath(folder))
+    return folder if same and os.path.isdir(folder) else None
+
+
 def agreement_images(qdq_path: str, fp32_path: str, calib_data: Optional[str], calib_images: int
                      ) -> Tuple[Dict[str, Any], np.ndarray, str]:
     """``(NNCF calibration kwargs, agreement images, where they come from)`` for the QDQ file ``qdq_path``.
@@ -46,8 +59,8 @@ def agreement_images(qdq_path: str, fp32_path: str, calib_data: Optional[str], c
     meta = read_metadata(fp32_path)
     cfg = onnx_data_config(meta, fp32_path)
     q = read_metadata(qdq_path).get('quantization') or {}
-    root = q.get('calib_data')
-    n = len(scan_images(root)[0]) if root and os.path.isdir(root) else 0
+    root = _calib_folder(q.get('calib_data'), calib_data, cfg)
+    n = len(scan_images(root)[0]) if root else 0
     if n and q.get('calib_split') and q.get('calib_split_of') == n:
         calib_idx, rest = split_indices(n, q['calib_images'])
     elif n and q.get('calib_images') and not q.get('calib_split'):

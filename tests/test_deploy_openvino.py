@@ -168,6 +168,9 @@ def test_pick_measures_agreement_on_images_the_calibration_did_not_see(files, mo
     np.testing.assert_array_equal(images, expect)
     assert f'{len(rest)} images of ' in where and 'disjoint from the 32 calibration images' in where
     assert not os.path.isabs(where.split(' of ', 1)[1].split(' disjoint')[0]), where  # no local folder recorded
+    monkeypatch.chdir(files['tmp'])  # the recorded (relative or last-component) folder does not resolve here
+    _, again, _ = openvino_int8.agreement_images(files['qdq'], files['fp32'], None, 32)
+    np.testing.assert_array_equal(again, expect)  # found by name: the folder given, here the bundled samples
     monkeypatch.setattr(openvino_int8, 'PICK_IMAGES', 5)
     _, few, where = openvino_int8.agreement_images(files['qdq'], files['fp32'], None, 32)
     assert len(few) == 5 and where.startswith('5 images of ')

@@ -60,8 +60,12 @@ def test_bench_cli_openvino_every_precision(tiny, tmp_path, capsys):
         assert sum('bf16 not timed' in n for n in rec['notes']) == 2
     shapes = {r['key'].split('/', 1)[1]: r['compiled_shape'] for r in rec['runners']}
     assert shapes['openvino/fp32'] == 'fixed' and shapes['ort/fp32'] == 'dynamic' and shapes['eager/fp32'] == 'dynamic'
+    assert rec['settings']['int8'] == {'calib_data': 'bundled samples', 'calib_images': 16, 'calib_method': 'minmax',
+                                       'fp32_layers': 0, 'gates_float': False, 'gate_fusion': None,
+                                       'symmetric': False}  # the recipe of the INT8 files it timed
     pick = rec['int8_pick']['target']
     assert set(pick['candidates']) == {'qdq', 'nncf'} and pick['timed'] in ('qdq', 'nncf')
+    assert 'calibration images' in pick['agreement_images']  # 16 of the 50 samples: measured on the other 34
     ov_int8 = next(r for r in rec['results'] if (r['runtime'], r['precision']) == ('openvino', 'int8'))
     assert ov_int8['variant'] == pick['timed']
     if pick['passed']:

@@ -1,0 +1,98 @@
+"""The README's OpenVINO table from ``timm-recal bench --compare`` JSON files: every runtime x precision at each
+batch, images/s of the recalibrated model and of its base timed interleaved in the same run, their ratio and
+issue 12's goal for it.
+
+    python benchmarks/scripts/ov_table.py benchmarks/openvino/*.json > table.md
+
+Files whose settings time a single INT8 recipe (``--gates-float``, ``--gate-fusion``) add rows named after it.
+A file that does not record the machine, or whose two sides are not one interleaved run, is refused.
+"""
+import argparse
+import json
+import sys
+from typing import Any, Dict, List, Tuple
+
+#: issue 12's ratio goals: recal / base, same runtime, precision and batch
+GOALS = {'fp32': 0.95, 'bf16': 0.95, 'int8': 0.90}
+TRIO_GOALS = {'sle': 0.93}
+
+
+def _recipe(doc: Dict[str, Any]) -> str:
+    """The INT8 recipe a file's quantization used, from the QDQ metadata bench recorded ('' for the default)."""
+    q = doc.get('settings', {}).get('int8') or {}
+    parts = []
+    if q.get('gates_float'):
+        parts.append('--gates-float')
+    if q.get('gate_fusion'):
+        parts.append(f"--gate-fusion {q['gate_fusion']}")
+    return ' '.join(parts)
+
+
+def goal(model: str, precision: str) -> float:
+    """Issue 12's minimum ratio for ``model`` against its base at ``precision``."""
+    if model.endswith('_cifar'):
+        return TRIO_GOALS.get(model.split('_', 1)[0], 0.95)
+    return GOALS[precision]
+
+
+def rows_of(doc: Dict[str, Any]) -> Tuple[str, str, List[Dict[str, Any]]]:
+    """``(model, base, rows)``: a row per (runtime, precision) with images/s of both sides per batch."""
+    if doc.get('kind') != 'timm-recal-bench' or 'machine' not in doc:
+        raise SystemExit('not a timm-recal bench JSON with a machine record')
+    models = doc['models']
+    if 'compare' not in models:
+        raise SystemExit(f"{models['target']['name']}: no --compare model in this file")
+    speed: Dict[Tuple[str, str, int, str], float] = {}
+    for r in doc['results']:
+        speed[(r['runtime'], r['precision'], int(r['batch']), r['role'])] = r['images_per_s']
+    recipe = _recipe(doc)
+    rows = []
+    for rt, prec in dict.fromkeys((k[0], k[1]) for k in speed):
+        row = {'runtime': rt, 'precision': prec, 'recipe': recipe if prec == 'int8' else '', 'batches': {}}
+        for b in doc['settings']['batches']:
+            t, c = speed.get((rt, prec, int(b), 'target')), speed.get((rt, prec, int(b), 'compare'))
+            if t and c:
+                row['batches'][int(b)] = (t, c, t / c)
+        rows.append(row)
+    return models['target']['name'], models['compare']['name'], rows
+
+
+def markdown(paths: List[str]) -> str:
+    """One table: a row per model x runtime x precision (x INT8 recipe), columns per batch."""
+    docs = [json.load(open(p)) for p in paths]
+    batches = sorted({int(b) for d in docs for b in d['settings']['batches']})
+    head = ['model', 'runtime', 'precision'] + [f'b{b} img/s (base)' for b in batches] + \
+        [f'b{b} ratio' for b in batches] + ['goal']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * 3 + '---:|' * (2 * len(batches) + 1)]
+    cpus = set()
+    for doc in docs:
+        model, base, rows = rows_of(doc)
+        m = doc['machine']
+        cpus.add(f"{m['cpu_model']} ({', '.join(k for k, v in m.get('cpu_isa', {}).items() if v)}), "
+                 f"{doc['threads'].get('torch_intra_op')} threads")
+        for row in rows:
+            prec = row['precision'] + (f" {row['recipe']}" if row['recipe'] else '')
+            want = goal(model, row['precision'])
+            cells = [f'`{model}` / `{base}`', row['runtime'], prec]
+            cells += [f'{row["batches"][b][0]:.0f} ({row["batches"][b][1]:.0f})' if b in row['batches'] else '-'
+                      for b in batches]
+            for b in batches:
+                if b not in row['batches']:
+                    cells.append('-')
+                    continue
+                ratio = row['batches'][b][2]
+                cells.append(f'**{ratio:.2f}**' if ratio >= want else f'{ratio:.2f}')
+            cells.append(f'>= {want:.2f}' if row['runtime'] != 'eager' else '-')
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n\nMachine: ' + '; '.join(sorted(cpus)) + '. Bold: the goal is met.\n'
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('files', nargs='+', help='bench JSON files (timm-recal bench MODEL --compare BASE)')
+    sys.stdout.write(markdown(p.parse_args(argv).files))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
