@@ -297,7 +297,7 @@ def _bench(run: _Run) -> None:
         compare_onnx=list(compare.files.values()) if compare else None, batches=o.batches,
         runtimes=pipeline_runtimes(o), precisions=list(o.precisions), img_size=o.img_size, threads=o.threads,
         device=o.device, amp=o.amp, **{k: getattr(o, k) for k in Int8Options.__dataclass_fields__}, **timing)
-    run.bench = run.stage('bench', ' + '.join(r.role for r in run.roles), ','.join(target.files), lambda: bench_stage(
+    run.bench = run.stage('bench', ' + '.join(r.role for r in run.roles), ','.join(o.precisions), lambda: bench_stage(
         target.spec, options, model=target.source.model, compare_model=compare.source.model if compare else None,
         log=lambda m: run.log('    ' + m)), json_name='bench.json')
 

@@ -60,7 +60,7 @@ RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('ort_trt', 'ONNX Runtime TensorRT', 'onnx', 'ort_runtime:open_ort_trt', 'onnxruntime-gpu',
                 'deploy', gpu=True,
                 providers=('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')),
-    RuntimeSpec('openvino', 'OpenVINO', 'onnx', 'openvino_runtime:open_openvino', 'openvino', 'openvino',
+    RuntimeSpec('openvino', 'OpenVINO CPU', 'onnx', 'openvino_runtime:open_openvino', 'openvino', 'openvino',
                 precisions=('fp32', 'bf16', 'int8')),
     RuntimeSpec('trt', 'TensorRT', 'onnx', 'tensorrt_runtime:open_tensorrt', 'tensorrt', 'tensorrt', gpu=True),
 )}

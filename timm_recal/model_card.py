@@ -43,8 +43,12 @@ _BASES = [('shufflenetv2', 'ShuffleNetV2'), ('wrn', 'WideResNet (CIFAR)'), ('cif
           ('cnn3', '3-layer CNN'), ('resnext', 'ResNeXt'), ('resnet', 'ResNet')]
 #: Wang & Yuan, Table 1: ShuffleNetV2 1.0x on CIFAR-10, Adam 1e-3, batch 64, 100 epochs
 _PAPER_TOP1_CIFAR10 = {'': 89.97, 'se_': 90.26, 'sle_': 90.19}
-_RUNTIMES = {'eager': 'PyTorch eager (NCHW)', 'eager_cl': 'PyTorch eager (channels_last)',
-             'ort': 'ONNX Runtime CPU', 'ort_cuda': 'ONNX Runtime CUDA', 'ort_trt': 'ONNX Runtime TensorRT'}
+
+
+def _runtime_labels() -> Dict[str, str]:
+    """Runtime word -> name, in the deploy stage's table order (its one runtime table)."""
+    from timm_recal_deploy.runtimes import RUNTIMES
+    return {word: spec.label for word, spec in RUNTIMES.items()}
 
 
 def dataset_for_tag(tag: str) -> Optional[str]:
@@ -205,10 +209,11 @@ def deploy_markdown(report: Dict[str, Any], png_name: Optional[str] = 'throughpu
         lines += ['Throughput (images/s, median over interleaved timing windows):', '',
                   '| runtime | precision | ' + ' | '.join(f'b{b}' for b in batches) + ' |',
                   '|---|---|' + '---:|' * len(batches)]
-        order = list(_RUNTIMES)
+        labels = _runtime_labels()
+        order = list(labels)
         for (rt, prec), by_batch in sorted(rows.items(), key=lambda kv: (
                 order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0])):
-            lines.append(f'| {_RUNTIMES.get(rt, rt)} | {prec} | '
+            lines.append(f'| {labels.get(rt, rt)} | {prec} | '
                          + ' | '.join(_fmt(by_batch.get(b), 4) for b in batches) + ' |')
         ratios = [r for r in bench.get('ratios') or [] if r.get('role', 'target') == 'target']
         if ratios:

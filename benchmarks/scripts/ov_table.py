@@ -64,13 +64,18 @@ def markdown(paths: List[str]) -> str:
     head = ['model', 'runtime', 'precision'] + [f'b{b} img/s (base)' for b in batches] + \
         [f'b{b} ratio' for b in batches] + ['goal']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * 3 + '---:|' * (2 * len(batches) + 1)]
-    cpus = set()
+    cpus, table = set(), []
     for doc in docs:
         model, base, rows = rows_of(doc)
         m = doc['machine']
         cpus.add(f"{m['cpu_model']} ({', '.join(k for k, v in m.get('cpu_isa', {}).items() if v)}), "
                  f"{doc['threads'].get('torch_intra_op')} threads")
-        for row in rows:
+        table += [(model, base, row) for row in rows]
+    rt_order, prec_order = ['eager', 'ort', 'openvino'], ['fp32', 'bf16', 'int8']
+    table.sort(key=lambda t: (t[1], t[0], rt_order.index(t[2]['runtime']) if t[2]['runtime'] in rt_order else 9,
+                              prec_order.index(t[2]['precision']) if t[2]['precision'] in prec_order else 9,
+                              t[2]['recipe']))
+    for model, base, row in table:
             prec = row['precision'] + (f" {row['recipe']}" if row['recipe'] else '')
             want = goal(model, row['precision'])
             cells = [f'`{model}` / `{base}`', row['runtime'], prec]
@@ -81,7 +86,8 @@ def markdown(paths: List[str]) -> str:
                     cells.append('-')
                     continue
                 ratio = row['batches'][b][2]
-                cells.append(f'**{ratio:.2f}**' if ratio >= want else f'{ratio:.2f}')
+                met = ratio >= want and row['runtime'] != 'eager'  # eager is the reference, it has no goal
+                cells.append(f'**{ratio:.2f}**' if met else f'{ratio:.2f}')
             cells.append(f'>= {want:.2f}' if row['runtime'] != 'eager' else '-')
             lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n\nMachine: ' + '; '.join(sorted(cpus)) + '. Bold: the goal is met.\n'
