@@ -34,6 +34,7 @@ from .errors import DeployError, NoNativePrecision
 from .export import library_versions
 from .images import make_loader
 from .metadata import read_metadata
+from .signal_stack import kept_signal_stack
 from .sources import onnx_data_config
 
 __all__ = [
@@ -157,7 +158,8 @@ class OpenVINORunner:
                 model.reshape({model.inputs[0]: shape})
             t0 = time.perf_counter()
             try:
-                compiled = self._core.compile_model(model, 'CPU', self._config)
+                with kept_signal_stack():  # OpenVINO swaps the thread's signal stack (deploy/signal_stack.py)
+                    compiled = self._core.compile_model(model, 'CPU', self._config)
             except Exception as e:
                 raise DeployError(f'OpenVINO cannot compile {self.path} for batch {batch}: '
                                   f'{str(e).splitlines()[0][:300]}') from None
@@ -435,7 +437,7 @@ def _run_nncf(nncf, model, batches: List[np.ndarray], onnx_path: str, *, preset:
     if scope is not None:
         kwargs['ignored_scope'] = scope
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), kept_signal_stack():  # NNCF compiles models too
             return nncf.quantize(model, nncf.Dataset(batches), **kwargs)
     except Exception as e:
         raise DeployError(f'NNCF quantization of {onnx_path} failed: {str(e).splitlines()[0][:300]}') from None

@@ -247,3 +247,31 @@ def test_bf16_int8_agreement_on_cifar10_test(arch, shared_data, tmp_path):
     assert max(int8.values()) >= 0.99, int8
     picked = pick_int8(fp32, {'qdq': qdq, 'nncf': ir}, images, rounds=1, min_time_s=0.2)
     assert picked['picked'] is not None and picked['candidates'][picked['picked']]['agreement'] >= 0.99, picked
+
+
+_SIGNAL_AFTER_OPENVINO = '''
+import gc, os, signal, sys
+from timm_recal_deploy.openvino_runtime import open_openvino
+runners = [open_openvino(sys.argv[1], precision=p) for p in ('fp32', 'fp32', 'bf16')]
+for i, runner in enumerate(runners):
+    runner.prepare(1 + i)()
+del runner
+while runners:  # freed in the order made, not the reverse
+    del runners[0]
+    gc.collect()
+signal.signal(signal.SIGUSR1, lambda *a: print('handler ran', flush=True))
+os.kill(os.getpid(), signal.SIGUSR1)
+print('survived', flush=True)
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='sigaltstack bookkeeping is checked on Linux')
+def test_a_signal_after_openvino_models_are_freed_runs_its_handler(files):
+    """OpenVINO leaves the compiling thread on a freed alternate signal stack when models are freed in the order
+    they were made; a Python signal handler (Ctrl-C, SIGTERM, DataLoader's SIGCHLD) then segfaulted. In a
+    separate process, since the failure is a crash."""
+    import subprocess
+    proc = subprocess.run([sys.executable, '-c', _SIGNAL_AFTER_OPENVINO, files['fp32']], capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.split() == ['handler', 'ran', 'survived']

@@ -321,11 +321,6 @@ def test_runtimes_trt_without_tensorrt_is_one_clear_error(no_tensorrt_no_gpu, cn
     assert os.listdir(tmp_path) == []
 
 
-# Under `-m slow`: in the full default run (pytest -n 2) the xdist worker running this test died three times in a
-# row ("node down: Not properly terminated"), although it passes alone, in its file with -n 2, and in a process
-# that ran OpenVINO first; the cause is not found yet. The same path runs in-process in the default run
-# (test_engine_verb_without_tensorrt_is_one_clear_error).
-@pytest.mark.slow
 def test_engine_verb_in_a_fresh_process(cnn3_onnx, tmp_path):
     """The installed command itself, on this machine: without TensorRT or a GPU it says so and writes nothing."""
     tb_trt, _ = tb.import_tensorrt()

@@ -173,9 +173,6 @@ def test_transform_selection_and_train_py_augmentation_options():
         load_config(None, {'aug': 'fancy'})
 
 
-# -m slow for now: in the full -n 2 run the xdist worker dies in this test (DataLoader workers forked from a
-# long-lived test process; see the session note); it passes alone
-@pytest.mark.slow
 def test_cli_trains_from_yaml_with_lr_base_amp_channels_last_and_workers(tiny_cifar, tmp_path, capsys):
     from timm_recal.cli import main
     config = tmp_path / 'tiny.yaml'
