@@ -141,6 +141,12 @@ class ImageFolderDataset(Dataset):
         return bool(self.classes) and self.label_mode != 'unmatched'
 
 
+def same_folder_by_name(recorded: str, folder: str) -> bool:
+    """Whether a folder recorded in a file names ``folder`` when the record does not resolve here: records are
+    relative to the working folder they were made in, or a bare folder name (files name no absolute folder)."""
+    return os.path.basename(os.path.normpath(recorded)) == os.path.basename(os.path.realpath(folder))
+
+
 def spread_indices(n: int, limit: Optional[int], seed: int = 0, exclude: Sequence[int] = ()) -> List[int]:
     """``limit`` indices out of ``n`` spread over all classes (a seeded sample, kept in order)."""
     skip = set(exclude)

@@ -14,7 +14,8 @@ import numpy as np
 from timm_recal.outputs import public_path
 
 from .errors import DeployError
-from .images import bundled_samples_dir, make_loader, scan_images, split_indices, spread_indices
+from .images import (bundled_samples_dir, make_loader, same_folder_by_name, scan_images, split_indices,
+                     spread_indices)
 from .metadata import read_metadata
 from .openvino_runtime import AGREEMENT_MIN, pick_int8, quantize_nncf
 from .sources import Source, onnx_data_config
@@ -34,16 +35,14 @@ PICK_IMAGES = 500
 
 
 def _calib_folder(recorded: Optional[str], given: Optional[str], cfg: Dict[str, Any]) -> Optional[str]:
-    """The folder a QDQ file was calibrated on, here: the recorded one when it resolves; else ``given`` (the
-    bundled samples when None) when its name is the recorded one, since files name a folder outside the working
-    folder by its last component only (``timm_recal.outputs.public_path``)."""
+    """The folder a QDQ file was calibrated on, here: the recorded one when it resolves, else ``given`` (the
+    bundled samples when None) when the record names it."""
     if not recorded:
         return None
     if os.path.isdir(recorded):
         return recorded
     folder = given if given is not None else bundled_samples_dir(cfg)
-    same = os.path.basename(os.path.normpath(recorded)) == os.path.basename(os.path.realpath(folder))
-    return folder if same and os.path.isdir(folder) else None
+    return folder if same_folder_by_name(recorded, folder) and os.path.isdir(folder) else None
 
 
 def agreement_images(qdq_path: str, fp32_path: str, calib_data: Optional[str], calib_images: int

@@ -24,7 +24,8 @@ from torch import nn
 from .eager_runtime import amp_precision
 from .errors import DeployError
 from .export import ExportOptions, export_source
-from .images import bundled_samples_dir, collect_logits, make_dataset, scan_images, spread_indices, split_indices
+from .images import (bundled_samples_dir, collect_logits, make_dataset, same_folder_by_name, scan_images,
+                     spread_indices, split_indices)
 from .metadata import read_metadata
 from .options import (DataOptions, Int8Options, ModelOptions, OutputOptions, RuntimeOptions, with_overrides)
 from .outputs import resolve_output, temporary_folder, write_json
@@ -195,7 +196,7 @@ def _recorded_folder_is(recorded: str, root: str) -> Tuple[bool, bool]:
     when it does not resolve here, a folder of the same name is taken to be the same folder."""
     if os.path.exists(recorded):
         return _same_or_nested(recorded, root), os.path.realpath(recorded) == os.path.realpath(root)
-    same = os.path.basename(os.path.normpath(recorded)) == os.path.basename(os.path.realpath(root))
+    same = same_folder_by_name(recorded, root)
     return same, same
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Dict, Iterator
 
-__all__ = ['kept_signal_stack', 'current_signal_stack', 'STACK_BYTES']
+__all__ = ['kept_signal_stack', 'STACK_BYTES']
 
 #: comfortably above glibc's dynamic SIGSTKSZ with AMX tile state in the signal frame (about 11 KB)
 STACK_BYTES = 1 << 18
@@ -30,14 +30,7 @@ class _StackT(ctypes.Structure):
     _fields_ = [('ss_sp', ctypes.c_void_p), ('ss_flags', ctypes.c_int), ('ss_size', ctypes.c_size_t)]
 
 
-def _libc():
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _libc() if sys.platform.startswith('linux') else None
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith('linux') else None
 
 
 def _pin() -> None:
@@ -51,14 +44,6 @@ def _pin() -> None:
             buf = _stacks[tid] = ctypes.create_string_buffer(STACK_BYTES)
     stack = _StackT(ctypes.cast(buf, ctypes.c_void_p), 0, STACK_BYTES)
     _LIBC.sigaltstack(ctypes.byref(stack), None)  # fails only while running on the alternate stack: keep it
-
-
-def current_signal_stack() -> _StackT:
-    """This thread's alternate signal stack (``ss_sp`` None when it has none)."""
-    stack = _StackT()
-    if _LIBC is not None:
-        _LIBC.sigaltstack(None, ctypes.byref(stack))
-    return stack
 
 
 @contextlib.contextmanager

@@ -105,6 +105,19 @@ def run_cli(capsys, *argv):
     return rc, out, err
 
 
+def saved_and_exported(name: str, folder, onnx_name: str = 'model.onnx', seed: int = 0):
+    """``(model, checkpoint, onnx path)``: a randomized ``name`` saved as a state dict in ``folder`` and exported
+    from that checkpoint by ``timm-recal export`` (legacy exporter, the fastest)."""
+    import timm
+    from timm_recal.cli import main
+    model = randomize_weights_(timm.create_model(name), sample_batch(name, 32), seed=seed)
+    ckpt = folder / f'weights{seed or ""}.pth'
+    torch.save(model.state_dict(), ckpt)
+    onnx_path = folder / onnx_name
+    assert main(['export', name, '--checkpoint', str(ckpt), '-o', str(onnx_path), '--exporter', 'legacy']) == 0
+    return model, ckpt, onnx_path
+
+
 def cifar_samples() -> str:
     """The package's bundled 32x32 sample images (an ImageFolder with CIFAR-10's class names)."""
     from timm_recal_deploy.images import bundled_samples_dir

@@ -15,11 +15,11 @@ pytest.importorskip('onnxruntime')
 
 import timm  # noqa: E402
 import timm_recal  # noqa: E402,F401
-from timm_recal.cli import build_parser, main  # noqa: E402
+from timm_recal.cli import build_parser  # noqa: E402
 from timm_recal_deploy.errors import DeployError  # noqa: E402
 from timm_recal_deploy.model_io import load_model, read_checkpoint  # noqa: E402
 
-from deploy_helpers import randomize_weights_, run_cli, sample_batch  # noqa: E402
+from deploy_helpers import randomize_weights_, run_cli, saved_and_exported  # noqa: E402
 
 CIFAR_MODEL = 'shufflenetv2_x0_5_cifar'
 
@@ -28,13 +28,7 @@ CIFAR_MODEL = 'shufflenetv2_x0_5_cifar'
 @pytest.fixture(scope='module')
 def trained_like(tmp_path_factory):
     """A randomized CIFAR model saved as a plain state dict, and its FP32 ONNX export (legacy exporter)."""
-    d = tmp_path_factory.mktemp('cli')
-    model = randomize_weights_(timm.create_model(CIFAR_MODEL), sample_batch(CIFAR_MODEL, 32))
-    ckpt = d / 'weights.pth'
-    torch.save(model.state_dict(), ckpt)
-    onnx_path = d / 'model.onnx'
-    assert main(['export', CIFAR_MODEL, '--checkpoint', str(ckpt), '-o', str(onnx_path), '--exporter', 'legacy']) == 0
-    return model, ckpt, onnx_path
+    return saved_and_exported(CIFAR_MODEL, tmp_path_factory.mktemp('cli'))
 
 
 def test_all_six_subcommands_registered():

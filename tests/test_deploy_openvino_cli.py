@@ -16,14 +16,12 @@ pytest.importorskip('openvino')
 pytest.importorskip('nncf')
 
 import timm  # noqa: E402
-import torch  # noqa: E402
 import timm_recal  # noqa: E402,F401
-from timm_recal.cli import main  # noqa: E402
 from timm_recal_deploy.errors import DeployError, NoNativePrecision  # noqa: E402
 from timm_recal_deploy.images import bundled_samples_dir  # noqa: E402
 from timm_recal_deploy.runtimes import native_bf16, open_runtime  # noqa: E402
 
-from deploy_helpers import randomize_weights_, run_cli, sample_batch  # noqa: E402
+from deploy_helpers import randomize_weights_, run_cli, sample_batch, saved_and_exported  # noqa: E402
 
 NAME = 'se_cnn3'  # 3 convs at 32x32 with one SE gate: the fastest gated net
 CIFAR = bundled_samples_dir({'input_size': (3, 32, 32)})
@@ -36,12 +34,7 @@ FAST = ['--batch', '1', '--warmup', '0', '--repeats', '1', '--min-time', '0']
 def tiny(tmp_path_factory):
     """A randomized ``se_cnn3`` saved as a state dict, and its FP32 export (the PyTorch side is rebuilt from it)."""
     d = tmp_path_factory.mktemp('ovcli')
-    model = randomize_weights_(timm.create_model(NAME), sample_batch(NAME, 32))
-    ckpt = d / 'weights.pth'
-    torch.save(model.state_dict(), ckpt)
-    onnx_path = d / 'fp32.onnx'
-    assert main(['export', NAME, '--checkpoint', str(ckpt), '-o', str(onnx_path), '--exporter', 'legacy']) == 0
-    return model, ckpt, onnx_path, d
+    return (*saved_and_exported(NAME, d, 'fp32.onnx'), d)
 
 
 def test_bench_cli_openvino_every_precision(tiny, tmp_path, capsys):
