@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .errors import DeployError
-from .metadata import set_metadata
-from .options import EXPORTERS, ModelOptions, OutputOptions, with_overrides
+from .metadata import read_metadata, set_metadata
+from .options import EXPORTERS, GATE_REWRITES, ModelOptions, OutputOptions, with_overrides
 from .outputs import call_atomically, resolve_output, temporary_folder
 from .results import Result
 from .sources import HASHED_WEIGHTS, Source, is_onnx_path, open_source, weights_digest
@@ -38,6 +38,8 @@ class ExportOptions(ModelOptions, OutputOptions):
     opset: int = 18
     slim: bool = False
     verbose: bool = False
+    #: an exact rewrite of the recalibration gates written into the file (``options.GATE_REWRITES``; None: none)
+    gate_fusion: Optional[str] = None
 
 
 @dataclass
@@ -57,6 +59,7 @@ class ExportResult(Result):
     export_seconds: float
     nodes: int
     checker: str = 'full'
+    gate_fusion: Optional[Dict[str, int]] = None  # per rewrite asked for, the gates it changed
 
 
 def library_versions(*extra: str) -> Dict[str, str]:
@@ -104,6 +107,8 @@ def _check_options(o: ExportOptions) -> None:
     if o.exporter == 'dynamo' and o.opset < MIN_OPSET['dynamo']:
         raise DeployError(f'the dynamo exporter needs opset >= 18, got {o.opset}; use --exporter legacy for older '
                           'opsets')
+    if o.gate_fusion is not None and o.gate_fusion not in GATE_REWRITES:
+        raise DeployError(f"--gate-fusion takes {', '.join(GATE_REWRITES)}, got {o.gate_fusion!r}")
     if not MIN_OPSET[o.exporter] <= o.opset <= newest:
         raise DeployError(f'--opset {o.opset} is outside {MIN_OPSET[o.exporter]}..{newest} (the {o.exporter} '
                           f'exporter and onnx {onnx.__version__})')
@@ -164,6 +169,9 @@ def _export_proto(source: Source, o: ExportOptions):
     if info.get('weights') in HASHED_WEIGHTS:  # lets parity and bench refuse a file paired with other weights
         meta['weights_sha256'] = weights_digest(model)
     set_metadata(proto, meta)
+    if o.gate_fusion:
+        from .gate_fusion import rewrite_gates
+        rewrite_gates(proto, [o.gate_fusion])
     check_onnx(proto, f'the exported {arch}')
     dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
     if dim0.HasField('dim_value'):
@@ -182,7 +190,8 @@ def export_source(source: Source, path: str, o: ExportOptions) -> ExportResult:
         model_spec=info['model_spec'], weights=info['weights'], checkpoint=info['checkpoint'], exporter=o.exporter,
         opset=int(next(i.version for i in proto.opset_import if i.domain == '')), slim=o.slim,
         input_size=list(info['input_size']), num_classes=info['num_classes'], file_bytes=os.path.getsize(path),
-        export_seconds=round(seconds, 3), nodes=len(proto.graph.node))
+        export_seconds=round(seconds, 3), nodes=len(proto.graph.node),
+        gate_fusion=read_metadata(proto).get('gate_fusion') if o.gate_fusion else None)
 
 
 def export_onnx(spec: Optional[str], output: Optional[str] = None, options: Optional[ExportOptions] = None, *,

@@ -12,8 +12,9 @@ equal to float round-off; the tests check FP32 parity):
   nearest ``Resize`` with integer scales, so that ``Mul`` sees two same-shaped maps: ONNX Runtime keeps the whole
   gate in its NCHWc layout (Resize, pool, conv and same-shape Mul are NCHWc ops there) instead of reordering.
 
-``find_gates`` lists the gate multiplies of a graph; ``apply_gate_fusion`` applies named rewrites to a file and
-writes the result through ``timm_recal.outputs`` (whole or not at all).
+``find_gates`` lists the gate multiplies of a graph; ``rewrite_gates`` applies named rewrites to a loaded graph
+(``export --gate-fusion`` writes the file users get that way), ``apply_gate_fusion`` to a file, writing the result
+through ``timm_recal.outputs`` (whole or not at all).
 """
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -25,7 +26,8 @@ from timm_recal.outputs import call_atomically, resolve_output
 from .errors import DeployError
 from .metadata import load_onnx, read_metadata, set_metadata
 
-__all__ = ['REWRITES', 'find_gates', 'gate_branch_nodes', 'early_squeeze', 'nchwc_gate', 'apply_gate_fusion']
+__all__ = ['REWRITES', 'find_gates', 'gate_branch_nodes', 'early_squeeze', 'nchwc_gate', 'rewrite_gates',
+           'apply_gate_fusion']
 
 
 def _shapes(model) -> Dict[str, List[Optional[int]]]:
@@ -229,13 +231,28 @@ def _drop_unused_initializers(model) -> None:
 REWRITES = {'early_squeeze': early_squeeze, 'nchwc_gate': nchwc_gate}
 
 
+def rewrite_gates(model, rewrites: Sequence[str]) -> Dict[str, int]:
+    """Apply ``rewrites`` (names of ``REWRITES``, in order) to ``model`` in place; per rewrite, the gates it changed.
+
+    The counts are added to the model's metadata (``gate_fusion``), so a file says how its gates were written,
+    also after a second pass (an early-squeezed export quantized with ``--gate-fusion early_squeeze`` again).
+    """
+    unknown = [r for r in rewrites if r not in REWRITES]
+    if unknown:
+        raise DeployError(f"unknown gate rewrite(s) {', '.join(unknown)}; known: {', '.join(REWRITES)}")
+    counts = {name: REWRITES[name](model) for name in rewrites}
+    _drop_unused_initializers(model)
+    recorded = dict(read_metadata(model).get('gate_fusion') or {})
+    for name, n in counts.items():
+        recorded[name] = recorded.get(name, 0) + n
+    set_metadata(model, {'gate_fusion': recorded})
+    return counts
+
+
 def apply_gate_fusion(in_onnx: str, out_onnx: str, rewrites: Sequence[str] = ('early_squeeze',),
                       force: bool = False) -> Dict[str, Any]:
     """Write ``in_onnx`` with ``rewrites`` applied (in order) to ``out_onnx``; metadata kept and extended."""
     import onnx
-    unknown = [r for r in rewrites if r not in REWRITES]
-    if unknown:
-        raise DeployError(f"unknown gate rewrite(s) {', '.join(unknown)}; known: {', '.join(REWRITES)}")
     path = resolve_output(out_onnx, force, suffix='.onnx')
     if os.path.abspath(path) == os.path.abspath(in_onnx):
         raise DeployError('the output would overwrite the input ONNX file')
@@ -243,9 +260,7 @@ def apply_gate_fusion(in_onnx: str, out_onnx: str, rewrites: Sequence[str] = ('e
     meta = read_metadata(model)
     if meta.get('precision', 'fp32') != 'fp32':
         raise DeployError(f"{in_onnx} is {meta['precision']}; rewrite the FP32 export, then quantize")
-    counts = {name: REWRITES[name](model) for name in rewrites}
-    _drop_unused_initializers(model)
-    set_metadata(model, {'gate_fusion': counts})
+    counts = rewrite_gates(model, rewrites)
     onnx.checker.check_model(model)
     call_atomically(path, lambda tmp: onnx.save(model, tmp), force)
     return {'output': os.path.abspath(path), 'input': os.path.abspath(in_onnx), 'rewrites': counts,

@@ -9,13 +9,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, List, Optional, Type, TypeVar
 
-__all__ = ['EXPORTERS', 'PIPELINE_STAGES', 'DEFAULT_PIPELINE_STAGES', 'TritonOptions', 'ModelOptions', 'RuntimeOptions', 'Int8Options', 'OutputOptions', 'DataOptions', 'TimingOptions',
+__all__ = ['EXPORTERS', 'GATE_REWRITES', 'PIPELINE_STAGES', 'DEFAULT_PIPELINE_STAGES', 'TritonOptions', 'ModelOptions', 'RuntimeOptions', 'Int8Options', 'OutputOptions', 'DataOptions', 'TimingOptions',
            'from_args', 'with_overrides', 'int8_kwargs']
 
 T = TypeVar('T')
 
 #: the torch.onnx exporters ``export`` offers (here, so that the command line needs no torch)
 EXPORTERS = ('dynamo', 'legacy')
+#: the exact gate rewrites a user can ask for (``export``/``quantize --gate-fusion``; ``gate_fusion.REWRITES``)
+GATE_REWRITES = ('early_squeeze',)
 #: the pipeline's stages in the order they run (``pipeline.STAGE_STEPS`` has each one's function)
 PIPELINE_STAGES = ('export', 'quantize', 'parity', 'validate', 'bench', 'engine', 'triton', 'report')
 #: what ``--stages`` defaults to: the serving stages (TensorRT engine, Triton repository) run only when named

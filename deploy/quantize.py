@@ -34,7 +34,7 @@ from .export import check_onnx, library_versions
 from .gate_fusion import apply_gate_fusion, gate_branch_nodes
 from .images import make_loader
 from .metadata import copy_metadata, count_ops, load_onnx, read_metadata, set_metadata
-from .options import Int8Options, OutputOptions, with_overrides
+from .options import GATE_REWRITES, Int8Options, OutputOptions, with_overrides
 from .ort_runtime import create_session
 from .outputs import call_atomically, resolve_output, temporary_folder
 from .results import Result
@@ -49,8 +49,6 @@ CALIB_METHODS = ('minmax', 'percentile', 'entropy')
 RANKED_OPS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'Add', 'Mul', 'Sigmoid', 'HardSigmoid', 'Concat',
               'ReduceMean', 'GlobalAveragePool', 'AveragePool')
 SENSITIVITY_IMAGES = 128
-#: the gate rewrites ``quantize_int8(gate_fusion=...)`` applies before quantizing (None: none)
-GATE_FUSIONS = (None, 'early_squeeze')
 
 
 @dataclass
@@ -153,8 +151,8 @@ def _check_int8(o: QuantizeOptions) -> None:
         raise DeployError(f'--fp32-layers: fp32_layers must be >= 0, got {o.fp32_layers}')
     if o.calib_images < 1:
         raise DeployError(f'--calib-images must be >= 1, got {o.calib_images}')
-    if o.gate_fusion not in GATE_FUSIONS:
-        raise DeployError(f"--gate-fusion takes {', '.join(str(g) for g in GATE_FUSIONS if g)}, got {o.gate_fusion!r}")
+    if o.gate_fusion is not None and o.gate_fusion not in GATE_REWRITES:
+        raise DeployError(f"--gate-fusion takes {', '.join(GATE_REWRITES)}, got {o.gate_fusion!r}")
 
 
 def _resolve(in_onnx: str, out_onnx: Optional[str], o: QuantizeOptions, suffix: str) -> str:

@@ -89,3 +89,27 @@ def test_gate_branch_left_in_float_by_quantize(export):
     plain = quantize_int8(path, str(tmp / 'all_int8.onnx'), None, calib_images=16, progress=False)
     assert plain['quantize_nodes'] > res['quantize_nodes']  # the option did leave something out
     assert res['float_nodes'] == len(names) and res['quantize_nodes'] > 0
+
+
+def test_export_writes_the_rewritten_gates(tmp_path):
+    """``export --gate-fusion early_squeeze``: the file users get has its gates rewritten, same logits."""
+    images = sample_batch('seresnet50', SIZE, n=4)
+    model = randomize_weights_(timm.create_model('seresnet50', layers=[1, 1, 1, 1]), images)
+    plain = export_onnx('seresnet50', str(tmp_path / 'plain.onnx'), model=model, exporter='legacy', img_size=SIZE)
+    fused = export_onnx('seresnet50', str(tmp_path / 'es.onnx'), model=model, exporter='legacy', img_size=SIZE,
+                        gate_fusion='early_squeeze')
+    assert plain.gate_fusion is None and 'gate_fusion' not in read_metadata(plain.output)
+    assert fused.gate_fusion == {'early_squeeze': 4} == read_metadata(fused.output)['gate_fusion']
+    def pools_of_conv_outputs(path):
+        nodes = onnx.load(path).graph.node
+        convs = {o for n in nodes if n.op_type == 'Conv' for o in n.output}
+        return sum(n.op_type in ('GlobalAveragePool', 'ReduceMean') and n.input[0] in convs for n in nodes)
+    assert pools_of_conv_outputs(plain.output) == 4 and pools_of_conv_outputs(fused.output) == 0  # pool h instead
+    ref, got = _ort(plain.output, images.numpy()), _ort(fused.output, images.numpy())
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+    again = apply_gate_fusion(fused.output, str(tmp_path / 'es2.onnx'), ['early_squeeze'])
+    assert again['rewrites'] == {'early_squeeze': 0}  # nothing left to move; the file still says what was done
+    assert read_metadata(again['output'])['gate_fusion'] == {'early_squeeze': 4}
+    with pytest.raises(DeployError, match='--gate-fusion takes early_squeeze'):
+        export_onnx('seresnet50', str(tmp_path / 'x.onnx'), model=model, gate_fusion='nchwc_gate')
+    assert not os.path.exists(tmp_path / 'x.onnx')

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     labels = [k for k in files if not k.endswith('_int8')]
     runs = [tuple(r.split(':')) for r in args.runs.split(',')]
     out: Dict[str, Any] = {'machine': machine_info(), 'bf16': bf16_support(), 'threads': args.threads,
-                           'files': {k: os.path.abspath(v) for k, v in files.items()}, 'results': {}}
+                           'files': {k: os.path.basename(v) for k, v in files.items()}, 'results': {}}
     for batch in [int(b) for b in args.batches.split(',')]:
         calls: List[Tuple[str, Callable[[], Any]]] = []
         for label in labels:
