@@ -19,7 +19,8 @@ from torch import nn
 
 from .errors import DeployError
 from .metadata import read_metadata, set_metadata
-from .options import EXPORTERS, GATE_REWRITES, ModelOptions, OutputOptions, with_overrides
+from .gate_fusion import check_gate_rewrite, rewrite_gates
+from .options import EXPORTERS, ModelOptions, OutputOptions, with_overrides
 from .outputs import call_atomically, resolve_output, temporary_folder
 from .results import Result
 from .sources import HASHED_WEIGHTS, Source, is_onnx_path, open_source, weights_digest
@@ -107,8 +108,7 @@ def _check_options(o: ExportOptions) -> None:
     if o.exporter == 'dynamo' and o.opset < MIN_OPSET['dynamo']:
         raise DeployError(f'the dynamo exporter needs opset >= 18, got {o.opset}; use --exporter legacy for older '
                           'opsets')
-    if o.gate_fusion is not None and o.gate_fusion not in GATE_REWRITES:
-        raise DeployError(f"--gate-fusion takes {', '.join(GATE_REWRITES)}, got {o.gate_fusion!r}")
+    check_gate_rewrite(o.gate_fusion)
     if not MIN_OPSET[o.exporter] <= o.opset <= newest:
         raise DeployError(f'--opset {o.opset} is outside {MIN_OPSET[o.exporter]}..{newest} (the {o.exporter} '
                           f'exporter and onnx {onnx.__version__})')
@@ -170,7 +170,6 @@ def _export_proto(source: Source, o: ExportOptions):
         meta['weights_sha256'] = weights_digest(model)
     set_metadata(proto, meta)
     if o.gate_fusion:
-        from .gate_fusion import rewrite_gates
         rewrite_gates(proto, [o.gate_fusion])
     check_onnx(proto, f'the exported {arch}')
     dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]

@@ -25,9 +25,10 @@ from timm_recal.outputs import call_atomically, resolve_output
 
 from .errors import DeployError
 from .metadata import load_onnx, read_metadata, set_metadata
+from .options import GATE_REWRITES
 
-__all__ = ['REWRITES', 'find_gates', 'gate_branch_nodes', 'early_squeeze', 'nchwc_gate', 'rewrite_gates',
-           'apply_gate_fusion']
+__all__ = ['REWRITES', 'find_gates', 'gate_branch_nodes', 'early_squeeze', 'nchwc_gate', 'check_gate_rewrite',
+           'rewrite_gates', 'apply_gate_fusion']
 
 
 def _shapes(model) -> Dict[str, List[Optional[int]]]:
@@ -229,6 +230,12 @@ def _drop_unused_initializers(model) -> None:
 
 
 REWRITES = {'early_squeeze': early_squeeze, 'nchwc_gate': nchwc_gate}
+
+
+def check_gate_rewrite(name: Optional[str]) -> None:
+    """Refuse a ``--gate-fusion`` value users may not ask for (None: no rewrite); ``options.GATE_REWRITES``."""
+    if name is not None and name not in GATE_REWRITES:
+        raise DeployError(f"--gate-fusion takes {', '.join(GATE_REWRITES)}, got {name!r}")
 
 
 def rewrite_gates(model, rewrites: Sequence[str]) -> Dict[str, int]:

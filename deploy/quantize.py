@@ -31,10 +31,10 @@ import numpy as np
 
 from .errors import DeployError
 from .export import check_onnx, library_versions
-from .gate_fusion import apply_gate_fusion, gate_branch_nodes
+from .gate_fusion import apply_gate_fusion, check_gate_rewrite, gate_branch_nodes
 from .images import make_loader
 from .metadata import copy_metadata, count_ops, load_onnx, read_metadata, set_metadata
-from .options import GATE_REWRITES, Int8Options, OutputOptions, with_overrides
+from .options import Int8Options, OutputOptions, with_overrides
 from .ort_runtime import create_session
 from .outputs import call_atomically, resolve_output, temporary_folder
 from .results import Result
@@ -151,8 +151,7 @@ def _check_int8(o: QuantizeOptions) -> None:
         raise DeployError(f'--fp32-layers: fp32_layers must be >= 0, got {o.fp32_layers}')
     if o.calib_images < 1:
         raise DeployError(f'--calib-images must be >= 1, got {o.calib_images}')
-    if o.gate_fusion is not None and o.gate_fusion not in GATE_REWRITES:
-        raise DeployError(f"--gate-fusion takes {', '.join(GATE_REWRITES)}, got {o.gate_fusion!r}")
+    check_gate_rewrite(o.gate_fusion)
 
 
 def _resolve(in_onnx: str, out_onnx: Optional[str], o: QuantizeOptions, suffix: str) -> str:

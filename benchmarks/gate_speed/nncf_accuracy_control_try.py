@@ -9,8 +9,6 @@ the FP32 export, the QDQ file and the result at batch 1 and 16 (one interleaved 
     python benchmarks/gate_speed/nncf_accuracy_control_try.py se.onnx se_int8.onnx ../shared/data/cifar10/test \
         ../shared/data/cifar10/train -o nncf_accuracy_control_se.json
 """
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,21 +22,16 @@ from timm_recal_deploy.metadata import read_metadata
 from timm_recal_deploy.openvino_runtime import open_openvino, top1_agreement
 from timm_recal_deploy.timing import machine_info, time_interleaved
 
+from nncf_recipes_try import base_parser, write_json  # same folder: the shared arguments and JSON output
+
 
 def main(argv=None) -> int:
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('fp32')
-    p.add_argument('qdq')
-    p.add_argument('test_dir')
-    p.add_argument('train_dir')
-    p.add_argument('--images', type=int, default=3000)
-    p.add_argument('--calib-images', type=int, default=512)
+    p = base_parser(__doc__)
     p.add_argument('--max-drop', type=float, default=0.005)
-    p.add_argument('-o', '--output', required=True, help='JSON file to write (NNCF logs to stdout)')
     args = p.parse_args(argv)
     meta = read_metadata(args.fp32)
     test = np.concatenate([x.numpy() for x, _ in make_loader(args.test_dir, meta, 500, limit=args.images)])
@@ -80,10 +73,7 @@ def main(argv=None) -> int:
         windows = time_interleaved(calls, warmup=3, repeats=7, min_time_s=0.7)
         out['images_per_s'] = {k: round(int(k.rsplit(' b', 1)[1]) / statistics.median([statistics.median(w) for w in ws]))
                                for k, ws in windows.items()}
-    tmp = args.output + '.tmp'
-    with open(tmp, 'w') as fh:
-        json.dump(out, fh, indent=1)
-    os.replace(tmp, args.output)  # whole or not at all
+    write_json(out, args.output)
     return 0
 
 

@@ -22,6 +22,27 @@ from timm_recal_deploy.openvino_runtime import open_openvino, top1_agreement
 from timm_recal_deploy.timing import machine_info
 
 
+def base_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every NNCF experiment here takes (``nncf_accuracy_control_try.py`` adds its own)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument('fp32')
+    p.add_argument('qdq')
+    p.add_argument('test_dir')
+    p.add_argument('train_dir')
+    p.add_argument('--images', type=int, default=3000)
+    p.add_argument('--calib-images', type=int, default=512)
+    p.add_argument('-o', '--output', required=True, help='JSON file to write (NNCF logs to stdout)')
+    return p
+
+
+def write_json(out, path: str) -> None:
+    """``out`` as JSON at ``path``, whole or not at all."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as fh:
+        json.dump(out, fh, indent=1)
+    os.replace(tmp, path)
+
+
 def recipes(nncf, quantization):
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet as Ranges
@@ -49,15 +70,7 @@ def recipes(nncf, quantization):
 def main(argv=None) -> int:
     import nncf
     import openvino as ov
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('fp32')
-    p.add_argument('qdq')
-    p.add_argument('test_dir')
-    p.add_argument('train_dir')
-    p.add_argument('--images', type=int, default=3000)
-    p.add_argument('--calib-images', type=int, default=512)
-    p.add_argument('-o', '--output', required=True, help='JSON file to write (NNCF logs to stdout)')
-    args = p.parse_args(argv)
+    args = base_parser(__doc__).parse_args(argv)
     meta = read_metadata(args.fp32)
     quantization = read_metadata(args.qdq)['quantization']
     images = np.concatenate([x.numpy() for x, _ in make_loader(args.test_dir, meta, 500, limit=args.images)])
@@ -75,10 +88,7 @@ def main(argv=None) -> int:
             agreement = top1_agreement(open_openvino(path, precision='int8')(images), ref)
             out['agreement'][f'NNCF: {name}'] = round(agreement, 4)
             print(f'{name}: {agreement:.4f}', file=sys.stderr, flush=True)
-    tmp = args.output + '.tmp'
-    with open(tmp, 'w') as fh:
-        json.dump(out, fh, indent=1)
-    os.replace(tmp, args.output)  # whole or not at all
+    write_json(out, args.output)
     return 0
 
 
