@@ -16,7 +16,7 @@ import numpy as np
 from .errors import DeployError
 from .runtimes import PRECISIONS, RUNTIMES
 
-__all__ = ['time_interleaved', 'summarize_times', 'compute_ratios', 'machine_info', 'busy_cpus']
+__all__ = ['time_interleaved', 'summarize_times', 'compute_ratios', 'machine_info', 'busy_cpus', 'amx_usable']
 
 _EAGER = [w for w, r in RUNTIMES.items() if r.kind == 'model']
 _ONNX = [w for w, r in RUNTIMES.items() if r.kind == 'onnx']
@@ -152,6 +152,21 @@ def _ratios_between(idx: Dict[Tuple, Dict[str, Any]], b: int) -> List[Dict[str, 
 
 
 # --- the machine ---------------------------------------------------------------------------------------------
+def amx_usable(flags: Sequence[str]) -> Optional[bool]:
+    """Whether this process may run AMX instructions: Linux hands out the tile state only on request
+    (``arch_prctl(ARCH_REQ_XCOMP_PERM)``, the call oneDNN and MLAS make before their first AMX kernel), and a
+    kernel older than 5.16 or a seccomp filter refuses it, so ``amx_tile`` in the flags alone does not mean the
+    runtimes use AMX. None where this cannot be asked (not Linux on x86_64)."""
+    if 'amx_tile' not in flags:
+        return False
+    if platform.system() != 'Linux' or platform.machine() != 'x86_64':
+        return None
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata = 158, 0x1023, 18
+    return libc.syscall(sys_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0
+
+
 def _cpuinfo() -> Dict[str, Any]:
     model, flags = platform.processor() or platform.machine(), set()
     try:
@@ -170,7 +185,8 @@ def _cpuinfo() -> Dict[str, Any]:
     # the ISA the BF16/INT8 numbers depend on: AMX tiles, AVX-512 BF16, VNNI (None where /proc/cpuinfo is unread)
     isa = {'amx': 'amx_tile' in flags, 'amx_bf16': 'amx_bf16' in flags, 'amx_int8': 'amx_int8' in flags,
            'avx512_bf16': 'avx512_bf16' in flags, 'vnni': bool(flags & {'avx512_vnni', 'avx_vnni'}),
-           'native_bf16': bool(flags & {'amx_bf16', 'avx512_bf16'})} if flags else None
+           'native_bf16': bool(flags & {'amx_bf16', 'avx512_bf16'}), 'amx_usable': amx_usable(flags)} \
+        if flags else None
     return {'cpu_model': model, 'cpu_flags': [f for f in notable if f in flags], 'cpu_isa': isa}
 
 

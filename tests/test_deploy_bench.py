@@ -285,3 +285,46 @@ def test_busy_cpus_sees_other_work_now():
         spin.kill()
         spin.wait()
     assert busy is not None and busy >= 0.7, busy
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        with open('/proc/cpuinfo') as f:
+            return any(line.startswith('flags') and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def test_amx_usable_needs_the_flag():
+    from timm_recal_deploy.timing import amx_usable
+    assert amx_usable(['avx512_bf16', 'avx512_vnni']) is False
+
+
+@pytest.mark.skipif(not _cpu_has('amx_tile'), reason='needs a CPU with AMX (amx_tile in /proc/cpuinfo)')
+def test_deny_amx_is_recorded_by_bench_and_refuses_only_amx(tmp_path):
+    """``benchmarks/scripts/deny_amx.py`` (issue 12's no-AMX stand-in) refuses the AMX permission request and
+    nothing else, and ``machine_info`` records the refusal, so a benchmark run under it cannot pass for an AMX run."""
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(__file__), '..', 'benchmarks', 'scripts', 'deny_amx.py')
+    probe = ('import ctypes, json\n'
+             'from timm_recal_deploy.timing import machine_info\n'
+             'libc = ctypes.CDLL(None, use_errno=True)\n'
+             'mask = ctypes.c_uint64(0)\n'
+             # ARCH_GET_XCOMP_PERM (0x1022): another arch_prctl request, which the filter must let through
+             'get_ok = libc.syscall(158, 0x1022, ctypes.byref(mask)) == 0\n'
+             # ARCH_GET_XCOMP_SUPP (0x1021): does this kernel support the AMX tile data (bit 18) at all
+             'supp = ctypes.c_uint64(0)\n'
+             'kernel = libc.syscall(158, 0x1021, ctypes.byref(supp)) == 0 and bool(supp.value >> 18 & 1)\n'
+             'print(json.dumps({"isa": machine_info()["cpu_isa"], "get_ok": get_ok, "kernel": kernel}))\n')
+    denied = subprocess.run([sys.executable, script, sys.executable, '-c', probe], capture_output=True, text=True,
+                            timeout=120)
+    assert denied.returncode == 0, denied.stderr
+    got = json.loads(denied.stdout.strip().splitlines()[-1])
+    assert got['isa']['amx'] is True and got['isa']['amx_usable'] is False
+    assert got['get_ok'] is True
+    plain = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    # without the filter the answer is the kernel's: usable exactly where the kernel supports the tile data
+    got = json.loads(plain.stdout.strip().splitlines()[-1])
+    assert got['isa']['amx_usable'] is got['kernel']

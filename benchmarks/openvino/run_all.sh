@@ -1,6 +1,7 @@
 #!/bin/bash
 # Issue 12's table: every bench JSON of benchmarks/openvino/, run one after another on an otherwise idle machine.
 #   bash benchmarks/openvino/run_all.sh OUT_DIR      (e.g. benchmarks/openvino/epyc on an AMD EPYC)
+#   python benchmarks/scripts/deny_amx.py bash benchmarks/openvino/run_all.sh OUT_DIR   (a Xeon with AMX refused)
 #   python benchmarks/scripts/ov_table.py OUT_DIR/*.json
 # About an hour on 2 cores. Needs ../shared/data (CIFAR-10 train, ImageNet samples) and the weights/ folders.
 set -euo pipefail
