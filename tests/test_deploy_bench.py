@@ -11,6 +11,7 @@ pytest.importorskip('onnxruntime')
 from timm_recal_deploy.bench import (bench, compute_ratios, onnx_precision, parse_batches,  # noqa: E402
                                      summarize_times, time_interleaved)
 from timm_recal_deploy.errors import DeployError, OutputExistsError  # noqa: E402
+from timm_recal_deploy.timing import _cpuinfo  # noqa: E402
 
 TINY = 'cnn3'  # 3 conv layers, 32x32: exports in seconds
 
@@ -287,20 +288,12 @@ def test_busy_cpus_sees_other_work_now():
     assert busy is not None and busy >= 0.7, busy
 
 
-def _cpu_has(flag: str) -> bool:
-    try:
-        with open('/proc/cpuinfo') as f:
-            return any(line.startswith('flags') and flag in line.split() for line in f)
-    except OSError:
-        return False
-
-
 def test_amx_usable_needs_the_flag():
     from timm_recal_deploy.timing import amx_usable
     assert amx_usable(['avx512_bf16', 'avx512_vnni']) is False
 
 
-@pytest.mark.skipif(not _cpu_has('amx_tile'), reason='needs a CPU with AMX (amx_tile in /proc/cpuinfo)')
+@pytest.mark.skipif(not (_cpuinfo()['cpu_isa'] or {}).get('amx'), reason='needs a CPU with AMX (amx_tile in /proc/cpuinfo)')
 def test_deny_amx_is_recorded_by_bench_and_refuses_only_amx(tmp_path):
     """``benchmarks/scripts/deny_amx.py`` (issue 12's no-AMX stand-in) refuses the AMX permission request and
     nothing else, and ``machine_info`` records the refusal, so a benchmark run under it cannot pass for an AMX run."""

@@ -59,7 +59,8 @@ def rows_of(doc: Dict[str, Any]) -> Tuple[str, str, List[Dict[str, Any]]]:
     recipe = _recipe(doc)
     rows = []
     for rt, prec in dict.fromkeys((k[0], k[1]) for k in speed):
-        row = {'runtime': rt, 'precision': prec, 'recipe': recipe if prec == 'int8' else '', 'batches': {}}
+        row = {'runtime': rt, 'precision': prec, 'recipe': recipe if prec == 'int8' else '', 'mixed': False,
+               'batches': {}}
         if rt == 'openvino' and prec == 'int8':
             picks, row['mixed'] = _picks(doc)
             row['recipe'] = ' '.join(filter(None, [row['recipe'], picks]))
@@ -104,11 +105,11 @@ def markdown(paths: List[str]) -> str:
                     continue
                 ratio = row['batches'][b][2]
                 # eager is the reference (no goal); a ratio of two different INT8 files does not count as met
-                met = ratio >= want and row['runtime'] != 'eager' and not row.get('mixed')
-                cells.append(f'**{ratio:.2f}**' if met else f'{ratio:.2f}' + ('†' if row.get('mixed') else ''))
+                met = ratio >= want and row['runtime'] != 'eager' and not row['mixed']
+                cells.append(f'**{ratio:.2f}**' if met else f'{ratio:.2f}' + ('†' if row['mixed'] else ''))
             cells.append(f'>= {want:.2f}' if row['runtime'] != 'eager' else '-')
             lines.append('| ' + ' | '.join(cells) + ' |')
-    mixed = any(row.get('mixed') for _, _, row in table)
+    mixed = any(row['mixed'] for _, _, row in table)
     note = (' †: the two sides\' INT8 picks timed different files (QDQ against NNCF: see `int8_pick` in the JSON),'
             ' so the ratio compares two recipes and is not counted as met.' if mixed else '')
     return '\n'.join(lines) + '\n\nMachine: ' + '; '.join(sorted(cpus)) + '. Bold: the goal is met.' + note + '\n'
