@@ -10,7 +10,7 @@ timm-recal[deploy]"). An option's ``dest`` is the field name of the stage's opti
 """
 import argparse
 import functools
-import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -249,8 +249,10 @@ def _require_trt_runtime(args: argparse.Namespace) -> None:
 
 
 def print_result(result: Any, as_json: bool, text: Callable[[Any], str]) -> None:
-    """``--json``: the result's ``to_dict()``; else its text form."""
-    print(json.dumps(result.to_dict(), indent=2) if as_json else text(result))
+    """``--json``: the result as its ``-o`` file records it (``timm_recal.outputs.json_text``: paths relative to
+    the working folder, as the user typed them); else its text form."""
+    from timm_recal.outputs import json_text
+    print(json_text(result) if as_json else text(result))
 
 
 def _note_weights(weights: Optional[str], spec: str) -> None:
@@ -524,7 +526,7 @@ def run_engine(args: argparse.Namespace) -> int:
     require_tensorrt()  # which of TensorRT / a GPU is missing, before anything is read or written
     r = build_engine(args.onnx, args.output, **_engine_kwargs(args))
     if args.json:
-        print(json.dumps(r, indent=2))
+        print_result(r, True, str)
     else:
         prof = r['profile']
         print(f"wrote {r['output']} and {r['sidecar']} (TensorRT {r['tensorrt_version']}, {r['gpu']['name']} "
@@ -560,6 +562,11 @@ def run_triton(args: argparse.Namespace) -> int:
     engine = _engine_kwargs(args)
     if engine.get('batch') is None and o.max_batch_size:  # the engine must take every batch Triton may send
         engine['batch'] = f'1,{min(16, o.max_batch_size)},{o.max_batch_size}'
+    if not args.client_example:  # before the export: an existing or unwritable folder costs nothing
+        from timm_recal.outputs import OutputExistsError, check_writable_folder
+        if os.path.lexists(args.output) and not args.force:
+            raise OutputExistsError(f'{args.output} exists; pass --force to replace it')
+        check_writable_folder(os.path.dirname(os.path.abspath(args.output)), target=args.output)
     with tempfile.TemporaryDirectory(prefix='timm-recal-triton-') as work:
         export = from_args(ExportOptions, args)
         export.output, export.force = None, False
@@ -575,7 +582,7 @@ def run_triton(args: argparse.Namespace) -> int:
                                     max_queue_delay_us=o.queue_delay_us, instance_count=o.instances,
                                     force=args.force)
     if args.json:
-        print(json.dumps(r, indent=2))
+        print_result(r, True, str)
     else:
         print(f"wrote {r['repository']} (model {r['model_name']}, backend {r['backend']} = runtime {r['runtime']}); "
               f"serve with: {r['serve']}")

@@ -1,19 +1,17 @@
 """The exception types of the deploy stage: a problem with the user's input (model name, file, folder, size),
-reported by the ``timm-recal`` command as a one-line message with a non-zero exit, never a traceback."""
-from timm_recal import outputs as _outputs
+reported by the ``timm-recal`` command as a one-line message with a non-zero exit, never a traceback.
 
-__all__ = ['DeployError', 'OutputExistsError', 'BatchNotSupported', 'NoNativePrecision']
+They belong to the project's one hierarchy (``timm_recal.errors``): ``DeployError`` is its base under the deploy
+stage's name, so ``except DeployError`` also catches ``timm_recal.outputs``' errors (an output that exists, a
+folder that cannot be written), which this module re-exports.
+"""
+from timm_recal.errors import RecalError
+from timm_recal.outputs import OutputError, OutputExistsError
 
+__all__ = ['DeployError', 'OutputError', 'OutputExistsError', 'BatchNotSupported', 'NoNativePrecision']
 
-class DeployError(RuntimeError):
-    """Bad input or an impossible request; the message says what is wrong and how to fix it.
-
-    A ``RuntimeError`` so that ``timm_recal.cli.main`` prints it without a traceback.
-    """
-
-
-class OutputExistsError(DeployError, _outputs.OutputExistsError):
-    """The output path exists and ``--force`` was not given (also a ``timm_recal.outputs.OutputExistsError``)."""
+#: bad input or an impossible request; the message says what is wrong and how to fix it
+DeployError = RecalError
 
 
 class BatchNotSupported(DeployError):

@@ -19,9 +19,10 @@ from torch import nn
 
 from .errors import DeployError
 from .metadata import read_metadata, set_metadata
+from .onnx_save import save_onnx
 from .gate_fusion import check_gate_rewrite, rewrite_gates
 from .options import EXPORTERS, ModelOptions, OutputOptions, with_overrides
-from .outputs import call_atomically, resolve_output, temporary_folder
+from timm_recal.outputs import resolve_output
 from .results import Result
 from .sources import HASHED_WEIGHTS, Source, is_onnx_path, open_source, weights_digest
 
@@ -126,39 +127,40 @@ def _trial_forward(model: nn.Module, x: torch.Tensor, arch: str) -> None:
                           'logits; only classifiers are supported')
 
 
-def _run_exporter(model: nn.Module, x: torch.Tensor, path: str, o: ExportOptions) -> None:
+def _run_exporter(model: nn.Module, x: torch.Tensor, o: ExportOptions):
+    """The exporter's ``ModelProto``, made in memory: no scratch file, so a failed write (a full disk) is never
+    mistaken for an exporter failure; the file is written once, by ``save_onnx``."""
+    import onnx
     quiet = contextlib.nullcontext() if o.verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet, warnings.catch_warnings():
         if not o.verbose:
             warnings.simplefilter('ignore')
         if o.exporter == 'dynamo':
             batch = torch.export.Dim('batch', min=1)
-            torch.onnx.export(model, (x,), path, dynamo=True, opset_version=o.opset, external_data=False,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
-                              optimize=True)
-        else:
-            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=o.opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}},
-                              do_constant_folding=True)
+            program = torch.onnx.export(model, (x,), dynamo=True, opset_version=o.opset, input_names=[INPUT_NAME],
+                                        output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), optimize=True)
+            return program.model_proto
+        buffer = io.BytesIO()
+        torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=o.opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}},
+                          do_constant_folding=True)
+        return onnx.load_from_string(buffer.getvalue())
 
 
 def _export_proto(source: Source, o: ExportOptions):
     """``(ModelProto, seconds)``: the checked graph of ``source.model`` with its metadata."""
-    import onnx
     model, info, arch = source.model, source.info, source.info['architecture']
     dev = next(iter(model.parameters()), torch.empty(0)).device
     x = torch.randn(2, *info['input_size'], device=dev)  # batch 2: a batch of 1 would be specialized away
     _trial_forward(model, x, arch)
     t0 = time.perf_counter()
-    with temporary_folder('timm_recal_export_') as tmp:
-        try:
-            _run_exporter(model, x, os.path.join(tmp, 'raw.onnx'), o)
-        except Exception as e:
-            hint = '; try --exporter legacy' if o.exporter == 'dynamo' else ''
-            raise DeployError(f'the {o.exporter} exporter failed for {arch}: '
-                              f'{str(e).splitlines()[0][:300]}{hint}') from None
-        proto = onnx.load(os.path.join(tmp, 'raw.onnx'))
+    try:
+        proto = _run_exporter(model, x, o)
+    except Exception as e:
+        hint = '; try --exporter legacy' if o.exporter == 'dynamo' else ''
+        raise DeployError(f'the {o.exporter} exporter failed for {arch}: '
+                          f'{str(e).splitlines()[0][:300]}{hint}') from None
     seconds = time.perf_counter() - t0
     if o.slim:
         import onnxslim
@@ -180,9 +182,8 @@ def _export_proto(source: Source, o: ExportOptions):
 
 def export_source(source: Source, path: str, o: ExportOptions) -> ExportResult:
     """Export an already resolved model ``source`` to ``path`` (resolved with ``resolve_output``)."""
-    import onnx
     proto, seconds = _export_proto(source, o)
-    call_atomically(path, lambda tmp: onnx.save(proto, tmp), force=o.force)
+    save_onnx(proto, path, force=o.force)
     info = source.info
     return ExportResult(
         output=os.path.abspath(path), architecture=info['architecture'], tag=info['tag'],

@@ -21,10 +21,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from timm_recal.outputs import call_atomically, resolve_output
+from timm_recal.outputs import resolve_output
 
 from .errors import DeployError
 from .metadata import load_onnx, read_metadata, set_metadata
+from .onnx_save import save_onnx
 from .options import GATE_REWRITES
 
 __all__ = ['REWRITES', 'find_gates', 'gate_branch_nodes', 'early_squeeze', 'nchwc_gate', 'check_gate_rewrite',
@@ -269,6 +270,6 @@ def apply_gate_fusion(in_onnx: str, out_onnx: str, rewrites: Sequence[str] = ('e
         raise DeployError(f"{in_onnx} is {meta['precision']}; rewrite the FP32 export, then quantize")
     counts = rewrite_gates(model, rewrites)
     onnx.checker.check_model(model)
-    call_atomically(path, lambda tmp: onnx.save(model, tmp), force)
+    save_onnx(model, path, force)
     return {'output': os.path.abspath(path), 'input': os.path.abspath(in_onnx), 'rewrites': counts,
             'gates': len(find_gates(model))}

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from timm_recal.outputs import OutputExistsError, atomic_output, resolve_output
+from timm_recal.outputs import OutputExistsError, atomic_output, public_paths, resolve_output
 
 from .errors import DeployError, NoNativePrecision
 from .export import library_versions
@@ -380,7 +380,8 @@ def quantize_nncf(
     quant = {'method': 'nncf.quantize', 'format': 'openvino-ir', 'preset': preset, 'model_type': model_type,
              'ignored_scope': ignored_scope or {}, 'fast_bias_correction': fast_bias_correction,
              'calib_images': len(batches), **calib, 'source': os.path.basename(onnx_path)}
-    quantized.set_rt_info(json.dumps(_int8_rt_info(meta, quant, ov.get_version(), nncf.__version__)), _RT_KEY)
+    quantized.set_rt_info(json.dumps(public_paths(_int8_rt_info(meta, quant, ov.get_version(), nncf.__version__))),
+                          _RT_KEY)
     _save_ir(quantized, path, force)
     fq = sum(op.get_type_name() == 'FakeQuantize' for op in quantized.get_ops())
     return {'output': os.path.abspath(path), 'weights': os.path.abspath(bin_path), 'input': os.path.abspath(onnx_path),

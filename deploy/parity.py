@@ -28,7 +28,7 @@ from .images import (bundled_samples_dir, collect_logits, make_dataset, same_fol
                      spread_indices, split_indices)
 from .metadata import read_metadata
 from .options import (DataOptions, Int8Options, ModelOptions, OutputOptions, RuntimeOptions, with_overrides)
-from .outputs import resolve_output, temporary_folder, write_json
+from timm_recal.outputs import resolve_output, temporary_folder, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
 from .runtimes import PRECISIONS, open_runtime

@@ -12,6 +12,7 @@ Without a MODEL it runs on the embedded default: the trained CIFAR model bundled
 a few minutes on 2 CPU cores.
 """
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,7 +24,7 @@ from .export import ExportOptions, export_source
 from .images import bundled_samples_dir, scan_images, split_indices
 from .options import (DEFAULT_PIPELINE_STAGES, PIPELINE_STAGES, Int8Options, ModelOptions, RuntimeOptions,
                       TritonOptions, with_overrides)
-from .outputs import atomic_folder, write_json
+from timm_recal.outputs import atomic_folder, write_json
 from .parity import parity as parity_stage
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .report import write_report
@@ -126,13 +127,14 @@ def default_model() -> Tuple[str, Optional[str]]:
 
 
 def _relocate(obj: Any, old: str, new: str) -> Any:
-    """``obj`` with every path under the temporary folder ``old`` moved to ``new`` (where it will be)."""
+    """``obj`` with every path under the temporary folder ``old`` moved to ``new`` (where it will be), also inside
+    longer texts (``tritonserver --model-repository=OLD/triton``, an error message)."""
     if isinstance(obj, dict):
         return {k: _relocate(v, old, new) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_relocate(v, old, new) for v in obj]
-    if isinstance(obj, str) and (obj == old or obj.startswith(old + os.sep)):
-        return new + obj[len(old):]
+    if isinstance(obj, str) and old in obj:
+        return re.sub(re.escape(old) + r'(?=$|[^\w.-])', lambda m: new, obj)
     return obj
 
 
@@ -454,12 +456,13 @@ def pipeline(model: Optional[str] = None, output_dir: str = '', options: Optiona
     _check_options(o)
     if not output_dir:
         raise DeployError('pipeline needs an output folder (-o DIR)')
-    final = os.path.abspath(output_dir)
+    final = os.path.abspath(output_dir)  # records name it (made relative to the working folder when written)
     roles = [_Role('target', model, o.checkpoint)] + ([_Role('compare', o.compare, o.compare_checkpoint)]
                                                       if o.compare else [])
     total = sum(STAGE_STEPS[s][1](o, len(roles)) for s in o.stages)
     replace = o.force or (os.path.isdir(final) and not os.listdir(final))  # an empty folder holds nothing to lose
-    with atomic_folder(final, force=replace) as work:
+    with atomic_folder(output_dir, force=replace) as tmp:  # errors name the folder as the user gave it
+        work = os.path.abspath(tmp)
         run = _Run(work, final, o, roles, log, total)
         run.notes += notes
         for name in o.stages:

@@ -34,9 +34,10 @@ from .export import check_onnx, library_versions
 from .gate_fusion import apply_gate_fusion, check_gate_rewrite, gate_branch_nodes
 from .images import make_loader
 from .metadata import copy_metadata, count_ops, load_onnx, read_metadata, set_metadata
+from .onnx_save import save_onnx
 from .options import Int8Options, OutputOptions, with_overrides
 from .ort_runtime import create_session
-from .outputs import call_atomically, resolve_output, temporary_folder
+from timm_recal.outputs import resolve_output, temporary_folder
 from .results import Result
 from .sources import onnx_data_config
 
@@ -232,13 +233,12 @@ def _quantize_graph(in_onnx: str, loader, input_name: str, o: QuantizeOptions):
 def _save_converted(source, proto, path: str, precision: str, how: Dict[str, Any], meta: Dict[str, Any],
                     in_onnx: str, force: bool) -> None:
     """Metadata of the FP32 source plus ``precision``/``quantization``, checked, written atomically."""
-    import onnx
     versions = dict(meta.get('versions') or {})
     versions.update(library_versions('onnxruntime'))
     copy_metadata(source, proto)
     set_metadata(proto, {'precision': precision, 'quantization': how, 'versions': versions})
     check_onnx(proto, f'the {precision.upper()} model of {in_onnx}')
-    call_atomically(path, lambda tmp: onnx.save(proto, tmp), force=force)
+    save_onnx(proto, path, force=force)
 
 
 def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[str] = None,

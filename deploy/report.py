@@ -12,7 +12,7 @@ import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import DeployError
-from .outputs import call_atomically, resolve_output, write_json, write_text
+from timm_recal.outputs import call_atomically, public_paths, resolve_output, to_jsonable, write_json, write_text
 from .recommend import recommendation_markdown
 from .runtimes import EAGER_PRECISIONS, PRECISIONS, RUNTIMES, runtime_label
 
@@ -399,7 +399,9 @@ def _int8_pick_lines(bench_rec: Dict[str, Any]) -> List[str]:
 
 def write_report(record: Dict[str, Any], output_dir: str, force: bool = False) -> Dict[str, str]:
     """Write ``report.md``, ``report.json`` and (with bench results) ``throughput.png`` into ``output_dir``,
-    each whole or not at all."""
+    each whole or not at all. The Markdown is rendered from the record as ``report.json`` holds it (paths made
+    public: ``timm_recal.outputs.public_paths``), so neither names a local folder."""
+    record = public_paths(to_jsonable(record))
     md = resolve_output(os.path.join(output_dir, 'report.md'), force)
     js = resolve_output(os.path.join(output_dir, 'report.json'), force)
     paths = {'md': md, 'json': js}

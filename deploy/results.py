@@ -6,7 +6,7 @@ Results also answer ``result['key']`` and ``result.get('key')`` (with the old ke
 import dataclasses
 from typing import Any, Dict
 
-from .outputs import to_jsonable
+from timm_recal.outputs import to_jsonable
 
 __all__ = ['Result']
 

@@ -45,7 +45,7 @@ import os
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from timm_recal.outputs import OutputError, check_writable_folder, resolve_output, write_bytes
+from timm_recal.outputs import OutputError, OutputExistsError, check_writable_folder, resolve_output, write_bytes
 
 from .errors import DeployError
 from .metadata import load_onnx, read_metadata
@@ -353,16 +353,13 @@ def build_engine(
 
 def _resolve_build_outputs(output: str, force: bool, stem: str, timing_cache: Optional[str]) -> str:
     """The plan's path; refuse, before the slow build, a sidecar or timing cache that could not be written."""
-    try:
-        path = resolve_output(output, force, default_name=f'{stem}.plan')
-        if os.path.lexists(sidecar_path(path)) and not force:
-            raise OutputError(f'{sidecar_path(path)} exists; pass --force to overwrite it')
-        if timing_cache is not None:  # it is rewritten after the build: refuse an unwritable place now
-            if os.path.isdir(timing_cache):
-                raise OutputError(f'--timing-cache {timing_cache} is a folder, expected a file')
-            check_writable_folder(os.path.dirname(os.path.abspath(timing_cache)))
-    except OutputError as e:
-        raise DeployError(str(e)) from None
+    path = resolve_output(output, force, default_name=f'{stem}.plan')
+    if os.path.lexists(sidecar_path(path)) and not force:
+        raise OutputExistsError(f'{sidecar_path(path)} exists; pass --force to overwrite it')
+    if timing_cache is not None:  # it is rewritten after the build: refuse an unwritable place now
+        if os.path.isdir(timing_cache):
+            raise OutputError(f'--timing-cache {timing_cache} is a folder, expected a file')
+        check_writable_folder(os.path.dirname(os.path.abspath(timing_cache)))
     return path
 
 

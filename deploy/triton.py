@@ -25,11 +25,12 @@ import re
 import shutil
 from typing import Any, Dict, List, Optional, Sequence
 
-from timm_recal.outputs import OutputError, atomic_folder, check_writable_folder, write_text
+from timm_recal.outputs import atomic_folder, check_writable_folder, write_text
 
 from .errors import DeployError
 from .export import export_onnx
 from .metadata import load_onnx, read_metadata
+from .onnx_save import copy_onnx
 from .tensorrt_build import build_engine, read_sidecar, require_tensorrt, sidecar_path
 
 __all__ = [
@@ -252,7 +253,7 @@ def write_triton_repository(
         'model_file': os.path.join(repo_dir, name, '1', filename),
         'labels': os.path.join(repo_dir, name, 'labels.txt') if labels else None,
         'max_batch_size': max_batch_size, 'validated_with_model_config_pb2': validated, 'config_text': text,
-        'serve': f'tritonserver --model-repository={os.path.abspath(repo_dir)}',
+        'serve': f'tritonserver --model-repository={repo_dir}',
     }
 
 
@@ -278,19 +279,18 @@ def _served_artifact_io(source: str, backend: str, max_batch_size: int) -> Dict[
 def _write_model_folder(repo_dir: str, force: bool, name: str, text: str, labels: List[str], source: str,
                         filename: str, *, is_plan: bool) -> None:
     """``repo_dir/name/{config.pbtxt,labels.txt,1/filename}`` (and a plan's sidecar), whole or not at all."""
-    try:
-        check_writable_folder(os.path.dirname(os.path.abspath(repo_dir)))
-        with atomic_folder(repo_dir, force=force) as tmp:
-            model_dir = os.path.join(tmp, name)
-            os.makedirs(os.path.join(model_dir, '1'))
-            write_text(text, os.path.join(model_dir, 'config.pbtxt'))
-            if labels:
-                write_text('\n'.join(labels) + '\n', os.path.join(model_dir, 'labels.txt'))
+    check_writable_folder(os.path.dirname(os.path.abspath(repo_dir)), target=repo_dir)
+    with atomic_folder(repo_dir, force=force) as tmp:
+        model_dir = os.path.join(tmp, name)
+        os.makedirs(os.path.join(model_dir, '1'))
+        write_text(text, os.path.join(model_dir, 'config.pbtxt'))
+        if labels:
+            write_text('\n'.join(labels) + '\n', os.path.join(model_dir, 'labels.txt'))
+        if is_plan:
             shutil.copyfile(source, os.path.join(model_dir, '1', filename))
-            if is_plan:
-                shutil.copyfile(sidecar_path(source), sidecar_path(os.path.join(model_dir, '1', filename)))
-    except OutputError as e:
-        raise DeployError(str(e)) from None
+            shutil.copyfile(sidecar_path(source), sidecar_path(os.path.join(model_dir, '1', filename)))
+        else:
+            copy_onnx(source, os.path.join(model_dir, '1', filename))
 
 
 def triton_client_example(model_name: str, metadata: Dict[str, Any], url: str = 'localhost:8001') -> str:

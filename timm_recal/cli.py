@@ -4,7 +4,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from .outputs import OutputError, terminate_as_interrupt
+from .errors import RecalError
+from .outputs import terminate_as_interrupt
 from .version import __version__
 
 __all__ = ['main']
@@ -17,7 +18,7 @@ EXTRA_FOR_MODULE = {
 }
 
 
-class CliError(Exception):
+class CliError(RecalError):
     """An error with a message for the user; ``main`` prints it and exits non-zero (no traceback)."""
 
 
@@ -105,7 +106,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130
-    except (CliError, OutputError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except (RecalError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         message = ' '.join(str(e).split()) or type(e).__name__  # one line
         print(f"timm-recal {args.command}: error: {message}", file=sys.stderr)
         return 2

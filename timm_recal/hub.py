@@ -8,12 +8,15 @@ Hugging Face cache in the Hub's own layout, so ``create_model('<arch>.<tag>', pr
 """
 import hashlib
 import os
+import re
 import string
 from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 from torch import nn
+
+from .outputs import write_error
 
 __all__ = ['write_weights_folder', 'render_card', 'seed_hub_cache', 'seed_cache_from_weights',
            'hub_repo_id', 'PUBLISHABLE_SUFFIXES']
@@ -51,8 +54,14 @@ def write_weights_folder(model: nn.Module, folder: PathLike, model_config: Optio
 
     safetensors creates its file with mode 0600; every file gets the usual ``0o666`` less the umask instead.
     """
+    from safetensors import SafetensorError
     from timm.models import save_for_hf
-    save_for_hf(model, os.fspath(folder), model_config=model_config, safe_serialization=True)
+    try:
+        save_for_hf(model, os.fspath(folder), model_config=model_config, safe_serialization=True)
+    except SafetensorError as e:  # a failed write (a full disk): the system's reason, as an OSError would give it
+        code = re.search(r'os error (\d+)', str(e))
+        error = OSError(int(code.group(1)), os.strerror(int(code.group(1)))) if code else e
+        raise write_error(os.path.join(folder, 'model.safetensors'), error) from None
     mode = 0o666 & ~_umask()
     for name in ('model.safetensors', 'config.json'):
         os.chmod(os.path.join(folder, name), mode)

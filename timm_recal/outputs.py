@@ -21,7 +21,7 @@ this module, so that one set of rules holds everywhere:
   if the write fails (``created_parents``). What existed before is never removed.
 * New files get the usual permissions (``0o666`` less the umask), not ``mkstemp``'s ``0o600``.
 
-It imports nothing beyond the standard library, so ``import timm_recal`` stays light.
+It imports nothing beyond the standard library (and ``timm_recal.errors``), so ``import timm_recal`` stays light.
 """
 import contextlib
 import ctypes
@@ -29,6 +29,7 @@ import errno
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -37,17 +38,19 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Union
 
+from .errors import RecalError
+
 __all__ = [
     'OutputError', 'OutputExistsError', 'resolve_output', 'atomic_output', 'atomic_folder', 'created_parents',
     'write_bytes', 'write_text', 'write_json', 'to_jsonable', 'terminate_as_interrupt', 'temp_name',
-    'call_atomically', 'check_writable_folder', 'terminated', 'check_not_terminated', 'public_path',
-    'public_paths', 'temporary_folder',
+    'call_atomically', 'check_writable_folder', 'write_error', 'terminated', 'check_not_terminated', 'public_path',
+    'public_paths', 'public_text', 'json_text', 'temporary_folder',
 ]
 
 PathLike = Union[str, os.PathLike]
 
 
-class OutputError(RuntimeError):
+class OutputError(RecalError):
     """An output path that cannot be used (a folder where a file is expected, not writable, wrong suffix)."""
 
 
@@ -73,13 +76,33 @@ def _nearest_existing(path: str) -> str:
     return path
 
 
-def check_writable_folder(folder: PathLike) -> None:
-    """Refuse, before any work, a folder (or its nearest existing ancestor) that cannot take new files."""
-    existing = _nearest_existing(os.fspath(folder) or '.')
+def check_writable_folder(folder: PathLike, target: Optional[PathLike] = None) -> None:
+    """Refuse, before any work, a folder (or its nearest existing ancestor) that cannot take new files.
+
+    Permission bits are not enough (root ignores them; ``/proc`` and read-only mounts refuse anyway): a probe file
+    is created there and removed. The message names ``target`` (the path the user gave), else ``folder``.
+    """
+    folder = os.fspath(folder) or '.'
+    named = os.fspath(target) if target is not None else folder
+    existing = _nearest_existing(folder)
     if not os.path.isdir(existing):
-        raise OutputError(f'{existing} is a file, so {os.fspath(folder)} cannot be a folder')
+        raise OutputError(f'{existing} is a file, so {folder} cannot be a folder')
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f'cannot write to {existing}: permission denied')
+        raise OutputError(f'cannot write {named}: permission denied')
+    probe = os.path.join(existing, f'.timm_recal_probe.{secrets.token_hex(4)}')
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError as e:
+        raise OutputError(f'cannot write {named}: {existing} does not take new files ({e.strerror})') from None
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def write_error(path: PathLike, error: BaseException) -> OutputError:
+    """The one-line ``OutputError`` of a failed write: it names ``path`` (the final path, never the temporary
+    file beside it) and the system's reason (``File too large``, ``No space left on device``)."""
+    reason = getattr(error, 'strerror', None) or str(error).splitlines()[0][:200] or type(error).__name__
+    return OutputError(f'cannot write {os.fspath(path)}: {reason}')
 
 
 def resolve_output(output: Optional[PathLike], force: bool = False, default_name: Optional[str] = None,
@@ -101,7 +124,7 @@ def resolve_output(output: Optional[PathLike], force: bool = False, default_name
         raise OutputError(f'{path} is a folder, expected a file path ({what})')
     if os.path.lexists(path) and not force:
         raise OutputExistsError(f'{path} exists; pass --force to overwrite it')
-    check_writable_folder(os.path.dirname(os.path.abspath(path)))
+    check_writable_folder(os.path.dirname(os.path.abspath(path)), target=path)
     return path
 
 
@@ -187,9 +210,13 @@ def atomic_output(path: PathLike, force: bool = False, extra_suffixes: tuple = (
                 if os.path.exists(tmp + ext):
                     _publish_file(tmp + ext, path + ext, force)
             _publish_file(tmp, path, force)
-        except BaseException:
+        except BaseException as e:
             for p in (tmp, *(tmp + ext for ext in extra_suffixes)):
                 _remove(p)
+            if isinstance(e, OSError) and not isinstance(e, OutputError):
+                raise write_error(path, e) from None
+            if isinstance(e, OutputError) and tmp in str(e):
+                raise type(e)(str(e).replace(tmp, path)) from None
             raise
 
 
@@ -251,8 +278,15 @@ def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
                 if os.path.exists(path):
                     raise OutputExistsError(f'{path} exists; pass --force to replace it')
                 os.rename(tmp, path)
-        except BaseException:
+        except BaseException as e:
             _remove(tmp)
+            if isinstance(e, OSError) and not isinstance(e, OutputError):
+                e = write_error(getattr(e, 'filename', None) or path, e)
+            if isinstance(e, OutputError):  # name the final folder, never the temporary one beside it
+                message = str(e)
+                for hidden in (os.path.abspath(tmp), tmp):
+                    message = message.replace(hidden, path)
+                raise type(e)(message) from None
             raise
 
 
@@ -307,7 +341,7 @@ def to_jsonable(obj: Any) -> Any:
 def write_json(obj: Any, path: PathLike, force: bool = False) -> str:
     """Write ``obj`` as indented JSON (see ``to_jsonable``; absolute paths made public, ``public_paths``) to
     ``path`` atomically; returns the path."""
-    return write_text(json.dumps(public_paths(to_jsonable(obj)), indent=2) + '\n', path, force)
+    return write_text(json_text(obj) + '\n', path, force)
 
 
 #: the signal that ended the current ``terminate_as_interrupt`` block, if one did
@@ -404,9 +438,26 @@ def _is_local_path(text: str) -> bool:
     return bool(top) and os.path.isdir(os.path.join(os.path.splitdrive(text)[0] + os.sep, top))
 
 
+#: an absolute path inside a longer text (a message, a command line): starts a word or follows '=' or ':', ends at
+#: whitespace, quotes, brackets or separators; ``//`` (URLs) and node names of folders that do not exist are left
+_EMBEDDED_PATH = re.compile(r'(?<![\w.~/-])(~?/(?!/)[^\s\'"`,;:()\[\]{}<>|]+)')
+
+
+def public_text(text: str) -> str:
+    """``text`` with every absolute local path in it made public (``public_path``): messages and command lines
+    (``tritonserver --model-repository=/abs/repo``) name no local folders either."""
+    def replace(m: 're.Match') -> str:
+        path = m.group(1)
+        tail = len(path) - len(path.rstrip('.'))  # a sentence's full stop is not part of the path
+        path = path[:len(path) - tail]
+        return public_path(path) + '.' * tail if _is_local_path(path) else m.group(0)
+    return _EMBEDDED_PATH.sub(replace, text)
+
+
 def public_paths(obj: Any) -> Any:
     """``obj`` (plain JSON types) with every absolute-path string made public (``public_path``), including the
-    folder of a ``local-dir:FOLDER`` model spec; other strings unchanged."""
+    folder of a ``local-dir:FOLDER`` model spec and paths inside longer texts (``public_text``); other strings
+    unchanged."""
     if isinstance(obj, dict):
         return {k: public_paths(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -417,4 +468,11 @@ def public_paths(obj: Any) -> Any:
                 return prefix + public_path(obj[len(prefix):])
         if _is_local_path(obj):
             return public_path(obj)
+        return public_text(obj)
     return obj
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as the indented JSON every command writes and prints (``--json``): ``to_jsonable``, with its paths
+    made public (``public_paths``), so a printed record and the ``-o`` file of the same run agree."""
+    return json.dumps(public_paths(to_jsonable(obj)), indent=2)

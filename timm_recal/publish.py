@@ -18,6 +18,7 @@ torch, timm and ``huggingface_hub`` (the ``[hub]`` extra) load when the command 
 """
 import argparse
 import contextlib
+import csv
 import json
 import os
 import re
@@ -27,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-__all__ = ['PublishError', 'Source', 'check_repo_id', 'load_source', 'read_report', 'build_hub_folder',
+from .errors import RecalError
+
+__all__ = ['PublishError', 'Source', 'check_repo_id', 'load_source', 'read_run', 'read_report', 'build_hub_folder',
            'check_publishable', 'HubTarget', 'check_hub_target', 'upload_hub_folder', 'publish', 'add_parser',
            'add_package_weights_parser']
 
@@ -37,7 +40,7 @@ _ABS_PATH = re.compile(r'(?:^|[\s"\'(`=,\[])((?:/(?:home|root|tmp|Users|work|mnt
                        r'|~/|[A-Za-z]:\\\\?)[^\s"\'`)\],]*)')
 
 
-class PublishError(RuntimeError):
+class PublishError(RecalError):
     """Bad input or a failed upload; ``timm_recal.cli.main`` prints the one-line message and exits non-zero."""
 
 
@@ -195,6 +198,50 @@ def _folder_source(folder: str) -> Source:
     return Source(model.eval(), arch, tag, metrics, training, weights)
 
 
+def _last_row(summary_csv: Path) -> Dict[str, str]:
+    if not summary_csv.is_file():
+        raise FileNotFoundError(f"{summary_csv} not found: is {summary_csv.parent} a `timm-recal train` run?")
+    with open(summary_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{summary_csv} has no epochs")
+    return rows[-1]
+
+
+def read_run(run_dir: str) -> Source:
+    """The final-epoch model of a finished ``timm-recal train`` run with its test metrics and recipe.
+
+    The final epoch is used, not the best: choosing by test accuracy would overstate it.
+    """
+    import torch
+    run = Path(run_dir)
+    ckpt_path = run / 'last.pth.tar'
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"{ckpt_path} not found: is {run_dir} a finished `timm-recal train` run?")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):  # train.py stores its args
+            ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise PublishError(f'cannot read {ckpt_path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}') from None
+    args = ckpt.get('args')
+    arch = ckpt.get('arch') or getattr(args, 'model', None)
+    if not arch or not isinstance(ckpt.get('state_dict'), dict):
+        raise PublishError(f'{ckpt_path} names no architecture or holds no state_dict')
+    row = _last_row(run / 'summary.csv')
+    epochs_done = int(row['epoch']) + 1
+    total = args.epochs * max(1, getattr(args, 'lr_cycle_limit', 1) or 1) if args is not None else epochs_done
+    if epochs_done < total:
+        raise ValueError(f"{run_dir}: only {epochs_done} of {total} epochs are done; finish (--resume auto) first")
+    model = _build_with_weights(arch, ckpt['state_dict'], str(ckpt_path), arch)
+    training = recipe_dict(args) if args is not None else None
+    if training is not None:
+        training['epochs'] = epochs_done
+    metrics = {'top1': float(row['eval_top1']), 'top5': float(row['eval_top5']), 'epochs': epochs_done,
+               'source': 'timm-recal train (final epoch)'}
+    return Source(model, arch, 'cifar10', metrics, training, 'the checkpoint of the final epoch (no selection on '
+                  'the test set)')
+
+
 def load_source(source: str, checkpoint: Optional[str] = None, tag: Optional[str] = None) -> Source:
     """The model ``source`` names (see the module docstring), with its weights, metrics and training recipe."""
     if not source:
@@ -202,7 +249,6 @@ def load_source(source: str, checkpoint: Optional[str] = None, tag: Optional[str
     local = source[len('local-dir:'):] if source.startswith('local-dir:') else None
     if checkpoint is None and local is None and os.path.isdir(source):
         if os.path.isfile(os.path.join(source, 'last.pth.tar')):
-            from .training.package import read_run
             src = read_run(source)
         else:
             src = _folder_source(source)
@@ -337,36 +383,6 @@ def _flops(model, input_size) -> Optional[float]:
     return macs / 1e9 if macs else None
 
 
-def _scrub_onnx_paths(path: str) -> None:
-    """Replace absolute local paths in an ONNX file's metadata (calibration folders) by their last parts."""
-    import onnx
-    from .outputs import call_atomically
-    proto = onnx.load(path, load_external_data=False)
-    changed = False
-
-    def scrub(value):
-        nonlocal changed
-        if isinstance(value, str) and _ABS_PATH.search(' ' + value):
-            changed = True
-            return '/'.join(value.replace('\\', '/').rstrip('/').split('/')[-2:])
-        if isinstance(value, dict):
-            return {k: scrub(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [scrub(v) for v in value]
-        return value
-
-    for prop in proto.metadata_props:
-        try:
-            value = json.loads(prop.value)
-            new = json.dumps(scrub(value))
-        except ValueError:
-            new = scrub(prop.value)
-        if new != prop.value and changed:
-            prop.value = new
-    if changed:
-        call_atomically(path, lambda tmp: onnx.save(proto, tmp), force=True)
-
-
 def _export_onnx(model, repo_id: str, folder: str, arch: str, options: Dict[str, Any]) -> List[Tuple[str, str]]:
     """FP32 and INT8 ONNX files in ``folder/onnx`` via the deploy stage (``export_onnx``, ``quantize_int8``)."""
     import timm_recal_deploy as deploy
@@ -380,7 +396,6 @@ def _export_onnx(model, repo_id: str, folder: str, arch: str, options: Dict[str,
                          fp32_layers=options.get('fp32_layers', 0), progress=False)
     files = []
     for path, rel in ((fp32, 'onnx/model.onnx'), (int8, 'onnx/model_int8.onnx')):
-        _scrub_onnx_paths(path)
         meta = read_metadata(path)
         if str(meta.get('architecture', '')).split('.')[0] != arch:
             raise PublishError(f"{rel} was exported from {meta.get('architecture')!r}, not {arch!r}")
@@ -415,9 +430,8 @@ def check_publishable(folder: str) -> None:
             raise PublishError(f'{rel}: only safetensors, JSON, Markdown, PNG and ONNX files are published')
         if path.suffix in ('.json', '.md'):
             text = path.read_text(encoding='utf-8')
-        elif path.suffix == '.onnx':
-            from timm_recal_deploy.metadata import read_metadata
-            text = json.dumps(read_metadata(str(path)))
+        elif path.suffix == '.onnx':  # every string of the file: metadata, node metadata, doc strings
+            text = path.read_bytes().decode('latin-1')
         else:
             continue
         hits = _local_path_hits(text)
