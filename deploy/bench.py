@@ -381,5 +381,6 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
         machine=machine, runners=[_runner_entry(t) for t in timed],
         results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks, tensorrt=trt_numbers)
     if out_path:
-        record.output = write_json(record, out_path, force=True)
+        record.output = out_path  # before the write: the file and --json agree
+        write_json(record, out_path, force=True)
     return record

@@ -298,8 +298,8 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
         r, out, labels, dataset, ref_desc, run_desc = _measure(ref, c, o)
     result = _result(ref, c, o, r, out, labels, dataset, ref_desc, run_desc, root, t_start)
     if json_path:
+        result.report_path = json_path  # before the write: the file and --json agree
         write_json(result, json_path, force=True)
-        result.report_path = json_path
     return result
 
 

@@ -191,9 +191,10 @@ class _Run:
         try:
             result = self.keep(fn(), json_name) if json_name else fn()
         except DeployError as e:
-            rec.update(status='error', error=str(e), seconds=round(time.perf_counter() - t0, 2))
+            error = _relocate(str(e), self.work, self.final)  # names the folder being built by its final path
+            rec.update(status='error', error=error, seconds=round(time.perf_counter() - t0, 2))
             self.stages.append(rec)
-            self.log(f'    error: {e}')
+            self.log(f'    error: {error}')
             if fatal:
                 raise
             return None

@@ -136,8 +136,8 @@ def validate(model_or_onnx: str, data: Optional[str] = None, options: Optional[V
                           'accuracy would be meaningless')
     result = _result(src, o, runner, dataset, out, lab, t0)
     if json_path:
+        result.report_path = json_path  # before the write: the file and --json agree
         write_json(result, json_path, force=True)
-        result.report_path = json_path
     return result
 
 

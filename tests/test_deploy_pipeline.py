@@ -195,7 +195,8 @@ def test_serving_stages_engine_skipped_without_tensorrt_and_triton_written(tmp_p
     assert stages['triton']['status'] == 'ok' and rec['passed']
     tri = rec['triton']
     assert tri['backend'] == 'openvino' and tri['validated_with_model_config_pb2'] is True
-    assert tri['repository'] == str(out / 'triton') and (out / 'triton' / TARGET / 'config.pbtxt').is_file()
+    from timm_recal.outputs import public_path  # --json prints what report.json records (issue 21)
+    assert tri['repository'] == public_path(out / 'triton') and (out / 'triton' / TARGET / 'config.pbtxt').is_file()
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
     cfg = text_format.Parse((out / 'triton' / TARGET / 'config.pbtxt').read_text(), model_config_pb2.ModelConfig())

@@ -105,3 +105,131 @@ def test_committed_benchmark_records_name_no_local_folders():
     from deploy_helpers import REPO
     folder = os.path.join(REPO, 'benchmarks')
     assert not local_paths_in(folder), local_paths_in(folder)
+
+
+# --- issue 21: no file of any command names a local folder; --json and -o agree --------------------------------
+def _private_roots():
+    """Byte strings no written file may contain: the working, home, temp, repository and Python folders (each
+    with its separator, so a file name such as ``work`` alone does not count), as given and resolved."""
+    import sys
+    import tempfile
+    from deploy_helpers import REPO
+    roots = {os.getcwd(), os.path.expanduser('~'), tempfile.gettempdir(), REPO, sys.prefix,
+             os.path.dirname(os.path.dirname(torch.__file__))}  # site-packages: the exporter's stack traces
+    roots |= {os.path.realpath(r) for r in roots}
+    return sorted({(r.rstrip(os.sep) + os.sep).encode() for r in roots if r.strip(os.sep)})
+
+
+def _leaks(folder):
+    """``'file: root'`` for every private root found anywhere in the bytes of every file under ``folder``."""
+    hits = []
+    roots = _private_roots()
+    for path in sorted(p for p in folder.rglob('*') if p.is_file()):
+        data = path.read_bytes()
+        hits += [f'{path.relative_to(folder)}: {r.decode()}' for r in roots if r in data]
+    return hits
+
+
+def _raw_dynamo_export(model, path):
+    """A file as ``torch.onnx.export(dynamo=True)`` writes it outside this project: node stack traces included."""
+    program = torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), dynamo=True, optimize=True,
+                                dynamic_shapes=({0: torch.export.Dim('batch', min=1)},))
+    program.save(str(path))
+    assert b'pkg.torch.onnx.stack_trace' in path.read_bytes()  # what the triton copy must leave out
+
+
+@pytest.fixture(scope='session')
+def written_everywhere(tmp_path_factory):
+    """A working folder holding what the commands write, made with relative arguments as a user types them: a
+    ``pipeline`` folder (dynamo exporter; the fewest stages that write every kind of file: ONNX FP32 and INT8,
+    stage JSON, report.md/json, throughput.png, a Triton repository), a ``publish --with-onnx --dry-run`` folder
+    that takes that report into its card, and a ``triton`` repository of a file exported by torch directly."""
+    work = tmp_path_factory.mktemp('leaks') / 'work'
+    cwd = os.getcwd()
+    _checkpoint(work / 'ckpt' / 'w.pth', 0)
+    os.chdir(work)
+    try:
+        assert main(['pipeline', NAME, '--checkpoint', 'ckpt/w.pth', '-o', 'pipe', '--stages',
+                     'export,quantize,bench,triton,report', '--precision', 'fp32,int8', '--runtimes', 'ort',
+                     '--batch', '1', '--warmup', '0', '--repeats', '1', '--min-time', '0', '--calib-images', '8']) == 0
+        assert main(['publish', NAME, '--checkpoint', 'ckpt/w.pth', '--repo-id', 'test-org/cnn3', '--dry-run',
+                     '-o', 'pub', '--with-onnx', '--calib-images', '8', '--report', 'pipe']) == 0
+        model = timm.create_model(NAME).eval()
+        _raw_dynamo_export(model, work / 'raw.onnx')
+        assert main(['triton', 'raw.onnx', '-o', 'repo']) == 0
+    finally:
+        os.chdir(cwd)
+    return work
+
+
+def test_no_written_file_names_a_local_folder(written_everywhere, monkeypatch):
+    """Every file of a pipeline folder, a publish folder and a Triton repository, searched byte for byte (ONNX node
+    metadata, doc strings and value_info included) for the working, home, temp, repository and Python folders."""
+    monkeypatch.chdir(written_everywhere)
+    kinds = {p.suffix for d in ('pipe', 'pub', 'repo') for p in (written_everywhere / d).rglob('*') if p.is_file()}
+    assert {'.onnx', '.json', '.md', '.png', '.pbtxt', '.txt', '.safetensors'} <= kinds, kinds
+    for folder in ('pipe', 'pub', 'repo'):
+        assert not _leaks(written_everywhere / folder), _leaks(written_everywhere / folder)
+
+
+def test_dynamo_exports_keep_the_module_hierarchy_not_the_stack_traces(written_everywhere):
+    """The exporter's per-node debug metadata that names source files goes; the module path (Netron's view) stays."""
+    import onnx
+    for path in ('pipe/cnn3.onnx', 'pipe/cnn3_int8.onnx', 'pub/onnx/model.onnx', 'repo/raw/1/model.onnx'):
+        model = onnx.load(str(written_everywhere / path))
+        keys = {p.key for n in model.graph.node for p in n.metadata_props}
+        assert 'pkg.torch.onnx.stack_trace' not in keys, path
+    keys = {p.key for n in onnx.load(str(written_everywhere / 'pipe/cnn3.onnx')).graph.node for p in n.metadata_props}
+    assert 'namespace' in keys
+
+
+def test_pipeline_report_names_the_model_and_the_triton_folder_as_given(written_everywhere):
+    """report.md names a ``local-dir:`` model by its folder's public path, and the serve command of the triton
+    stage names the final folder relative to the working folder (not the temporary folder it was built in)."""
+    pipe = written_everywhere / 'pipe'
+    for name in ('report.json', 'triton.json'):
+        serve = json.loads((pipe / name).read_text())
+        serve = serve['triton']['serve'] if name == 'report.json' else serve['serve']
+        assert serve == 'tritonserver --model-repository=' + os.path.join('pipe', 'triton'), (name, serve)
+    assert '.tmp' not in (pipe / 'report.md').read_text() + (pipe / 'report.json').read_text()
+
+
+def test_default_pipeline_report_names_no_local_dir(tmp_path, monkeypatch):
+    """The embedded default is a ``local-dir:`` model inside the installed package: report.md names it by its
+    folder's name, as report.json does."""
+    from timm_recal_deploy import report
+    from timm_recal_deploy.pipeline import default_model
+    spec, _ = default_model()
+    if not spec.startswith('local-dir:'):
+        pytest.skip('no trained default model is bundled')
+    monkeypatch.chdir(tmp_path)
+    record = {'kind': 'timm-recal-pipeline', 'model': spec, 'model_name': 'm', 'passed': True, 'stages': [],
+              'models': {'target': {'spec': spec, 'name': 'm', 'weights': 'pretrained', 'input_size': [3, 32, 32],
+                                    'onnx': {}}}, 'notes': [f'the model comes from {spec}']}
+    report.write_report(record, str(tmp_path))
+    for name in ('report.md', 'report.json'):
+        text = (tmp_path / name).read_text()
+        assert 'local-dir:default_model' in text and spec.split(':', 1)[1] not in text, name
+
+
+def test_json_on_stdout_and_the_output_file_agree(written_everywhere, capsys, monkeypatch):
+    """``--json`` prints what the ``-o`` file records: paths as the user typed them (relative to the working
+    folder), never made absolute; for export and triton, the paths the user gave."""
+    monkeypatch.chdir(written_everywhere)
+    from deploy_helpers import cifar_samples
+    data = os.path.relpath(cifar_samples())
+    rc, out, _ = run_cli(capsys, 'validate', 'pipe/cnn3.onnx', '--data', data, '--limit', '8', '-o', 'v.json',
+                         '--json', '--force')
+    assert rc == 0 and json.loads(out) == json.loads((written_everywhere / 'v.json').read_text())
+    assert json.loads(out)['onnx'] == os.path.join('pipe', 'cnn3.onnx')
+    rc, out, _ = run_cli(capsys, 'bench', 'pipe/cnn3.onnx', '--runtimes', 'ort', '--batch', '1', '--warmup', '0',
+                         '--repeats', '1', '--min-time', '0', '-o', 'b.json', '--json', '--force')
+    assert rc == 0 and json.loads(out) == json.loads((written_everywhere / 'b.json').read_text())
+    rc, out, _ = run_cli(capsys, 'export', NAME, '--checkpoint', 'ckpt/w.pth', '-o', 'e.onnx', '--exporter',
+                         'legacy', '--json', '--force')
+    assert rc == 0 and json.loads(out)['output'] == 'e.onnx' and json.loads(out)['checkpoint'] == \
+        os.path.join('ckpt', 'w.pth')
+    rc, out, _ = run_cli(capsys, 'triton', 'e.onnx', '-o', 'r2', '--json', '--force')
+    rec = json.loads(out)
+    assert rc == 0 and rec['repository'] == 'r2' and rec['serve'] == 'tritonserver --model-repository=r2'
+    assert rec['model_file'] == os.path.join('r2', NAME, '1', 'model.onnx')
