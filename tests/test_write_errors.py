@@ -79,9 +79,9 @@ def test_a_full_disk_is_one_line_naming_the_path_and_leaves_nothing(checkpoint):
 # --- item 13: a folder that takes no files is refused before the export, naming the user's path -------------------
 @pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs Linux /proc')
 @pytest.mark.parametrize('verb,argv,slow_step', [
-    ('export', ['cnn3', '-o', '/proc/x.onnx'], 'timm_recal_deploy.export.open_source'),
-    ('validate', ['cnn3', '--data', 'DATA', '-o', '/proc/m.json'], 'timm_recal_deploy.validate._source'),
-    ('triton', ['cnn3', '-o', '/proc/repo'], 'timm_recal_deploy.triton.export_onnx'),
+    ('export', ['cnn3', '-o', '/proc/x.onnx'], 'timm_recal_deploy.export:open_source'),
+    ('validate', ['cnn3', '--data', 'DATA', '-o', '/proc/m.json'], 'timm_recal_deploy.validate:_source'),
+    ('triton', ['cnn3', '-o', '/proc/repo'], 'timm_recal_deploy.triton:export_onnx'),
 ])
 def test_an_unwritable_folder_is_refused_before_the_work(verb, argv, slow_step, capsys, monkeypatch):
     """``/proc`` refuses new files even to root (whose permission bits say yes): the probe finds it up front."""
@@ -89,7 +89,9 @@ def test_an_unwritable_folder_is_refused_before_the_work(verb, argv, slow_step, 
 
     def never(*args, **kwargs):
         raise AssertionError('the output was checked after the slow step')
-    monkeypatch.setattr(slow_step, never)
+    import importlib
+    module, name = slow_step.split(':')
+    monkeypatch.setattr(importlib.import_module(module), name, never)
     rc, _, err = run_cli(capsys, verb, *[cifar_samples() if a == 'DATA' else a for a in argv])
     assert rc == 2 and f'cannot write {argv[-1]}: /proc does not take new files' in err, err
     assert '.tmp' not in err and len(err.strip().splitlines()) == 1
