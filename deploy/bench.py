@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
+from timm_recal.outputs import resolve_output, temporary_folder, write_json
+
 from .eager_runtime import amp_precision, check_device
 from .errors import BatchNotSupported, DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
@@ -21,7 +23,6 @@ from .metadata import onnx_precision, read_metadata
 from .openvino_int8 import pick_openvino_int8
 from .ort_runtime import available_providers
 from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, TimingOptions, with_overrides
-from timm_recal.outputs import resolve_output, temporary_folder, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
 from .runtimes import (PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec,

@@ -284,7 +284,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from .export import ExportOptions, export_onnx
-    r = export_onnx(args.model, options=from_args(ExportOptions, args))
+    r = export_onnx(args.model, options=from_args(ExportOptions, args),
+                    log=lambda msg: print(msg, file=sys.stderr, flush=True))
     _note_weights(r.weights, args.model)
     print_result(r, args.json, lambda r: (
         f"wrote {r.output} ({r.architecture}, {r.exporter} exporter, opset {r.opset}, input "

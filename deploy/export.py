@@ -12,17 +12,18 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
+
+from timm_recal.outputs import resolve_output
 
 from .errors import DeployError
 from .metadata import read_metadata, set_metadata
 from .onnx_save import save_onnx
 from .gate_fusion import check_gate_rewrite, rewrite_gates
 from .options import EXPORTERS, ModelOptions, OutputOptions, with_overrides
-from timm_recal.outputs import resolve_output
 from .results import Result
 from .sources import HASHED_WEIGHTS, Source, is_onnx_path, open_source, weights_digest
 
@@ -196,11 +197,12 @@ def export_source(source: Source, path: str, o: ExportOptions) -> ExportResult:
 
 def export_onnx(spec: Optional[str], output: Optional[str] = None, options: Optional[ExportOptions] = None, *,
                 model: Optional[nn.Module] = None, info: Optional[Dict[str, Any]] = None,
-                **overrides) -> ExportResult:
+                log: Optional[Callable[[str], None]] = None, **overrides) -> ExportResult:
     """Export ``spec`` (or the given ``model``) to ``output``: a ``.onnx`` file, or a folder (the file is then
     ``default_onnx_name(spec)``); an existing file needs ``force``. With ``model=`` the module is exported as is
     (its weights, e.g. randomized for a test); ``spec`` then only names it, or ``info`` (as ``load_model``
-    returns it) describes it fully. ``overrides`` set single ``ExportOptions`` fields."""
+    returns it) describes it fully. ``log`` gets a progress line when the exporter starts. ``overrides`` set single
+    ``ExportOptions`` fields."""
     o = with_overrides(ExportOptions, options, overrides)
     if output is not None:
         o.output = output
@@ -214,4 +216,6 @@ def export_onnx(spec: Optional[str], output: Optional[str] = None, options: Opti
     source = open_source(spec, o, module=model)
     if model is not None and info is not None:
         source.info = dict(info)
+    if log is not None:  # the exporter runs for seconds to minutes, silently
+        log(f"exporting {source.info['architecture']} ({o.exporter} exporter) ...")
     return export_source(source, path, o)

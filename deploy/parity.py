@@ -21,6 +21,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from torch import nn
 
+from timm_recal.outputs import resolve_output, temporary_folder, write_json
+
 from .eager_runtime import amp_precision
 from .errors import DeployError
 from .export import ExportOptions, export_source
@@ -28,7 +30,6 @@ from .images import (bundled_samples_dir, collect_logits, make_dataset, same_fol
                      spread_indices, split_indices)
 from .metadata import read_metadata
 from .options import (DataOptions, Int8Options, ModelOptions, OutputOptions, RuntimeOptions, with_overrides)
-from timm_recal.outputs import resolve_output, temporary_folder, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
 from .runtimes import PRECISIONS, open_runtime

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from timm_recal.outputs import atomic_folder, write_json
+
 from .bench import BenchOptions, bench as bench_stage, default_runtimes, parse_batches
 from .errors import DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
 from .images import bundled_samples_dir, scan_images, split_indices
 from .options import (DEFAULT_PIPELINE_STAGES, PIPELINE_STAGES, Int8Options, ModelOptions, RuntimeOptions,
                       TritonOptions, with_overrides)
-from timm_recal.outputs import atomic_folder, write_json
 from .parity import parity as parity_stage
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .report import write_report

@@ -29,6 +29,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from timm_recal.outputs import resolve_output, temporary_folder
+
 from .errors import DeployError
 from .export import check_onnx, library_versions
 from .gate_fusion import apply_gate_fusion, check_gate_rewrite, gate_branch_nodes
@@ -37,7 +39,6 @@ from .metadata import copy_metadata, count_ops, load_onnx, read_metadata, set_me
 from .onnx_save import save_onnx
 from .options import Int8Options, OutputOptions, with_overrides
 from .ort_runtime import create_session
-from timm_recal.outputs import resolve_output, temporary_folder
 from .results import Result
 from .sources import onnx_data_config
 

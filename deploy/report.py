@@ -11,8 +11,9 @@ import os
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .errors import DeployError
 from timm_recal.outputs import call_atomically, public_paths, resolve_output, to_jsonable, write_json, write_text
+
+from .errors import DeployError
 from .recommend import recommendation_markdown
 from .runtimes import EAGER_PRECISIONS, PRECISIONS, RUNTIMES, runtime_label
 

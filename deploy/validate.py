@@ -13,11 +13,12 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from torch import nn
 
+from timm_recal.outputs import resolve_output, write_json
+
 from .eager_runtime import amp_precision, check_device
 from .errors import DeployError
 from .images import collect_logits, make_dataset, scan_images
 from .options import DataOptions, ModelOptions, OutputOptions, RuntimeOptions, with_overrides
-from timm_recal.outputs import resolve_output, write_json
 from .results import Result
 from .runtimes import open_runtime, runtime_spec
 from .sources import Source, open_source

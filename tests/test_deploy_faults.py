@@ -120,7 +120,7 @@ def good_files(tmp_path_factory):
 def _export_kills(tmp_path, good_files, both: bool) -> None:
     fp32, _ = good_files
     old = open(fp32, 'rb').read()
-    triggers = [('starting', after(0.3)), ('exporter running', temp_in(1, 'timm_recal_export_')),
+    triggers = [('starting', after(0.3)), ('exporter running', line('exporting')),
                 ('temp file beside the output', temp_in(0))]
     outcomes = []
     for i, (name, trigger, sig) in enumerate(_points(triggers, both)):
@@ -153,7 +153,7 @@ def test_killed_export_into_a_new_folder_leaves_no_empty_folder(tmp_path):
     tmpdir.mkdir()
     out = tmp_path / 'new' / 'deeper' / 'm.onnx'
     rc, fired, err = _run_and_signal(_cli() + ['export', MODEL, '--exporter', 'legacy', '-o', str(out)],
-                                     signal.SIGTERM, temp_in(0, 'timm_recal_export_'), (str(tmpdir),), str(tmpdir))
+                                     signal.SIGTERM, line('exporting'), (str(tmpdir),), str(tmpdir))
     assert fired and rc == 130, err
     assert sorted(os.listdir(tmp_path)) == ['tmp'] and _ours(tmpdir) == []
 

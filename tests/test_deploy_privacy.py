@@ -196,20 +196,17 @@ def test_pipeline_report_names_the_model_and_the_triton_folder_as_given(written_
 
 def test_default_pipeline_report_names_no_local_dir(tmp_path, monkeypatch):
     """The embedded default is a ``local-dir:`` model inside the installed package: report.md names it by its
-    folder's name, as report.json does."""
-    from timm_recal_deploy import report
+    folder's name, as report.json does, and no file of the run names a local folder."""
     from timm_recal_deploy.pipeline import default_model
     spec, _ = default_model()
     if not spec.startswith('local-dir:'):
         pytest.skip('no trained default model is bundled')
     monkeypatch.chdir(tmp_path)
-    record = {'kind': 'timm-recal-pipeline', 'model': spec, 'model_name': 'm', 'passed': True, 'stages': [],
-              'models': {'target': {'spec': spec, 'name': 'm', 'weights': 'pretrained', 'input_size': [3, 32, 32],
-                                    'onnx': {}}}, 'notes': [f'the model comes from {spec}']}
-    report.write_report(record, str(tmp_path))
+    assert main(['pipeline', '-o', 'default', '--stages', 'export,report', '--exporter', 'legacy']) == 0
     for name in ('report.md', 'report.json'):
-        text = (tmp_path / name).read_text()
+        text = (tmp_path / 'default' / name).read_text()
         assert 'local-dir:default_model' in text and spec.split(':', 1)[1] not in text, name
+    assert not _leaks(tmp_path / 'default'), _leaks(tmp_path / 'default')
 
 
 def test_json_on_stdout_and_the_output_file_agree(written_everywhere, capsys, monkeypatch):

@@ -14,7 +14,8 @@ import torch
 import timm
 import timm_recal  # noqa: F401
 from timm_recal.errors import RecalError
-from timm_recal.outputs import OutputError, OutputExistsError, atomic_folder, atomic_output, write_text
+from timm_recal.outputs import (OutputError, OutputExistsError, OutputWriteError, atomic_folder, atomic_output,
+                                write_text)
 
 from deploy_helpers import REPO, run_cli
 
@@ -121,7 +122,7 @@ def test_one_error_hierarchy(tmp_path):
     from timm_recal.publish import PublishError
     from timm_recal_deploy.errors import BatchNotSupported, DeployError, NoNativePrecision
     assert DeployError is RecalError
-    for kind in (OutputError, OutputExistsError, PublishError, BatchNotSupported, NoNativePrecision):
+    for kind in (OutputError, OutputExistsError, OutputWriteError, PublishError, BatchNotSupported, NoNativePrecision):
         assert issubclass(kind, DeployError), kind
     assert importlib.util.find_spec('timm_recal_deploy.outputs') is None
     from timm_recal_deploy import export_onnx

@@ -41,8 +41,8 @@ from typing import Any, Callable, Iterator, List, Optional, Union
 from .errors import RecalError
 
 __all__ = [
-    'OutputError', 'OutputExistsError', 'resolve_output', 'atomic_output', 'atomic_folder', 'created_parents',
-    'write_bytes', 'write_text', 'write_json', 'to_jsonable', 'terminate_as_interrupt', 'temp_name',
+    'OutputError', 'OutputExistsError', 'OutputWriteError', 'resolve_output', 'atomic_output', 'atomic_folder',
+    'created_parents', 'write_bytes', 'write_text', 'write_json', 'to_jsonable', 'terminate_as_interrupt', 'temp_name',
     'call_atomically', 'check_writable_folder', 'write_error', 'terminated', 'check_not_terminated', 'public_path',
     'public_paths', 'public_text', 'json_text', 'temporary_folder',
 ]
@@ -56,6 +56,11 @@ class OutputError(RecalError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """The output path exists and ``--force`` was not given."""
+
+
+class OutputWriteError(OutputError, OSError):
+    """A write that failed (a full disk, a file-size limit): names the final path, never the temporary file; still
+    an ``OSError`` for code that catches those."""
 
 
 def temp_name(path: PathLike) -> str:
@@ -94,15 +99,16 @@ def check_writable_folder(folder: PathLike, target: Optional[PathLike] = None) -
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except OSError as e:
         raise OutputError(f'cannot write {named}: {existing} does not take new files ({e.strerror})') from None
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
+    finally:  # also when interrupted right after the create
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
 
 
-def write_error(path: PathLike, error: BaseException) -> OutputError:
-    """The one-line ``OutputError`` of a failed write: it names ``path`` (the final path, never the temporary
+def write_error(path: PathLike, error: BaseException) -> OutputWriteError:
+    """The one-line ``OutputWriteError`` of a failed write: it names ``path`` (the final path, never the temporary
     file beside it) and the system's reason (``File too large``, ``No space left on device``)."""
     reason = getattr(error, 'strerror', None) or str(error).splitlines()[0][:200] or type(error).__name__
-    return OutputError(f'cannot write {os.fspath(path)}: {reason}')
+    return OutputWriteError(f'cannot write {os.fspath(path)}: {reason}')
 
 
 def resolve_output(output: Optional[PathLike], force: bool = False, default_name: Optional[str] = None,
