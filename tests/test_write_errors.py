@@ -69,7 +69,8 @@ def test_a_full_disk_is_one_line_naming_the_path_and_leaves_nothing(checkpoint):
                         ['publish', 'cnn3', '--checkpoint', 'w.pth', '--repo-id', 'test-org/cnn3', '--dry-run',
                          '-o', 'pub'],
                         ['export', 'cnn3', '--checkpoint', 'w.pth', '-o', 'out/e.onnx'],
-                        ['pipeline', 'cnn3', '--checkpoint', 'w.pth', '-o', 'pipe', '--stages', 'export,report'])
+                        ['pipeline', 'cnn3', '--checkpoint', 'w.pth', '-o', 'pipe', '--stages', 'export,report',
+                         '--exporter', 'legacy'])
     (rc_pub, pub), (rc_exp, exp), (rc_pipe, pipe) = runs
     assert rc_pub == 2 and pub == ['timm-recal publish: error: cannot write pub/model.safetensors: File too large']
     assert rc_exp == 2 and exp == ['timm-recal export: error: cannot write out/e.onnx: File too large']
