@@ -183,9 +183,9 @@ def test_dynamo_exports_keep_the_module_hierarchy_not_the_stack_traces(written_e
     assert 'namespace' in keys
 
 
-def test_pipeline_report_names_the_model_and_the_triton_folder_as_given(written_everywhere):
-    """report.md names a ``local-dir:`` model by its folder's public path, and the serve command of the triton
-    stage names the final folder relative to the working folder (not the temporary folder it was built in)."""
+def test_pipeline_triton_stage_names_the_final_folder(written_everywhere):
+    """The serve command of the triton stage (triton.json, report.json) names the final folder relative to the
+    working folder, not the temporary folder it was built in; nothing of the run names that temporary folder."""
     pipe = written_everywhere / 'pipe'
     for name in ('report.json', 'triton.json'):
         serve = json.loads((pipe / name).read_text())
