@@ -13,8 +13,8 @@ SOURCE is a model with a pretrained tag (``se_shufflenetv2_x0_5_cifar.cifar10``)
 ``save_for_hf`` folder (``weights/<arch>.<tag>``, also as ``local-dir:FOLDER``), a ``timm-recal train`` run folder,
 or a model name with ``--checkpoint`` (state dict, timm ``train.py`` checkpoint or ``save_for_hf`` folder).
 
-Only the standard library is imported here: the ``timm-recal`` command builds its parser from this module, and
-torch, timm and ``huggingface_hub`` (the ``[hub]`` extra) load when the command runs.
+Only the standard library (and ``timm_recal.errors``) is imported here: the ``timm-recal`` command builds its
+parser from this module, and torch, timm and ``huggingface_hub`` (the ``[hub]`` extra) load when the command runs.
 """
 import argparse
 import contextlib
