@@ -203,20 +203,21 @@ def validate(model_or_onnx: str, data: Optional[str] = None, options: Optional[V
     if o.data is not None:
         scan_images(o.data)
     src = _source(model_or_onnx, o, model)
-    other = _source(o.compare, _compare_options(o), None) if o.compare is not None else None
+    co = _compare_options(o)
+    other = _source(o.compare, co, None) if o.compare is not None else None
     if other is not None:
         _check_same_labels(src, other)
     runner, dataset = _prepare(o, src)
+    paths = [p for p, _ in dataset.samples]
     if other is not None:
-        other_runner, other_dataset = _prepare(_compare_options(o), other)
-        if [p for p, _ in other_dataset.samples] != [p for p, _ in dataset.samples]:
+        other_runner, other_dataset = _prepare(co, other)
+        if [p for p, _ in other_dataset.samples] != paths:
             raise DeployError(f'{model_or_onnx} and {o.compare} would see different images; cannot pair them')
     result, correct = _measure(src, o, runner, dataset, t0, 'validate')
     if other is not None:
-        result.compare, other_correct = _measure(other, _compare_options(o), other_runner, other_dataset,
-                                                 time.perf_counter(), 'validate --compare')
-        result.paired = paired_top1(correct, other_correct, [p for p, _ in dataset.samples], dataset.root,
-                                    o.resamples, o.seed)
+        result.compare, other_correct = _measure(other, co, other_runner, other_dataset, time.perf_counter(),
+                                                 'validate --compare')
+        result.paired = paired_top1(correct, other_correct, paths, dataset.root, o.resamples, o.seed)
     if json_path:
         write_json(result, json_path, force=True)
         result.report_path = json_path
