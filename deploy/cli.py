@@ -332,6 +332,14 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
     add_data_args(p, 64, required=True, data_help='labelled ImageFolder (DIR/<class>/<image>)')
     p.add_argument('--workers', '-j', type=non_negative_int, default=0, help='data loading processes')
     p.add_argument('--per-class', action='store_true', help='also per-class top-1')
+    g = p.add_argument_group('paired comparison')
+    g.add_argument('--compare', metavar='MODEL_OR_ONNX',
+                   help="a second model or file on the same images: both top-1s, McNemar's exact test and a "
+                        'bootstrap 95%% CI of the top-1 difference (MODEL minus this)')
+    g.add_argument('--compare-checkpoint', metavar='PATH', help='weights for the --compare model')
+    g.add_argument('--resamples', type=positive_int, default=10_000, metavar='N',
+                   help='bootstrap resamples (default 10000)')
+    g.add_argument('--seed', type=non_negative_int, default=0, metavar='N', help='bootstrap seed (default 0)')
     add_json_arg(p, 'the metrics')
     add_output_args(p, False, 'metrics JSON')
     add_model_args(p)
@@ -345,6 +353,8 @@ def run_validate(args: argparse.Namespace) -> int:
     o.progress = _progress()
     r = validate(args.model, args.data, o)
     _note_weights(r.weights, args.model)
+    if r.compare is not None:
+        _note_weights(r.compare.weights, args.compare)
     print_result(r, args.json, format_metrics)
     return 0
 

@@ -1,10 +1,12 @@
 """The validate stage: top-1/top-5 accuracy of a checkpoint, an ONNX file or its FP16/INT8 version on a
-labelled ImageFolder, under one runtime.
+labelled ImageFolder, under one runtime; with ``compare``, a second model or file on the same images and the
+paired statistics of the two (``PairedTop1``: McNemar's exact test, a bootstrap interval of the difference).
 
 Images go through the model's own timm eval preprocessing (for an ONNX file: the preprocessing recorded in
 its metadata). The JSON written with ``output`` is what the model card of ``timm-recal publish`` reads:
 ``top1``/``top5`` in percent, ``n_images``, the model and data it measured, and optionally ``per_class``.
 """
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -19,11 +21,13 @@ from .eager_runtime import amp_precision, check_device
 from .errors import DeployError
 from .images import collect_logits, make_dataset, scan_images
 from .options import DataOptions, ModelOptions, OutputOptions, RuntimeOptions, with_overrides
+from .paired_stats import bootstrap_difference_ci, discordant_counts, mcnemar_exact
 from .results import Result
 from .runtimes import open_runtime, runtime_spec
 from .sources import Source, open_source
 
-__all__ = ['ValidateOptions', 'ValidateResult', 'validate', 'topk_correct', 'format_metrics']
+__all__ = ['ValidateOptions', 'ValidateResult', 'PairedTop1', 'validate', 'paired_top1', 'topk_correct',
+           'format_metrics', 'format_paired']
 
 
 @dataclass
@@ -32,6 +36,10 @@ class ValidateOptions(ModelOptions, RuntimeOptions, DataOptions, OutputOptions):
     workers: int = 0
     per_class: bool = False
     progress: bool = False
+    compare: Optional[str] = None             # a second MODEL_OR_ONNX, measured on the same images
+    compare_checkpoint: Optional[str] = None  # weights for a ``compare`` model spec
+    resamples: int = 10_000                   # bootstrap resamples of the paired top-1 difference
+    seed: int = 0                             # the bootstrap's seed
 
 
 @dataclass
@@ -62,6 +70,31 @@ class ValidateResult(Result):
     seconds: float
     per_class: Optional[Dict[str, Dict[str, Any]]] = None
     report_path: Optional[str] = None
+    compare: Optional['ValidateResult'] = None  # the ``compare`` model's own result, same images
+    paired: Optional['PairedTop1'] = None       # the statistics of the two on those images
+
+
+@dataclass
+class PairedTop1(Result):
+    """Top-1 of two models on the same images, paired per image. ``difference`` and its interval are in
+    points, model minus compare; ``only_model``/``only_compare`` count the discordant images (right for that
+    model alone) that McNemar's exact test weighs, and name them (paths relative to the data folder)."""
+    n_images: int
+    model_top1: float
+    compare_top1: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    resamples: int
+    seed: int
+    both_correct: int
+    only_model: int
+    only_compare: int
+    both_wrong: int
+    mcnemar_p: float
+    only_model_images: List[str]
+    only_compare_images: List[str]
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -113,33 +146,103 @@ def _source(model_or_onnx: str, o: ValidateOptions, model: Optional[nn.Module]) 
     return open_source(model_or_onnx, o, module=model)
 
 
+def _compare_options(o: ValidateOptions) -> ValidateOptions:
+    """The options of the ``compare`` side: its own checkpoint; ``--use-ema`` is the first model's (as in bench)."""
+    return dataclasses.replace(o, checkpoint=o.compare_checkpoint, use_ema=False)
+
+
+def _labels(src: Source) -> str:
+    names = src.info.get('class_labels') or []
+    shown = ', '.join(names[:3]) + (', ...' if len(names) > 3 else '')
+    return f"{src.info.get('num_classes')} classes" + (f' ({shown})' if names else '')
+
+
+def _check_same_labels(first: Source, second: Source) -> None:
+    """Two models are compared image by image only if they predict the same classes (by name, in any order:
+    each side maps the class folders to its own indices)."""
+    a, b = first.info.get('class_labels'), second.info.get('class_labels')
+    if first.info.get('num_classes') != second.info.get('num_classes') or (a and b and set(a) != set(b)):
+        raise DeployError(f'{first.spec} and {second.spec} predict different labels ({_labels(first)} vs '
+                          f'{_labels(second)}); a paired comparison needs the same classes')
+
+
+def _prepare(o: ValidateOptions, src: Source):
+    """``(runner, dataset)`` of one side, checked before any image is run."""
+    runner = _open_runner(src, o)
+    dataset = make_dataset(o.data, src.data_config, limit=o.limit, folder_order=o.folder_order)
+    _check_dataset(dataset, src.data_config)
+    return runner, dataset
+
+
+def _measure(src: Source, o: ValidateOptions, runner, dataset, t0: float, desc: str):
+    """``(result, per-image top-1 correctness)`` of one side, images in the dataset's order."""
+    from torch.utils.data import DataLoader
+    loader = DataLoader(dataset, batch_size=o.batch_size, shuffle=False, num_workers=o.workers)
+    (out,), lab = collect_logits(loader, [runner], o.progress, desc)
+    if not np.isfinite(out).all():
+        raise DeployError(f'{src.spec} produced {int((~np.isfinite(out)).sum())} NaN/Inf logits; '
+                          'accuracy would be meaningless')
+    return _result(src, o, runner, dataset, out, lab, t0), topk_correct(out, lab, 1)
+
+
 def validate(model_or_onnx: str, data: Optional[str] = None, options: Optional[ValidateOptions] = None, *,
              model: Optional[nn.Module] = None, **overrides) -> ValidateResult:
     """Accuracy of ``model_or_onnx`` (MODEL spec, or ``.onnx`` of any precision) on the ImageFolder ``data``
-    (``None``: the bundled samples). ``limit`` measures that many images spread over the classes."""
-    from torch.utils.data import DataLoader
+    (``None``: the bundled samples). ``limit`` measures that many images spread over the classes. With
+    ``compare`` (a second MODEL_OR_ONNX) both run on the same images and the result also holds the second's
+    result (``compare``) and their paired statistics (``paired``)."""
     o = with_overrides(ValidateOptions, options, overrides)
     o.data = data if data is not None else o.data
     t0 = time.perf_counter()
     json_path = resolve_output(o.output, o.force, default_name='metrics.json', suffix='.json') if o.output else None
     if o.workers < 0:
         raise DeployError(f'--workers must be >= 0, got {o.workers}')
+    if o.compare is None and o.compare_checkpoint is not None:
+        raise DeployError('--compare-checkpoint needs --compare')
+    if o.resamples < 1:
+        raise DeployError(f'--resamples must be >= 1, got {o.resamples}')
     if o.data is not None:
         scan_images(o.data)
     src = _source(model_or_onnx, o, model)
-    runner = _open_runner(src, o)
-    dataset = make_dataset(o.data, src.data_config, limit=o.limit, folder_order=o.folder_order)
-    _check_dataset(dataset, src.data_config)
-    loader = DataLoader(dataset, batch_size=o.batch_size, shuffle=False, num_workers=o.workers)
-    (out,), lab = collect_logits(loader, [runner], o.progress, 'validate')
-    if not np.isfinite(out).all():
-        raise DeployError(f'the model produced {int((~np.isfinite(out)).sum())} NaN/Inf logits; '
-                          'accuracy would be meaningless')
-    result = _result(src, o, runner, dataset, out, lab, t0)
+    co = _compare_options(o)
+    other = _source(o.compare, co, None) if o.compare is not None else None
+    if other is not None:
+        _check_same_labels(src, other)
+    runner, dataset = _prepare(o, src)
+    paths = [p for p, _ in dataset.samples]
+    if other is not None:
+        other_runner, other_dataset = _prepare(co, other)
+        if [p for p, _ in other_dataset.samples] != paths:
+            raise DeployError(f'{model_or_onnx} and {o.compare} would see different images; cannot pair them')
+    result, correct = _measure(src, o, runner, dataset, t0, 'validate')
+    if other is not None:
+        result.compare, other_correct = _measure(other, co, other_runner, other_dataset, time.perf_counter(),
+                                                 'validate --compare')
+        result.paired = paired_top1(correct, other_correct, paths, dataset.root, o.resamples, o.seed)
     if json_path:
         result.report_path = json_path  # before the write: the file and --json agree
         write_json(result, json_path, force=True)
     return result
+
+
+def paired_top1(correct: np.ndarray, other_correct: np.ndarray, paths: List[str], root: str,
+                resamples: int = 10_000, seed: int = 0, confidence: float = 0.95) -> PairedTop1:
+    """The paired statistics of two models' per-image top-1 outcomes on the images ``paths`` (under ``root``)."""
+    a, b = np.asarray(correct, dtype=bool), np.asarray(other_correct, dtype=bool)
+    only_a, only_b = discordant_counts(a, b)
+    low, high = bootstrap_difference_ci(a, b, resamples, seed, confidence)
+
+    def names(mask: np.ndarray) -> List[str]:
+        return [os.path.relpath(p, root).replace(os.sep, '/') for p, m in zip(paths, mask) if m]
+
+    def points(x: float) -> float:
+        return round(100.0 * float(x), 4)
+    return PairedTop1(
+        n_images=int(a.size), model_top1=points(a.mean()), compare_top1=points(b.mean()),
+        difference=points(a.mean() - b.mean()), ci_low=points(low), ci_high=points(high), confidence=confidence,
+        resamples=resamples, seed=seed, both_correct=int((a & b).sum()), only_model=only_a, only_compare=only_b,
+        both_wrong=int((~a & ~b).sum()), mcnemar_p=mcnemar_exact(only_a, only_b),
+        only_model_images=names(a & ~b), only_compare_images=names(~a & b))
 
 
 def _result(src: Source, o: ValidateOptions, runner, dataset, out, lab, t0) -> ValidateResult:
@@ -162,7 +265,21 @@ def _result(src: Source, o: ValidateOptions, runner, dataset, out, lab, t0) -> V
 
 
 def format_metrics(result: ValidateResult) -> str:
-    """One line for the console."""
-    src = result.get('onnx') or result.get('model_spec')
-    return (f"{src} [{result.get('precision')}, weights: {result.get('weights')}]: top-1 {result['top1']:.2f}%  "
-            f"top-{result['topk']} {result['top5']:.2f}%  on {result['n_images']} images of {result['data']}")
+    """One line for the console; with a comparison, a line for the second model and the paired statistics."""
+    def line(r) -> str:
+        src = r.get('onnx') or r.get('model_spec')
+        return (f"{src} [{r.get('precision')}, weights: {r.get('weights')}]: top-1 {r['top1']:.2f}%  "
+                f"top-{r['topk']} {r['top5']:.2f}%  on {r['n_images']} images of {r['data']}")
+    lines = [line(result)]
+    paired, other = result.get('paired'), result.get('compare')
+    if paired is not None and other is not None:
+        lines += [line(other), format_paired(paired)]
+    return '\n'.join(lines)
+
+
+def format_paired(p: PairedTop1) -> str:
+    """The paired statistics in one line (difference: the first model minus the second)."""
+    return (f"paired, same {p.n_images} images: top-1 difference {p.difference:+.2f} points "
+            f"({100 * p.confidence:g}% bootstrap CI {p.ci_low:+.2f} to {p.ci_high:+.2f}, {p.resamples} resamples, "
+            f"seed {p.seed}); McNemar exact p = {p.mcnemar_p:.3g} (right only for the first: {p.only_model}, "
+            f"only for the second: {p.only_compare})")
