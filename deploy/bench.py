@@ -6,6 +6,7 @@ A second model or ONNX file (``--compare``) is timed in the same run, interleave
 (``timing.time_interleaved``); ratios are computed from those side-by-side medians, which is what the README's
 performance numbers are; they are benchmarks, not timed tests. Runners come only from the runtime table.
 """
+import math
 import os
 import sys
 import time
@@ -132,8 +133,8 @@ def _check_options(o: BenchOptions) -> None:
         raise DeployError(f'--threads must be >= 1, got {o.threads}')
     if o.repeats < 1:
         raise DeployError(f'--repeats must be >= 1, got {o.repeats}')
-    if o.warmup < 0 or o.min_time_s < 0 or o.min_iters < 1:
-        raise DeployError('--warmup and --min-time must be >= 0')
+    if o.warmup < 0 or not 0 <= o.min_time_s < math.inf or o.min_iters < 1:
+        raise DeployError(f'--warmup and --min-time must be finite and >= 0, got {o.warmup} and {o.min_time_s}')
     if o.compare is None and (o.compare_checkpoint or o.compare_onnx):
         raise DeployError('--compare-checkpoint/--compare-onnx need --compare')
     check_precisions(o.precisions)

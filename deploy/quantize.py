@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from timm_recal.pause_points import pause_point
 
 from .errors import DeployError
 from .export import check_onnx, library_versions
@@ -110,6 +111,8 @@ class _ImageReader:
         images = batch[0].numpy()
         if self.seen < self.keep:
             self.kept.append(images[:self.keep - self.seen])
+        if not self.seen:
+            pause_point('quantize.calibrating')
         self.seen += len(images)
         self.bar.update(len(images))
         return {self.input_name: images}
