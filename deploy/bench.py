@@ -18,6 +18,7 @@ from torch import nn
 from .eager_runtime import amp_precision, check_device
 from .errors import BatchNotSupported, DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
+from .images import scan_images
 from .metadata import onnx_precision, read_metadata
 from .openvino_int8 import pick_openvino_int8
 from .ort_runtime import available_providers
@@ -138,6 +139,8 @@ def _check_options(o: BenchOptions) -> None:
     if o.compare is None and (o.compare_checkpoint or o.compare_onnx):
         raise DeployError('--compare-checkpoint/--compare-onnx need --compare')
     check_precisions(o.precisions)
+    if o.calib_data is not None and 'int8' in o.precisions:
+        scan_images(o.calib_data)  # a missing, empty or imageless folder is found now, not after the export
 
 
 def _onnx_files(side: _Side, src: Source) -> Dict[str, str]:

@@ -134,3 +134,113 @@ def test_sigterm_during_export_keeps_the_old_file_and_leaves_no_temporaries(tmp_
         import onnx
         onnx.checker.check_model(onnx.load(str(out)))
     assert sorted(os.listdir(tmp_path)) == ['m.onnx', 'tmp'] and os.listdir(tmp) == []
+
+
+# --- issue 21 --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('argv', [
+    ['bench', NAME, '--min-time', 'nan'], ['bench', NAME, '--min-time', 'inf'], ['bench', NAME, '--min-time=-inf'],
+    ['parity', NAME, '--atol', 'nan'], ['parity', NAME, '--rtol', 'inf'], ['parity', NAME, '--min-top1', 'nan'],
+    ['pipeline', NAME, '-o', 'OUT', '--min-time', 'inf'],
+])
+def test_non_finite_numbers_are_refused_at_parse_time(argv, tmp_path, capsys):
+    """nan passes every comparison and inf makes a timing window endless: both are refused as the options are
+    parsed (bench --min-time nan ran forever)."""
+    argv = [str(tmp_path / 'p') if a == 'OUT' else a for a in argv]
+    rc, _, err = run_cli(capsys, *argv)
+    assert rc == 2 and 'must be a finite number' in err and not os.listdir(tmp_path)
+
+
+def test_non_finite_min_time_refused_by_the_python_api_too():
+    from timm_recal_deploy.bench import bench
+    from timm_recal_deploy.errors import DeployError
+    with pytest.raises(DeployError, match='--min-time must be finite'):
+        bench(NAME, runtimes=['eager'], min_time_s=float('nan'))
+
+
+@pytest.mark.parametrize('stages', ['', ',,', ' , '])
+def test_empty_pipeline_stages_are_refused(stages, tmp_path, capsys):
+    """``--stages ""`` ran the whole default pipeline (2 minutes, exit 0)."""
+    rc, _, err = run_cli(capsys, 'pipeline', NAME, '-o', tmp_path / 'p', '--stages', stages)
+    assert rc == 2 and '--stages: takes comma-separated stages from export,' in err
+    assert not (tmp_path / 'p').exists()
+
+
+@pytest.mark.parametrize('content', ['[]', '{}', '{"kind": "timm-recal-pipeline"}', '3', '"text"'])
+@pytest.mark.parametrize('kind', ['table', 'details'])
+def test_report_of_a_json_that_is_no_bench_record_is_one_line(kind, content, tmp_path, capsys):
+    path = tmp_path / 'r.json'
+    path.write_text(content)
+    rc, _, err = run_cli(capsys, 'report', kind, path)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and 'is not a timm-recal bench record' in err, err
+
+
+@pytest.fixture(scope='module')
+def damaged_onnx(two_checkpoints, tmp_path_factory):
+    """The exported file with its input_size, mean and std metadata values cut short (as a truncated copy or a
+    hand edit leaves them): each still a string, no longer JSON."""
+    import onnx
+    _, onnx_path = two_checkpoints
+    model = onnx.load(str(onnx_path))
+    for p in model.metadata_props:
+        if p.key in ('input_size', 'mean', 'std'):
+            p.value = p.value[:5]
+    path = tmp_path_factory.mktemp('damaged') / 'damaged.onnx'
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize('verb', ['validate', 'parity', 'bench', 'quantize', 'info'])
+def test_damaged_metadata_is_one_line_naming_the_key(verb, damaged_onnx, two_checkpoints, tmp_path, capsys):
+    """validate raised ``TypeError: unsupported operand type(s) for /: 'str' and 'int'``; every verb that reads
+    the preprocessing names the bad key instead, and info shows the file with the damage listed."""
+    (w0, _), _ = two_checkpoints
+    argv = {'validate': ['--data', cifar_samples()], 'parity': ['--checkpoint', w0],
+            'bench': ['--runtimes', 'ort', '--batch', '1', '--repeats', '1', '--warmup', '0', '--min-time', '0'],
+            'quantize': ['-o', tmp_path / 'q.onnx', '--calib-data', cifar_samples()], 'info': []}[verb]
+    rc, out, err = run_cli(capsys, verb, damaged_onnx, *argv)
+    if verb == 'info':
+        assert rc == 0 and "damaged metadata: 'input_size' is not [C, H, W] of positive integers (got '[3, 3')" in out
+        return
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "damaged.onnx: damaged metadata: 'input_size' is not [C, H, W] of positive integers" in err
+    assert not (tmp_path / 'q.onnx').exists()
+
+
+def _calib_folder(tmp_path, kind):
+    folder = tmp_path / kind
+    if kind == 'empty':
+        folder.mkdir()
+    elif kind == 'not_images':
+        (folder / 'cat').mkdir(parents=True)
+        (folder / 'cat' / 'notes.txt').write_text('no image here')
+    return folder
+
+
+@pytest.mark.parametrize('kind,message', [('missing', 'data folder not found'), ('empty', 'no images found'),
+                                          ('not_images', 'no images found')])
+@pytest.mark.parametrize('verb', ['bench', 'bench openvino', 'pipeline', 'quantize'])
+def test_bad_calibration_folder_is_refused_before_the_export(verb, kind, message, two_checkpoints, tmp_path,
+                                                             capsys, monkeypatch):
+    """``--calib-data`` that is missing, empty or holds no images: refused before the first slow step (bench and
+    pipeline: the export; quantize: calibration), which the test turns into a failure."""
+    import timm_recal_deploy.bench as bench_mod
+    import timm_recal_deploy.pipeline as pipeline_mod
+    import timm_recal_deploy.quantize as quantize_mod
+
+    def slow_step(*args, **kwargs):
+        raise AssertionError('the slow step started before the calibration folder was checked')
+    for mod, name in ((bench_mod, 'export_source'), (pipeline_mod, 'export_source'),
+                      (quantize_mod, '_quantize_graph')):
+        monkeypatch.setattr(mod, name, slow_step)
+    calib = _calib_folder(tmp_path, kind)
+    _, onnx_path = two_checkpoints
+    if verb == 'bench openvino':
+        pytest.importorskip('openvino')
+    argv = {'bench': ['bench', NAME, '--runtimes', 'ort', '--precision', 'fp32,int8'],
+            'bench openvino': ['bench', NAME, '--runtimes', 'openvino', '--precision', 'bf16,int8'],
+            'pipeline': ['pipeline', NAME, '-o', tmp_path / 'p', '--stages', 'export,quantize', '--exporter',
+                         'legacy'],
+            'quantize': ['quantize', onnx_path, '-o', tmp_path / 'q.onnx']}[verb]
+    rc, _, err = run_cli(capsys, *argv, '--calib-data', calib)
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'p').exists() and not (tmp_path / 'q.onnx').exists()
