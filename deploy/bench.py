@@ -19,6 +19,7 @@ from .eager_runtime import amp_precision, check_device
 from .errors import BatchNotSupported, DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
 from .images import scan_images
+from .memory import check_batches_fit, model_footprint, onnx_footprint
 from .metadata import onnx_precision, read_metadata
 from .openvino_int8 import pick_openvino_int8
 from .ort_runtime import available_providers
@@ -183,6 +184,8 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
         if side.onnx or side.module is not None:
             raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')
         src = open_source(side.spec, opts)
+        check_batches_fit(onnx_footprint(side.spec, src.info['input_size']), parse_batches(o.batches), o.device,
+                          f'{side.role} {os.path.basename(side.spec)}')
         if any(RUNTIMES[w].kind == 'model' for w in runtimes):
             notes.append(f'{side.role} {os.path.basename(side.spec)} is an ONNX file: eager runtimes skipped')
         return None, {onnx_precision(side.spec): side.spec}, src
@@ -190,6 +193,8 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
         log(f'bench: loading {side.spec}')
     src = open_source(side.spec, opts, module=side.module)
     src.model = src.model.to(o.device).eval()
+    check_batches_fit(model_footprint(src.model, src.info['input_size']), parse_batches(o.batches), o.device,
+                      f'{side.role} {side.spec}')  # before the export: the first slow step
     if not any(RUNTIMES[w].kind == 'onnx' for w in runtimes):
         return src, {}, src
     if side.onnx:

@@ -244,3 +244,37 @@ def test_bad_calibration_folder_is_refused_before_the_export(verb, kind, message
     rc, _, err = run_cli(capsys, *argv, '--calib-data', calib)
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / 'p').exists() and not (tmp_path / 'q.onnx').exists()
+
+
+@pytest.mark.parametrize('target', ['model', 'onnx'])
+def test_batch_too_large_for_memory_is_refused_up_front(target, two_checkpoints, capsys, monkeypatch):
+    """``bench --batch 100000`` ended in ONNX Runtime's allocation traceback or took most of the machine: a batch
+    whose input and activations exceed the free memory is refused before the export, with what it needs."""
+    import timm_recal_deploy.bench as bench_mod
+
+    def slow_step(*args, **kwargs):
+        raise AssertionError('exported before the batch size was checked')
+    monkeypatch.setattr(bench_mod, 'export_source', slow_step)
+    _, onnx_path = two_checkpoints
+    rc, _, err = run_cli(capsys, 'bench', NAME if target == 'model' else onnx_path, '--runtimes', 'ort',
+                         '--batch', '1,10000000')
+    assert rc == 2 and err.strip().splitlines()[-1].startswith('timm-recal bench: error: '), err  # after progress
+    assert '--batch 10000000 needs about' in err and 'per image' in err and 'the largest batch that could fit' in err
+
+
+def test_memory_estimate_of_the_model_and_its_onnx_file_agree(two_checkpoints, monkeypatch):
+    """The hook estimate of the module and the shape-inference estimate of its export measure the same layers;
+    the check refuses exactly the batches above the free memory."""
+    import timm_recal_deploy.memory as memory
+    from timm_recal_deploy.errors import DeployError
+    (w0, _), onnx_path = two_checkpoints
+    model = timm.create_model(NAME)
+    model.load_state_dict(torch.load(w0))
+    eager = memory.model_footprint(model.eval(), (3, 32, 32))
+    graph = memory.onnx_footprint(str(onnx_path), (3, 32, 32))
+    assert eager.input_bytes == graph.input_bytes == 3 * 32 * 32 * 4
+    assert 0.5 < eager.layer_bytes / graph.layer_bytes < 2, (eager, graph)
+    monkeypatch.setattr(memory, 'available_bytes', lambda device: (20 * eager.per_image, 'test'))
+    memory.check_batches_fit(eager, [1, 16, 20], 'cpu', 'cnn3')
+    with pytest.raises(DeployError, match='--batch 21 needs about .* the largest batch that could fit is about 20'):
+        memory.check_batches_fit(eager, [16, 21], 'cpu', 'cnn3')
