@@ -278,3 +278,51 @@ def test_memory_estimate_of_the_model_and_its_onnx_file_agree(two_checkpoints, m
     memory.check_batches_fit(eager, [1, 16, 20], 'cpu', 'cnn3')
     with pytest.raises(DeployError, match='--batch 21 needs about .* the largest batch that could fit is about 20'):
         memory.check_batches_fit(eager, [16, 21], 'cpu', 'cnn3')
+
+
+def _without_dac_override() -> None:
+    """``preexec_fn``: drop the capabilities that let root ignore file permissions (CAP_DAC_OVERRIDE,
+    CAP_DAC_READ_SEARCH) from the child's bounding set, so a read-only folder is read-only to it as it is to
+    every other user; the child keeps uid 0 and so can still reach the interpreter under /root."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), 'prctl(PR_CAPBSET_DROP) failed')
+
+
+@pytest.mark.parametrize('verb', ['export', 'train', pytest.param('pipeline', marks=pytest.mark.slow)])
+def test_read_only_output_folder_is_refused_up_front(verb, tmp_path):
+    """A folder this user cannot write to: one line naming it, exit 2, before any work; an old file in it (export
+    --force) is untouched. Root ignores permissions, so as root the command runs without that privilege."""
+    import stat
+    import subprocess
+    import sys
+    ro = tmp_path / 'ro'
+    ro.mkdir()
+    (ro / 'm.onnx').write_bytes(b'old model')
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    argv = {'export': ['export', NAME, '--exporter', 'legacy', '-o', str(ro / 'm.onnx'), '--force'],
+            'train': ['train', '--model', 'cnn3', '--data-dir', cifar_samples(), '-o', str(ro / 'run')],
+            'pipeline': ['pipeline', NAME, '-o', str(ro / 'p'), '--stages', 'export']}[verb]
+    try:
+        proc = subprocess.run([sys.executable, '-m', 'timm_recal_cli', *argv], capture_output=True, text=True,
+                              timeout=300, preexec_fn=_without_dac_override if os.geteuid() == 0 else None)
+    finally:
+        ro.chmod(0o755)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    assert f'cannot write to {ro}: permission denied' in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert sorted(os.listdir(ro)) == ['m.onnx'] and (ro / 'm.onnx').read_bytes() == b'old model'
+
+
+@pytest.mark.parametrize('argv', [['export', NAME, '-o', 'FILE/m.onnx'], ['validate', 'ONNX', '-o', 'FILE/m.json'],
+                                  ['quantize', 'ONNX', '-o', 'FILE/q.onnx'], ['bench', 'ONNX', '-o', 'FILE/b.json'],
+                                  ['pipeline', NAME, '-o', 'FILE/p']])
+def test_output_under_a_regular_file_is_refused_up_front(argv, two_checkpoints, tmp_path, capsys):
+    """The other folder no one can write into, as root too: a path under a regular file."""
+    _, onnx_path = two_checkpoints
+    (tmp_path / 'afile').write_text('x')
+    argv = [a.replace('FILE', str(tmp_path / 'afile')).replace('ONNX', str(onnx_path)) for a in argv]
+    extra = {'validate': ['--data', cifar_samples()], 'quantize': ['--calib-data', cifar_samples()]}.get(argv[0], [])
+    rc, _, err = run_cli(capsys, *argv, *extra)
+    assert rc == 2 and 'is a file, so' in err and os.listdir(tmp_path) == ['afile'], err
