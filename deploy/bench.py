@@ -6,6 +6,7 @@ A second model or ONNX file (``--compare``) is timed in the same run, interleave
 (``timing.time_interleaved``); ratios are computed from those side-by-side medians, which is what the README's
 performance numbers are; they are benchmarks, not timed tests. Runners come only from the runtime table.
 """
+import math
 import os
 import sys
 import time
@@ -19,6 +20,8 @@ from timm_recal.outputs import resolve_output, temporary_folder, write_json
 from .eager_runtime import amp_precision, check_device
 from .errors import BatchNotSupported, DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
+from .images import scan_images
+from .memory import check_batches_fit, model_footprint, onnx_footprint
 from .metadata import onnx_precision, read_metadata
 from .openvino_int8 import pick_openvino_int8
 from .ort_runtime import available_providers
@@ -133,11 +136,13 @@ def _check_options(o: BenchOptions) -> None:
         raise DeployError(f'--threads must be >= 1, got {o.threads}')
     if o.repeats < 1:
         raise DeployError(f'--repeats must be >= 1, got {o.repeats}')
-    if o.warmup < 0 or o.min_time_s < 0 or o.min_iters < 1:
-        raise DeployError('--warmup and --min-time must be >= 0')
+    if o.warmup < 0 or not 0 <= o.min_time_s < math.inf or o.min_iters < 1:
+        raise DeployError(f'--warmup and --min-time must be finite and >= 0, got {o.warmup} and {o.min_time_s}')
     if o.compare is None and (o.compare_checkpoint or o.compare_onnx):
         raise DeployError('--compare-checkpoint/--compare-onnx need --compare')
     check_precisions(o.precisions)
+    if o.calib_data is not None and 'int8' in o.precisions:
+        scan_images(o.calib_data)  # a missing, empty or imageless folder is found now, not after the export
 
 
 def _onnx_files(side: _Side, src: Source) -> Dict[str, str]:
@@ -180,6 +185,8 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
         if side.onnx or side.module is not None:
             raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')
         src = open_source(side.spec, opts)
+        check_batches_fit(onnx_footprint(side.spec, src.info['input_size']), parse_batches(o.batches), o.device,
+                          f'{side.role} {os.path.basename(side.spec)}')
         if any(RUNTIMES[w].kind == 'model' for w in runtimes):
             notes.append(f'{side.role} {os.path.basename(side.spec)} is an ONNX file: eager runtimes skipped')
         return None, {onnx_precision(side.spec): side.spec}, src
@@ -187,6 +194,8 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
         log(f'bench: loading {side.spec}')
     src = open_source(side.spec, opts, module=side.module)
     src.model = src.model.to(o.device).eval()
+    check_batches_fit(model_footprint(src.model, src.info['input_size']), parse_batches(o.batches), o.device,
+                      f'{side.role} {side.spec}')  # before the export: the first slow step
     if not any(RUNTIMES[w].kind == 'onnx' for w in runtimes):
         return src, {}, src
     if side.onnx:

@@ -10,6 +10,7 @@ timm-recal[deploy]"). An option's ``dest`` is the field name of the stage's opti
 """
 import argparse
 import functools
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ def _number(kind: Callable[[str], Any], low: float, strict: bool, what: str) -> 
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f'{text!r} is not {what}') from None
+        if not math.isfinite(value):  # nan passes every comparison; inf makes a timing window endless
+            raise argparse.ArgumentTypeError(f'must be a finite number, got {text}')
         if value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text}")
         return value
@@ -62,6 +65,15 @@ def _percentage(text: str) -> float:
 def csv_list(text: str):
     """``'a, b'`` -> ``['a', 'b']``: the one comma-list parser."""
     return [t.strip() for t in text.split(',') if t.strip()]
+
+
+def _stages(text: str):
+    """``--stages``: a non-empty comma list (an empty one would silently mean the default stages)."""
+    words = csv_list(text)
+    if not words:
+        raise argparse.ArgumentTypeError(f"takes comma-separated stages from {','.join(PIPELINE_STAGES)}; "
+                                         f'got {text!r}')
+    return words
 
 
 def _runtimes(text: str):
@@ -425,7 +437,7 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
                    help='output folder (ONNX files, one JSON per stage, report.md, report.json, throughput.png)')
     p.add_argument('--force', action='store_true', help='replace the folder of an earlier run, all of it')
     g = p.add_argument_group('stages')
-    g.add_argument('--stages', type=csv_list, metavar='S1,S2',
+    g.add_argument('--stages', type=_stages, metavar='S1,S2',
                    help=f"stages to run, from {','.join(PIPELINE_STAGES)} (default "
                         f"{','.join(DEFAULT_PIPELINE_STAGES)}; export always runs). engine builds a TensorRT "
                         'engine of each ONNX file; where TensorRT or a GPU is missing it is reported as skipped '
@@ -458,7 +470,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
     _require_trt_runtime(args)
     from .pipeline import PipelineOptions, pipeline
     o = from_args(PipelineOptions, args)
-    o.stages = [s for s in (args.stages or list(DEFAULT_PIPELINE_STAGES)) if s not in (args.skip or [])]
+    stages = list(DEFAULT_PIPELINE_STAGES) if args.stages is None else args.stages
+    o.stages = [s for s in stages if s not in (args.skip or [])]
     r = pipeline(args.model, args.output, o, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     for note in r.notes:
         print(f'note: {note}', file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from timm_recal.class_folders import few, indices_by_name
 
 from .errors import DeployError
 
@@ -70,10 +71,6 @@ def scan_images(root: str) -> Tuple[List[Tuple[str, int]], List[str]]:
     return samples, classes
 
 
-def _few(names: Sequence[str], n: int = 4) -> str:
-    return ', '.join(list(names)[:n]) + (f', ... ({len(names)} in all)' if len(names) > n else '')
-
-
 def _class_index(classes: Sequence[str], data_config: Dict[str, Any],
                  folder_order: bool = False) -> Tuple[List[int], str, Optional[str]]:
     """Map folder index -> model class index; say how (``labels``, ``synsets``, ``folder`` or ``unmatched``) and,
@@ -84,14 +81,14 @@ def _class_index(classes: Sequence[str], data_config: Dict[str, Any],
         labels, mode = list(ImageNetInfo().label_names()), 'synsets'
     else:
         mode = 'labels'
-    if classes and labels and all(c in labels for c in classes):
-        pos = {name: i for i, name in enumerate(labels)}
-        return [pos[c] for c in classes], mode, None
+    by_name = indices_by_name(classes, labels)
+    if by_name is not None:
+        return by_name, mode, None
     if not classes or folder_order:
         return list(range(len(classes))), 'folder', None
-    about = (f"the model's labels ({_few(labels)})" if labels else
+    about = (f"the model's labels ({few(labels)})" if labels else
              f"a model without label names ({data_config.get('num_classes')} classes)")
-    why = (f'the class folders ({_few(classes)}) do not match {about}; pass --folder-order if the sorted folder '
+    why = (f'the class folders ({few(classes)}) do not match {about}; pass --folder-order if the sorted folder '
            'order is the class order')
     return list(range(len(classes))), 'unmatched', why
 

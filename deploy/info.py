@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
-from .metadata import count_ops, load_onnx, read_metadata
+from .metadata import count_ops, load_onnx, metadata_problems, read_metadata
 from .results import Result
 from .trt_ops import tensorrt_info
 
@@ -32,6 +32,8 @@ class InfoResult(Result):
     parameters: int
     metadata: Dict[str, Any]
     tensorrt: Dict[str, Any] = field(default_factory=dict)
+    #: damaged metadata values (the other verbs refuse such a file, naming the first)
+    metadata_problems: List[str] = field(default_factory=list)
 
 
 def _values(values, skip=()) -> List[Dict[str, Any]]:
@@ -50,7 +52,7 @@ def inspect_onnx(path: str) -> InfoResult:
     """Describe the ONNX file ``path`` (external data is sized, not loaded)."""
     import numpy as np
     model = load_onnx(path, load_external_data=False)
-    meta = read_metadata(model)
+    meta = read_metadata(model, check=False)  # shows a damaged value instead of refusing the file
     init = {t.name for t in model.graph.initializer}
     data_files = {e.value for t in model.graph.initializer for e in t.external_data if e.key == 'location'}
     folder = os.path.dirname(os.path.abspath(path))
@@ -63,7 +65,8 @@ def inspect_onnx(path: str) -> InfoResult:
         precision=meta.get('precision', 'fp32'), inputs=_values(model.graph.input, init),
         outputs=_values(model.graph.output), nodes=len(model.graph.node), op_counts=count_ops(model),
         initializers=len(init), parameters=int(sum(int(np.prod(t.dims)) for t in model.graph.initializer)),
-        metadata={k: v for k, v in meta.items() if k not in ('graph_input_shape',)}, tensorrt=tensorrt_info(path))
+        metadata={k: v for k, v in meta.items() if k not in ('graph_input_shape',)}, tensorrt=tensorrt_info(path),
+        metadata_problems=metadata_problems(meta))
 
 
 def _short(value: Any, limit: int = 100) -> str:
@@ -94,8 +97,8 @@ def _provenance(meta: Dict[str, Any]) -> List[str]:
 def format_info(r: InfoResult) -> str:
     """The text ``timm-recal info`` prints."""
     meta = dict(r.metadata)
-    labels = meta.pop('class_labels', None)
-    quant = meta.pop('quantization', None)
+    labels = meta.pop('class_labels') if isinstance(meta.get('class_labels'), list) else None
+    quant = meta.pop('quantization') if isinstance(meta.get('quantization'), dict) else None
     lines = [f'{r.file}: {r.file_bytes / 1e6:.2f} MB' + (f' + {r.external_data_bytes / 1e6:.2f} MB external data'
                                                           if r.external_data_bytes else ''),
              f"  precision {r.precision}, opsets {', '.join(f'{d} {v}' for d, v in r.opsets.items())}, "
@@ -111,6 +114,7 @@ def format_info(r: InfoResult) -> str:
         lines.append(f'    class_labels: {len(labels)} ({_short(", ".join(map(str, labels[:5])), 60)}, ...)')
     if quant:
         lines.append(f"    quantization: {_short({k: v for k, v in quant.items() if k != 'sensitivity'}, 300)}")
+    lines += [f'  damaged metadata: {p}' for p in r.metadata_problems]
     trt = dict(r.tensorrt)
     cannot = trt.pop('cannot_check', [])
     if trt:

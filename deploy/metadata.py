@@ -35,15 +35,16 @@ a checkpoint or data folder is named relative to the working folder, or by its n
 ``weights_sha256`` (a checkpoint) or the image count (a calibration folder).
 """
 import json
+import math
 import os
-from typing import Any, Dict, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from timm_recal.outputs import public_paths
 
 from .errors import DeployError
 from .runtimes import PRECISIONS
 
-__all__ = ['METADATA_KEYS', 'read_metadata', 'set_metadata', 'copy_metadata', 'load_onnx', 'decode_props',
+__all__ = ['METADATA_KEYS', 'read_metadata', 'check_metadata', 'metadata_problems', 'set_metadata', 'copy_metadata', 'load_onnx', 'decode_props',
            'onnx_precision', 'count_ops']
 
 #: key -> 'str' (stored as is) or 'json' (JSON-encoded)
@@ -110,16 +111,68 @@ def copy_metadata(src, dst) -> None:
     set_model_props(dst, dict(sorted(props.items())))
 
 
-def read_metadata(onnx_path_or_model) -> Dict[str, Any]:
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+#: what a readable value of each typed key is: (check, words for the message). A value that fails its check
+#: (truncated, hand-edited) would otherwise surface as a TypeError deep inside a stage.
+_VALID: Dict[str, Tuple[Callable[[Any], bool], str]] = {
+    'num_classes': (_count, 'a class count'),
+    'input_size': (lambda v: isinstance(v, list) and len(v) == 3 and all(_count(x) and x > 0 for x in v),
+                   '[C, H, W] of positive integers'),
+    'mean': (lambda v: isinstance(v, list) and len(v) in (1, 3) and all(_number(x) for x in v),
+             'a list of 1 or 3 numbers'),
+    'std': (lambda v: isinstance(v, list) and len(v) in (1, 3) and all(_number(x) and x > 0 for x in v),
+            'a list of 1 or 3 positive numbers'),
+    'crop_pct': (lambda v: _number(v) and v > 0, 'a positive number'),
+    'class_labels': (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), 'a list of names'),
+    'opset': (_count, 'an opset number'),
+    'slim': (lambda v: isinstance(v, bool), 'true or false'),
+    'precision': (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    'quantization': (lambda v: isinstance(v, dict), 'a JSON object'),
+    'versions': (lambda v: isinstance(v, dict), 'a JSON object'),
+}
+
+
+def metadata_problems(meta: Mapping[str, Any]) -> List[str]:
+    """``"key: what it should be (got ...)"`` for every recorded value that is not readable (see ``_VALID``)."""
+    out = []
+    for key, (ok, what) in _VALID.items():
+        value = meta.get(key)
+        if value is not None and not ok(value):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + '...'
+            out.append(f"'{key}' is not {what} (got {shown})")
+    return out
+
+
+def check_metadata(meta: Mapping[str, Any], where: str) -> None:
+    """Refuse a file whose metadata values are damaged, naming the first bad key (one line)."""
+    problems = metadata_problems(meta)
+    if problems:
+        more = f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''
+        raise DeployError(f'{where}: damaged metadata: {problems[0]}{more}; export the file again '
+                          '(`timm-recal info` shows every entry)')
+
+
+def read_metadata(onnx_path_or_model, check: bool = True) -> Dict[str, Any]:
     """The metadata of an ONNX file (or loaded ``ModelProto``), decoded; ``precision`` defaults to ``fp32``.
 
     Also reports ``input_name``/``output_name`` and the graph's static input shape (``graph_input_shape``,
-    ``None`` for dynamic axes) so callers can check an input size before running anything.
+    ``None`` for dynamic axes) so callers can check an input size before running anything. A damaged value
+    (``check_metadata``) is refused unless ``check=False`` (``info``, which shows it).
     """
     model = onnx_path_or_model
+    where = os.fspath(model) if isinstance(model, (str, os.PathLike)) else 'the ONNX model'
     if isinstance(model, (str, os.PathLike)):
         model = load_onnx(os.fspath(model), load_external_data=False)
     meta = decode_props({p.key: p.value for p in model.metadata_props})
+    if check:
+        check_metadata(meta, where)
     meta.setdefault('precision', 'fp32')
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if inputs:

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import BatchNotSupported, DeployError
-from .metadata import decode_props
+from .metadata import check_metadata, decode_props
 from .runtimes import RUNTIMES, Runner, bench_input
 
 __all__ = ['create_session', 'OrtRunner', 'open_ort', 'open_ort_cuda', 'open_ort_trt', 'available_providers']
@@ -52,6 +52,7 @@ class OrtRunner(Runner):
         self.name, self.path, self.threads = word, onnx_path, threads
         self.session = create_session(onnx_path, RUNTIMES[word].providers, threads)
         self.meta = decode_props(self.session.get_modelmeta().custom_metadata_map)
+        check_metadata(self.meta, onnx_path)
         file_precision = self.meta.get('precision', 'fp32')
         if precision == 'bf16':
             raise DeployError('ONNX Runtime has no BF16 precision for our files; run bf16 with --runtimes openvino '

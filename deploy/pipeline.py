@@ -11,6 +11,7 @@ Without a MODEL it runs on the embedded default: the trained CIFAR model bundled
 (``timm_recal/assets/default_model``, a ``save_for_hf`` folder) and the bundled sample images, offline and in
 a few minutes on 2 CPU cores.
 """
+import math
 import os
 import re
 import time
@@ -394,7 +395,7 @@ def _check_options(o: PipelineOptions) -> None:
         raise DeployError('--compare-checkpoint needs --compare')
     for name in ('warmup', 'repeats', 'min_time_s', 'threads'):
         value = getattr(o, name)
-        if value is not None and (value < 0 or (name in ('repeats', 'threads') and value < 1)):
+        if value is not None and (not 0 <= value < math.inf or (name in ('repeats', 'threads') and value < 1)):
             raise DeployError(f"--{name.replace('_s', '').replace('_', '-')} must be "
                               f"{'>= 1' if name in ('repeats', 'threads') else '>= 0'}, got {value}")
     if o.data is not None:

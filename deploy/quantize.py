@@ -30,12 +30,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from timm_recal.outputs import resolve_output, temporary_folder
+from timm_recal.pause_points import pause_point
 
 from .errors import DeployError
 from .export import check_onnx, library_versions
 from .gate_fusion import apply_gate_fusion, check_gate_rewrite, gate_branch_nodes
 from .images import make_loader
-from .metadata import copy_metadata, count_ops, load_onnx, read_metadata, set_metadata
+from .metadata import check_metadata, copy_metadata, count_ops, load_onnx, read_metadata, set_metadata
 from .onnx_save import save_onnx
 from .options import Int8Options, OutputOptions, with_overrides
 from .ort_runtime import create_session
@@ -112,6 +113,8 @@ class _ImageReader:
         images = batch[0].numpy()
         if self.seen < self.keep:
             self.kept.append(images[:self.keep - self.seen])
+        if not self.seen:
+            pause_point('quantize.calibrating')
         self.seen += len(images)
         self.bar.update(len(images))
         return {self.input_name: images}
@@ -256,7 +259,8 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
     _check_int8(o)
     path = _resolve(in_onnx, out_onnx, o, '_int8.onnx')
     source = load_onnx(in_onnx, load_external_data=False)
-    meta = read_metadata(source)
+    meta = read_metadata(source, check=False)
+    check_metadata(meta, in_onnx)
     _require_fp32(meta, in_onnx)
     n_ranked = sum(n.op_type in RANKED_OPS for n in source.graph.node)
     if o.fp32_layers > n_ranked:
@@ -300,7 +304,8 @@ def convert_fp16(in_onnx: str, out_onnx: Optional[str], options: Optional[Quanti
     o = with_overrides(QuantizeOptions, options, dict(overrides, precision='fp16'))
     path = _resolve(in_onnx, out_onnx, o, '_fp16.onnx')
     proto = load_onnx(in_onnx)
-    meta = read_metadata(proto)
+    meta = read_metadata(proto, check=False)
+    check_metadata(meta, in_onnx)
     _require_fp32(meta, in_onnx)
     t0 = time.perf_counter()
     blocked = list(DEFAULT_OP_BLOCK_LIST) + list(op_block_list or [])

@@ -430,12 +430,17 @@ def report_files(kind: str, files: Sequence[str], runtime: str = 'ort') -> str:
                 records.append(json.load(f))
         except (OSError, ValueError) as e:
             raise DeployError(f'cannot read bench record {path}: {e}') from None
+        record = records[-1]
+        if not isinstance(record, dict) or record.get('kind') != 'timm-recal-bench':
+            found = f"kind {record.get('kind')!r}" if isinstance(record, dict) else f'a JSON {type(record).__name__}'
+            raise DeployError(f'{path} is not a timm-recal bench record (JSON of `timm-recal bench -o`): it holds '
+                              f'{found}')
     try:
         if kind == 'table':
             return bench_table_markdown(records, runtime=runtime)
         return '\n'.join(bench_results_markdown(r) for r in records)
-    except (KeyError, ValueError) as e:
-        raise DeployError(f'not a timm-recal bench record: {e}') from None
+    except (KeyError, ValueError, TypeError, AttributeError) as e:  # a damaged record: one line, no traceback
+        raise DeployError(f'not a whole timm-recal bench record ({type(e).__name__}: {e})') from None
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -48,7 +48,7 @@ from typing import Any, Dict, Optional, Tuple
 from timm_recal.outputs import OutputError, OutputExistsError, check_writable_folder, resolve_output, write_bytes
 
 from .errors import DeployError
-from .metadata import load_onnx, read_metadata
+from .metadata import read_metadata
 from .trt_ops import check_onnx_for_tensorrt
 
 __all__ = [
@@ -313,7 +313,7 @@ def build_engine(
     plus ``output``/``sidecar`` paths.
     """
     onnx_path = os.fspath(onnx_path)
-    meta = read_metadata(load_onnx(onnx_path, load_external_data=False))
+    meta = read_metadata(onnx_path)
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
     path = _resolve_build_outputs(output, force, stem, timing_cache)
     if workspace_mb is not None and workspace_mb <= 0:

@@ -242,3 +242,26 @@ def test_two_concurrent_exports_one_wins_one_fails_with_exists(tmp_path):
 @pytest.mark.slow
 def test_killed_export_both_signals_at_every_point(tmp_path, good_files):
     _export_kills(tmp_path, good_files, both=True)
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
+def test_quantize_signalled_while_calibrating_keeps_the_old_file(sig, tmp_path, good_files):
+    """Held at a known point (``timm_recal.pause_points``): calibration has started, the new file is not yet
+    renamed into place. The signal ends it with exit 130, the old file intact, no temporary file or folder."""
+    from pause_helpers import Held
+    fp32, int8 = good_files
+    old = open(int8, 'rb').read()
+    case, tmpdir = tmp_path / 'case', tmp_path / 'tmp'
+    case.mkdir()
+    tmpdir.mkdir()
+    out = case / 'm_int8.onnx'
+    shutil.copy(int8, out)
+    held = Held(_cli() + ['quantize', fp32, '--precision', 'int8', '--calib-data', _calib(), '--calib-images', '16',
+                          '-o', str(out), '--force'], 'quantize.calibrating', str(tmp_path / 'held'),
+                env={'TMPDIR': str(tmpdir)})
+    held.wait_held()
+    assert _ours(tmpdir), 'calibrating inside its temporary folder'
+    rc, _, err = held.signal(sig)
+    assert rc == 130 and err.strip().endswith('interrupted') and 'Traceback' not in err, err
+    assert open(out, 'rb').read() == old
+    assert sorted(os.listdir(case)) == ['m_int8.onnx'] and _ours(tmpdir) == []

@@ -127,6 +127,44 @@ def test_model_reset_classifier(name):
     assert model(_x()).shape == (2, model.num_features)
 
 
+
+# timm 1.0.31's model contract (its tests/test_models.py holds every timm model to it): a head rebuilt by
+# reset_classifier or set_input_size follows the model, not torch's defaults. On the meta device: no weights
+# are allocated, so the whole registry costs a fraction of a second per model.
+def _meta(name: str, **kwargs) -> nn.Module:
+    return timm.create_model(name, device='meta', dtype=torch.float32, **kwargs)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_model_head_follows_the_model_device_dtype_mode_and_frozen_state(name):
+    """``create_model(device=...)`` puts every tensor there; after ``model.to(meta, float64)``,
+    ``reset_classifier(0)`` then ``(2)`` builds the new head on the model's device and dtype and leaves every
+    module in the model's training mode; a frozen model stays frozen through ``reset_classifier(0)``,
+    ``reset_classifier(0, '')`` and ``set_input_size`` (where a model has it); unknown kwargs are a TypeError."""
+    model = _meta(name).eval()
+    misplaced = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type != 'meta']
+    assert not misplaced, misplaced[:5]
+    assert inspect.signature(model.reset_classifier).parameters['global_pool'].default is None
+    model.to(device='meta', dtype=torch.float64)
+    model.reset_classifier(0)
+    model.reset_classifier(2)
+    params = list(model.get_classifier().parameters())
+    assert params and model.num_classes == 2
+    assert {(p.device.type, p.dtype) for p in params} == {('meta', torch.float64)}
+    assert not [n for n, m in model.named_modules() if m.training], 'a rebuilt module left eval mode'
+    model.train()
+    model.reset_classifier(3)
+    assert all(m.training for m in model.modules())
+
+    model.requires_grad_(False)
+    model.reset_classifier(0)
+    model.reset_classifier(0, '')
+    if callable(getattr(model, 'set_input_size', None)):
+        model.set_input_size(img_size=tuple(2 * s for s in model.default_cfg['input_size'][-2:]))
+    assert not [n for n, p in model.named_parameters() if p.requires_grad]
+    with pytest.raises(TypeError):
+        _meta(name, not_a_model_arg=1)
+
 @pytest.mark.parametrize('name', MODELS)
 def test_model_fx_trace(name):
     model = _randomized(name, num_classes=3)

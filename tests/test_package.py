@@ -25,6 +25,7 @@ def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert 'timm_recal/__init__.py' in names
     assert 'timm_recal_deploy/__init__.py' in names  # deploy/ ships under its unique import name
+    assert 'timm_recal_cli.py' in names  # the console script's module, outside the package (a Ctrl-C while it imports)
     assert not any(n.startswith('deploy/') for n in names)
     assert sum(n.startswith('timm_recal/assets/imagenet_samples/') and n.endswith('.jpg') for n in names) >= 10
     assert sum(n.startswith('timm_recal/assets/cifar10_samples/') and n.endswith('.jpg') for n in names) == 50

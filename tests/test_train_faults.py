@@ -108,6 +108,10 @@ def _bad_cases(tmp_path, data, run):
                                             'not a readable training checkpoint (truncated or damaged'),
         '--resume another model': (['-c', good, '--resume', str(tmp_path / 'other.pth.tar')] + d,
                                    "the checkpoint is of model 'resnet20_cifar'"),
+        '--resume a finished run': (['-c', good, '--resume', str(ckpt)] + d,
+                                    'nothing to train, the checkpoint has finished 1 of 1 epochs; raise epochs (--epochs)'),
+        'nan lr': (['-c', good, '--lr', 'nan'] + d, 'lr (--lr) must be > 0, got nan'),
+        'inf lr': (['-c', good, '--lr', 'inf'] + d, 'lr (--lr) must be > 0, got inf'),
     }
 
 
@@ -120,7 +124,7 @@ CASES = ['epochs 0 in YAML', 'negative --epochs', 'malformed YAML', 'YAML not a 
          'unknown scheduler', 'missing data folder', 'no data folder given', 'missing split folder',
          'data without images', 'batch larger than the data', 'class count mismatch', 'output is a file',
          'missing --resume', '--resume a folder', '--resume a text file', '--resume a truncated checkpoint',
-         '--resume another model']
+         '--resume another model', '--resume a finished run', 'nan lr', 'inf lr']
 if not torch.cuda.is_available():
     CASES.append('--device cuda without CUDA')
 
@@ -161,20 +165,6 @@ def test_bad_train_input_in_a_real_process(case, tiny_cifar, finished_run, tmp_p
     assert not (tmp_path / 'new').exists()
 
 
-def _wait_for(proc, stream, text, timeout=240):
-    """Read ``stream`` of ``proc`` line by line until a line contains ``text``; the lines read."""
-    seen, t0 = [], time.time()
-    while time.time() - t0 < timeout:
-        line = stream.readline()
-        if not line:
-            break
-        seen.append(line)
-        if text in line:
-            return seen
-    proc.kill()
-    raise AssertionError(f"{text!r} never appeared: {seen}")
-
-
 def _start(tmp_path, data, out, batch_size=4):
     config = _write(tmp_path / 'kill.yaml', GOOD)
     cmd, kw = _cli('train', '-c', config, '-o', str(out), '--data-dir', data, '--epochs', '3', '-b', str(batch_size),
@@ -194,30 +184,6 @@ def test_sigterm_in_the_first_epoch_leaves_no_folder(tiny_cifar, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and 'interrupted' in err and 'Traceback' not in err, err
     assert not (tmp_path / 'new').exists(), 'the folders this run created are gone'
-
-
-def test_sigterm_later_leaves_the_last_complete_epoch_resumable(tiny_cifar, tmp_path):
-    out = tmp_path / 'run'
-    proc = _start(tmp_path, tiny_cifar, out)
-    _wait_for(proc, proc.stdout, 'epoch 1/3:')  # printed after epoch 1's row and checkpoint are written
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and 'Traceback' not in err, err
-    names = sorted(os.listdir(out))
-    assert not [n for n in names if n.startswith(('.', 'tmp'))], f'temporary files left: {names}'
-    ckpt = torch.load(out / 'last.pth.tar', map_location='cpu', weights_only=False)
-    with open(out / 'summary.csv', newline='') as f:
-        rows = list(csv.DictReader(f))
-    assert all(r['eval_top1'] for r in rows) and [int(r['epoch']) for r in rows] == list(range(len(rows)))
-    assert len(rows) - 1 in (ckpt['epoch'], ckpt['epoch'] + 1), "the summary: the checkpoint's epoch, at most one more"
-    # the interrupted run continues
-    cmd, kw = _cli('train', '-c', str(tmp_path / 'kill.yaml'), '-o', str(out), '--data-dir', tiny_cifar,
-                   '--epochs', str(ckpt['epoch'] + 2), '--max-steps-per-epoch', '1', '--resume', 'auto', '-b', '4')
-    r = subprocess.run(cmd, capture_output=True, timeout=300, **kw)
-    assert r.returncode == 0, r.stderr
-    with open(out / 'summary.csv', newline='') as f:
-        assert [int(r['epoch']) for r in csv.DictReader(f)] == list(range(ckpt['epoch'] + 2))
 
 
 def test_failed_run_removes_only_the_folders_it_created(tiny_cifar, tmp_path, monkeypatch):
@@ -329,3 +295,82 @@ def test_forced_fresh_run_replaces_the_old_run_only_after_its_first_epoch(tiny_c
     names = sorted(os.listdir(out))
     assert names == ['checkpoint-0.pth.tar', 'last.pth.tar', 'model_best.pth.tar', 'results.json', 'summary.csv']
     assert json.loads((out / 'results.json').read_text())['epochs'] == 1
+
+
+# --- issue 21: eval labels by name, interrupts at known points (timm_recal.pause_points) ---------------------------
+@pytest.fixture(scope='module')
+def gap_cifar(tiny_cifar, tmp_path_factory):
+    """The tiny CIFAR-10 copy whose test split has no ``bird`` folder (the third class)."""
+    import shutil
+    root = tmp_path_factory.mktemp('gap') / 'data'
+    shutil.copytree(tiny_cifar, root)
+    shutil.rmtree(root / 'test' / 'bird')
+    return root
+
+
+def test_eval_split_without_a_class_keeps_the_train_class_indices(gap_cifar, tmp_path, monkeypatch, capsys):
+    """Sorted on its own, the test split would number 'cat' 2 (the train split's 'bird'): every label after the gap
+    shifted, a wrong top-1 and exit 0. By name, each eval image keeps its train class index."""
+    import timm_recal.training.trainer as trainer
+    from timm_recal.cli import main
+    seen = []
+    evaluate = trainer.evaluate
+
+    def spy(model, loader, cfg):
+        seen.append(list(loader.dataset.reader.samples))
+        return evaluate(model, loader, cfg)
+    monkeypatch.setattr(trainer, 'evaluate', spy)
+    assert main(['train', '-c', _write(tmp_path / 'c.yaml', GOOD), '--data-dir', str(gap_cifar), '-o',
+                 str(tmp_path / 'run'), '--threads', '1', '--max-steps-per-epoch', '1']) == 0
+    classes = sorted(os.listdir(gap_cifar / 'train'))
+    labels = {os.path.basename(os.path.dirname(path)): target for path, target in seen[0]}
+    assert labels == {c: i for i, c in enumerate(classes) if c != 'bird'}
+
+
+def test_eval_folder_that_is_no_train_class_is_refused(gap_cifar, tmp_path, capsys):
+    import shutil
+    from timm_recal.cli import main
+    data = tmp_path / 'data'
+    shutil.copytree(gap_cifar, data)
+    (data / 'test' / 'cat').rename(data / 'test' / 'zebra')
+    rc = main(['train', '-c', _write(tmp_path / 'c.yaml', GOOD), '--data-dir', str(data), '-o',
+               str(tmp_path / 'new' / 'run'), '--threads', '1'])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "has class folder(s) zebra that are not classes of the train split (airplane, automobile" in err
+    assert not (tmp_path / 'new').exists()
+
+
+def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_130(tiny_cifar, tmp_path):
+    """Ctrl-C in the seconds ``import timm_recal`` loads torch (held there): 'interrupted', exit 130, no traceback,
+    nothing written."""
+    from pause_helpers import Held, cli
+    held = Held(cli() + ['train', '-c', _write(tmp_path / 'c.yaml', GOOD), '--data-dir', tiny_cifar,
+                         '-o', str(tmp_path / 'new' / 'run')], 'import', str(tmp_path / 'held'))
+    held.wait_held()
+    rc, _, err = held.signal(signal.SIGINT)
+    assert rc == 130 and err.strip() == 'interrupted', err
+    assert not (tmp_path / 'new').exists()
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
+def test_interrupted_after_the_first_epoch_keeps_it_and_resume_auto_continues(sig, tiny_cifar, tmp_path):
+    """Held right after epoch 1's row and checkpoint are written, then signalled: exit 130, that epoch kept whole
+    (checkpoint, one summary row), no temporary file; ``--resume auto`` trains epoch 2 only."""
+    from pause_helpers import Held, cli
+    out = tmp_path / 'run'
+    argv = cli() + ['train', '-c', _write(tmp_path / 'c.yaml', GOOD), '--data-dir', tiny_cifar, '-o', str(out),
+                    '--epochs', '2', '--max-steps-per-epoch', '1', '--threads', '1']
+    held = Held(argv, 'train.epoch_end', str(tmp_path / 'held'))
+    held.wait_held()
+    rc, stdout, err = held.signal(sig)
+    assert rc == 130 and 'Traceback' not in err and 'epoch 1/2:' in stdout and 'epoch 2/2' not in stdout, err
+    names = sorted(os.listdir(out))
+    assert names == ['checkpoint-0.pth.tar', 'last.pth.tar', 'model_best.pth.tar', 'summary.csv'], names
+    assert torch.load(out / 'last.pth.tar', map_location='cpu', weights_only=False)['epoch'] == 0
+    with open(out / 'summary.csv', newline='') as f:
+        assert [int(r['epoch']) for r in csv.DictReader(f)] == [0]
+    r = subprocess.run(argv + ['--resume', 'auto'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and 'epoch 2/2:' in r.stdout and 'epoch 1/2:' not in r.stdout, r.stderr
+    with open(out / 'summary.csv', newline='') as f:
+        assert [int(r['epoch']) for r in csv.DictReader(f)] == [0, 1]

@@ -84,11 +84,14 @@ def _optional_parsers():
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
     try:
+        parser = build_parser()  # imports the subcommands' modules: a Ctrl-C may land here
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or a bad option value (argparse printed why): its status, no exit here
         return e.code if isinstance(e.code, int) else 2
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
     if not getattr(args, 'func', None):
         parser.print_help()
         return 2

@@ -259,6 +259,7 @@ def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
         raise OutputError(f'{path} is a file, expected a folder')
     if os.path.exists(path) and not force:
         raise OutputExistsError(f'{path} exists; pass --force to replace it')
+    check_writable_folder(os.path.dirname(os.path.abspath(path)))  # the user's folder named, not our temp name
     with created_parents(path):
         tmp = temp_name(path)
         try:

@@ -71,8 +71,14 @@ class ClassifierHeadMixin:
         return 'head.fc' if name_only else self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new classifier on the model's device and dtype, in its training mode (timm's contract: after
+        ``model.to(...)``, a head built with torch's defaults would sit on the CPU in float32)."""
+        like = next(self.parameters(), None)
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, global_pool)  # timm < 1.0.31's reset takes no device/dtype
+        if like is not None:
+            self.head.to(device=like.device, dtype=like.dtype)
+        self.head.train(self.training)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)

@@ -19,7 +19,9 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from ..class_folders import few, indices_by_name, not_in
 from ..outputs import atomic_output, check_not_terminated, created_parents, temp_name, write_json, write_text
+from ..pause_points import pause_point
 from .config import TrainConfig, as_namespace, check_config, option_name, resolve_lr
 
 __all__ = ['train', 'build_transforms', 'evaluate', 'TrainingDiverged', 'RUN_FILES']
@@ -60,9 +62,36 @@ def build_transforms(cfg: TrainConfig, data_config: Dict[str, Any], is_training:
     return create_transform(**kwargs, is_training=is_training)
 
 
-def _loader(cfg: TrainConfig, split: str, transform, batch_size: int, is_training: bool):
+def _class_to_idx(ds) -> Optional[Dict[str, int]]:
+    """The class folder -> label map of a folder data set (None for other readers)."""
+    mapping = getattr(getattr(ds, 'reader', None), 'class_to_idx', None)
+    return dict(mapping) if isinstance(mapping, dict) and mapping else None
+
+
+def _eval_classes_by_name(cfg: TrainConfig, split: str, ds, train_classes: Dict[str, int]) -> Optional[Dict[str, int]]:
+    """None when ``ds`` (the eval split) already numbers its classes as the train split does; else the train
+    split's map to rebuild it with (its folders a subset of the train classes, matched by name). A folder that is
+    no train class is refused: its images have no label the model could be scored on."""
+    own = _class_to_idx(ds)
+    if own is None or own == {c: train_classes.get(c) for c in own}:
+        return None
+    folders = sorted(own, key=own.get)
+    train = sorted(train_classes, key=train_classes.get)
+    if indices_by_name(folders, train) is None:
+        raise ValueError(f"the {split!r} split of {cfg.data_dir!r} has class folder(s) {few(not_in(folders, train))} "
+                         f"that are not classes of the train split ({few(train)}); eval labels are matched to the "
+                         f"train classes by name")
+    return train_classes
+
+
+def _loader(cfg: TrainConfig, split: str, transform, batch_size: int, is_training: bool,
+            train_classes: Optional[Dict[str, int]] = None):
+    """The loader of one split; with ``train_classes`` (an eval split) its labels are the train split's."""
     from timm.data import create_dataset
     ds = create_dataset(cfg.dataset, root=cfg.data_dir, split=split, is_training=is_training)
+    remap = _eval_classes_by_name(cfg, split, ds, train_classes) if train_classes else None
+    if remap is not None:
+        ds = create_dataset(cfg.dataset, root=cfg.data_dir, split=split, is_training=is_training, class_map=remap)
     if len(ds) == 0:
         raise ValueError(f"no images found in {cfg.data_dir!r} (split {split!r})")
     if is_training and len(ds) < batch_size:
@@ -269,10 +298,10 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
     data_config = resolve_data_config(data_args, model=model)
 
     train_loader = _loader(cfg, cfg.train_split, build_transforms(cfg, data_config, True), cfg.batch_size, True)
+    train_classes = _class_to_idx(train_loader.dataset)
     eval_loader = _loader(cfg, cfg.val_split, build_transforms(cfg, data_config, False),
-                          cfg.validation_batch_size or cfg.batch_size, False)
-    n_classes = len(getattr(train_loader.dataset, 'reader').class_to_idx) if hasattr(
-        train_loader.dataset, 'reader') and hasattr(train_loader.dataset.reader, 'class_to_idx') else None
+                          cfg.validation_batch_size or cfg.batch_size, False, train_classes)
+    n_classes = len(train_classes) if train_classes is not None else None
     if n_classes is not None and n_classes != model.num_classes:
         raise ValueError(f"{cfg.data_dir} has {n_classes} classes but the model has {model.num_classes}; "
                          f"set num_classes")
@@ -305,6 +334,11 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         resume = resume if os.path.isfile(resume) else ''
     if resume:
         start_epoch = _load_resume(model, cfg, resume, optimizer, scaler)
+        # a finished run resumed with --resume auto (a sweep re-run) keeps its folder; a named checkpoint that has
+        # no epoch left would leave a new run folder with nothing in it
+        if start_epoch >= num_epochs and cfg.resume != 'auto':
+            raise ValueError(f"--resume {resume}: nothing to train, the checkpoint has finished {start_epoch} of "
+                             f"{num_epochs} epochs; raise {option_name('epochs')} to train on")
 
     # everything is checked and built: from here on the run folder holds this run
     with created_parents(os.path.join(cfg.output, 'summary.csv')):
@@ -380,6 +414,7 @@ def _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader,
                      eval_metrics['top1'], time.time() - t0)
         print(f"epoch {epoch + 1}/{num_epochs}: train loss {train_metrics['loss']:.4f} "
               f"eval top1 {eval_metrics['top1']:.2f} ({time.time() - t0:.0f} s)", flush=True)
+        pause_point('train.epoch_end')
 
     # epoch numbers in results.json are summary.csv's and checkpoint-N's: counted from 0, as timm writes them;
     # messages for people count from 1 (see the `train` command)
