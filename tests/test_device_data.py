@@ -183,3 +183,26 @@ def test_wrong_size_images_are_refused(tmp_path):
     with pytest.raises(ValueError, match='needs images of one size'):
         load_or_build(plan_cache(root, 'train', str(tmp_path / 'c')), 'cpu', log=lambda m: None)
     check_fits(1, torch.device('cpu'))  # a small cache fits
+
+
+def test_trainer_evaluates_the_same_on_both_data_paths(folder, tmp_path):
+    """`train`'s loaders: the device path's eval batches give the JPEG path's metrics exactly; its train batches are
+    the configured batch size; options it cannot honour are one-line errors."""
+    import dataclasses
+    import timm
+    from timm.data import resolve_data_config
+    from timm_recal.training.config import check_config, load_config
+    from timm_recal.training.trainer import build_loaders, evaluate
+    cfg = load_config(None, dict(model='shufflenetv2_x0_5_cifar', data_dir=folder, num_classes=4, batch_size=4,
+                                 workers=0, output=str(tmp_path / 'run'), data_cache=str(tmp_path / 'cache')))
+    torch.manual_seed(0)
+    model = timm.create_model(cfg.model, num_classes=4).eval()
+    data_config = resolve_data_config({'mean': MEAN, 'std': STD}, model=model)
+    _, jpeg_eval = build_loaders(cfg, data_config)
+    device_train, device_eval = build_loaders(dataclasses.replace(cfg, data_path='device'), data_config)
+    assert evaluate(model, device_eval, cfg) == evaluate(model, jpeg_eval, cfg)
+    assert len(device_train) == 3 and device_train.class_to_idx == {'a_dog': 0, 'b_cat': 1, 'c9': 2, 'c10': 3}
+    with pytest.raises(ValueError, match=r'data_path \(--data-path\) device does the CIFAR augmentation only'):
+        check_config(load_config(None, dict(data_path='device', aug='timm', output=str(tmp_path / 'x'))), False)
+    with pytest.raises(ValueError, match="data_path must be 'jpeg' or 'device'"):
+        load_config(None, dict(data_path='gpu'))

@@ -281,3 +281,18 @@ seeds: [1, 2]
     assert args.seed == 1
     assert sorted(p.name for p in (out / 'logs').iterdir()) == [f'{TINY_MODEL}__lr0.001_b4_s1.log',
                                                                  f'{TINY_MODEL}__lr0.001_b4_s2.log']
+
+
+def test_seeds_multiply_the_grid_and_can_be_chosen(tmp_path):
+    from timm_recal.training.sweep import Cell, cell_config, grid_cells, load_sweep
+    spec = load_sweep(_write(tmp_path, GRID + 'seeds: [7, 8]\n'))
+    cells = grid_cells(spec)
+    assert len(cells) == 8 and cells[:2] == [Cell(TINY_MODEL, 1e-2, 4, 7), Cell(TINY_MODEL, 1e-2, 4, 8)]
+    cfg = cell_config(spec, cells[1], str(tmp_path / 'out'))
+    assert cfg.seed == 8 and cfg.output == str(tmp_path / 'out' / TINY_MODEL / 'lr0.01_b4_s8')
+    assert {c.seed for c in grid_cells(spec, seeds=[8])} == {8}
+    with pytest.raises(ValueError, match='--seeds: 9 not in the sweep file'):
+        grid_cells(spec, seeds=[9])
+    for bad in ('seeds: [1, 1]\n', 'seeds: [-1]\n', 'seeds: 3\n', 'seeds: [1]\noverrides: {seed: 2}\n'):
+        with pytest.raises(ValueError, match='seed'):
+            load_sweep(_write(tmp_path, GRID + bad))

@@ -11,6 +11,8 @@
 #   mkdir -p benchmarks/gpu/data && tar -C ../shared/data -czf benchmarks/gpu/data/cifar10.tgz cifar10
 # Run (fresh Python with torch, timm, matplotlib, scipy; this repo is pip-installed without network):
 #   OUT=/some/folder benchmarks/gpu/train_table.sh          # device tool: carry benchmarks/gpu/data
+# Options (environment): TABLE_SEEDS=0 (one seed: 4 runs, not 8), TABLE_COMPILE=1 (torch.compile the step),
+#   TABLE_PARALLEL (runs at once, default 8), TABLE_EPOCHS / TABLE_MAX_STEPS (shorter runs), TABLE_WORK.
 # CPU dry mode (tests the logic in minutes; nothing like the real numbers):
 #   TABLE_DEVICE=cpu TABLE_EPOCHS=1 TABLE_MAX_STEPS=2 TABLE_PARALLEL=2 TABLE_DATA=tiny.tgz OUT=/tmp/t \
 #       benchmarks/gpu/train_table.sh
@@ -66,6 +68,7 @@ SWEEP_ARGS=(-c "$SWEEP" -o "$WORK/runs" --data-dir "$DATA" --device "$DEVICE" --
 [ -n "${TABLE_EPOCHS:-}" ] && SWEEP_ARGS+=(--epochs "$TABLE_EPOCHS")
 [ -n "${TABLE_MAX_STEPS:-}" ] && SWEEP_ARGS+=(--max-steps-per-epoch "$TABLE_MAX_STEPS")
 [ "$DEVICE" = cpu ] && SWEEP_ARGS+=(--threads 1)
+[ -n "${TABLE_SEEDS:-}" ] && SWEEP_ARGS+=(--seeds $TABLE_SEEDS)  # e.g. TABLE_SEEDS=0: the four nets, one seed
 SWEEP_STATUS=0
 "${TR[@]}" sweep "${SWEEP_ARGS[@]}" || SWEEP_STATUS=$?  # a failed cell: reported, the table uses the others
 T2=$(stamp)

@@ -117,14 +117,20 @@ def load_sweep(path: str) -> SweepSpec:
         title=str(raw.get('title') or ''), seeds=list(seeds))
 
 
-def grid_cells(spec: SweepSpec, models: Optional[Sequence[str]] = None) -> List[Cell]:
+def grid_cells(spec: SweepSpec, models: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None
+               ) -> List[Cell]:
     """Cells in run order: model by model, large lr first, small batch first, then seed by seed."""
     if models:
         unknown = sorted(set(models) - set(spec.models))
         if unknown:
             raise ValueError(f"--models: {', '.join(unknown)} not in the sweep file (it has {', '.join(spec.models)})")
     chosen = [m for m in spec.models if not models or m in models]
-    seeds = spec.seeds or [None]
+    if seeds:
+        unknown = sorted(set(seeds) - set(spec.seeds))
+        if unknown:
+            raise ValueError(f"--seeds: {', '.join(map(str, unknown))} not in the sweep file "
+                             f"(it has {', '.join(map(str, spec.seeds)) or 'no seeds list'})")
+    seeds = [x for x in spec.seeds if not seeds or x in seeds] or [None]
     return [Cell(m, lr, bs, seed) for m in chosen for lr in spec.lrs for bs in spec.batch_sizes for seed in seeds]
 
 
@@ -211,6 +217,7 @@ def run_sweep(
         models: Optional[Sequence[str]] = None,
         log: Callable[[str], None] = print,
         parallel: int = 1,
+        seeds: Optional[Sequence[int]] = None,
 ) -> List[Dict[str, Any]]:
     """Train every unfinished cell (resuming partial ones), then collect and write the results and heatmap.
 
@@ -220,7 +227,7 @@ def run_sweep(
     """
     if parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {parallel}")
-    cells = grid_cells(spec, models)
+    cells = grid_cells(spec, models, seeds)
     check_sweep_output(out_dir)
     checked = check_cells(spec, cells, out_dir, overrides)
     bad = [(cell, error) for cell, _, error in checked if error]

@@ -19,6 +19,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument('--dry-run', action='store_true', help='list the cells and their state; train nothing')
     p.add_argument('--plot-only', action='store_true', help='collect the results and redraw; train nothing')
     p.add_argument('--models', nargs='+', help='train only these models of the sweep (the results cover all)')
+    p.add_argument('--seeds', nargs='+', type=int, help="train only these of the sweep file's seeds")
     p.add_argument('--data-dir', dest='data_dir')
     p.add_argument('--epochs', type=int)
     p.add_argument('--workers', '-j', type=int)
@@ -45,7 +46,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from . import sweep
     spec = sweep.load_sweep(args.config)
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
-    cells = sweep.grid_cells(spec, args.models)
+    cells = sweep.grid_cells(spec, args.models, args.seeds)
     sweep.check_sweep_output(args.output)
     if args.parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
@@ -77,7 +78,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         sweep.plot_heatmap(rows, os.path.join(args.output, 'heatmap.png'), title=spec.title)
     else:
         with terminate_as_interrupt():
-            rows = sweep.run_sweep(spec, args.output, overrides, models=args.models, parallel=args.parallel)
+            rows = sweep.run_sweep(spec, args.output, overrides, models=args.models, parallel=args.parallel,
+                                   seeds=args.seeds)
     for r in rows:
         score = f"{r['best_top1']:.2f}" if r['best_top1'] is not None else '-'
         seed = '' if r['seed'] is None or not spec.seeds else f"  seed {r['seed']}"
