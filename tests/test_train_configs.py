@@ -242,8 +242,8 @@ def _differing_defaults():
     from timm_recal.training.config import TrainConfig
     out = {}
     for f in fields(TrainConfig):
-        if f.name not in TRAIN_PY or f.name in ('device', 'workers', 'output', 'resume'):
-            continue  # where to run, not what to train
+        if f.name not in TRAIN_PY or f.name in ('device', 'workers', 'output', 'resume', 'amp_dtype'):
+            continue  # where and how fast to run, not what to train ('' = train.py's float16 on CUDA)
         ours = f.default_factory() if callable(f.default_factory) else f.default
         ours = list(ours) if isinstance(ours, tuple) else ours
         theirs = TRAIN_PY[f.name].default
