@@ -73,7 +73,7 @@ def test_pad_crop_flip_matches_torchvision_at_every_offset(train_cache):
     for k, (i, j, f) in enumerate(zip(tops, lefts, flips)):
         ref = F.crop(F.pad(pil, 4, fill=0, padding_mode='constant'), i, j, 32, 32)
         ref = F.hflip(ref) if f else ref
-        assert torch.equal(ours[k], torch.from_numpy(np.array(ref))), (i, j, f)
+        assert torch.equal(ours[k].permute(1, 2, 0), torch.from_numpy(np.array(ref))), (i, j, f)
     x = normalize(ours, torch.tensor(MEAN), torch.tensor(STD))
     assert torch.equal(x[0], T.Normalize(MEAN, STD)(T.ToTensor()(F.crop(F.pad(pil, 4), 0, 0, 32, 32))))
 

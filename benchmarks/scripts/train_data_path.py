@@ -56,6 +56,60 @@ def _run(args, data: str, path: str, out: str) -> float:
     return float(rows[-1]['train_img_per_s'])
 
 
+def _interleaved_speeds(args, data: str, train: bool) -> dict:
+    """Images/s of the two data paths in one process, ``--rounds`` interleaved windows of ``--steps`` batches each
+    (so a load change on the shared machine hits both alike). ``train``: each batch also takes a training step of
+    the config's model (one model and optimizer per path); else the loaders alone."""
+    import dataclasses
+    import timm
+    import torch
+    from timm.data import resolve_data_config
+    from timm_recal.training.config import load_config
+    from timm_recal.training.trainer import build_loaders
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.run_config, {'data_dir': data, 'data_cache': args.cache, 'output': 'unused'})
+    model = timm.create_model(cfg.model, **cfg.model_kwargs)
+    data_config = resolve_data_config({'mean': cfg.mean, 'std': cfg.std}, model=model)
+    loaders = {'jpeg': build_loaders(cfg, data_config)[0],
+               'device': build_loaders(dataclasses.replace(cfg, data_path='device'), data_config)[0]}
+    iters = {k: iter(v) for k, v in loaders.items()}
+    nets = {}
+    for k in loaders:
+        torch.manual_seed(0)
+        net = timm.create_model(cfg.model, **cfg.model_kwargs).train()
+        if cfg.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        nets[k] = (net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9))
+    speeds = {k: [] for k in loaders}
+
+    def step(k):
+        try:
+            x, y = next(iters[k])
+        except StopIteration:
+            iters[k] = iter(loaders[k])
+            x, y = next(iters[k])
+        if train:
+            net, opt = nets[k]
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return x.shape[0]
+    for k in loaders:  # start the workers, warm up
+        step(k)
+    for r in range(args.rounds):
+        for k in (('jpeg', 'device') if r % 2 == 0 else ('device', 'jpeg')):
+            t0, n = time.perf_counter(), 0
+            for _ in range(args.steps):
+                n += step(k)
+            speeds[k].append(n / (time.perf_counter() - t0))
+            print(f"{'train' if train else 'loader'} round {r + 1}/{args.rounds} {k}: {speeds[k][-1]:.1f} img/s",
+                  flush=True)
+    return speeds
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--data-dir', required=True)
@@ -65,6 +119,9 @@ def main() -> int:
     p.add_argument('--rounds', type=int, default=3)
     p.add_argument('--steps', type=int, default=8)
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--mode', choices=['runs', 'steps', 'loader'], default='runs',
+                   help='runs: whole `timm-recal train` runs per path; steps: training steps of both paths '
+                        'interleaved in one process; loader: the loaders alone (no model)')
     p.add_argument('-o', '--output', required=True)
     args = p.parse_args()
     from deploy.timing import busy_cpus, machine_info
@@ -74,6 +131,20 @@ def main() -> int:
                                                                       *args.subset)
         args.cache = os.path.join(tmp, 'cache')
         args.run_config = _two_epoch_config(args.config, tmp)
+        if args.mode != 'runs':
+            speeds = _interleaved_speeds(args, data, train=args.mode == 'steps')
+            ratios = [d / j for d, j in zip(speeds['device'], speeds['jpeg'])]
+            what = ('training steps (loader + forward/backward/SGD step of the config\'s model), both paths '
+                    'interleaved in one process' if args.mode == 'steps' else 'the training loader alone (no model)')
+            write_json({'kind': f'timm-recal-data-path-{args.mode}', 'what': f'images/s of {what}: device vs JPEG',
+                        'config': os.path.relpath(args.config, ROOT), 'batches_per_window': args.steps,
+                        'threads': args.threads, 'img_per_s': speeds,
+                        'median_img_per_s': {k: statistics.median(v) for k, v in speeds.items()},
+                        'ratio_device_over_jpeg_per_round': ratios, 'ratio_median': statistics.median(ratios),
+                        'machine': machine_info(), 'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())},
+                       args.output, force=True)
+            print(f"{args.mode}, device / jpeg: {statistics.median(ratios):.2f}x; {args.output}")
+            return 0
         _run(args, data, 'device', os.path.join(tmp, 'warm'))  # builds the cache: not timed
         speeds = {'jpeg': [], 'device': []}
         busy = []

@@ -2,7 +2,7 @@
 
 For small images the per-image work of the JPEG path (decode, pad, crop, flip, ToTensor, Normalize in worker
 processes) costs more than the training step on a GPU. ``DeviceImageLoader`` keeps the whole split on the device
-as uint8 and builds each batch with one gather: the CIFAR augmentation of torchvision's
+as uint8 and builds each batch with two strided copies: the CIFAR augmentation of torchvision's
 ``RandomCrop(size, padding=pad)`` (zero fill, constant mode, offsets uniform in 0..2*pad) followed by
 ``RandomHorizontalFlip(p)``, then ``ToTensor`` + ``Normalize`` as the same float32 operations in the same order
 (so an un-augmented batch equals the JPEG path's tensors bit for bit).
@@ -25,25 +25,25 @@ __all__ = ['DeviceImageLoader', 'pad_crop_flip', 'normalize']
 
 
 def pad_crop_flip(images: torch.Tensor, pad: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, C) uint8 -> (B, H, W, C): zero-pad by ``pad``, crop HxW at ``offsets`` (B, 2: top, left) of the
-    padded image, then mirror the rows of ``flips`` (B,) bool. One gather, no padded copy of the batch."""
-    b, h, w, _ = images.shape
-    dev = images.device
-    rows = offsets[:, :1] - pad + torch.arange(h, device=dev)  # (B, H): source row of each output row
-    cols = torch.arange(w, device=dev).expand(b, w)
-    cols = torch.where(flips[:, None], cols.flip(1), cols)
-    cols = offsets[:, 1:] - pad + cols  # (B, W)
-    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    batch = torch.arange(b, device=dev)[:, None, None]
-    out = images[batch, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
-    return out * inside[..., None].to(out.dtype)
+    """(B, H, W, C) uint8 -> (B, C, H, W) uint8: zero-pad by ``pad``, crop HxW at ``offsets`` (B, 2: top, left) of
+    the padded image, then mirror the crops of ``flips`` (B,) bool.
+
+    The crops are read through ``unfold`` windows of the padded batch (one strided copy each way, no index
+    tensor per pixel), which also turns the NHWC cache into the NCHW batch."""
+    b, h, w, c = images.shape
+    padded = images.new_zeros((b, h + 2 * pad, w + 2 * pad, c))
+    padded[:, pad:pad + h, pad:pad + w] = images
+    batch = torch.arange(b, device=images.device)
+    rows = padded.unfold(1, h, 1)[batch, offsets[:, 0]]  # (B, W + 2 pad, C, H): the H rows from `top`
+    crops = rows.unfold(1, w, 1)[batch, offsets[:, 1]]  # (B, C, H, W): the W columns from `left`
+    return torch.where(flips[:, None, None, None], crops.flip(3), crops)
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
               memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
-    """(B, H, W, C) uint8 -> (B, C, H, W) float32, torchvision's ``ToTensor`` then ``Normalize``: x / 255,
-    minus mean, over std, each rounded to float32 as there (the NHWC batch is already channels_last)."""
-    x = images.permute(0, 3, 1, 2).to(torch.float32).div_(255)
+    """(B, C, H, W) uint8 -> float32, torchvision's ``ToTensor`` then ``Normalize``: x / 255, minus mean, over std,
+    each rounded to float32 as there."""
+    x = images.contiguous().to(torch.float32).div_(255)
     x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return x.contiguous(memory_format=memory_format)
 
@@ -99,4 +99,6 @@ class DeviceImageLoader:
                 offsets = torch.randint(0, 2 * self.pad + 1, (idx.shape[0], 2), generator=gen, device=dev)
                 flips = torch.rand(idx.shape[0], generator=gen, device=dev) < self.hflip
                 x = pad_crop_flip(x, self.pad, offsets, flips)
+            else:
+                x = x.permute(0, 3, 1, 2)
             yield normalize(x, self.mean, self.std, self.memory_format), self.labels[idx]
