@@ -3,6 +3,7 @@ the heatmap of Wang & Yuan's Figure 1."""
 import csv
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -251,3 +252,48 @@ def test_failed_cell_leaves_no_empty_folder(tmp_path, monkeypatch):
 
 def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt('stopped')
+
+
+def test_parallel_cells_with_seeds_and_device_data(tmp_path, capsys):
+    """--parallel 2: the cells train side by side in their own processes on the device data path (one seed each);
+    a cell that fails is reported by name with its reason, the other finishes and both are in results.json."""
+    from timm_recal.cli import main
+    data = make_tiny_cifar(str(tmp_path / 'data'), 4, 1)
+    grid = f"""base_config: ../configs/base.yaml
+models: [{TINY_MODEL}]
+lr: [1.0e-3]
+batch_size: [4]
+seeds: [1, 2]
+"""
+    sweep, out = _write(tmp_path, grid), tmp_path / 'out'
+    (out / TINY_MODEL / 'lr0.001_b4_s2' / 'summary.csv').mkdir(parents=True)  # this cell cannot log its epoch
+    run = ['sweep', '-c', sweep, '-o', str(out), '--data-dir', data, '--max-steps-per-epoch', '1', '--threads', '1',
+           '--parallel', '2', '--data-path', 'device', '--data-cache', str(tmp_path / 'cache')]
+    assert main(run) != 0
+    printed, err = capsys.readouterr()
+    assert re.search(r"error: 1 cell\(s\) failed: .*lr0.001_b4_s2 \(see .*logs\); the other cells finished", err)
+    assert 'lr0.001_b4_s1: done' in printed
+    assert re.search(r'lr0.001_b4_s2: error after \d+ s \(error: IsADirectoryError: .*summary.csv', printed)
+    cells = {c['seed']: c for c in json.loads((out / 'results.json').read_text())['cells']}
+    assert cells[1]['status'] == 'done' and cells[2]['status'] == 'new'
+    result = json.loads((out / TINY_MODEL / 'lr0.001_b4_s1' / 'results.json').read_text())
+    assert result['data_path'] == 'device'
+    args = torch.load(out / TINY_MODEL / 'lr0.001_b4_s1' / 'last.pth.tar', map_location='cpu', weights_only=False)['args']
+    assert args.seed == 1
+    assert sorted(p.name for p in (out / 'logs').iterdir()) == [f'{TINY_MODEL}__lr0.001_b4_s1.log',
+                                                                 f'{TINY_MODEL}__lr0.001_b4_s2.log']
+
+
+def test_seeds_multiply_the_grid_and_can_be_chosen(tmp_path):
+    from timm_recal.training.sweep import Cell, cell_config, grid_cells, load_sweep
+    spec = load_sweep(_write(tmp_path, GRID + 'seeds: [7, 8]\n'))
+    cells = grid_cells(spec)
+    assert len(cells) == 8 and cells[:2] == [Cell(TINY_MODEL, 1e-2, 4, 7), Cell(TINY_MODEL, 1e-2, 4, 8)]
+    cfg = cell_config(spec, cells[1], str(tmp_path / 'out'))
+    assert cfg.seed == 8 and cfg.output == str(tmp_path / 'out' / TINY_MODEL / 'lr0.01_b4_s8')
+    assert {c.seed for c in grid_cells(spec, seeds=[8])} == {8}
+    with pytest.raises(ValueError, match='--seeds: 9 not in the sweep file'):
+        grid_cells(spec, seeds=[9])
+    for bad in ('seeds: [1, 1]\n', 'seeds: [-1]\n', 'seeds: 3\n', 'seeds: [1]\noverrides: {seed: 2}\n'):
+        with pytest.raises(ValueError, match='seed'):
+            load_sweep(_write(tmp_path, GRID + bad))

@@ -242,8 +242,8 @@ def _differing_defaults():
     from timm_recal.training.config import TrainConfig
     out = {}
     for f in fields(TrainConfig):
-        if f.name not in TRAIN_PY or f.name in ('device', 'workers', 'output', 'resume'):
-            continue  # where to run, not what to train
+        if f.name not in TRAIN_PY or f.name in ('device', 'workers', 'output', 'resume', 'amp_dtype'):
+            continue  # where and how fast to run, not what to train ('' = train.py's float16 on CUDA)
         ours = f.default_factory() if callable(f.default_factory) else f.default
         ours = list(ours) if isinstance(ours, tuple) else ours
         theirs = TRAIN_PY[f.name].default
@@ -299,7 +299,7 @@ _MAHENDRAN_224 = dict(img_size=224, batch_size=32, scale=[0.08, 1.0], hflip=0.5,
 
 #: glob under train_configs/ -> (number of files, the options each must hold)
 RECIPES = {
-    'cifar10/*shufflenetv2_cifar.yaml': (3, dict(
+    'cifar10/*shufflenetv2_cifar.yaml': (4, dict(
         opt='adam', opt_betas=[0.9, 0.999], lr=1e-3, batch_size=64, weight_decay=1e-4, sched='constant',
         epochs=100, warmup_epochs=0, smoothing=0.0, model_kwargs={'conv_init': 'kaiming_fan_out'}, **_CIFAR_CROP)),
     'cifar10/*resnet56_cifar.yaml': (4, dict(_SINGH, warmup_epochs=0, num_classes=10)),
@@ -384,6 +384,17 @@ def test_wang_yuan_sweep_is_their_grid():
     assert sorted(spec.lrs) == [1e-4, 1e-3, 1e-2]
     assert sorted(spec.batch_sizes) == [32, 64, 128]
     assert os.path.samefile(spec.base_config, os.path.join(CONFIG_DIR, 'cifar10', 'shufflenetv2_cifar.yaml'))
+
+
+def test_table1_sweep_is_the_four_nets_at_the_papers_cell_with_seeds():
+    from timm_recal.training.sweep import cell_config, grid_cells, load_sweep
+    spec = load_sweep(os.path.join(SWEEP_DIR, 'cifar10_shufflenetv2_table1.yaml'))
+    cells = grid_cells(spec)
+    assert {c.model for c in cells} == {f'{g}shufflenetv2_cifar' for g in ('', 'se_', 'sle_', 'ab_')}
+    assert {(c.lr, c.batch_size) for c in cells} == {(1e-3, 64)} and len(cells) == 8
+    cfgs = [cell_config(spec, c, 'out') for c in cells]
+    assert sorted({cfg.seed for cfg in cfgs}) == [0, 1] and {cfg.epochs for cfg in cfgs} == {100}
+    assert {cfg.opt for cfg in cfgs} == {'adam'}
 
 
 

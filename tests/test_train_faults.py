@@ -327,6 +327,29 @@ def test_eval_split_without_a_class_keeps_the_train_class_indices(gap_cifar, tmp
     assert labels == {c: i for i, c in enumerate(classes) if c != 'bird'}
 
 
+def test_device_path_eval_split_without_a_class_keeps_the_train_class_indices(gap_cifar, tmp_path, monkeypatch):
+    """The same gap on ``--data-path device``: the eval cache's labels are renumbered as the train split's by
+    folder name (its own sorted folders would shift every class after 'bird')."""
+    import collections
+    import timm_recal.training.trainer as trainer
+    from timm_recal.cli import main
+    seen = []
+    evaluate = trainer.evaluate
+
+    def spy(model, loader, cfg):
+        seen.append((dict(loader.class_to_idx), collections.Counter(loader.labels.tolist())))
+        return evaluate(model, loader, cfg)
+    monkeypatch.setattr(trainer, 'evaluate', spy)
+    assert main(['train', '-c', _write(tmp_path / 'c.yaml', GOOD), '--data-dir', str(gap_cifar), '-o',
+                 str(tmp_path / 'run'), '--threads', '1', '--max-steps-per-epoch', '1', '--data-path', 'device',
+                 '--data-cache', str(tmp_path / 'cache')]) == 0
+    classes = sorted(os.listdir(gap_cifar / 'train'))
+    expected = {c: i for i, c in enumerate(classes) if c != 'bird'}
+    class_to_idx, counts = seen[0]
+    assert class_to_idx == expected
+    assert counts == {expected[c]: len(os.listdir(gap_cifar / 'test' / c)) for c in expected}
+
+
 def test_eval_folder_that_is_no_train_class_is_refused(gap_cifar, tmp_path, capsys):
     import shutil
     from timm_recal.cli import main

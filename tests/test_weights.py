@@ -91,6 +91,17 @@ def test_cifar10_tags_match_weight_folders():
         assert timm.models.get_pretrained_cfg(arch).tag == 'cifar10'  # the default tag
 
 
+def test_a_trained_1_0x_net_tags_both_its_names():
+    """The 1.0x weights folders (benchmarks/gpu/train_table.sh) need only their names in TRAINED_CIFAR10: the alias
+    gets the tag too, pointing to the same repo; nets without weights get none."""
+    from timm_recal.models.shufflenetv2 import _cfgs
+    cfgs = _cfgs(TRAINED_CIFAR10 + ('se_shufflenetv2_cifar',))
+    for name in ('se_shufflenetv2_cifar', 'se_shufflenetv2_x1_0_cifar'):
+        assert cfgs[f'{name}.cifar10']['hf_hub_id'] == 'timm-recal/se_shufflenetv2_cifar.cifar10'
+    assert 'shufflenetv2_cifar.cifar10' not in cfgs and 'se_shufflenetv2_x1_0.cifar10' not in cfgs
+    assert 'se_shufflenetv2_x1_0_cifar.cifar10' not in _cfgs()
+
+
 @pytest.mark.skipif(not WEIGHT_FOLDERS, reason='no trained weights in weights/ yet')
 def test_trained_weights_offline_from_seeded_cache(tmp_path):
     """`create_model('<arch>.cifar10', pretrained=True)` resolves from a Hub cache seeded from weights/ and

@@ -279,16 +279,31 @@ def _variant_table() -> Dict[str, Dict[str, Any]]:
 model_args = _variant_table()
 
 #: Variants with trained CIFAR-10 weights in weights/ (their ``.cifar10`` tags name Hub repos of ``HUB_ORG``).
+#: A 1.0x net may be listed by either of its names (``shufflenetv2_cifar`` or ``shufflenetv2_x1_0_cifar``, the
+#: name its weights folder carries): both names get the tag, pointing to that folder's repo. Only weights that
+#: exist are listed (benchmarks/gpu/train_table.sh writes the 1.0x folders).
 TRAINED_CIFAR10: Tuple[str, ...] = (
     'shufflenetv2_x0_5_cifar', 'se_shufflenetv2_x0_5_cifar', 'sle_shufflenetv2_x0_5_cifar', 'ab_shufflenetv2_x0_5_cifar')
 
 
-def _cfgs() -> Dict[str, Dict[str, Any]]:
+def _same_net(name: str) -> Tuple[str, ...]:
+    """``name`` and its alias: the unqualified name is the 1.0x net (``se_shufflenetv2_cifar`` =
+    ``se_shufflenetv2_x1_0_cifar``)."""
+    for prefix in _GATES:
+        for suffix in ('', '_cifar'):
+            short, full = f'{prefix}shufflenetv2{suffix}', f'{prefix}shufflenetv2_x1_0{suffix}'
+            if name in (short, full):
+                return short, full
+    return (name,)
+
+
+def _cfgs(trained: Tuple[str, ...] = TRAINED_CIFAR10) -> Dict[str, Dict[str, Any]]:
+    repo_of = {alias: f'{HUB_ORG}/{name}.cifar10' for name in trained for alias in _same_net(name)}
     cfgs = {}
     for name, args in model_args.items():
         base = cifar_cfg if args['cifar_stem'] else imagenet_cfg
-        if name in TRAINED_CIFAR10:
-            cfgs[f'{name}.cifar10'] = base(hf_hub_id=f'{HUB_ORG}/{name}.cifar10')
+        if name in repo_of:
+            cfgs[f'{name}.cifar10'] = base(hf_hub_id=repo_of[name])
         cfgs[name] = base()
     return cfgs
 

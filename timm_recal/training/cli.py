@@ -1,11 +1,12 @@
 """``timm-recal train``: argument definitions (no heavy imports here) and the command."""
 import argparse
 
-__all__ = ['add_train_parser', 'run_train', 'add_package_parser']
+__all__ = ['add_train_parser', 'add_fast_arguments', 'run_train', 'add_package_parser']
 
 _OVERRIDES = {  # command-line flag -> TrainConfig field
     'model': str, 'data_dir': str, 'epochs': int, 'batch_size': int, 'lr': float, 'workers': int,
     'device': str, 'resume': str, 'threads': int, 'aug': str, 'seed': int, 'max_steps_per_epoch': int,
+    'data_path': str, 'data_cache': str, 'torchcompile': str, 'torchcompile_mode': str, 'amp_dtype': str,
 }
 
 
@@ -30,8 +31,26 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
                    help='auto: exact CIFAR pad-and-crop for inputs <= 64 px, timm transforms otherwise')
     p.add_argument('--seed', type=int)
     p.add_argument('--max-steps-per-epoch', dest='max_steps_per_epoch', type=int, help='cap (smoke runs)')
+    add_fast_arguments(p)
     p.set_defaults(func=run_train)
     return p
+
+
+def add_fast_arguments(p: argparse.ArgumentParser) -> None:
+    """The data path and the compiled step (shared by ``train`` and ``sweep``)."""
+    g = p.add_argument_group('data path and step')
+    g.add_argument('--data-path', dest='data_path', choices=['jpeg', 'device'],
+                   help='jpeg (default): decode and augment in CPU workers; device: decode the folder once into a '
+                        'uint8 cache held on the training device and augment there (images <= 64 px)')
+    g.add_argument('--data-cache', dest='data_cache', metavar='DIR',
+                   help='folder of the device path\'s cache files (default ~/.cache/timm-recal/images)')
+    g.add_argument('--amp-dtype', dest='amp_dtype', choices=['float16', 'bfloat16'],
+                   help='--amp precision (default float16 with loss scaling on CUDA, bfloat16 on the CPU)')
+    g.add_argument('--torchcompile', nargs='?', const='inductor', metavar='BACKEND',
+                   help='torch.compile the model (default backend inductor), as train.py\'s --torchcompile')
+    g.add_argument('--torchcompile-mode', dest='torchcompile_mode',
+                   choices=['default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs'],
+                   help='torch.compile mode; reduce-overhead adds CUDA graphs (CUDA only)')
 
 
 def run_train(args: argparse.Namespace) -> int:

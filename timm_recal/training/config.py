@@ -17,8 +17,8 @@ __all__ = ['TrainConfig', 'load_config', 'check_config', 'read_yaml', 'resolve_l
 #: train.py options this trainer accepts in a YAML file but does not act on (logging, distributed, ...).
 IGNORED_KEYS = {
     'log_interval', 'recovery_interval', 'pin_mem', 'no_prefetcher', 'log_wandb', 'experiment', 'dist_bn',
-    'torchscript', 'torchcompile', 'fuser', 'local_rank', 'synchronize_step', 'tta', 'use_multi_epochs_loader',
-    'no_ddp_bb', 'split_bn', 'eval_metric', 'checkpoint_hist', 'amp_dtype', 'model_dtype', 'dataset_download',
+    'torchscript', 'fuser', 'local_rank', 'synchronize_step', 'tta', 'use_multi_epochs_loader',
+    'no_ddp_bb', 'split_bn', 'eval_metric', 'checkpoint_hist', 'model_dtype', 'dataset_download',
     'class_map', 'input_img_mode', 'input_key', 'target_key', 'dataset_trust_remote_code', 'train_num_samples',
     'val_num_samples', 'pretrained_path', 'resume_opt', 'no_resume_opt', 'save_images', 'worker_seeding',
 }
@@ -82,6 +82,10 @@ class TrainConfig:
     workers: int = 2
     channels_last: bool = False
     amp: bool = False
+    # '' = float16 on CUDA (with loss scaling), bfloat16 on the CPU; train.py's --amp-dtype
+    amp_dtype: str = ''
+    # torch.compile backend of the model (train.py's --torchcompile); None = eager
+    torchcompile: Optional[str] = None
     device: str = 'cpu'
     output: str = ''
     resume: str = ''
@@ -89,6 +93,11 @@ class TrainConfig:
     aug: str = 'auto'
     threads: Optional[int] = None
     max_steps_per_epoch: Optional[int] = None
+    # where images are decoded and augmented: 'jpeg' (timm's loader, CPU workers) or 'device' (decoded once into
+    # a uint8 cache held on the training device, CIFAR augmentation there; small images only)
+    data_path: str = 'jpeg'
+    data_cache: str = ''  # folder of the device path's cache files ('' = ~/.cache/timm-recal/images)
+    torchcompile_mode: Optional[str] = None  # torch.compile mode ('reduce-overhead': CUDA graphs, CUDA only)
 
 
 _FIELDS = {f.name for f in fields(TrainConfig)}
@@ -160,6 +169,10 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
     cfg = TrainConfig(**kwargs)
     if cfg.aug not in ('auto', 'cifar', 'timm'):
         raise ValueError(f"aug must be 'auto', 'cifar' or 'timm', got {cfg.aug!r}")
+    if cfg.data_path not in ('jpeg', 'device'):
+        raise ValueError(f"data_path must be 'jpeg' or 'device', got {cfg.data_path!r}")
+    if cfg.amp_dtype not in ('', 'float16', 'bfloat16'):
+        raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {cfg.amp_dtype!r}")
     if cfg.lr_base_scale not in ('', 'linear', 'sqrt'):
         raise ValueError(f"lr_base_scale must be '', 'linear' or 'sqrt', got {cfg.lr_base_scale!r}")
     return cfg
@@ -170,6 +183,8 @@ CLI_FLAGS = {
     'model': '--model', 'data_dir': '--data-dir', 'epochs': '--epochs', 'batch_size': '--batch-size', 'lr': '--lr',
     'workers': '--workers', 'device': '--device', 'resume': '--resume', 'threads': '--threads', 'aug': '--aug',
     'seed': '--seed', 'max_steps_per_epoch': '--max-steps-per-epoch', 'output': '-o/--output',
+    'data_path': '--data-path', 'data_cache': '--data-cache', 'torchcompile': '--torchcompile',
+    'torchcompile_mode': '--torchcompile-mode', 'amp_dtype': '--amp-dtype',
 }
 
 
@@ -262,6 +277,9 @@ def check_config(cfg: TrainConfig, need_data: bool = True) -> None:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
     if cfg.device not in ('cpu', 'cuda') and not cfg.device.startswith('cuda:'):
         raise ValueError(f"{option_name('device')} must be 'cpu' or 'cuda', got {cfg.device!r}")
+    if cfg.data_path == 'device' and cfg.aug == 'timm':
+        raise ValueError(f"{option_name('data_path')} device does the CIFAR augmentation only; "
+                         f"{option_name('aug')} timm needs {option_name('data_path')} jpeg")
     _check_model(cfg)
     _check_opt_and_sched(cfg)
     if cfg.device.startswith('cuda'):
@@ -384,6 +402,6 @@ def as_namespace(cfg: TrainConfig) -> argparse.Namespace:
     """timm's CheckpointSaver stores ``args`` in every checkpoint; give it the config, its paths as
     ``recorded_path`` writes them (resuming reads the checkpoint's weights and epoch, never these paths)."""
     values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    for key in ('data_dir', 'output', 'resume'):
+    for key in ('data_dir', 'output', 'resume', 'data_cache'):
         values[key] = recorded_path(values[key])
     return argparse.Namespace(**values)

@@ -9,16 +9,20 @@ A sweep file names a training config (train.py option names, see ``train_configs
     lr: [1.0e-2, 1.0e-3, 1.0e-4]
     batch_size: [32, 64, 128]
     overrides: {epochs: 100}                          # optional: train.py options for every cell
+    seeds: [0, 1]                                     # optional: every cell once per seed
     title: Wang & Yuan, Figure 1                      # optional: heatmap title
 
-Every cell is one ``timm-recal train`` run in ``OUT/<model>/lr<lr>_b<batch>/`` with ``--resume auto``, so a
-sweep that is stopped continues where it was, and finished cells are skipped.
+Every cell is one ``timm-recal train`` run in ``OUT/<model>/lr<lr>_b<batch>[_s<seed>]/`` with ``--resume auto``,
+so a sweep that is stopped continues where it was, and finished cells are skipped. ``parallel`` > 1 trains that
+many cells at once, each in its own process (one GPU holds several small runs; a cell that fails is reported, the
+others go on; each cell's output goes to ``OUT/logs/``).
 """
 import csv
 import io
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -28,8 +32,10 @@ from .config import TrainConfig, check_config, check_data, load_config, read_yam
 __all__ = ['SweepSpec', 'Cell', 'load_sweep', 'grid_cells', 'cell_config', 'cell_status', 'check_cells',
            'check_sweep_output', 'run_sweep', 'collect_results', 'write_results', 'plot_heatmap']
 
-_KEYS = {'base_config', 'models', 'lr', 'batch_size', 'overrides', 'title'}
+_KEYS = {'base_config', 'models', 'lr', 'batch_size', 'overrides', 'title', 'seeds'}
 _GRID_OWNED = {'model', 'lr', 'batch_size', 'output', 'resume'}  # set per cell by the sweep itself
+#: exit status of a cell process whose loss diverged (it wrote failed.json)
+_DIVERGED = 3
 FAILED_FILE = 'failed.json'
 
 
@@ -41,6 +47,7 @@ class SweepSpec:
     batch_sizes: List[int]
     overrides: Dict[str, Any] = field(default_factory=dict)
     title: str = ''
+    seeds: List[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -48,10 +55,12 @@ class Cell:
     model: str
     lr: float
     batch_size: int
+    seed: Optional[int] = None  # None: the config's seed
 
     @property
     def dirname(self) -> str:
-        return os.path.join(self.model, f'lr{self.lr:g}_b{self.batch_size}')
+        seed = '' if self.seed is None else f'_s{self.seed}'
+        return os.path.join(self.model, f'lr{self.lr:g}_b{self.batch_size}{seed}')
 
 
 def _number_list(path: str, key: str, values: Any, kind: type) -> list:
@@ -96,20 +105,33 @@ def load_sweep(path: str) -> SweepSpec:
     owned = sorted(_GRID_OWNED & set(overrides))
     if owned:
         raise ValueError(f"{path}: overrides may not set {', '.join(owned)} (the sweep sets them per cell)")
+    seeds = raw.get('seeds') or []
+    if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2 ** 32
+                                              for x in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{path}: 'seeds' must be a list of distinct integers >= 0, got {seeds!r}")
+    if seeds and 'seed' in overrides:
+        raise ValueError(f"{path}: set the seed by 'seeds' or by overrides, not both")
     return SweepSpec(
         base_config=base, models=list(models), lrs=_number_list(path, 'lr', raw['lr'], float),
         batch_sizes=_number_list(path, 'batch_size', raw['batch_size'], int), overrides=dict(overrides),
-        title=str(raw.get('title') or ''))
+        title=str(raw.get('title') or ''), seeds=list(seeds))
 
 
-def grid_cells(spec: SweepSpec, models: Optional[Sequence[str]] = None) -> List[Cell]:
-    """Cells in run order: model by model, large lr first, small batch first."""
+def grid_cells(spec: SweepSpec, models: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None
+               ) -> List[Cell]:
+    """Cells in run order: model by model, large lr first, small batch first, then seed by seed."""
     if models:
         unknown = sorted(set(models) - set(spec.models))
         if unknown:
             raise ValueError(f"--models: {', '.join(unknown)} not in the sweep file (it has {', '.join(spec.models)})")
     chosen = [m for m in spec.models if not models or m in models]
-    return [Cell(m, lr, bs) for m in chosen for lr in spec.lrs for bs in spec.batch_sizes]
+    if seeds:
+        unknown = sorted(set(seeds) - set(spec.seeds))
+        if unknown:
+            raise ValueError(f"--seeds: {', '.join(map(str, unknown))} not in the sweep file "
+                             f"(it has {', '.join(map(str, spec.seeds)) or 'no seeds list'})")
+    seeds = [x for x in spec.seeds if not seeds or x in seeds] or [None]
+    return [Cell(m, lr, bs, seed) for m in chosen for lr in spec.lrs for bs in spec.batch_sizes for seed in seeds]
 
 
 def cell_config(spec: SweepSpec, cell: Cell, out_dir: str, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
@@ -121,6 +143,8 @@ def cell_config(spec: SweepSpec, cell: Cell, out_dir: str, overrides: Optional[D
         raise ValueError(f"overrides may not set {', '.join(owned)} (the sweep sets them per cell)")
     values.update(model=cell.model, lr=cell.lr, batch_size=cell.batch_size,
                   output=os.path.join(out_dir, cell.dirname), resume='auto')
+    if cell.seed is not None:
+        values['seed'] = cell.seed
     return load_config(spec.base_config, values)
 
 
@@ -192,14 +216,18 @@ def run_sweep(
         overrides: Optional[Dict[str, Any]] = None,
         models: Optional[Sequence[str]] = None,
         log: Callable[[str], None] = print,
+        parallel: int = 1,
+        seeds: Optional[Sequence[int]] = None,
 ) -> List[Dict[str, Any]]:
     """Train every unfinished cell (resuming partial ones), then collect and write the results and heatmap.
 
     A cell whose loss turns non-finite (a too-large lr) is recorded as failed and the sweep goes on; it is not
-    retried on the next call (delete its ``failed.json`` to retry). Other errors stop the sweep.
+    retried on the next call (delete its ``failed.json`` to retry). Run one at a time, other errors stop the sweep;
+    with ``parallel`` > 1 every cell runs to its end and the sweep fails afterwards, naming the cells that did.
     """
-    from .trainer import train
-    cells = grid_cells(spec, models)
+    if parallel < 1:
+        raise ValueError(f"--parallel must be >= 1, got {parallel}")
+    cells = grid_cells(spec, models, seeds)
     check_sweep_output(out_dir)
     checked = check_cells(spec, cells, out_dir, overrides)
     bad = [(cell, error) for cell, _, error in checked if error]
@@ -207,21 +235,108 @@ def run_sweep(
         cell, error = bad[0]
         more = f" (and {len(bad) - 1} more bad cell(s); --dry-run lists them)" if len(bad) > 1 else ''
         raise ValueError(f"cell {cell.dirname}: {error}{more}; nothing was trained")
+    todo = []
     for i, (cell, cfg, _) in enumerate(checked, 1):
         status = cell_status(cfg)
         if status in ('done', 'failed'):
             log(f"[{i}/{len(cells)}] {cell.dirname}: {status}, skipped")
-            continue
-        log(f"[{i}/{len(cells)}] {cell.dirname}: {'resuming' if status == 'partial' else 'training'}")
+        else:
+            todo.append((i, cell, cfg, status))
+    errors = _train_parallel(todo, len(cells), out_dir, parallel, log) if parallel > 1 else \
+        _train_in_turn(todo, len(cells), log)
+    rows = collect_results(spec, out_dir, overrides)
+    write_results(spec, rows, out_dir)
+    plot_heatmap(rows, os.path.join(out_dir, 'heatmap.png'), title=spec.title)
+    if errors:
+        names = ', '.join(cell.dirname for cell in errors)
+        raise RuntimeError(f"{len(errors)} cell(s) failed: {names} (see {os.path.join(out_dir, 'logs')}); "
+                           f"the other cells finished and are in results.json")
+    return rows
+
+
+def _train_in_turn(todo, n_cells: int, log) -> list:
+    from .trainer import train
+    for i, cell, cfg, status in todo:
+        log(f"[{i}/{n_cells}] {cell.dirname}: {'resuming' if status == 'partial' else 'training'}")
         try:
             train(cfg)
         except FloatingPointError as e:
             write_json({'error': str(e)}, os.path.join(cfg.output, FAILED_FILE), force=True)
-            log(f"[{i}/{len(cells)}] {cell.dirname}: failed ({e})")
-    rows = collect_results(spec, out_dir, overrides)
-    write_results(spec, rows, out_dir)
-    plot_heatmap(rows, os.path.join(out_dir, 'heatmap.png'), title=spec.title)
-    return rows
+            log(f"[{i}/{n_cells}] {cell.dirname}: failed ({e})")
+    return []
+
+
+def _cell_process(cfg: TrainConfig, log_path: str) -> None:
+    """A cell in its own process: output to its log file; exit 0 trained, ``_DIVERGED`` diverged, 1 any error
+    (its one-line reason is the log's last line)."""
+    import sys
+    from ..outputs import terminate_as_interrupt
+    status = 0
+    with open(log_path, 'a', buffering=1) as f:
+        sys.stdout = sys.stderr = f
+        try:
+            with terminate_as_interrupt():
+                from .trainer import train
+                train(cfg)
+        except FloatingPointError as e:
+            write_json({'error': str(e)}, os.path.join(cfg.output, FAILED_FILE), force=True)
+            print(f"failed: {e}", flush=True)
+            status = _DIVERGED
+        except BaseException as e:  # noqa: BLE001  (reported by the parent from this line)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ''
+            print(f"error: {type(e).__name__}: {reason}", flush=True)
+            status = 1
+        finally:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    sys.exit(status)
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, errors='replace') as f:
+            lines = [l.strip() for l in f.read().replace('\r', '\n').splitlines() if l.strip()]
+    except OSError:
+        return ''
+    return lines[-1][:300] if lines else ''
+
+
+def _train_parallel(todo, n_cells: int, out_dir: str, parallel: int, log) -> list:
+    """Up to ``parallel`` cells at a time, each in a fresh (spawned) process; returns the cells that failed for
+    another reason than a diverged loss. Ctrl-C/SIGTERM stops the running cells (each keeps its last epoch)."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+    ctx = mp.get_context('spawn')  # CUDA cannot be forked; each cell gets its own context
+    logs = os.path.join(out_dir, 'logs')
+    os.makedirs(logs, exist_ok=True)
+    pending, running, errors = list(todo), {}, []
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                i, cell, cfg, status = pending.pop(0)
+                log_path = os.path.join(logs, cell.dirname.replace(os.sep, '__') + '.log')
+                proc = ctx.Process(target=_cell_process, args=(cfg, log_path), daemon=False)
+                proc.start()
+                running[proc.sentinel] = (proc, i, cell, log_path, time.time())
+                log(f"[{i}/{n_cells}] {cell.dirname}: {'resuming' if status == 'partial' else 'training'} "
+                    f"(process {proc.pid}, log {os.path.relpath(log_path, out_dir)})")
+            for sentinel in wait(list(running)):
+                proc, i, cell, log_path, t0 = running.pop(sentinel)
+                proc.join()
+                took = f"{time.time() - t0:.0f} s"
+                if proc.exitcode == 0:
+                    log(f"[{i}/{n_cells}] {cell.dirname}: done ({took})")
+                elif proc.exitcode == _DIVERGED:
+                    log(f"[{i}/{n_cells}] {cell.dirname}: failed ({_last_line(log_path)})")
+                else:
+                    errors.append(cell)
+                    reason = _last_line(log_path) or f'exit status {proc.exitcode}'
+                    log(f"[{i}/{n_cells}] {cell.dirname}: error after {took} ({reason})")
+    finally:
+        for proc, *_ in running.values():  # interrupted: stop the cells still running, each as Ctrl-C would
+            proc.terminate()
+        for proc, *_ in running.values():
+            proc.join()
+    return errors
 
 
 def collect_results(spec: SweepSpec, out_dir: str, overrides: Optional[Dict[str, Any]] = None
@@ -231,7 +346,7 @@ def collect_results(spec: SweepSpec, out_dir: str, overrides: Optional[Dict[str,
     for cell in grid_cells(spec):
         cfg = cell_config(spec, cell, out_dir, overrides)
         logged, best, best_epoch = _summary_best(os.path.join(cfg.output, 'summary.csv'))
-        rows.append(dict(model=cell.model, lr=cell.lr, batch_size=cell.batch_size, best_top1=best,
+        rows.append(dict(model=cell.model, lr=cell.lr, batch_size=cell.batch_size, seed=cfg.seed, best_top1=best,
                          best_epoch=best_epoch, epochs_done=logged, epochs=cfg.epochs, status=cell_status(cfg)))
     return rows
 
@@ -278,14 +393,17 @@ def plot_heatmap(rows: List[Dict[str, Any]], path: str, title: str = '') -> str:
     unfinished = False
     for ax, model in zip(axes[0], models):
         grid = np.full((len(lrs), len(batches)), np.nan)
-        marks = {}
-        for r in rows:
+        statuses, scored = {}, {}
+        for r in rows:  # several seeds of a cell: their mean; the cell is done when all its seeds are
             if r['model'] != model:
                 continue
             i, j = lrs.index(r['lr']), batches.index(r['batch_size'])
             if r['best_top1'] is not None:
-                grid[i, j] = r['best_top1']
-            marks[i, j] = r['status']
+                scored.setdefault((i, j), []).append(r['best_top1'])
+            statuses.setdefault((i, j), []).append(r['status'])
+        marks = {ij: next((s for s in v if s != 'done'), 'done') for ij, v in statuses.items()}
+        for (i, j), values in scored.items():
+            grid[i, j] = float(np.mean(values))
         image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax, aspect='auto')
         best = np.unravel_index(np.nanargmax(grid), grid.shape) if np.isfinite(grid).any() else None
         for (i, j), status in marks.items():

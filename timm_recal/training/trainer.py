@@ -24,7 +24,7 @@ from ..outputs import atomic_output, check_not_terminated, created_parents, temp
 from ..pause_points import pause_point
 from .config import TrainConfig, as_namespace, check_config, option_name, resolve_lr
 
-__all__ = ['train', 'build_transforms', 'evaluate', 'TrainingDiverged', 'RUN_FILES']
+__all__ = ['train', 'build_transforms', 'build_loaders', 'compiled_step_model', 'evaluate', 'TrainingDiverged', 'RUN_FILES']
 
 #: files of a run folder that `train` writes (a fresh run into an old folder replaces them all)
 RUN_FILES = ('summary.csv', 'results.json', 'failed.json', 'last.pth.tar', 'model_best.pth.tar',
@@ -35,6 +35,8 @@ class TrainingDiverged(FloatingPointError, RuntimeError):
     """The loss became non-finite (a too-large lr). A RuntimeError too, so the CLI prints it as one line."""
 
 _logger = logging.getLogger(__name__)
+#: on CUDA the loss is read (a device sync) every this many steps; on the CPU every step
+_SYNC_EVERY = 50
 
 
 def build_transforms(cfg: TrainConfig, data_config: Dict[str, Any], is_training: bool):
@@ -68,11 +70,11 @@ def _class_to_idx(ds) -> Optional[Dict[str, int]]:
     return dict(mapping) if isinstance(mapping, dict) and mapping else None
 
 
-def _eval_classes_by_name(cfg: TrainConfig, split: str, ds, train_classes: Dict[str, int]) -> Optional[Dict[str, int]]:
-    """None when ``ds`` (the eval split) already numbers its classes as the train split does; else the train
-    split's map to rebuild it with (its folders a subset of the train classes, matched by name). A folder that is
-    no train class is refused: its images have no label the model could be scored on."""
-    own = _class_to_idx(ds)
+def _eval_classes_by_name(cfg: TrainConfig, split: str, own: Optional[Dict[str, int]],
+                          train_classes: Dict[str, int]) -> Optional[Dict[str, int]]:
+    """None when ``own`` (the eval split's folder -> label map) already numbers its classes as the train split
+    does; else the train split's map to relabel it with (its folders a subset of the train classes, matched by
+    name). A folder that is no train class is refused: its images have no label the model could be scored on."""
     if own is None or own == {c: train_classes.get(c) for c in own}:
         return None
     folders = sorted(own, key=own.get)
@@ -89,26 +91,95 @@ def _loader(cfg: TrainConfig, split: str, transform, batch_size: int, is_trainin
     """The loader of one split; with ``train_classes`` (an eval split) its labels are the train split's."""
     from timm.data import create_dataset
     ds = create_dataset(cfg.dataset, root=cfg.data_dir, split=split, is_training=is_training)
-    remap = _eval_classes_by_name(cfg, split, ds, train_classes) if train_classes else None
+    remap = _eval_classes_by_name(cfg, split, _class_to_idx(ds), train_classes) if train_classes else None
     if remap is not None:
         ds = create_dataset(cfg.dataset, root=cfg.data_dir, split=split, is_training=is_training, class_map=remap)
     if len(ds) == 0:
         raise ValueError(f"no images found in {cfg.data_dir!r} (split {split!r})")
-    if is_training and len(ds) < batch_size:
-        raise ValueError(f"{option_name('batch_size')} {batch_size} is larger than the {len(ds)} training images "
-                         f"of {cfg.data_dir!r}: no full batch to train on")
+    _check_batch(cfg, len(ds), batch_size, is_training)
     ds.transform = transform
     return torch.utils.data.DataLoader(
         ds, batch_size=batch_size, shuffle=is_training, drop_last=is_training, num_workers=cfg.workers,
         persistent_workers=cfg.workers > 0, pin_memory=cfg.device.startswith('cuda'))
 
 
+def _check_batch(cfg: TrainConfig, n_images: int, batch_size: int, is_training: bool) -> None:
+    if is_training and n_images < batch_size:
+        raise ValueError(f"{option_name('batch_size')} {batch_size} is larger than the {n_images} training images "
+                         f"of {cfg.data_dir!r}: no full batch to train on")
+
+
+def _class_count(loader) -> Optional[int]:
+    """Classes of a loader's image folder (timm's reader or the device cache), None if it does not say."""
+    reader = getattr(getattr(loader, 'dataset', None), 'reader', None)
+    class_to_idx = getattr(loader, 'class_to_idx', None) or getattr(reader, 'class_to_idx', None)
+    return len(class_to_idx) if class_to_idx else None
+
+
+def build_loaders(cfg: TrainConfig, data_config: Dict[str, Any]):
+    """(train, eval) loaders of ``cfg.data_path``: timm's JPEG loader, or the device-resident cache."""
+    eval_batch = cfg.validation_batch_size or cfg.batch_size
+    if cfg.data_path == 'jpeg':
+        train_loader = _loader(cfg, cfg.train_split, build_transforms(cfg, data_config, True), cfg.batch_size, True)
+        return train_loader, _loader(cfg, cfg.val_split, build_transforms(cfg, data_config, False), eval_batch,
+                                     False, _class_to_idx(train_loader.dataset))
+    from .device_loader import DeviceImageLoader
+    from .image_cache import check_fits, load_or_build, plan_cache
+    size = data_config['input_size'][-1]
+    aug = cfg.aug if cfg.aug != 'auto' else ('cifar' if size <= 64 else 'timm')
+    if aug != 'cifar':
+        raise ValueError(f"{option_name('data_path')} device does the CIFAR augmentation of inputs <= 64 px; "
+                         f"this model takes {size} px: use {option_name('data_path')} jpeg")
+    device = torch.device(cfg.device)
+    plans = [plan_cache(cfg.data_dir, split, cfg.data_cache or None, size, cfg.dataset)
+             for split in (cfg.train_split, cfg.val_split)]
+    _check_batch(cfg, plans[0].n_images, cfg.batch_size, True)
+    check_fits(sum(p.nbytes for p in plans), device,
+               f"the {sum(p.n_images for p in plans)} decoded images of {cfg.data_dir!r}")
+    loaders = []
+    for plan, is_training in zip(plans, (True, False)):
+        cache = load_or_build(plan, device)
+        labels, class_to_idx = cache.labels, cache.class_to_idx
+        remap = None if is_training else _eval_classes_by_name(cfg, cfg.val_split, class_to_idx,
+                                                               loaders[0].class_to_idx)
+        if remap is not None:  # the eval split's labels renumbered as the train split's, by folder name
+            lut = torch.empty(max(class_to_idx.values()) + 1, dtype=labels.dtype)
+            for name, own in class_to_idx.items():
+                lut[own] = remap[name]
+            labels, class_to_idx = lut.to(labels.device)[labels], {name: remap[name] for name in class_to_idx}
+        loader = DeviceImageLoader(
+            cache.images, labels, cfg.batch_size if is_training else eval_batch, data_config['mean'],
+            data_config['std'], train=is_training, pad=size // 8, hflip=cfg.hflip, augment=not cfg.no_aug,
+            channels_last=cfg.channels_last)
+        loader.class_to_idx = class_to_idx
+        loaders.append(loader)
+    return tuple(loaders)
+
+
+def _amp_dtype(cfg: TrainConfig) -> torch.dtype:
+    if cfg.amp_dtype:
+        return getattr(torch, cfg.amp_dtype)
+    return torch.float16 if cfg.device.startswith('cuda') else torch.bfloat16
+
+
 def _autocast(cfg: TrainConfig):
     if not cfg.amp:
         return nullcontext()
-    if cfg.device.startswith('cuda'):
-        return torch.autocast('cuda', dtype=torch.float16)
-    return torch.autocast('cpu', dtype=torch.bfloat16)
+    return torch.autocast('cuda' if cfg.device.startswith('cuda') else 'cpu', dtype=_amp_dtype(cfg))
+
+
+def compiled_step_model(model: nn.Module, cfg: TrainConfig, log=print) -> nn.Module:
+    """The module the steps call: ``model`` itself, or ``torch.compile`` of it (same parameters, so the optimizer
+    and the checkpoints keep using ``model``). CUDA graphs ('reduce-overhead') need CUDA: on the CPU that mode is
+    dropped, with the reason."""
+    backend = cfg.torchcompile or ('inductor' if cfg.torchcompile_mode else None)
+    if not backend:
+        return model
+    mode = cfg.torchcompile_mode
+    if mode in ('reduce-overhead', 'max-autotune') and not cfg.device.startswith('cuda'):
+        log(f"--torchcompile-mode {mode}: CUDA graphs need a CUDA device; compiling for {cfg.device} without them")
+        mode = None
+    return torch.compile(model, backend=backend, mode=mode)
 
 
 def _progress(iterable, total: int, desc: str):
@@ -125,18 +196,17 @@ def evaluate(model: nn.Module, loader, cfg: TrainConfig) -> Dict[str, float]:
     from timm.utils import accuracy
     model.eval()
     loss_fn = nn.CrossEntropyLoss()
-    n, loss_sum, top1_sum, top5_sum = 0, 0.0, 0.0, 0.0
+    n, sums = 0, torch.zeros(3, dtype=torch.float64, device=cfg.device)  # loss, top-1, top-5: read once, at the end
     for x, y in _progress(loader, len(loader), 'eval'):
         x, y = x.to(cfg.device), y.to(cfg.device)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(cfg):
             out = model(x)
-        loss_sum += loss_fn(out.float(), y).item() * x.shape[0]
         top1, top5 = accuracy(out, y, topk=(1, min(5, out.shape[-1])))
-        top1_sum += top1.item() * x.shape[0]
-        top5_sum += top5.item() * x.shape[0]
+        sums += torch.stack([loss_fn(out.float(), y), top1, top5]).double() * x.shape[0]
         n += x.shape[0]
+    loss_sum, top1_sum, top5_sum = sums.tolist()
     return {'loss': loss_sum / n, 'top1': top1_sum / n, 'top5': top5_sum / n}
 
 
@@ -297,11 +367,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
                  'interpolation': cfg.interpolation}
     data_config = resolve_data_config(data_args, model=model)
 
-    train_loader = _loader(cfg, cfg.train_split, build_transforms(cfg, data_config, True), cfg.batch_size, True)
-    train_classes = _class_to_idx(train_loader.dataset)
-    eval_loader = _loader(cfg, cfg.val_split, build_transforms(cfg, data_config, False),
-                          cfg.validation_batch_size or cfg.batch_size, False, train_classes)
-    n_classes = len(train_classes) if train_classes is not None else None
+    train_loader, eval_loader = build_loaders(cfg, data_config)
+    n_classes = _class_count(train_loader)
     if n_classes is not None and n_classes != model.num_classes:
         raise ValueError(f"{cfg.data_dir} has {n_classes} classes but the model has {model.num_classes}; "
                          f"set num_classes")
@@ -324,7 +391,8 @@ def train(cfg: TrainConfig) -> Dict[str, Any]:
         warmup_epochs=cfg.warmup_epochs, warmup_prefix=cfg.warmup_prefix, cycle_mul=cfg.lr_cycle_mul,
         cycle_decay=cfg.lr_cycle_decay, cycle_limit=cfg.lr_cycle_limit,
         step_on_epochs=not cfg.sched_on_updates, updates_per_epoch=updates_per_epoch)
-    scaler = NativeScaler(device='cuda') if cfg.amp and cfg.device.startswith('cuda') else None
+    scaler = NativeScaler(device='cuda') if cfg.amp and _amp_dtype(cfg) == torch.float16 and \
+        cfg.device.startswith('cuda') else None
     loss_fn = LabelSmoothingCrossEntropy(cfg.smoothing) if cfg.smoothing else nn.CrossEntropyLoss()
 
     start_epoch = 0
@@ -363,6 +431,8 @@ def _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader,
         else:
             scheduler.step(start_epoch)
 
+    step_model = compiled_step_model(model, cfg)
+    sync_every = _SYNC_EVERY if cfg.device.startswith('cuda') else 1
     eval_metrics: Dict[str, float] = {}
     for epoch in range(start_epoch, num_epochs):
         t0 = time.time()
@@ -371,21 +441,31 @@ def _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader,
         # worker processes draw their augmentation seeds once, when they start)
         random_seed(cfg.seed + epoch, 0)
         model.train()
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen = torch.zeros((), device=cfg.device), 0
         num_updates = epoch * updates_per_epoch
         bar = _progress(train_loader, updates_per_epoch, f'epoch {epoch + 1}/{num_epochs}')
         for step, (x, y) in enumerate(bar):
             check_not_terminated()  # a SIGTERM whose interrupt Python dropped (in a callback) still stops here
             if step >= updates_per_epoch:
                 break
-            x, y = x.to(cfg.device), y.to(cfg.device)
+            x, y = x.to(cfg.device, non_blocking=True), y.to(cfg.device, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(cfg):
-                loss = loss_fn(model(x), y)
-            if not math.isfinite(loss.item()):
-                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                       f"lower {option_name('lr')}")
+                loss = loss_fn(step_model(x), y)
+            loss_sum += loss.detach().float() * x.shape[0]
+            seen += x.shape[0]
+            # reading the loss waits for the device: on CUDA only every _SYNC_EVERY steps, so the GPU runs ahead
+            last = step + 1 == updates_per_epoch
+            if sync_every == 1 or (step + 1) % sync_every == 0 or last:
+                total = loss_sum.item()
+                if not math.isfinite(total):
+                    where = f"step {step + 1}" if sync_every == 1 else f"one of steps {max(step + 2 - sync_every, 1)}-{step + 1}"
+                    raise TrainingDiverged(f"loss is {loss.item() if sync_every == 1 else total} at epoch {epoch + 1}, "
+                                           f"{where}; lower {option_name('lr')}")
+                if hasattr(bar, 'set_postfix'):
+                    bar.set_postfix(loss=f'{total / seen:.4f}', lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                                    refresh=False)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler(loss, optimizer, clip_grad=cfg.clip_grad, parameters=model.parameters())
@@ -397,12 +477,9 @@ def _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader,
             num_updates += 1
             if scheduler is not None:
                 scheduler.step_update(num_updates=num_updates)
-            loss_sum += loss.item() * x.shape[0]
-            seen += x.shape[0]
-            if hasattr(bar, 'set_postfix'):
-                bar.set_postfix(loss=f'{loss_sum / seen:.4f}', lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
+        loss_sum = loss_sum.item()
         train_metrics = {'loss': loss_sum / max(seen, 1), 'img_per_s': seen / (time.time() - t0)}
-        eval_metrics = evaluate(model, eval_loader, cfg)
+        eval_metrics = evaluate(step_model, eval_loader, cfg)
         lrs = [g['lr'] for g in optimizer.param_groups]  # the lr this epoch ended with, as train.py logs it
         if not resume and epoch == start_epoch:  # a fresh run replaces an old one once it has its first epoch
             _clear_previous_run(cfg.output)
@@ -421,6 +498,10 @@ def _run_epochs(cfg, model, optimizer, scheduler, scaler, loss_fn, train_loader,
     result = {
         'model': cfg.model, 'epochs': num_epochs, 'best_top1': saver.best_metric, 'best_epoch': saver.best_epoch,
         'last': eval_metrics or _last_logged(summary_csv),
+        'data_path': cfg.data_path,
+        'step': {'device': cfg.device, 'channels_last': cfg.channels_last, 'amp': cfg.amp,
+                 'amp_dtype': str(_amp_dtype(cfg)).replace('torch.', '') if cfg.amp else None,
+                 'torchcompile': cfg.torchcompile, 'torchcompile_mode': cfg.torchcompile_mode},
     }
     write_json(result, os.path.join(cfg.output, 'results.json'), force=True)
     return result
