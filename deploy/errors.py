@@ -2,7 +2,7 @@
 reported by the ``timm-recal`` command as a one-line message with a non-zero exit, never a traceback."""
 from timm_recal import outputs as _outputs
 
-__all__ = ['DeployError', 'OutputExistsError', 'BatchNotSupported', 'NoNativePrecision']
+__all__ = ['DeployError', 'OutputExistsError', 'BatchNotSupported', 'NoNativePrecision', 'CompileFailed']
 
 
 class DeployError(RuntimeError):
@@ -23,3 +23,8 @@ class BatchNotSupported(DeployError):
 class NoNativePrecision(DeployError):
     """The CPU cannot run a precision natively (BF16 without AVX512_BF16/AMX): bench and pipeline record a note
     instead of timing an emulation."""
+
+
+class CompileFailed(DeployError):
+    """A compiled runtime's compile died (a signal), failed or timed out; bench and pipeline report that runtime
+    as failed and go on with the others."""

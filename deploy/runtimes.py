@@ -45,14 +45,15 @@ class RuntimeSpec:
     gpu: bool = False           # needs a CUDA device
     providers: Tuple[str, ...] = ()  # ONNX Runtime execution providers, in preference order
     precisions: Tuple[str, ...] = FILE_PRECISIONS  # what ``--precision`` may ask of it
+    reference: bool = False     # PyTorch eager: what parity compares the others with (never parity-checked)
 
 
 #: the runtime table; a new runtime is one row here plus its opener module
 RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('eager', 'PyTorch eager (NCHW)', 'model', 'eager_runtime:open_eager', 'torch', 'deploy',
-                precisions=('fp32', 'bf16')),
+                precisions=('fp32', 'bf16'), reference=True),
     RuntimeSpec('eager_cl', 'PyTorch eager (channels_last)', 'model', 'eager_runtime:open_eager_cl', 'torch',
-                'deploy', precisions=('fp32', 'bf16')),
+                'deploy', precisions=('fp32', 'bf16'), reference=True),
     RuntimeSpec('ort', 'ONNX Runtime CPU', 'onnx', 'ort_runtime:open_ort', 'onnxruntime', 'deploy',
                 providers=('CPUExecutionProvider',)),
     RuntimeSpec('ort_cuda', 'ONNX Runtime CUDA', 'onnx', 'ort_runtime:open_ort_cuda', 'onnxruntime-gpu', 'deploy',
@@ -63,6 +64,11 @@ RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('openvino', 'OpenVINO CPU', 'onnx', 'openvino_runtime:open_openvino', 'openvino', 'openvino',
                 precisions=('fp32', 'bf16', 'int8')),
     RuntimeSpec('trt', 'TensorRT', 'onnx', 'tensorrt_runtime:open_tensorrt', 'tensorrt', 'tensorrt', gpu=True),
+    # compiled PyTorch (CPU and CUDA): torch.compile in this process; an AOTInductor package built in a child
+    RuntimeSpec('inductor', 'PyTorch inductor (torch.compile)', 'model', 'inductor_runtime:open_inductor', 'torch',
+                'deploy', precisions=('fp32', 'bf16', 'fp16')),
+    RuntimeSpec('aoti', 'PyTorch AOTInductor (.pt2)', 'model', 'aoti_runtime:open_aoti', 'torch', 'deploy',
+                precisions=('fp32', 'bf16', 'fp16')),
 )}
 
 
