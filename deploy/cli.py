@@ -192,7 +192,7 @@ def add_timing_args(p: argparse.ArgumentParser, optional: bool = False) -> argpa
 
 
 #: Triton backend -> our runtime word (``triton.TRITON_BACKENDS``; here so that the command line needs no onnx)
-_TRITON_BACKENDS = {'onnxruntime': 'ort', 'tensorrt': 'trt', 'openvino': 'openvino'}
+_TRITON_BACKENDS = {'onnxruntime': 'ort', 'tensorrt': 'trt', 'openvino': 'openvino', 'pytorch': 'aoti'}
 
 
 def _batch_sizes(text: str):
@@ -232,7 +232,8 @@ def add_triton_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g = p.add_argument_group('Triton repository')
     g.add_argument('--backend', default='onnxruntime', choices=list(_TRITON_BACKENDS),
                    help='Triton backend: onnxruntime = our runtime ort (KIND_CPU), tensorrt = trt (KIND_GPU, '
-                        'a .plan built by the engine stage), openvino = openvino (KIND_CPU); default onnxruntime')
+                        'a .plan built by the engine stage), openvino = openvino (KIND_CPU), pytorch = aoti '
+                        '(platform torch_aoti, Triton 26.03+, a .pt2; max_batch_size 0); default onnxruntime')
     g.add_argument('--max-batch-size', type=non_negative_int, default=64,
                    help='Triton max_batch_size (0: no batching; default 64)')
     g.add_argument('--preferred-batch-sizes', type=_batch_sizes, default=[], metavar='B1,B2',

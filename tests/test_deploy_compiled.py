@@ -247,3 +247,20 @@ def test_every_registered_family_compiles_with_aoti(name, compile_cache):
     with torch.no_grad():
         fp32_err = np.abs(model.float()(x).numpy() - ref).max()
     assert err <= 2 * fp32_err + 1e-5, (err, fp32_err)
+
+
+def test_triton_pytorch_backend_writes_a_torch_aoti_model(cnn3_package, tmp_path, capsys):
+    pytest.importorskip('tritonclient.grpc')
+    _, _, path = cnn3_package
+    repo = tmp_path / 'repo'
+    rc, out, err = run_cli(capsys, 'triton', path, '--backend', 'pytorch', '-o', repo, '--json')
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r['validated_with_model_config_pb2'] and r['max_batch_size'] == 0
+    text = (repo / NAME / 'config.pbtxt').read_text()
+    assert 'platform: "torch_aoti"' in text and 'max_batch_size: 0' in text and 'dims: [ -1, 3, 32, 32 ]' in text
+    assert 'kind: KIND_CPU' in text and (repo / NAME / '1' / 'model.pt2').is_file()
+    assert f'torch {torch.__version__}' in (repo / 'README.md').read_text()
+    onnx_repo = tmp_path / 'other'
+    rc, _, err = run_cli(capsys, 'triton', path, '--backend', 'onnxruntime', '-o', onnx_repo)
+    assert rc != 0 and 'served by --backend pytorch' in err and not onnx_repo.exists()
