@@ -18,16 +18,14 @@ from .eager_runtime import amp_precision, check_device
 from .errors import BatchNotSupported, CompileFailed, DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
 from .metadata import onnx_precision, read_metadata
-from .openvino_int8 import pick_openvino_int8
 from .ort_runtime import available_providers
 from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, TimingOptions, with_overrides
 from .outputs import resolve_output, temporary_folder, write_json
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
-from .runtimes import (PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec,
-                       supports_precision)
+from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions, numbers_hook, open_runtime,
+                       runtime_spec, supports_precision)
 from .sources import Source, check_pairing, open_source
-from .tensorrt_runtime import bench_tensorrt
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
 
 __all__ = ['BenchOptions', 'BenchResult', 'bench', 'parse_batches', 'default_runtimes', 'compute_ratios',
@@ -254,12 +252,14 @@ def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
                                        compile_timeout=o.compile_timeout, log=log)
                 timed += [_Timed(side.role, name, runner)] if runner is not None else []
         elif RUNTIMES[word].kind == 'onnx':
+            hook = artifact_hook(word)
             for p, path in _onnx_precisions(word, files, o, model_src is not None, notes, side.role):
-                variant = None
-                if word == 'openvino' and p == 'int8':
-                    path, pick = pick_openvino_int8(files, src, o, workdir, notes, log, side.role)
-                    picks[side.role] = pick
-                    variant = pick.get('timed')
+                record = None
+                if hook is not None:  # a runtime that picks or builds its own file (OpenVINO's INT8 pick)
+                    path, record = hook(path, p, files, src, o, workdir, notes, log, side.role)
+                if record is not None:
+                    picks[side.role] = record
+                variant = (record or {}).get('timed')
                 runner = _open_or_note(word, path, p, notes, side.role, failed, threads=o.threads)
                 if runner is not None:
                     runner.variant = variant
@@ -335,19 +335,15 @@ def _runner_entry(t: _Timed) -> Dict[str, Any]:
     return info
 
 
-def _tensorrt_numbers(timed: List[_Timed], batches: Sequence[int], o: BenchOptions, notes: List[str],
-                      log) -> List[Dict[str, Any]]:
-    """What trtexec users expect of each TensorRT runner (``tensorrt_runtime.bench_tensorrt``): throughput, host
-    latency and GPU compute percentiles, with and without transfers; batches outside its profile are noted."""
-    out = []
-    for t in [t for t in timed if t.runner.name == 'trt']:
-        lo, hi = t.runner.min_shape[0], t.runner.max_shape[0]
-        inside = [b for b in batches if lo <= b <= hi]
-        if len(inside) < len(batches):
-            notes.append(f'{t.key}: batches outside the engine profile {lo}..{hi} have no trtexec-style numbers')
-        log(f'trtexec-style timing of {t.key} ...')
-        out.append({'key': t.key, 'model': t.model, 'results': bench_tensorrt(
-            t.runner, inside, warmup=max(o.warmup, 1), min_time_s=o.min_time_s)})
+def _extra_numbers(timed: List[_Timed], runtimes: Sequence[str], batches: Sequence[int], o: BenchOptions,
+                   notes: List[str], log) -> Dict[str, Any]:
+    """Per record field, the numbers a runtime's users expect beyond images/s (the table's ``extra_numbers``)."""
+    out: Dict[str, Any] = {}
+    for word in runtimes:
+        hook = numbers_hook(word)
+        mine = [t for t in timed if t.runner.name == word]
+        if hook is not None and mine:
+            out[hook[0]] = hook[1](mine, batches, o, notes, log)
     return out
 
 
@@ -387,7 +383,7 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
             if not timed:
                 raise DeployError('nothing to time: ' + '; '.join(notes))
             results = _run_batches(timed, batches, o, clock, notes, log, failed)
-            trt_numbers = _tensorrt_numbers(timed, batches, o, notes, log)
+            extra = _extra_numbers(timed, runtimes, batches, o, notes, log)
             torch_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(prev_threads)
@@ -396,8 +392,7 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
         threads={'torch_intra_op': torch_threads, 'torch_inter_op': torch.get_num_interop_threads(),
                  'ort_intra_op': o.threads if o.threads else 'default (one per physical core)'},
         machine=machine, runners=[_runner_entry(t) for t in timed],
-        results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks, tensorrt=trt_numbers,
-        failed=failed)
+        results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks, failed=failed, **extra)
     if out_path:
         record.output = write_json(record, out_path, force=True)
     return record
