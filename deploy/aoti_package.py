@@ -33,7 +33,7 @@ from .compiled import (cache_dir, compiled_dtype, crash_if_asked, device_name, m
                        run_child)
 from .eager_runtime import check_device
 from .errors import DeployError
-from .export import PROVENANCE_KEYS, _trial_forward, library_versions
+from .export import PROVENANCE_KEYS, _trial_forward, default_onnx_name, library_versions
 from .options import ModelOptions, OutputOptions, with_overrides
 from .outputs import call_atomically, resolve_output, temporary_folder
 from .results import Result
@@ -226,7 +226,7 @@ def export_aoti(spec: Optional[str], output: Optional[str] = None, options: Opti
         raise DeployError(f'--max-batch must be 1..65536, got {o.max_batch}')
     if model is None and (not spec or is_onnx_path(spec)):
         raise DeployError('--format aoti takes a MODEL (timm name, hf-hub:ORG/REPO or local-dir:FOLDER)')
-    name = os.path.basename((spec or 'model').split(':')[-1].rstrip('/').replace('/', '_').replace('.', '_'))
+    name = os.path.splitext(default_onnx_name(spec))[0]
     path = resolve_output(o.output, o.force, default_name=f'{name}.pt2', suffix='.pt2')
     source = open_source(spec, ModelOptions(o.checkpoint, o.num_classes, o.use_ema, o.img_size, 'cpu'),
                          module=model)
