@@ -264,3 +264,22 @@ def test_triton_pytorch_backend_writes_a_torch_aoti_model(cnn3_package, tmp_path
     onnx_repo = tmp_path / 'other'
     rc, _, err = run_cli(capsys, 'triton', path, '--backend', 'onnxruntime', '-o', onnx_repo)
     assert rc != 0 and 'served by --backend pytorch' in err and not onnx_repo.exists()
+
+
+def test_pipeline_checks_recommends_and_survives_a_failed_compile(cnn3_package, tmp_path, monkeypatch):
+    """The compiled package passes parity and can be recommended; with a compile that dies (a fresh cache and
+    the crash hook) the pipeline records the failure and still benches and reports the other runtimes."""
+    from timm_recal_deploy.pipeline import pipeline
+    _, ckpt, _ = cnn3_package
+    kw = dict(checkpoint=str(ckpt), stages=['export', 'parity', 'bench', 'report'], runtimes=['ort', 'aoti'],
+              precisions=['fp32'], batches=[2], quick=True, warmup=0, repeats=1, min_time_s=0.0)
+    r = pipeline(NAME, str(tmp_path / 'ok'), **kw)
+    assert r.passed and {(p['runtime'], p['result']['passed']) for p in r.parity} == {('ort', True), ('aoti', True)}
+    considered = {c['runtime']: c for c in r.recommendation[0]['considered']}
+    assert considered['aoti']['eligible'] and considered['aoti']['why'] == 'parity passed'
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / 'empty_cache'))
+    monkeypatch.setenv(CRASH_HOOK_ENV, 'SIGKILL')
+    r = pipeline(NAME, str(tmp_path / 'crash'), **kw)
+    assert not r.passed and any('aoti' in s for s in r.failed_stages)
+    assert r.bench['failed'][0]['key'] == 'target/aoti/fp32' and 'SIGKILL' in r.bench['failed'][0]['error']
+    assert {x['runtime'] for x in r.bench['results']} == {'ort'} and (tmp_path / 'crash' / 'report.md').is_file()
