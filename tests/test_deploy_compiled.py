@@ -3,8 +3,6 @@ child process and cached). One cnn3 package (32x32, fp32) and one inductor compi
 the default run; the registry-wide compile is under ``-m slow``; CUDA tests skip without a GPU."""
 import json
 import os
-import shutil
-import signal
 import zipfile
 
 import numpy as np
@@ -20,7 +18,7 @@ from timm_recal_deploy.compiled import CACHE_ENV, CRASH_HOOK_ENV, compiled_dtype
 from timm_recal_deploy.errors import CompileFailed, DeployError, NoNativePrecision
 from timm_recal_deploy.inductor_runtime import compile_mode
 from timm_recal_deploy.parity import parity
-from timm_recal_deploy.runtimes import RUNTIMES, native_bf16, open_runtime
+from timm_recal_deploy.runtimes import RUNTIMES, open_runtime
 from timm_recal_deploy.validate import validate
 
 NAME = 'cnn3'
