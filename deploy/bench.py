@@ -18,20 +18,18 @@ from torch import nn
 from timm_recal.outputs import resolve_output, temporary_folder, write_json
 
 from .eager_runtime import amp_precision, check_device
-from .errors import BatchNotSupported, DeployError, NoNativePrecision
+from .errors import BatchNotSupported, CompileFailed, DeployError, NoNativePrecision
 from .export import ExportOptions, export_source
 from .images import scan_images
 from .memory import check_batches_fit, model_footprint, onnx_footprint
 from .metadata import onnx_precision, read_metadata
-from .openvino_int8 import pick_openvino_int8
 from .ort_runtime import available_providers
 from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, TimingOptions, with_overrides
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
-from .runtimes import (PRECISIONS, RUNTIMES, Runner, check_precisions, open_runtime, runtime_spec,
-                       supports_precision)
+from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions, numbers_hook, open_runtime,
+                       runtime_spec, supports_precision)
 from .sources import Source, check_pairing, open_source
-from .tensorrt_runtime import bench_tensorrt
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
 
 __all__ = ['BenchOptions', 'BenchResult', 'bench', 'parse_batches', 'default_runtimes', 'compute_ratios',
@@ -64,6 +62,8 @@ class BenchResult(Result):
     kind: str = 'timm-recal-bench'
     #: per role: which OpenVINO INT8 file was timed (our QDQ file or an NNCF IR) and why (``pick_int8``)
     int8_pick: Dict[str, Any] = field(default_factory=dict)
+    #: runners that could not be timed because their compile died, failed or timed out (``{key, error}``)
+    failed: List[Dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -204,18 +204,27 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
     return src, _export_for_bench(side, src, o, workdir, log), src
 
 
-def _eager_precisions(o: BenchOptions) -> List[str]:
-    return (['fp32'] if 'fp32' in o.precisions or not set(o.precisions) & {'bf16'} else []) + \
-        (['bf16'] if 'bf16' in o.precisions else []) + ([amp_precision(o.device)] if o.amp else [])
+def _model_precisions(word: str, o: BenchOptions) -> List[str]:
+    """What a PyTorch runtime times: fp32 (also as the reference of an ONNX-only precision list), the other
+    asked precisions it runs, and autocast (``--amp``) for eager."""
+    spec = runtime_spec(word)
+    lower = [p for p in o.precisions if p in spec.precisions and p != 'fp32']
+    return (['fp32'] if 'fp32' in o.precisions or not lower else []) + lower + \
+        ([amp_precision(o.device)] if o.amp and spec.reference else [])
 
 
-def _open_or_note(word: str, source: Any, p: str, notes: List[str], role: str, **kw) -> Optional[Runner]:
-    """The runner, or None with a note where the CPU has no native form of ``p`` (never timed as an emulation)."""
+def _open_or_note(word: str, source: Any, p: str, notes: List[str], role: str, failed: List[Dict[str, Any]],
+                  **kw) -> Optional[Runner]:
+    """The runner, or None with a note where the CPU has no native form of ``p`` (never timed as an emulation),
+    or where a compiled runtime's compile died or timed out (recorded in ``failed``; the others go on)."""
     try:
         return open_runtime(word, source, precision=p, **kw)
     except NoNativePrecision as e:
         notes.append(f'{role}/{word}/{p} not timed: {e}')
-        return None
+    except CompileFailed as e:
+        notes.append(f'{role}/{word}/{p} FAILED: {e}')
+        failed.append({'key': f'{role}/{word}/{p}', 'error': str(e)})
+    return None
 
 
 def _onnx_precisions(word: str, files: Dict[str, str], o: BenchOptions, model_side: bool,
@@ -237,7 +246,7 @@ def _onnx_precisions(word: str, files: Dict[str, str], o: BenchOptions, model_si
 
 
 def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir: str, notes: List[str],
-                  log, picks: Dict[str, Any]) -> List[_Timed]:
+                  log, picks: Dict[str, Any], failed: List[Dict[str, Any]]) -> List[_Timed]:
     """Every runner of one side: eager runtimes on its module, ONNX runtimes on each of its files."""
     model_src, files, src = _side_sources(side, o, runtimes, workdir, notes, log)
     name = src.name
@@ -247,18 +256,21 @@ def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
     timed = []
     for word in runtimes:
         if RUNTIMES[word].kind == 'model' and model_src is not None:
-            for p in _eager_precisions(o):
-                runner = _open_or_note(word, src.model, p, notes, side.role, device=o.device,
-                                       input_size=src.info['input_size'], threads=o.threads)
+            for p in _model_precisions(word, o):
+                runner = _open_or_note(word, src.model, p, notes, side.role, failed, device=o.device,
+                                       input_size=src.info['input_size'], threads=o.threads, info=src.info,
+                                       compile_timeout=o.compile_timeout, log=log)
                 timed += [_Timed(side.role, name, runner)] if runner is not None else []
         elif RUNTIMES[word].kind == 'onnx':
+            hook = artifact_hook(word)
             for p, path in _onnx_precisions(word, files, o, model_src is not None, notes, side.role):
-                variant = None
-                if word == 'openvino' and p == 'int8':
-                    path, pick = pick_openvino_int8(files, src, o, workdir, notes, log, side.role)
-                    picks[side.role] = pick
-                    variant = pick.get('timed')
-                runner = _open_or_note(word, path, p, notes, side.role, threads=o.threads)
+                record = None
+                if hook is not None:  # a runtime that picks or builds its own file (OpenVINO's INT8 pick)
+                    path, record = hook(path, p, files, src, o, workdir, notes, log, side.role)
+                if record is not None:
+                    picks[side.role] = record
+                variant = (record or {}).get('timed')
+                runner = _open_or_note(word, path, p, notes, side.role, failed, threads=o.threads)
                 if runner is not None:
                     runner.variant = variant
                     timed.append(_Timed(side.role, name, runner))
@@ -268,16 +280,19 @@ def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
 
 
 def _run_batches(timed: List[_Timed], batches: Sequence[int], o: BenchOptions, clock, notes: List[str],
-                 log) -> List[Dict[str, Any]]:
+                 log, failed: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     results = []
     for b in batches:
         calls, by_key = [], {}
         for t in timed:
             try:
-                calls.append((t.key, t.runner.prepare(b)))
+                calls.append((t.key, t.runner.prepare(b)))  # set-up and compiles: outside the timing windows
                 by_key[t.key] = t
             except BatchNotSupported as e:
                 notes.append(f'{t.key} batch {b} skipped: {e}')
+            except CompileFailed as e:
+                notes.append(f'{t.key} batch {b} FAILED: {e}')
+                failed.append({'key': t.key, 'batch': b, 'error': str(e)})
         if not calls:
             continue
         log(f"bench: batch {b}: timing {', '.join(k for k, _ in calls)}")
@@ -330,19 +345,15 @@ def _runner_entry(t: _Timed) -> Dict[str, Any]:
     return info
 
 
-def _tensorrt_numbers(timed: List[_Timed], batches: Sequence[int], o: BenchOptions, notes: List[str],
-                      log) -> List[Dict[str, Any]]:
-    """What trtexec users expect of each TensorRT runner (``tensorrt_runtime.bench_tensorrt``): throughput, host
-    latency and GPU compute percentiles, with and without transfers; batches outside its profile are noted."""
-    out = []
-    for t in [t for t in timed if t.runner.name == 'trt']:
-        lo, hi = t.runner.min_shape[0], t.runner.max_shape[0]
-        inside = [b for b in batches if lo <= b <= hi]
-        if len(inside) < len(batches):
-            notes.append(f'{t.key}: batches outside the engine profile {lo}..{hi} have no trtexec-style numbers')
-        log(f'trtexec-style timing of {t.key} ...')
-        out.append({'key': t.key, 'model': t.model, 'results': bench_tensorrt(
-            t.runner, inside, warmup=max(o.warmup, 1), min_time_s=o.min_time_s)})
+def _extra_numbers(timed: List[_Timed], runtimes: Sequence[str], batches: Sequence[int], o: BenchOptions,
+                   notes: List[str], log) -> Dict[str, Any]:
+    """Per record field, the numbers a runtime's users expect beyond images/s (the table's ``extra_numbers``)."""
+    out: Dict[str, Any] = {}
+    for word in runtimes:
+        hook = numbers_hook(word)
+        mine = [t for t in timed if t.runner.name == word]
+        if hook is not None and mine:
+            out[hook[0]] = hook[1](mine, batches, o, notes, log)
     return out
 
 
@@ -376,11 +387,13 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
             torch.set_num_threads(o.threads)
         with temporary_folder('timm_recal_bench_') as workdir:
             picks: Dict[str, Any] = {}
-            timed = [t for side in sides for t in _side_runners(side, o, runtimes, workdir, notes, log, picks)]
+            failed: List[Dict[str, Any]] = []
+            timed = [t for side in sides
+                     for t in _side_runners(side, o, runtimes, workdir, notes, log, picks, failed)]
             if not timed:
                 raise DeployError('nothing to time: ' + '; '.join(notes))
-            results = _run_batches(timed, batches, o, clock, notes, log)
-            trt_numbers = _tensorrt_numbers(timed, batches, o, notes, log)
+            results = _run_batches(timed, batches, o, clock, notes, log, failed)
+            extra = _extra_numbers(timed, runtimes, batches, o, notes, log)
             torch_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(prev_threads)
@@ -389,7 +402,7 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
         threads={'torch_intra_op': torch_threads, 'torch_inter_op': torch.get_num_interop_threads(),
                  'ort_intra_op': o.threads if o.threads else 'default (one per physical core)'},
         machine=machine, runners=[_runner_entry(t) for t in timed],
-        results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks, tensorrt=trt_numbers)
+        results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks, failed=failed, **extra)
     if out_path:
         record.output = out_path  # before the write: the file and --json agree
         write_json(record, out_path, force=True)

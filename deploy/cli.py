@@ -142,6 +142,8 @@ def add_runtime_args(p: argparse.ArgumentParser, default: str, many: bool = Fals
                    convert=_providers_to_runtimes, help=argparse.SUPPRESS)
     g.add_argument('--threads', type=positive_int, metavar='N',
                    help="intra-op threads of torch and the runtimes (default: theirs)")
+    g.add_argument('--compile-timeout', type=_number(float, 0, True, 'seconds'), metavar='S',
+                   help='seconds an aoti compile (in a child process) may take before it is stopped (default 1800)')
     return g
 
 
@@ -202,7 +204,7 @@ def add_timing_args(p: argparse.ArgumentParser, optional: bool = False) -> argpa
 
 
 #: Triton backend -> our runtime word (``triton.TRITON_BACKENDS``; here so that the command line needs no onnx)
-_TRITON_BACKENDS = {'onnxruntime': 'ort', 'tensorrt': 'trt', 'openvino': 'openvino'}
+_TRITON_BACKENDS = {'onnxruntime': 'ort', 'tensorrt': 'trt', 'openvino': 'openvino', 'pytorch': 'aoti'}
 
 
 def _batch_sizes(text: str):
@@ -242,7 +244,8 @@ def add_triton_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g = p.add_argument_group('Triton repository')
     g.add_argument('--backend', default='onnxruntime', choices=list(_TRITON_BACKENDS),
                    help='Triton backend: onnxruntime = our runtime ort (KIND_CPU), tensorrt = trt (KIND_GPU, '
-                        'a .plan built by the engine stage), openvino = openvino (KIND_CPU); default onnxruntime')
+                        'a .plan built by the engine stage), openvino = openvino (KIND_CPU), pytorch = aoti '
+                        '(platform torch_aoti, Triton 26.03+, a .pt2; max_batch_size 0); default onnxruntime')
     g.add_argument('--max-batch-size', type=non_negative_int, default=64,
                    help='Triton max_batch_size (0: no batching; default 64)')
     g.add_argument('--preferred-batch-sizes', type=_batch_sizes, default=[], metavar='B1,B2',
@@ -291,11 +294,38 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                    help='rewrite the recalibration gates exactly in the file (early_squeeze: pool the 1x1 conv input '
                         'instead of its output; faster in OpenVINO FP32/BF16 at batch 16, benchmarks/gate_speed)')
     g.add_argument('--verbose', action='store_true', help="show the exporter's own output")
+    g = p.add_argument_group('aoti (--format aoti: an AOTInductor package, .pt2)')
+    g.add_argument('--format', default='onnx', choices=('onnx', 'aoti'),
+                   help='onnx (default) or aoti: torch.export (dynamic batch) + AOTInductor, compiled in a child '
+                        'process for --device and cached')
+    g.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'),
+                   help='aoti: fp32, bf16 (a CPU with native BF16, or CUDA) or fp16 (CUDA); weights and inputs')
+    g.add_argument('--max-batch', type=positive_int, default=1024, metavar='N', help='aoti: batches 1..N (1024)')
+    g.add_argument('--compile-timeout', type=_number(float, 0, True, 'seconds'), metavar='S',
+                   help='aoti: seconds the compile may take before it is stopped (default 1800)')
     add_json_arg(p, 'the summary')
+
+
+def _run_export_aoti(args: argparse.Namespace) -> int:
+    from .aoti_package import AotiExportOptions, export_aoti
+    if args.exporter != 'dynamo' or args.slim or args.gate_fusion or args.opset != 18:
+        raise DeployError('--exporter, --opset, --slim and --gate-fusion shape ONNX files, not --format aoti')
+    r = export_aoti(args.model, options=from_args(AotiExportOptions, args),
+                    log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    _note_weights(r.weights, args.model)
+    print_result(r, args.json, lambda r: (
+        f"wrote {r.output} ({r.architecture}, AOTInductor, {r.precision} {r.memory_format} on {r.device}, torch "
+        f"{r.torch}, batch {r.batch_range[0]}..{r.batch_range[1]}, {r.file_bytes / 1e6:.1f} MB, "
+        + ('from the compile cache)' if r.cached else f'compiled in {r.compile_seconds:.0f} s)')))
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
     from .export import ExportOptions, export_onnx
+    if args.format == 'aoti':
+        return _run_export_aoti(args)
+    if args.precision != 'fp32':
+        raise DeployError('an ONNX export is FP32; make FP16/INT8 files with timm-recal quantize')
     r = export_onnx(args.model, options=from_args(ExportOptions, args),
                     log=lambda msg: print(msg, file=sys.stderr, flush=True))
     _note_weights(r.weights, args.model)
@@ -517,6 +547,13 @@ def _info_args(p: argparse.ArgumentParser) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     from .info import format_info, inspect_onnx
+    if args.file.lower().endswith('.pt2'):
+        from .aoti_package import inspect_package
+        r = inspect_package(args.file)
+        print_result(r, args.json, lambda r: '\n'.join(
+            [f"{args.file}: AOTInductor package, {r['file_bytes'] / 1e6:.1f} MB; loads here: {r['loads_here']}"]
+            + [f'  {k}: {v}' for k, v in r['metadata'].items()]))
+        return 0
     print_result(inspect_onnx(args.file), args.json, format_info)
     return 0
 

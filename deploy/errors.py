@@ -8,7 +8,8 @@ folder that cannot be written), which this module re-exports.
 from timm_recal.errors import RecalError
 from timm_recal.outputs import OutputError, OutputExistsError
 
-__all__ = ['DeployError', 'OutputError', 'OutputExistsError', 'BatchNotSupported', 'NoNativePrecision']
+__all__ = ['DeployError', 'OutputError', 'OutputExistsError', 'BatchNotSupported', 'NoNativePrecision',
+           'CompileFailed']
 
 #: bad input or an impossible request; the message says what is wrong and how to fix it
 DeployError = RecalError
@@ -21,3 +22,8 @@ class BatchNotSupported(DeployError):
 class NoNativePrecision(DeployError):
     """The CPU cannot run a precision natively (BF16 without AVX512_BF16/AMX): bench and pipeline record a note
     instead of timing an emulation."""
+
+
+class CompileFailed(DeployError):
+    """A compiled runtime's compile died (a signal), failed or timed out; bench and pipeline report that runtime
+    as failed and go on with the others."""

@@ -31,6 +31,9 @@ __all__ = ['EXPORTERS', 'ExportOptions', 'ExportResult', 'export_onnx', 'export_
            'library_versions', 'check_onnx', 'default_onnx_name']
 
 INPUT_NAME, OUTPUT_NAME = 'input', 'logits'
+#: what an exported file records of its model: naming, weights and preprocessing (ONNX and ``.pt2`` alike)
+PROVENANCE_KEYS = ('architecture', 'tag', 'model_spec', 'weights', 'checkpoint', 'num_classes', 'input_size', 'mean',
+                   'std', 'interpolation', 'crop_pct', 'crop_mode', 'class_labels')
 #: lowest opset each exporter writes
 MIN_OPSET = {'dynamo': 18, 'legacy': 7}
 
@@ -78,9 +81,7 @@ def library_versions(*extra: str) -> Dict[str, str]:
 
 def export_metadata(info: Dict[str, Any], exporter: str, opset: int, slim: bool) -> Dict[str, Any]:
     """The metadata dict written into an exported file (keys documented in ``metadata``)."""
-    keys = ('architecture', 'tag', 'model_spec', 'weights', 'checkpoint', 'num_classes', 'input_size', 'mean',
-            'std', 'interpolation', 'crop_pct', 'crop_mode', 'class_labels')
-    meta = {k: info.get(k) for k in keys}
+    meta = {k: info.get(k) for k in PROVENANCE_KEYS}
     meta['input_size'] = list(meta['input_size'])
     meta.update(input_name=INPUT_NAME, output_name=OUTPUT_NAME, exporter=exporter, opset=opset, slim=slim,
                 precision='fp32',

@@ -20,7 +20,7 @@ from .metadata import read_metadata
 from .openvino_runtime import AGREEMENT_MIN, pick_int8, quantize_nncf
 from .sources import Source, onnx_data_config
 
-__all__ = ['pick_openvino_int8', 'agreement_images', 'PICK_IMAGES']
+__all__ = ['pick_openvino_int8', 'agreement_images', 'PICK_IMAGES', 'bench_artifact']
 
 
 def _images(root: Optional[str], cfg: Dict[str, Any], limit: Optional[int] = None,
@@ -119,3 +119,12 @@ def pick_openvino_int8(files: Dict[str, str], src: Source, o: Any, workdir: str,
     path = candidates[pick['picked']]
     pick.update(timed=pick['picked'], passed=True, path=pick['candidates'][pick['picked']]['path'])
     return path, pick
+
+
+def bench_artifact(path: str, precision: str, files: Dict[str, str], src: Source, o: Any, workdir: str,
+                   notes: List[str], log, role: str) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """The runtime table's ``artifact`` hook of ``openvino``: at INT8 the picked file and its record
+    (``pick_openvino_int8``), the given file otherwise."""
+    if precision != 'int8':
+        return path, None
+    return pick_openvino_int8(files, src, o, workdir, notes, log, role)

@@ -40,6 +40,7 @@ class RuntimeOptions:
     """Which runtimes run the model (words of ``runtimes.RUNTIMES``) and their intra-op threads."""
     runtimes: Optional[List[str]] = None
     threads: Optional[int] = None
+    compile_timeout: Optional[float] = None  # seconds a compiled runtime's compile may take (inductor, aoti)
 
 
 @dataclass

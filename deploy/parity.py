@@ -32,7 +32,7 @@ from .metadata import read_metadata
 from .options import (DataOptions, Int8Options, ModelOptions, OutputOptions, RuntimeOptions, with_overrides)
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
-from .runtimes import PRECISIONS, open_runtime
+from .runtimes import PRECISIONS, open_runtime, runtime_spec
 from .sources import Source, check_pairing, open_source
 
 __all__ = ['PRECISIONS', 'TOLERANCES', 'ParityOptions', 'ParityResult', 'compare_logits', 'parity',
@@ -159,6 +159,11 @@ def _check_options(o: ParityOptions) -> None:
         raise DeployError(f'--min-top1 must be a percentage between 0 and 100, got {100 * o.min_top1:g}')
     if len(o.runtimes or ['ort']) != 1:
         raise DeployError('parity compares PyTorch with one runtime at a time: give one word with --runtimes')
+    spec = runtime_spec((o.runtimes or ['ort'])[0])
+    if spec.reference:
+        raise DeployError(f'{spec.word} is the PyTorch reference parity compares with; choose another runtime')
+    if spec.kind == 'model' and o.precision is not None and o.precision not in spec.precisions:
+        raise DeployError(f"{spec.word} runs {', '.join(spec.precisions)}, not --precision {o.precision}")
     if o.data is not None:
         scan_images(o.data)  # fail early on a missing or empty folder
     if o.calib_data is not None:
@@ -259,7 +264,10 @@ def _measure(ref: Source, c: _Candidate, o: ParityOptions):
     loader = DataLoader(dataset, batch_size=o.batch_size, shuffle=False)
     ref_runner = open_runtime('eager', ref.model, precision=amp_precision(o.device) if o.amp else 'fp32',
                               device=o.device, input_size=ref.info['input_size'])
-    runner = open_runtime((o.runtimes or ['ort'])[0], c.path, precision=c.precision, threads=o.threads)
+    word = (o.runtimes or ['ort'])[0]
+    source, kw = (c.path, {}) if runtime_spec(word).kind == 'onnx' else (ref.model, dict(
+        device=o.device, input_size=ref.info['input_size'], info=ref.info, compile_timeout=o.compile_timeout))
+    runner = open_runtime(word, source, precision=c.precision, threads=o.threads, **kw)
     (r, out), labels = collect_logits(loader, [ref_runner, runner], o.progress, f'parity {c.precision}')
     return r, out, labels, dataset, ref_runner.describe(), runner.describe()
 
@@ -295,7 +303,8 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
         if o.keep_dir and os.path.exists(o.keep_dir) and not os.path.isdir(o.keep_dir):
             raise DeployError(f'--keep-dir {o.keep_dir} is a file, not a folder')
         os.makedirs(work, exist_ok=True)
-        c = _candidate(ref, onnx_path, root, work, o)
+        c = _candidate(ref, onnx_path, root, work, o) if runtime_spec((o.runtimes or ['ort'])[0]).kind == 'onnx' \
+            else _Candidate(None, o.precision or 'fp32')  # a PyTorch runtime (compiled) runs the module itself
         r, out, labels, dataset, ref_desc, run_desc = _measure(ref, c, o)
     result = _result(ref, c, o, r, out, labels, dataset, ref_desc, run_desc, root, t_start)
     if json_path:
@@ -314,7 +323,7 @@ def _result(ref: Source, c: _Candidate, o: ParityOptions, r, out, labels, datase
         failures=_failures(metrics, tol), worst_image=dataset.samples[worst][0] if worst is not None else None,
         accuracy={'pytorch_top1': _accuracy(r, labels), 'onnx_top1': _accuracy(out, labels)}
         if dataset.labelled else None,
-        model=ref.naming, onnx=None if c.made_here and not o.keep_dir else os.path.abspath(c.path),
+        model=ref.naming, onnx=None if c.path is None or (c.made_here and not o.keep_dir) else os.path.abspath(c.path),
         exported=c.exported, input_size=list(ref.info['input_size']), data=os.path.abspath(root),
         bundled_data=o.data is None, label_mode=dataset.label_mode, calibration=c.calibration,
         reference=ref_desc, runtime=run_desc, seconds=round(time.perf_counter() - t_start, 2))

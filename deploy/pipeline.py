@@ -113,8 +113,10 @@ def parity_jobs(o: 'PipelineOptions') -> List[Tuple[str, str]]:
     runtimes (OpenVINO included) are checked only when the bench runs: the recommendation needs them."""
     stages = o.stages if o.stages is not None else PIPELINE_STAGES
     words = pipeline_runtimes(o) if o.runtimes is not None or 'bench' in stages else ['ort']
-    onnx_rts = [w for w in words if RUNTIMES[w].kind == 'onnx'] or ['ort']
-    return [(w, p) for w in onnx_rts for p in o.precisions if supports_precision(w, p)]
+    checked = [w for w in words if not RUNTIMES[w].reference]  # ONNX runtimes and compiled PyTorch
+    if not any(RUNTIMES[w].kind == 'onnx' for w in checked):
+        checked = ['ort'] + checked
+    return [(w, p) for w in checked for p in o.precisions if supports_precision(w, p)]
 
 
 def default_model() -> Tuple[str, Optional[str]]:
@@ -192,6 +194,10 @@ class _Run:
         t0 = time.perf_counter()
         try:
             result = self.keep(fn(), json_name) if json_name else fn()
+        except NoNativePrecision as e:  # this machine cannot run it natively: reported, not a failure
+            self.stages.append(dict(rec, status='skipped', reason=str(e), seconds=0.0))
+            self.log(f'    skipped: {e}')
+            return None
         except DeployError as e:
             error = _relocate(str(e), self.work, self.final)  # names the folder being built by its final path
             rec.update(status='error', error=error, seconds=round(time.perf_counter() - t0, 2))
@@ -247,12 +253,15 @@ def _quantize(run: _Run) -> None:
                     ('validate' in run.o.stages)
 
 
-def _parity_one(run: _Run, r: _Role, word: str, p: str, path: str) -> None:
+def _parity_one(run: _Run, r: _Role, word: str, p: str, path: Optional[str]) -> None:
+    """One parity check: the file ``path`` under an ONNX runtime, or (``path`` None) a compiled PyTorch runtime
+    on the module itself."""
     o = run.o
     name = f'{r.prefix}parity_{p}.json' if word == 'ort' else f'{r.prefix}parity_{word}_{p}.json'
     res = run.stage('parity', r.role, p if word == 'ort' else f'{p} ({word})', lambda: parity_stage(
         r.spec, onnx_path=path, model=r.source.model, data=o.data, img_size=o.img_size, device=o.device,
-        threads=o.threads, folder_order=o.folder_order, runtimes=[word], precision=p), json_name=name)
+        threads=o.threads, folder_order=o.folder_order, runtimes=[word], precision=p,
+        compile_timeout=o.compile_timeout), json_name=name)
     if res is not None:
         run.parity.append({'role': r.role, 'runtime': word, 'precision': p, 'result': res})
 
@@ -261,6 +270,9 @@ def _parity(run: _Run) -> None:
     jobs = parity_jobs(run.o)
     for r in run.roles:
         for word, p in jobs:
+            if RUNTIMES[word].kind == 'model':  # runs the module: no file; an unsupported precision is skipped
+                _parity_one(run, r, word, p, None)
+                continue
             path = r.files.get('fp32' if p == 'bf16' else p)
             if path is None:
                 continue

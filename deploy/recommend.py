@@ -12,9 +12,11 @@ What counts as "passed parity" (each a check the pipeline ran, never assumed):
 """
 from typing import Any, Dict, List, Optional, Tuple
 
+from .runtimes import RUNTIMES
+
 __all__ = ['recommend', 'recommendation_markdown']
 
-_REFERENCE = ('eager', 'eager_cl')
+_REFERENCE = tuple(w for w, spec in RUNTIMES.items() if spec.reference)
 
 
 def _parity_passed(record: Dict[str, Any]) -> Dict[Tuple[str, str], bool]:

@@ -23,7 +23,7 @@ from .errors import BatchNotSupported, DeployError
 
 __all__ = ['RuntimeSpec', 'RUNTIMES', 'PRECISIONS', 'FILE_PRECISIONS', 'EAGER_PRECISIONS', 'Runner',
            'BatchNotSupported', 'runtime_spec', 'parse_runtimes', 'open_runtime', 'bench_input', 'check_precisions',
-           'runtime_label', 'supports_precision', 'native_bf16']
+           'runtime_label', 'supports_precision', 'native_bf16', 'artifact_hook', 'numbers_hook']
 
 #: precisions a runtime can run (``--precision``); ``eager --amp`` adds ``EAGER_PRECISIONS``
 PRECISIONS: Tuple[str, ...] = ('fp32', 'fp16', 'bf16', 'int8')
@@ -45,14 +45,19 @@ class RuntimeSpec:
     gpu: bool = False           # needs a CUDA device
     providers: Tuple[str, ...] = ()  # ONNX Runtime execution providers, in preference order
     precisions: Tuple[str, ...] = FILE_PRECISIONS  # what ``--precision`` may ask of it
+    reference: bool = False     # PyTorch eager: what parity compares the others with (never parity-checked)
+    #: 'module:function' picking or building the file it opens for one bench side and precision (``artifact_hook``)
+    artifact: Optional[str] = None
+    #: ``(bench record field, 'module:function')``: numbers beyond images/s of its timed runners (``numbers_hook``)
+    extra_numbers: Optional[Tuple[str, str]] = None
 
 
 #: the runtime table; a new runtime is one row here plus its opener module
 RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('eager', 'PyTorch eager (NCHW)', 'model', 'eager_runtime:open_eager', 'torch', 'deploy',
-                precisions=('fp32', 'bf16')),
+                precisions=('fp32', 'bf16'), reference=True),
     RuntimeSpec('eager_cl', 'PyTorch eager (channels_last)', 'model', 'eager_runtime:open_eager_cl', 'torch',
-                'deploy', precisions=('fp32', 'bf16')),
+                'deploy', precisions=('fp32', 'bf16'), reference=True),
     RuntimeSpec('ort', 'ONNX Runtime CPU', 'onnx', 'ort_runtime:open_ort', 'onnxruntime', 'deploy',
                 providers=('CPUExecutionProvider',)),
     RuntimeSpec('ort_cuda', 'ONNX Runtime CUDA', 'onnx', 'ort_runtime:open_ort_cuda', 'onnxruntime-gpu', 'deploy',
@@ -61,8 +66,14 @@ RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
                 'deploy', gpu=True,
                 providers=('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')),
     RuntimeSpec('openvino', 'OpenVINO CPU', 'onnx', 'openvino_runtime:open_openvino', 'openvino', 'openvino',
-                precisions=('fp32', 'bf16', 'int8')),
-    RuntimeSpec('trt', 'TensorRT', 'onnx', 'tensorrt_runtime:open_tensorrt', 'tensorrt', 'tensorrt', gpu=True),
+                precisions=('fp32', 'bf16', 'int8'), artifact='openvino_int8:bench_artifact'),
+    RuntimeSpec('trt', 'TensorRT', 'onnx', 'tensorrt_runtime:open_tensorrt', 'tensorrt', 'tensorrt', gpu=True,
+                extra_numbers=('tensorrt', 'tensorrt_runtime:bench_numbers')),
+    # compiled PyTorch (CPU and CUDA): torch.compile in this process; an AOTInductor package built in a child
+    RuntimeSpec('inductor', 'PyTorch inductor (torch.compile)', 'model', 'inductor_runtime:open_inductor', 'torch',
+                'deploy', precisions=('fp32', 'bf16', 'fp16')),
+    RuntimeSpec('aoti', 'PyTorch AOTInductor (.pt2)', 'model', 'aoti_runtime:open_aoti', 'torch', 'deploy',
+                precisions=('fp32', 'bf16', 'fp16')),
 )}
 
 
@@ -115,7 +126,26 @@ def native_bf16() -> Optional[bool]:
 
 
 def _opener(spec: RuntimeSpec) -> Callable[..., 'Runner']:
-    module, _, function = spec.opener.partition(':')
+    return _hook(spec, spec.opener)
+
+
+def artifact_hook(word: str) -> Optional[Callable[..., Any]]:
+    """``fn(path, precision, files, src, options, workdir, notes, log, role) -> (path to open, record or None)``:
+    the file runtime ``word`` opens for one bench side (the given ``path`` unless it picks or builds its own;
+    the record says what and why), or None when it opens the given file."""
+    spec = runtime_spec(word)
+    return _hook(spec, spec.artifact) if spec.artifact else None
+
+
+def numbers_hook(word: str) -> Optional[Tuple[str, Callable[..., Any]]]:
+    """``(bench record field, fn(timed, batches, options, notes, log) -> list)``: the numbers a runtime's users
+    expect beyond images/s (``trt``: trtexec's), or None."""
+    spec = runtime_spec(word)
+    return (spec.extra_numbers[0], _hook(spec, spec.extra_numbers[1])) if spec.extra_numbers else None
+
+
+def _hook(spec: RuntimeSpec, ref: str) -> Callable[..., Any]:
+    module, _, function = ref.partition(':')
     try:
         mod = importlib.import_module(f'{__package__}.{module}')
     except ModuleNotFoundError as e:

@@ -32,7 +32,7 @@ from .errors import DeployError
 from .metadata import read_metadata
 from .tensorrt_build import build_engine, load_engine, require_tensorrt
 
-__all__ = ['TrtRunner', 'open_tensorrt', 'bench_tensorrt']
+__all__ = ['TrtRunner', 'open_tensorrt', 'bench_tensorrt', 'bench_numbers']
 
 
 def _percentiles(values: Sequence[float]) -> Dict[str, float]:
@@ -255,3 +255,20 @@ def bench_tensorrt(runner: TrtRunner, batches: Sequence[int] = (1, 16), warmup: 
             'gpu_with_transfers_ms': _percentiles([a + b + c for a, b, c in zip(h2d, compute, d2h)]),
         })
     return results
+
+
+def bench_numbers(timed: Sequence[Any], batches: Sequence[int], o: Any, notes: List[str], log) -> List[Dict[str, Any]]:
+    """The runtime table's ``extra_numbers`` hook of ``trt``: what trtexec users expect of each timed TensorRT
+    runner (``bench_tensorrt``): throughput, host latency and GPU compute percentiles, with and without
+    transfers; batches outside its profile are noted. ``timed``: bench's runners of this runtime (``key``,
+    ``model``, ``runner``)."""
+    out = []
+    for t in timed:
+        lo, hi = t.runner.min_shape[0], t.runner.max_shape[0]
+        inside = [b for b in batches if lo <= b <= hi]
+        if len(inside) < len(batches):
+            notes.append(f'{t.key}: batches outside the engine profile {lo}..{hi} have no trtexec-style numbers')
+        log(f'trtexec-style timing of {t.key} ...')
+        out.append({'key': t.key, 'model': t.model, 'results': bench_tensorrt(
+            t.runner, inside, warmup=max(o.warmup, 1), min_time_s=o.min_time_s)})
+    return out

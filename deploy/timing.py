@@ -18,8 +18,8 @@ from .runtimes import PRECISIONS, RUNTIMES
 
 __all__ = ['time_interleaved', 'summarize_times', 'compute_ratios', 'machine_info', 'busy_cpus', 'amx_usable']
 
-_EAGER = [w for w, r in RUNTIMES.items() if r.kind == 'model']
-_ONNX = [w for w, r in RUNTIMES.items() if r.kind == 'onnx']
+_EAGER = [w for w, r in RUNTIMES.items() if r.reference]
+_ONNX = [w for w, r in RUNTIMES.items() if not r.reference]  # every other runtime: ONNX files, compiled PyTorch
 #: a timing window never runs more iterations than this (guards against a clock that does not advance)
 _MAX_ITERS = 100_000
 

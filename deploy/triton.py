@@ -43,7 +43,13 @@ TRITON_BACKENDS = {
     'onnxruntime': ('ort', 'model.onnx', 'KIND_CPU'),
     'tensorrt': ('trt', 'model.plan', 'KIND_GPU'),
     'openvino': ('openvino', 'model.onnx', 'KIND_CPU'),
+    # Triton 26.03+: the PyTorch backend's AOTInductor platform; the instance kind follows the package's device
+    'pytorch': ('aoti', 'model.pt2', 'KIND_CPU'),
 }
+#: the ``platform`` a backend's config names (the PyTorch backend serves TorchScript unless told otherwise)
+_PLATFORMS = {'pytorch': 'torch_aoti'}
+#: the first Triton release whose PyTorch backend loads AOTInductor packages
+TORCH_AOTI_TRITON = '26.03'
 BACKEND_RUNTIME = {k: v[0] for k, v in TRITON_BACKENDS.items()}
 
 #: numpy dtype name -> Triton data type
@@ -82,6 +88,18 @@ def _onnx_io(path: str) -> Dict[str, Any]:
             'metadata': read_metadata(model)}
 
 
+def _package_io(path: str) -> Dict[str, Any]:
+    """An AOTInductor package's one input and output, named by the PyTorch backend's ``<name>__<index>``
+    convention, with the dims and dtype its metadata records (batch axis dynamic: ``-1``)."""
+    from .aoti_package import package_metadata
+    meta = package_metadata(path)
+    dtype = meta.get('dtype') or 'float32'
+    kind = 'KIND_GPU' if str(meta.get('device', 'cpu')).startswith('cuda') else 'KIND_CPU'
+    return {'kind': 'pt2', 'inputs': [{'name': 'INPUT__0', 'shape': [-1, *meta['input_size']], 'dtype': dtype}],
+            'outputs': [{'name': 'OUTPUT__0', 'shape': [-1, int(meta['num_classes'])], 'dtype': dtype}],
+            'metadata': meta, 'instance_kind': kind}
+
+
 def artifact_io(path: str) -> Dict[str, Any]:
     """``{'kind': 'onnx'|'plan', 'inputs': [...], 'outputs': [...], 'metadata': {...}}`` of an artifact.
 
@@ -94,11 +112,13 @@ def artifact_io(path: str) -> Dict[str, Any]:
         raise DeployError(f'model file not found: {path}')
     if path.lower().endswith('.onnx'):
         return {'kind': 'onnx', **_onnx_io(path)}
+    if path.lower().endswith('.pt2'):
+        return _package_io(path)
     if path.lower().endswith(('.plan', '.engine', '.trt')):
         side = read_sidecar(path)
         return {'kind': 'plan', 'inputs': side['inputs'], 'outputs': side['outputs'],
                 'metadata': side.get('metadata') or {}, 'sidecar': side}
-    raise DeployError(f'{path}: expected an exported .onnx file or a TensorRT .plan engine')
+    raise DeployError(f'{path}: expected an exported .onnx file, a TensorRT .plan engine or an AOTInductor .pt2')
 
 
 def _batch_dims(tensors: Sequence[Dict[str, Any]], max_batch_size: int, what: str) -> List[List[int]]:
@@ -133,7 +153,10 @@ def triton_config_text(name: str, backend: str, io: Dict[str, Any], *, max_batch
     if preferred_batch_sizes and max_batch_size == 0:
         raise DeployError('preferred batch sizes need batching (max_batch_size > 0)')
     _, filename, kind = TRITON_BACKENDS[backend]
+    kind = io.get('instance_kind') or kind
     lines = [f'name: {_pb_str(name)}', f'backend: {_pb_str(backend)}', f'max_batch_size: {max_batch_size}']
+    if backend in _PLATFORMS:
+        lines.insert(1, f'platform: {_pb_str(_PLATFORMS[backend])}')
     if backend == 'openvino':
         lines.append(f'default_model_filename: {_pb_str(filename)}')
     for section, tensors, what in (('input', io['inputs'], 'input'), ('output', io['outputs'], 'output')):
@@ -177,6 +200,8 @@ def validate_triton_config(text: str, io: Dict[str, Any], backend: str, max_batc
     problems = []
     if cfg.backend != backend:
         problems.append(f'backend {cfg.backend!r} != {backend!r}')
+    if cfg.platform != _PLATFORMS.get(backend, ''):
+        problems.append(f"platform {cfg.platform!r} != {_PLATFORMS.get(backend, '')!r}")
     if cfg.max_batch_size != max_batch_size:
         problems.append(f'max_batch_size {cfg.max_batch_size} != {max_batch_size}')
     for got, want, what in ((cfg.input, io['inputs'], 'input'), (cfg.output, io['outputs'], 'output')):
@@ -189,7 +214,7 @@ def validate_triton_config(text: str, io: Dict[str, Any], backend: str, max_batc
                 problems.append(f'{what} {g.name} dims {list(g.dims)} != {shape}')
             if model_config_pb2.DataType.Name(g.data_type) != _TRITON_TYPES.get(w['dtype']):
                 problems.append(f"{what} {g.name} type {model_config_pb2.DataType.Name(g.data_type)} != {w['dtype']}")
-    want_kind = TRITON_BACKENDS[backend][2]
+    want_kind = io.get('instance_kind') or TRITON_BACKENDS[backend][2]
     if [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in cfg.instance_group] != [want_kind]:
         problems.append(f'instance group kind is not {want_kind}')
     if problems:
@@ -228,6 +253,8 @@ def write_triton_repository(
     ``name`` defaults to the model's architecture (ONNX metadata or sidecar), else the file name. An existing
     ``repo_dir`` is replaced only with ``force``.
     """
+    if backend == 'pytorch':
+        max_batch_size, preferred_batch_sizes = 0, ()  # torch_aoti: no Triton batching; explicit dims, batch -1
     io = _served_artifact_io(source, backend, max_batch_size)
     runtime, filename, _ = TRITON_BACKENDS[backend]
     meta = io['metadata']
@@ -246,7 +273,9 @@ def write_triton_repository(
             raise
         validated = False
     repo_dir = os.fspath(repo_dir)
-    _write_model_folder(repo_dir, force, name, text, labels, source, filename, is_plan=io['kind'] == 'plan')
+    readme = _server_readme(name, meta) if io['kind'] == 'pt2' else None
+    _write_model_folder(repo_dir, force, name, text, labels, source, filename, is_plan=io['kind'] == 'plan',
+                        readme=readme)
     return {
         'repository': repo_dir, 'model_name': name, 'backend': backend, 'runtime': runtime,
         'config': os.path.join(repo_dir, name, 'config.pbtxt'),
@@ -266,7 +295,12 @@ def _served_artifact_io(source: str, backend: str, max_batch_size: int) -> Dict[
     if backend == 'tensorrt' and io['kind'] != 'plan':
         raise DeployError('the tensorrt backend serves a TensorRT engine: build one first with '
                           '`timm-recal engine MODEL.onnx -o model.plan` and pass the .plan')
-    if backend != 'tensorrt' and io['kind'] != 'onnx':
+    if backend == 'pytorch' and io['kind'] != 'pt2':
+        raise DeployError('the pytorch backend serves an AOTInductor package (.pt2): timm-recal export MODEL '
+                          '--format aoti, or pass the MODEL')
+    if io['kind'] == 'pt2' and backend != 'pytorch':
+        raise DeployError('an AOTInductor package (.pt2) is served by --backend pytorch')
+    if backend not in ('tensorrt', 'pytorch') and io['kind'] != 'onnx':
         raise DeployError(f'the {backend} backend serves an ONNX file; a .plan is for --backend tensorrt')
     if io['kind'] == 'plan':
         prof_max = (io['sidecar'].get('profile') or {}).get('max') or []
@@ -276,21 +310,40 @@ def _served_artifact_io(source: str, backend: str, max_batch_size: int) -> Dict[
     return io
 
 
+def _server_readme(name: str, meta: Dict[str, Any]) -> str:
+    """The repository's README: an AOTInductor package loads only in the torch it was compiled with."""
+    return (f"# Triton model repository: {name}\n\n"
+            f"`{name}/1/model.pt2` is an AOTInductor package (`platform: \"torch_aoti\"` of Triton's PyTorch "
+            f"backend, Triton {TORCH_AOTI_TRITON} or newer).\n\n"
+            f"- The server's PyTorch must be **torch {meta.get('torch')}**: a package loads only in the torch "
+            "version it was compiled with (pick the Triton release whose PyTorch backend carries it).\n"
+            f"- Device: {meta.get('device')}; precision {meta.get('precision')} ({meta.get('dtype')} inputs and "
+            f"outputs), {meta.get('memory_format')}; batches {meta.get('batch_range')} in the first axis of the "
+            "dims (`max_batch_size: 0`: Triton does not batch requests for this platform).\n"
+            f"- Model: {meta.get('model_spec')} ({meta.get('weights')}); preprocessing: input "
+            f"{meta.get('input_size')}, mean {meta.get('mean')}, std {meta.get('std')}.\n")
+
+
 def _write_model_folder(repo_dir: str, force: bool, name: str, text: str, labels: List[str], source: str,
-                        filename: str, *, is_plan: bool) -> None:
+                        filename: str, *, is_plan: bool, readme: Optional[str] = None) -> None:
     """``repo_dir/name/{config.pbtxt,labels.txt,1/filename}`` (and a plan's sidecar), whole or not at all."""
     check_writable_folder(os.path.dirname(os.path.abspath(repo_dir)), target=repo_dir)
     with atomic_folder(repo_dir, force=force) as tmp:
         model_dir = os.path.join(tmp, name)
         os.makedirs(os.path.join(model_dir, '1'))
         write_text(text, os.path.join(model_dir, 'config.pbtxt'))
+        if readme:
+            write_text(readme, os.path.join(tmp, 'README.md'))
         if labels:
             write_text('\n'.join(labels) + '\n', os.path.join(model_dir, 'labels.txt'))
+        target = os.path.join(model_dir, '1', filename)
         if is_plan:
-            shutil.copyfile(source, os.path.join(model_dir, '1', filename))
-            shutil.copyfile(sidecar_path(source), sidecar_path(os.path.join(model_dir, '1', filename)))
-        else:
-            copy_onnx(source, os.path.join(model_dir, '1', filename))
+            shutil.copyfile(source, target)
+            shutil.copyfile(sidecar_path(source), sidecar_path(target))
+        elif source.lower().endswith('.onnx'):
+            copy_onnx(source, target)  # written anew without the exporter's local paths
+        else:  # an AOTInductor package: its provenance is checked, its bytes are served as they are
+            shutil.copyfile(source, target)
 
 
 def triton_client_example(model_name: str, metadata: Dict[str, Any], url: str = 'localhost:8001') -> str:
@@ -382,7 +435,13 @@ def triton_artifact(source: str, backend: str, workdir: str, *, export_options: 
     if backend == 'tensorrt' and not is_plan:
         require_tensorrt()
     path = source
-    if not source.lower().endswith('.onnx') and not is_plan:  # a model spec: the export stage makes the file
+    if backend == 'pytorch' and not source.lower().endswith('.pt2'):  # a model spec: an AOTInductor package
+        from .aoti_package import AotiExportOptions, export_aoti
+        o = export_options
+        options = AotiExportOptions(**({k: getattr(o, k) for k in ('checkpoint', 'num_classes', 'use_ema',
+                                                                     'img_size', 'device')} if o else {}))
+        return export_aoti(source, os.path.join(workdir, 'model.pt2'), options, log=log).output
+    if not source.lower().endswith(('.onnx', '.pt2')) and not is_plan:  # a model spec: the export stage
         log(f'exporting {source} ...')
         path = export_onnx(source, os.path.join(workdir, 'model.onnx'), export_options).output
     if backend == 'tensorrt' and not is_plan:

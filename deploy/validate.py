@@ -109,6 +109,10 @@ def _open_runner(src: Source, o: ValidateOptions):
     if len(word) != 1:
         raise DeployError('validate runs one runtime at a time: give one word with --runtimes')
     spec = runtime_spec(word[0])
+    if src.kind == 'package':
+        if o.runtimes and spec.word != 'aoti':
+            raise DeployError(f'{src.spec} is an AOTInductor package; it runs under aoti, not {spec.word}')
+        return open_runtime('aoti', src.spec, precision=src.meta['precision'], threads=o.threads)
     if src.kind == 'onnx':
         if spec.kind != 'onnx':
             raise DeployError(f'{src.spec} is an ONNX file; --runtimes {spec.word} runs a MODEL')
@@ -117,7 +121,8 @@ def _open_runner(src: Source, o: ValidateOptions):
     if spec.kind != 'model':
         raise DeployError(f'--runtimes {spec.word} runs ONNX files; export the MODEL first (timm-recal export)')
     return open_runtime(spec.word, src.model, precision=amp_precision(o.device) if o.amp else 'fp32',
-                        device=o.device, input_size=src.info['input_size'], threads=o.threads)
+                        device=o.device, input_size=src.info['input_size'], threads=o.threads, info=src.info,
+                        compile_timeout=o.compile_timeout)
 
 
 def _check_dataset(dataset, cfg: Dict[str, Any]) -> None:
@@ -135,6 +140,11 @@ def _check_dataset(dataset, cfg: Dict[str, Any]) -> None:
 
 
 def _source(model_or_onnx: str, o: ValidateOptions, model: Optional[nn.Module]) -> Source:
+    if model_or_onnx.lower().endswith('.pt2'):
+        if o.checkpoint is not None or o.use_ema or o.amp:
+            raise DeployError('--checkpoint/--use-ema/--amp apply to a MODEL; a .pt2 package carries its weights')
+        from .aoti_package import package_source
+        return package_source(model_or_onnx)
     if model_or_onnx.lower().endswith('.onnx'):
         if o.checkpoint is not None or o.use_ema:
             raise DeployError('--checkpoint/--use-ema apply to a MODEL; an ONNX file carries its own weights')
@@ -257,7 +267,7 @@ def _result(src: Source, o: ValidateOptions, runner, dataset, out, lab, t0) -> V
         top1=round(100.0 * float(c1.mean()), 4), top5=round(100.0 * float(c5.mean()), 4), topk=min(5, out.shape[1]),
         n_images=int(len(lab)), n_classes_in_data=len(dataset.classes), **src.naming,
         onnx=os.path.abspath(src.onnx_path) if src.onnx_path else None,
-        precision=runner.precision if src.kind == 'onnx' else ('amp' if o.amp else 'fp32'),
+        precision=runner.precision if src.kind in ('onnx', 'package') else ('amp' if o.amp else 'fp32'),
         data=os.path.abspath(dataset.root), bundled_data=o.data is None, limit=o.limit,
         label_mode=dataset.label_mode, input_size=list(cfg['input_size']), interpolation=cfg.get('interpolation'),
         crop_pct=cfg.get('crop_pct'), crop_mode=cfg.get('crop_mode'), mean=list(cfg['mean']), std=list(cfg['std']),

@@ -74,6 +74,8 @@ def test_repository_is_replaced_only_with_force(exported, tmp_path):
 def test_bad_arguments_write_nothing(exported, tmp_path):
     repo = tmp_path / 'repo'
     with pytest.raises(DeployError, match='backend must be one of'):
+        write_triton_repository(exported, str(repo), backend='tensorflow')
+    with pytest.raises(DeployError, match='serves an AOTInductor package'):
         write_triton_repository(exported, str(repo), backend='pytorch')
     with pytest.raises(DeployError, match='build one first'):
         write_triton_repository(exported, str(repo), backend='tensorrt')

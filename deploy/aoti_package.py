@@ -1,0 +1,266 @@
+"""AOTInductor packages (``.pt2``): ``torch.export`` with a dynamic batch ``Dim`` and
+``torch._inductor.aoti_compile_and_package``, compiled in a child process (``compiled.run_child``) and cached.
+
+A package carries the provenance our ONNX files carry (model spec, weights and their SHA-256, preprocessing,
+labels: ``export.PROVENANCE_KEYS``) plus the torch version, device, dtype, memory format and batch range it was
+compiled for, as JSON under the ``timm_recal`` key of AOTInductor's own ``aot_inductor.metadata`` (the
+supported way: it is compiled into the package and written beside it as ``*wrapper_metadata.json``).
+``package_metadata`` reads that JSON from the zip without loading the shared library, so a package of another
+torch version or device is refused in one line before anything is loaded.
+
+The cache (``compiled.cache_dir('aoti')``) holds one package per (architecture, weights hash after
+``prepare_for_compile``, module types, input size, torch version, device, dtype, memory format, batch range):
+bench, parity and the pipeline's stages compile a model once. Packages enter it by one rename.
+
+``python -m timm_recal_deploy.aoti_package JOB.json`` is the child that compiles.
+"""
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from timm_recal.outputs import call_atomically, public_paths, resolve_output, temporary_folder
+
+from .compiled import (cache_dir, compiled_dtype, crash_if_asked, device_name, module_types, prepare_for_compile,
+                       run_child)
+from .eager_runtime import check_device
+from .errors import DeployError
+from .export import PROVENANCE_KEYS, _trial_forward, default_onnx_name, library_versions
+from .options import ModelOptions, OutputOptions, with_overrides
+from .results import Result
+from .sources import HASHED_WEIGHTS, NAMING_KEYS, Source, is_onnx_path, onnx_data_config, open_source, weights_digest
+
+__all__ = ['AotiExportOptions', 'AotiExportResult', 'export_aoti', 'cached_package', 'package_metadata',
+           'check_package', 'build_package', 'PACKAGE_KEY', 'DEFAULT_MAX_BATCH', 'PACKAGE_PRECISIONS',
+           'is_package_path', 'package_source', 'inspect_package']
+
+#: the ``aot_inductor.metadata`` entry holding our JSON
+PACKAGE_KEY = 'timm_recal'
+#: the batch range a package takes: 1..DEFAULT_MAX_BATCH (``--max-batch``)
+DEFAULT_MAX_BATCH = 1024
+#: the example batch torch.export traces with (a batch of 1 would be specialized away)
+EXAMPLE_BATCH = 2
+PACKAGE_PRECISIONS = ('fp32', 'bf16', 'fp16')
+
+
+@dataclass
+class AotiExportOptions(ModelOptions, OutputOptions):
+    precision: str = 'fp32'
+    max_batch: int = DEFAULT_MAX_BATCH
+    compile_timeout: Optional[float] = None
+
+
+@dataclass
+class AotiExportResult(Result):
+    output: str
+    architecture: str
+    model_spec: str
+    weights: str
+    checkpoint: Optional[str]
+    precision: str
+    device: str
+    memory_format: str
+    batch_range: List[int]
+    input_size: List[int]
+    num_classes: int
+    torch: str
+    file_bytes: int
+    compile_seconds: Optional[float]  # None: taken from the cache
+    cached: bool
+    format: str = 'aoti'
+
+
+def _memory_format(device: str) -> str:
+    """channels_last on CUDA (cuDNN's fast convolution layout); on CPU freezing lays weights out for oneDNN."""
+    return 'channels_last' if device.startswith('cuda') else 'contiguous'
+
+
+def package_metadata(path: str) -> Dict[str, Any]:
+    """Our JSON of a ``.pt2`` package, read from the zip without loading the compiled library."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith('wrapper_metadata.json') and '/aotinductor/' in n]
+            raw = json.loads(z.read(names[0])) if names else {}
+    except FileNotFoundError:
+        raise DeployError(f'{path} does not exist') from None
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DeployError(f'{path} is not an AOTInductor package (.pt2): {e}') from None
+    if PACKAGE_KEY not in raw:
+        raise DeployError(f'{path} is not an AOTInductor package written by timm-recal export --format aoti '
+                          '(no timm_recal metadata)')
+    meta = json.loads(raw[PACKAGE_KEY])
+    meta['aoti_device_key'] = raw.get('AOTI_DEVICE_KEY')
+    return meta
+
+
+def check_package(path: str, meta: Dict[str, Any], device: Optional[str] = None) -> None:
+    """Refuse a package this process cannot load safely: another torch version, a CUDA package without CUDA, or
+    another device kind than ``device`` (checked before the shared library is loaded)."""
+    built = meta.get('torch')
+    if built != torch.__version__:
+        raise DeployError(f'{path} was compiled with torch {built}; this is torch {torch.__version__}: compiled '
+                          'packages load only in the torch they were built with (re-export it: timm-recal export '
+                          'MODEL --format aoti)')
+    kind = 'cuda' if str(meta.get('device', 'cpu')).startswith('cuda') else 'cpu'
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise DeployError(f"{path} is a CUDA package ({meta.get('device')}); no CUDA device is available here")
+    if device is not None and kind != ('cuda' if device.startswith('cuda') else 'cpu'):
+        raise DeployError(f"{path} was compiled for {meta.get('device')}, not --device {device}")
+    if kind == 'cuda' and meta.get('device') != device_name('cuda'):
+        raise DeployError(f"{path} was compiled for {meta.get('device')}, this GPU is {device_name('cuda')}")
+
+
+def is_package_path(spec: Any) -> bool:
+    return str(spec).lower().endswith('.pt2')
+
+
+def package_source(path: str) -> Source:
+    """A ``.pt2`` as a stage's source (``kind == 'package'``, ``spec`` its path): the preprocessing and naming its
+    metadata records, checked loadable here."""
+    meta = package_metadata(path)
+    check_package(path, meta)
+    return Source(path, 'package', {**onnx_data_config(meta, path), **{k: meta.get(k) for k in NAMING_KEYS}},
+                  meta=meta)
+
+
+def inspect_package(path: str) -> Dict[str, Any]:
+    """``timm-recal info FILE.pt2``: the metadata, the size, and whether this process can load it (and why not)."""
+    meta = package_metadata(path)
+    try:
+        check_package(path, meta)
+        loads = 'yes'
+    except DeployError as e:
+        loads = f'no: {e}'
+    return {'file': path, 'format': 'aoti', 'file_bytes': os.path.getsize(path), 'loads_here': loads,
+            'metadata': meta}
+
+
+def _package_meta(info: Dict[str, Any], prepared: nn.Module, device: str, precision: str,
+                  max_batch: int) -> Dict[str, Any]:
+    meta = public_paths({k: info.get(k) for k in PROVENANCE_KEYS})  # no local paths in a shared file
+    meta['input_size'] = list(meta['input_size'])
+    if info.get('weights') in HASHED_WEIGHTS:
+        meta['weights_sha256'] = weights_digest(prepared)
+    meta.update(format='aoti', torch=torch.__version__, device=device_name(device), precision=precision,
+                dtype=str(compiled_dtype(precision, device)).replace('torch.', ''),
+                memory_format=_memory_format(device), batch_range=[1, int(max_batch)],
+                freezing=not device.startswith('cuda'), versions=library_versions())
+    return meta
+
+
+def _cache_key(meta: Dict[str, Any], prepared: nn.Module) -> str:
+    ident = {k: meta.get(k) for k in ('architecture', 'num_classes', 'input_size', 'torch', 'device', 'dtype',
+                                      'memory_format', 'batch_range', 'freezing')}
+    ident.update(weights=weights_digest(prepared), modules=module_types(prepared))
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cached_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu', precision: str = 'fp32',
+                   max_batch: int = DEFAULT_MAX_BATCH, timeout: Optional[float] = None,
+                   log: Optional[Callable[[str], None]] = None) -> Tuple[str, Dict[str, Any], Optional[float]]:
+    """``(package path, its metadata, compile seconds or None when cached)`` of ``model`` compiled for
+    ``device``/``precision``: from the cache, else compiled in a child process and renamed into the cache."""
+    log = log or (lambda msg: None)
+    compiled_dtype(precision, device)  # refuse an unsupported precision before any work
+    prepared = prepare_for_compile(model).cpu().float()
+    meta = _package_meta(info, prepared, device, precision, max_batch)
+    folder = cache_dir('aoti')
+    arch = str(meta.get('architecture') or type(model).__name__).replace('/', '_')
+    path = os.path.join(folder, f"{arch}-{precision}-{'cuda' if device.startswith('cuda') else 'cpu'}-"
+                                f'{_cache_key(meta, prepared)}.pt2')
+    if os.path.isfile(path):
+        return path, package_metadata(path), None
+    log(f'aoti: compiling {arch} ({precision}, {device}, batch 1..{max_batch}) in a child process; this can take '
+        'minutes')
+    with temporary_folder(f'.{arch}-', dir=folder) as tmp:
+        torch.save(prepared, os.path.join(tmp, 'model.pt'))
+        job = dict(model=os.path.join(tmp, 'model.pt'), out=os.path.join(tmp, 'model.pt2'), meta=meta,
+                   device=device, precision=precision, max_batch=int(max_batch))
+        done = run_child('aoti_package', job, what=f'{arch} for aoti ({precision}, {device})', timeout=timeout)
+        os.replace(job['out'], path)
+    return path, package_metadata(path), done['seconds']
+
+
+def build_package(model: nn.Module, meta: Dict[str, Any], out: str, *, device: str, precision: str,
+                  max_batch: int) -> str:
+    """Export and compile ``model`` into the package ``out`` in this process (the child's work)."""
+    dtype = compiled_dtype(precision, device)
+    model = model.to(device=device, dtype=dtype).eval()
+    channels_last = meta['memory_format'] == 'channels_last'
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(EXAMPLE_BATCH, *meta['input_size'], device=device, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        _trial_forward(model, x, meta.get('architecture') or 'model')
+        batch = torch.export.Dim('batch', min=1, max=int(max_batch))
+        program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+        return torch._inductor.aoti_compile_and_package(program, package_path=out, inductor_configs={
+            'aot_inductor.metadata': {PACKAGE_KEY: json.dumps(meta)}, 'freezing': bool(meta['freezing'])})
+
+
+def export_aoti(spec: Optional[str], output: Optional[str] = None, options: Optional[AotiExportOptions] = None, *,
+                model: Optional[nn.Module] = None, log: Optional[Callable[[str], None]] = None,
+                **overrides) -> AotiExportResult:
+    """``timm-recal export MODEL --format aoti -o m.pt2``: the package of ``spec`` (or ``model``), from the
+    cache or compiled in a child process, copied to ``output`` whole or not at all."""
+    o = with_overrides(AotiExportOptions, options, overrides)
+    if output is not None:
+        o.output = output
+    if o.precision not in PACKAGE_PRECISIONS:
+        raise DeployError(f"--format aoti compiles {', '.join(PACKAGE_PRECISIONS)}, not {o.precision} "
+                          '(int8 is an ONNX file: timm-recal quantize)')
+    check_device(o.device)
+    compiled_dtype(o.precision, o.device)
+    if not 1 <= o.max_batch <= 65536:
+        raise DeployError(f'--max-batch must be 1..65536, got {o.max_batch}')
+    if model is None and (not spec or is_onnx_path(spec)):
+        raise DeployError('--format aoti takes a MODEL (timm name, hf-hub:ORG/REPO or local-dir:FOLDER)')
+    name = os.path.splitext(default_onnx_name(spec))[0]
+    path = resolve_output(o.output, o.force, default_name=f'{name}.pt2', suffix='.pt2')
+    source = open_source(spec, ModelOptions(o.checkpoint, o.num_classes, o.use_ema, o.img_size, 'cpu'),
+                         module=model)
+    cached, meta, seconds = cached_package(source.model, source.info, device=o.device, precision=o.precision,
+                                           max_batch=o.max_batch, timeout=o.compile_timeout, log=log)
+    call_atomically(path, lambda tmp: shutil.copyfile(cached, tmp), force=o.force)
+    return AotiExportResult(
+        output=os.path.abspath(path), architecture=meta.get('architecture'), model_spec=meta.get('model_spec'),
+        weights=meta.get('weights'), checkpoint=meta.get('checkpoint'), precision=o.precision,
+        device=meta['device'], memory_format=meta['memory_format'], batch_range=meta['batch_range'],
+        input_size=meta['input_size'], num_classes=meta.get('num_classes'), torch=meta['torch'],
+        file_bytes=os.path.getsize(path), compile_seconds=None if seconds is None else round(seconds, 1),
+        cached=seconds is None)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The compile child: ``JOB.json`` names the pickled module, the package to write and its metadata."""
+    argv = sys.argv[1:] if argv is None else argv
+    with open(argv[0], encoding='utf-8') as f:
+        job = json.load(f)
+    crash_if_asked()
+    try:
+        t0 = time.perf_counter()
+        model = torch.load(job['model'], weights_only=False)  # our own file, written by the parent just now
+        build_package(model, job['meta'], job['out'], device=job['device'], precision=job['precision'],
+                      max_batch=job['max_batch'])
+        seconds = time.perf_counter() - t0
+    except Exception as e:  # one line for the parent: the child's traceback would be noise in its message
+        print(f'{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ""}'[:400],
+              file=sys.stderr)
+        return 1
+    with open(job['result'], 'w', encoding='utf-8') as f:
+        json.dump({'seconds': seconds, 'package': job['out']}, f)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""What the two compiled PyTorch runtimes (``inductor``: ``torch.compile``; ``aoti``: AOTInductor packages)
+share: the one place a module is prepared for compilation, the dtype of each precision, the compile cache
+folder, and the child process a compile runs in.
+
+Why a child process: AOTInductor's compile and load of a large model has ended the Python process silently
+(no exception, no output) on a CUDA machine, and a compile can run for many minutes on a busy CPU. A compile
+run by ``run_child`` that dies by a signal, fails, or exceeds its timeout is one ``DeployError`` line naming
+the model, the torch version and the signal; the parent goes on (bench and pipeline report that runtime as
+failed). ``TIMM_RECAL_TEST_COMPILE_CRASH=SIGNAME`` makes the child kill itself with that signal before it
+compiles (test-only hook: the crash path is tested without a real compiler crash).
+"""
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from timm_recal.outputs import temporary_folder
+
+from .errors import CompileFailed, DeployError, NoNativePrecision
+from .runtimes import native_bf16
+
+__all__ = ['prepare_for_compile', 'compiled_dtype', 'cache_dir', 'run_child', 'DEFAULT_COMPILE_TIMEOUT_S',
+           'CRASH_HOOK_ENV', 'CACHE_ENV', 'device_name', 'module_types']
+
+#: a compile (export + AOTInductor + package) longer than this is stopped (``--compile-timeout``)
+DEFAULT_COMPILE_TIMEOUT_S = 1800.0
+#: the cache root (``$TIMM_RECAL_CACHE``, else ``~/.cache/timm_recal``); packages go to its ``aoti/`` folder
+CACHE_ENV = 'TIMM_RECAL_CACHE'
+#: test-only: the compile child kills itself with this signal (e.g. ``SIGKILL``) before compiling
+CRASH_HOOK_ENV = 'TIMM_RECAL_TEST_COMPILE_CRASH'
+
+
+def prepare_for_compile(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` made ready for ``torch.compile``/``torch.export``: the one place the compiled
+    runtimes change a module before compiling it (exact, compile-friendly rewrites belong here); the caller's
+    module is never touched."""
+    prepared = copy.deepcopy(model).eval()
+    return prepared
+
+
+def module_types(model: nn.Module) -> str:
+    """The sorted module class names of ``model``: part of a compile cache key, so that a rewrite in
+    ``prepare_for_compile`` (other modules, same weights) never hits a package compiled before it."""
+    return ','.join(sorted({type(m).__module__ + '.' + type(m).__qualname__ for m in model.modules()}))
+
+
+def compiled_dtype(precision: str, device: str) -> torch.dtype:
+    """The weights/input dtype of ``precision`` on ``device``: fp32 anywhere, bf16 on CUDA or a CPU with native
+    BF16 (an emulation is refused, as eager refuses it), fp16 on CUDA (weights and inputs in half)."""
+    if precision == 'fp32':
+        return torch.float32
+    if precision == 'bf16':
+        if device == 'cpu' and native_bf16() is False:
+            raise NoNativePrecision('no native BF16 on this CPU (no AMX-BF16/AVX512_BF16 flag): a compiled bf16 '
+                                    'model would be an emulation, not timed')
+        return torch.bfloat16
+    if precision == 'fp16':
+        if not device.startswith('cuda'):
+            raise NoNativePrecision('fp16 compiles for CUDA only (--device cuda); on a CPU use fp32 or bf16')
+        return torch.float16
+    raise DeployError(f'the compiled runtimes run fp32, bf16 (CPU with native BF16, CUDA) or fp16 (CUDA), '
+                      f'not {precision}')
+
+
+def device_name(device: str) -> str:
+    """``cpu`` or ``cuda (<GPU name>, sm_XY)``: what a package was compiled for, in its metadata and cache key."""
+    if not device.startswith('cuda'):
+        return 'cpu'
+    index = torch.device(device).index or 0
+    major, minor = torch.cuda.get_device_capability(index)
+    return f'cuda ({torch.cuda.get_device_name(index)}, sm_{major}{minor})'
+
+
+def cache_dir(kind: str = 'aoti') -> str:
+    """Where compiled artifacts of ``kind`` are kept between runs (a pipeline compiles each model once)."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser('~'), '.cache', 'timm_recal')
+    path = os.path.join(root, kind)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise DeployError(f'the compile cache folder {path} cannot be created ({e.strerror}); set {CACHE_ENV} '
+                          'to a writable folder') from None
+    return path
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f'signal {number}'
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:400] if lines else 'no output'
+
+
+def run_child(module: str, job: Dict[str, Any], *, what: str, timeout: Optional[float] = None,
+              log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Run ``python -m timm_recal_deploy.<module> JOB.json`` and return the JSON it writes to ``job['result']``.
+
+    The child runs in its own session (a timeout stops its compiler processes too). A signal, a non-zero exit
+    or the timeout is a ``DeployError`` naming ``what`` (the model), the torch version and the signal or the
+    child's last line. ``job`` may name files; the child writes its result JSON last, so a result means done.
+    """
+    timeout = DEFAULT_COMPILE_TIMEOUT_S if timeout is None else float(timeout)
+    if not timeout > 0:
+        raise DeployError(f'--compile-timeout must be > 0 seconds, got {timeout:g}')
+    where = f'{what} (torch {torch.__version__})'
+    with temporary_folder('timm_recal_child_') as tmp:
+        job = dict(job, result=os.path.join(tmp, 'result.json'))
+        job_path = os.path.join(tmp, 'job.json')
+        with open(job_path, 'w', encoding='utf-8') as f:
+            json.dump(job, f)
+        err_path = os.path.join(tmp, 'stderr.txt')
+        t0 = time.perf_counter()
+        with open(err_path, 'wb') as err:
+            proc = subprocess.Popen([sys.executable, '-m', f'{__package__}.{module}', job_path],
+                                    stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise CompileFailed(f'compiling {where} exceeded --compile-timeout {timeout:g} s; the child was '
+                                  'stopped (SIGKILL)') from None
+            except BaseException:  # Ctrl-C / SIGTERM of the parent: never leave a compiler running
+                _kill_group(proc)
+                raise
+        with open(err_path, encoding='utf-8', errors='replace') as f:
+            output = f.read()
+        if rc < 0:
+            raise CompileFailed(f'compiling {where} died with {_signal_name(-rc)} after '
+                              f'{time.perf_counter() - t0:.0f} s (no Python error; last output: '
+                              f'{_last_line(output)})')
+        if rc != 0 or not os.path.isfile(job['result']):
+            raise CompileFailed(f'compiling {where} failed (exit {rc}): {_last_line(output)}')
+        with open(job['result'], encoding='utf-8') as f:
+            return json.load(f)
+
+
+def _kill_group(proc: 'subprocess.Popen') -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def crash_if_asked() -> None:
+    """The test-only hook (``CRASH_HOOK_ENV``): kill this process with the named signal."""
+    name = os.environ.get(CRASH_HOOK_ENV)
+    if name:
+        os.kill(os.getpid(), getattr(signal, name, signal.SIGKILL))

@@ -1,0 +1,283 @@
+"""The compiled PyTorch runtimes: ``inductor`` (torch.compile) and ``aoti`` (AOTInductor packages, compiled in a
+child process and cached). One cnn3 package (32x32, fp32) and one inductor compile of cnn3 serve every test of
+the default run; the registry-wide compile is under ``-m slow``; CUDA tests skip without a GPU."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import timm_recal  # noqa: F401  (registers the models)
+from deploy_helpers import (assert_runner_contract, ci_img_size, ci_models, cifar_samples, randomize_weights_,
+                            run_cli, sample_batch)
+from timm_recal_deploy.aoti_package import PACKAGE_KEY, cached_package, package_metadata
+from timm_recal_deploy.bench import bench
+from timm_recal_deploy.compiled import CACHE_ENV, CRASH_HOOK_ENV, compiled_dtype, prepare_for_compile
+from timm_recal_deploy.errors import CompileFailed, DeployError, NoNativePrecision
+from timm_recal_deploy.inductor_runtime import compile_mode
+from timm_recal_deploy.parity import parity
+from timm_recal_deploy.runtimes import RUNTIMES, open_runtime
+from timm_recal_deploy.validate import validate
+
+NAME = 'cnn3'
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (none on this machine)')
+
+
+@pytest.fixture(scope='session')
+def compile_cache(tmp_path_factory):
+    """One compile cache for the session: every test below reuses the package the first one compiled."""
+    folder = tmp_path_factory.mktemp('compile_cache')
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
+@pytest.fixture(scope='session')
+def cnn3_package(compile_cache, tmp_path_factory):
+    """``(model, checkpoint, package path)``: a randomized cnn3, its weights file, and ``export --format aoti`` of
+    it (the one AOTInductor compile of the default run)."""
+    import timm
+    from timm_recal.cli import main
+    folder = tmp_path_factory.mktemp('aoti')
+    model = randomize_weights_(timm.create_model(NAME), sample_batch(NAME, 32)).eval()
+    ckpt = folder / 'weights.pth'
+    torch.save(model.state_dict(), ckpt)
+    path = folder / 'cnn3.pt2'
+    assert main(['export', NAME, '--checkpoint', str(ckpt), '--format', 'aoti', '-o', str(path)]) == 0
+    return model, ckpt, str(path)
+
+
+def _with_metadata(src: str, dst: str, **changes) -> str:
+    """A copy of the package ``src`` whose timm_recal metadata has ``changes`` (another torch, device...)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w') as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename.endswith('wrapper_metadata.json'):
+                raw = json.loads(data)
+                raw[PACKAGE_KEY] = json.dumps({**json.loads(raw[PACKAGE_KEY]), **changes})
+                data = json.dumps(raw).encode()
+            zout.writestr(item, data)
+    return dst
+
+
+def test_package_carries_provenance(cnn3_package):
+    model, _, path = cnn3_package
+    meta = package_metadata(path)
+    assert meta['architecture'] == NAME and meta['weights'] == 'checkpoint' and meta['input_size'] == [3, 32, 32]
+    assert meta['class_labels'] and meta['mean'] and meta['std']
+    assert meta['torch'] == torch.__version__ and meta['device'] == 'cpu' and meta['dtype'] == 'float32'
+    assert meta['memory_format'] == 'contiguous' and meta['batch_range'] == [1, 1024] and meta['freezing']
+    from timm_recal_deploy.sources import weights_digest
+    assert meta['weights_sha256'] == weights_digest(model)
+    assert not os.path.isabs(meta['checkpoint'] or '')  # no local paths in a published file
+
+
+def test_aoti_runner_matches_eager_at_any_batch(cnn3_package):
+    model, _, path = cnn3_package
+    runner = open_runtime('aoti', path)
+    assert_runner_contract(runner, 'aoti', batches=(1, 3))
+    x = sample_batch(NAME, 32, n=5)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(runner(x.numpy()), ref, atol=1e-4, rtol=1e-3)
+    assert runner.describe()['shape'] == 'dynamic (batch 1..1024)'
+
+
+def test_a_module_hits_the_cache(cnn3_package, compile_cache):
+    model, ckpt, path = cnn3_package
+    from timm_recal_deploy.sources import open_source
+    from timm_recal_deploy.options import ModelOptions
+    src = open_source(NAME, ModelOptions(checkpoint=str(ckpt)))
+    runner = open_runtime('aoti', src.model, info=src.info, input_size=src.info['input_size'])
+    assert runner.describe()['compile_cached'] is True and runner.compile_seconds is None
+    assert len(list(compile_cache.glob('aoti/*.pt2'))) == 1
+
+
+def test_other_torch_device_or_file_is_refused_in_one_line(cnn3_package, tmp_path, capsys):
+    _, _, path = cnn3_package
+    old = _with_metadata(path, str(tmp_path / 'old.pt2'), torch='2.5.0')
+    with pytest.raises(DeployError, match=r'compiled with torch 2\.5\.0; this is torch'):
+        open_runtime('aoti', old)
+    gpu = _with_metadata(path, str(tmp_path / 'gpu.pt2'), device='cuda (NVIDIA H200, sm_90)')
+    if not torch.cuda.is_available():
+        with pytest.raises(DeployError, match='is a CUDA package .* no CUDA device'):
+            open_runtime('aoti', gpu)
+    with pytest.raises(DeployError, match='is a fp32 package, not bf16'):
+        open_runtime('aoti', path, precision='bf16')
+    (tmp_path / 'junk.pt2').write_bytes(b'not a zip')
+    with pytest.raises(DeployError, match='not an AOTInductor package'):
+        open_runtime('aoti', str(tmp_path / 'junk.pt2'))
+    rc, _, err = run_cli(capsys, 'validate', old, '--data', cifar_samples(), '--limit', '4')
+    assert rc != 0 and 'compiled with torch 2.5.0' in err and len(err.strip().splitlines()) == 1
+    rc, out, _ = run_cli(capsys, 'info', old, '--json')  # info describes it, and says why it does not load
+    assert rc == 0 and json.loads(out)['loads_here'].startswith('no: ') and 'torch 2.5.0' in out
+
+
+def test_validate_a_package_by_its_metadata(cnn3_package, capsys):
+    _, _, path = cnn3_package
+    rc, out, _ = run_cli(capsys, 'validate', path, '--data', cifar_samples(), '--limit', '8', '--json')
+    r = json.loads(out)
+    assert rc == 0 and r['runtime']['runtime'] == 'aoti' and r['n_images'] == 8 and r['architecture'] == NAME
+
+
+def test_unsupported_precision_is_one_line_and_writes_nothing(tmp_path, capsys, compile_cache):
+    out = tmp_path / 'm.pt2'
+    rc, _, err = run_cli(capsys, 'export', NAME, '--format', 'aoti', '--precision', 'fp16', '-o', out)
+    assert rc != 0 and 'fp16 compiles for CUDA only' in err and not out.exists()
+    rc, _, err = run_cli(capsys, 'export', NAME, '--precision', 'bf16', '-o', tmp_path / 'm.onnx')
+    assert rc != 0 and 'an ONNX export is FP32' in err and not os.listdir(tmp_path)
+    with pytest.raises(NoNativePrecision):
+        compiled_dtype('fp16', 'cpu')
+
+
+def test_bf16_refused_without_native_bf16(monkeypatch):
+    monkeypatch.setattr('timm_recal_deploy.compiled.native_bf16', lambda: False)
+    with pytest.raises(NoNativePrecision, match='no native BF16'):
+        compiled_dtype('bf16', 'cpu')
+
+
+@pytest.mark.parametrize('hook, timeout, message', [('SIGKILL', 300, 'died with SIGKILL'),
+                                                    ('SIGSTOP', 4, 'exceeded --compile-timeout 4 s')])
+def test_a_crashing_or_hanging_compile_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, hook, timeout, message):
+    """The child kills (or stops) itself through the test-only hook: one error naming the model, the torch
+    version and the signal; the cache holds no package and no temporary folder."""
+    import timm
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CRASH_HOOK_ENV, hook)
+    model = timm.create_model(NAME).eval()
+    with pytest.raises(CompileFailed) as e:
+        cached_package(model, {'architecture': NAME, 'input_size': (3, 32, 32)}, timeout=timeout)
+    text = str(e.value)
+    assert message in text and f'torch {torch.__version__}' in text and NAME in text and '\n' not in text
+    assert os.listdir(tmp_path / 'aoti') == []
+
+
+def test_bench_reports_a_failed_compile_and_goes_on(tmp_path, monkeypatch):
+    import timm
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CRASH_HOOK_ENV, 'SIGSEGV')
+    r = bench(NAME, model=timm.create_model(NAME), runtimes=['eager', 'aoti'], batches=[2], warmup=0, repeats=1,
+              min_time_s=0.0)
+    assert [x['runtime'] for x in r.results] == ['eager']
+    assert r.failed and r.failed[0]['key'] == 'target/aoti/fp32' and 'SIGSEGV' in r.failed[0]['error']
+    assert any('FAILED' in n for n in r.notes)
+
+
+def test_parity_and_validate_run_the_package(cnn3_package):
+    model, ckpt, _ = cnn3_package
+    p = parity(NAME, checkpoint=str(ckpt), runtimes=['aoti'], limit=8)
+    assert p.passed and p.runtime['runtime'] == 'aoti' and p.runtime['compile_cached'] and p.onnx is None
+    v = validate(NAME, cifar_samples(), checkpoint=str(ckpt), runtimes=['aoti'], limit=8)
+    assert v.runtime['runtime'] == 'aoti' and v.n_images == 8
+
+
+def test_inductor_compiles_outside_the_timing_and_matches_eager(cnn3_package):
+    model, _, _ = cnn3_package
+    runner = open_runtime('inductor', model, input_size=(3, 32, 32))
+    call = runner.prepare(2)  # compiles here, before any timing window
+    call()
+    desc = runner.describe()
+    assert desc['modes'] == {'batch 2': 'default'} and desc['compile_seconds']['batch 2'] > 0
+    assert desc['fullgraph'] and desc['freezing']
+    x = sample_batch(NAME, 32, n=2)
+    with torch.no_grad():
+        np.testing.assert_allclose(runner(x.numpy()), model(x).numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_compile_mode_per_batch_and_device():
+    assert compile_mode('cuda', 1) == 'reduce-overhead' and compile_mode('cuda', 256) == 'default'
+    assert compile_mode('cpu', 1) == 'default' and compile_mode('cuda', None) == 'default'
+
+
+def test_prepare_for_compile_never_touches_the_callers_module():
+    import timm
+    model = timm.create_model(NAME)
+    prepared = prepare_for_compile(model)
+    assert prepared is not model and not prepared.training
+    assert all(a is not b for a, b in zip(prepared.parameters(), model.parameters()))
+
+
+def test_rows_of_the_table():
+    assert RUNTIMES['inductor'].kind == RUNTIMES['aoti'].kind == 'model'
+    assert not RUNTIMES['aoti'].reference and RUNTIMES['eager'].reference
+
+
+@CUDA
+def test_cuda_fp16_package_replays_a_cuda_graph(tmp_path, compile_cache):
+    import timm
+    model = randomize_weights_(timm.create_model(NAME), sample_batch(NAME, 32)).eval()
+    runner = open_runtime('aoti', model, precision='fp16', device='cuda', input_size=(3, 32, 32))
+    assert runner.describe()['memory_format'] == 'channels_last'
+    runner.prepare(1)()
+    assert runner.describe()['cuda_graph_batches'] == [1]
+    x = sample_batch(NAME, 32, n=4)
+    with torch.no_grad():
+        ref = model.double()(x.double()).float().numpy()
+    np.testing.assert_allclose(runner(x.numpy()), ref, atol=5e-2, rtol=1e-2)
+
+
+@CUDA
+def test_cuda_inductor_small_batch_uses_cuda_graphs():
+    import timm
+    model = timm.create_model(NAME).eval()
+    runner = open_runtime('inductor', model, precision='fp16', device='cuda', input_size=(3, 32, 32))
+    runner.prepare(1)()
+    assert runner.describe()['modes'] == {'batch 1': 'reduce-overhead'}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ci_models())
+def test_every_registered_family_compiles_with_aoti(name, compile_cache):
+    import timm
+    size = ci_img_size(name)
+    model = randomize_weights_(timm.create_model(name), sample_batch(name, size)).eval()
+    runner = open_runtime('aoti', model, input_size=(3, size, size))
+    x = sample_batch(name, size, n=3)
+    with torch.no_grad():
+        ref = model.double()(x.double()).float().numpy()
+    err = np.abs(runner(x.numpy()) - ref).max()
+    with torch.no_grad():
+        fp32_err = np.abs(model.float()(x).numpy() - ref).max()
+    assert err <= 2 * fp32_err + 1e-5, (err, fp32_err)
+
+
+def test_triton_pytorch_backend_writes_a_torch_aoti_model(cnn3_package, tmp_path, capsys):
+    pytest.importorskip('tritonclient.grpc')
+    _, _, path = cnn3_package
+    repo = tmp_path / 'repo'
+    rc, out, err = run_cli(capsys, 'triton', path, '--backend', 'pytorch', '-o', repo, '--json')
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r['validated_with_model_config_pb2'] and r['max_batch_size'] == 0
+    text = (repo / NAME / 'config.pbtxt').read_text()
+    assert 'platform: "torch_aoti"' in text and 'max_batch_size: 0' in text and 'dims: [ -1, 3, 32, 32 ]' in text
+    assert 'kind: KIND_CPU' in text and (repo / NAME / '1' / 'model.pt2').is_file()
+    assert f'torch {torch.__version__}' in (repo / 'README.md').read_text()
+    onnx_repo = tmp_path / 'other'
+    rc, _, err = run_cli(capsys, 'triton', path, '--backend', 'onnxruntime', '-o', onnx_repo)
+    assert rc != 0 and 'served by --backend pytorch' in err and not onnx_repo.exists()
+
+
+def test_pipeline_checks_recommends_and_survives_a_failed_compile(cnn3_package, tmp_path, monkeypatch):
+    """The compiled package passes parity and can be recommended; with a compile that dies (a fresh cache and
+    the crash hook) the pipeline records the failure and still benches and reports the other runtimes."""
+    from timm_recal_deploy.pipeline import pipeline
+    _, ckpt, _ = cnn3_package
+    kw = dict(checkpoint=str(ckpt), stages=['export', 'parity', 'bench', 'report'], runtimes=['ort', 'aoti'],
+              precisions=['fp32'], batches=[2], quick=True, warmup=0, repeats=1, min_time_s=0.0)
+    r = pipeline(NAME, str(tmp_path / 'ok'), **kw)
+    assert r.passed and {(p['runtime'], p['result']['passed']) for p in r.parity} == {('ort', True), ('aoti', True)}
+    considered = {c['runtime']: c for c in r.recommendation[0]['considered']}
+    assert considered['aoti']['eligible'] and considered['aoti']['why'] == 'parity passed'
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / 'empty_cache'))
+    monkeypatch.setenv(CRASH_HOOK_ENV, 'SIGKILL')
+    r = pipeline(NAME, str(tmp_path / 'crash'), **kw)
+    assert not r.passed and any('aoti' in s for s in r.failed_stages)
+    assert r.bench['failed'][0]['key'] == 'target/aoti/fp32' and 'SIGKILL' in r.bench['failed'][0]['error']
+    assert {x['runtime'] for x in r.bench['results']} == {'ort'} and (tmp_path / 'crash' / 'report.md').is_file()
