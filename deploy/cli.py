@@ -353,6 +353,11 @@ def _quantize_args(p: argparse.ArgumentParser) -> None:
     g = add_int8_args(p, 512, data_help='INT8 calibration ImageFolder (disjoint from the test images)')
     g.add_argument('--data', dest='calib_data', action=_Deprecated, new='--calib-data', help=argparse.SUPPRESS)
     g.add_argument('--batch-size', '-b', type=positive_int, default=32)
+    g.add_argument('--float-gates-from', metavar='REPORT',
+                   help='keep in float the gates that `timm-recal inspect FILE.onnx` ranks most damaged (its '
+                        'gate_diff.json or folder)')
+    g.add_argument('--float-gates', type=non_negative_int, metavar='K',
+                   help='with --float-gates-from: the K most damaged gates (default: those the report marks damaged)')
     g.add_argument('--no-per-channel', dest='per_channel', action='store_false', help='per-tensor weight scales')
     g.add_argument('--no-preprocess', dest='preprocess', action='store_false',
                    help="skip ORT's quant_pre_process (shape inference, BN folding)")

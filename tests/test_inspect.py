@@ -163,19 +163,47 @@ def _perturbed(onnx_path, folder):
     return path
 
 
-def test_diff_of_a_file_against_its_model_is_zero_and_of_a_perturbed_file_not(se_cnn3_onnx, tmp_path):
+@pytest.fixture(scope='session')
+def gate_diffs(se_cnn3_onnx):
+    """``(diff of the file itself, diff of a perturbed copy, the copy's report folder)``."""
     from timm_recal_deploy.inspect_gates import inspect
-    same = inspect(str(se_cnn3_onnx), data=cifar_samples(), output=str(tmp_path / 'same'), limit=20)
+    folder = se_cnn3_onnx.parent
+    same = inspect(str(se_cnn3_onnx), data=cifar_samples(), output=str(folder / 'same'), limit=20)
+    bad = inspect(str(_perturbed(se_cnn3_onnx, folder)), data=cifar_samples(), output=str(folder / 'bad'), limit=20)
+    return same, bad, folder / 'bad'
+
+
+def test_diff_of_a_file_against_its_model_is_zero_and_of_a_perturbed_file_not(gate_diffs):
+    same, bad, report = gate_diffs
     (g,) = same.gates
     assert g['gate'] == 'stages.1.attn' and g['cosine'] > 1 - 1e-6 and g['max_error'] < 1e-5
     assert g['rank_flips'] < 0.01 and same.damaged == [] and same.first_damaged is None
     assert same.top1_agreement == 100.0
-    bad = inspect(str(_perturbed(se_cnn3_onnx, se_cnn3_onnx.parent)), data=cifar_samples(), output=str(tmp_path / 'bad'),
-                  limit=20)
     (g,) = bad.gates
     assert g['max_error'] > 1e-2 and g['rel_error'] > 0.01 and bad.first_damaged == 'stages.1.attn'
-    saved = json.loads((tmp_path / 'bad' / 'gate_diff.json').read_text())
-    assert saved['ranking'] == ['stages.1.attn']
+    saved = json.loads((report / 'gate_diff.json').read_text())
+    assert saved['ranking'] == ['stages.1.attn'] and saved['damaged'] == ['stages.1.attn']
+
+
+def test_quantize_keeps_the_damaged_gates_in_float(gate_diffs, se_cnn3_onnx, tmp_path, capsys):
+    import onnx
+    from timm_recal_deploy.gate_cost import node_scopes
+    from timm_recal_deploy.quantize import quantize_int8
+    _, _, report = gate_diffs
+    r = quantize_int8(str(se_cnn3_onnx), str(tmp_path / 'q.onnx'), cifar_samples(), calib_images=16,
+                      float_gates_from=str(report / 'gate_diff.json'))
+    assert r.quantization['float_gates'] == {'report': 'gate_diff.json', 'gates': ['stages.1.attn']}
+    gate_nodes = {n.name for n in onnx.load(str(se_cnn3_onnx)).graph.node
+                  if any(sc.startswith('stages.1.attn') for sc in node_scopes(n))}
+    assert gate_nodes and gate_nodes <= set(r.quantization['float_node_names'])
+    q = onnx.load(str(tmp_path / 'q.onnx'))
+    producers = {o: n for n in q.graph.node for o in n.output}
+    sig = next(n for n in q.graph.node if n.op_type == 'Sigmoid')
+    assert producers[sig.input[0]].op_type != 'DequantizeLinear'  # the gate's MLP ran in float
+    rc, _, err = run_cli(capsys, 'quantize', se_cnn3_onnx, '-o', tmp_path / 'q2.onnx', '--calib-data', cifar_samples(),
+                         '--float-gates-from', tmp_path / 'nothing.json')
+    assert rc != 0 and 'not found' in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / 'q2.onnx').exists()
 
 
 def test_bad_input_is_one_line_and_writes_nothing(se_cnn3_checkpoint, se_cnn3_onnx, tmp_path, capsys):
