@@ -230,3 +230,11 @@ def test_bad_input_is_one_line_and_writes_nothing(se_cnn3_checkpoint, se_cnn3_on
     with pytest.raises(OutputExistsError):
         from timm_recal_deploy.inspect_gates import inspect
         inspect('se_cnn3', data=data, output=str(existing))
+
+
+def test_openvino_returns_the_same_gate_outputs(se_cnn3_onnx, tmp_path):
+    pytest.importorskip('openvino')
+    from timm_recal_deploy.inspect_gates import inspect
+    r = inspect(str(se_cnn3_onnx), data=cifar_samples(), output=str(tmp_path / 'ov'), limit=10, runtimes=['openvino'])
+    (g,) = r.gates
+    assert r.runtime['runtime'] == 'openvino' and g['cosine'] > 1 - 1e-6 and g['max_error'] < 1e-4
