@@ -594,7 +594,8 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--reference', metavar='MODEL', help='with an ONNX file: the PyTorch model it was exported from '
                                                         '(default: the one its metadata records)')
     p.add_argument('--precision', choices=PRECISIONS,
-                   help="with an ONNX file: the runtime's precision (default the file's; bf16 needs --runtimes openvino)")
+                   help="with an ONNX file: the runtime's precision (default the file's; bf16 needs --runtimes "
+                        'openvino)')
     add_data_args(p, 64, required=True, data_help='labelled ImageFolder (DIR/<class>/<image>)')
     g = p.add_argument_group('analyses')
     g.add_argument('--no-importance', dest='importance', action='store_false',

@@ -19,7 +19,8 @@ def read_gate_report(path: str) -> Dict[str, Any]:
     if os.path.isdir(path):
         path = os.path.join(path, 'gate_diff.json')
     if not os.path.isfile(path):
-        raise DeployError(f'--float-gates-from: {path} not found (the gate_diff.json of `timm-recal inspect FILE.onnx`)')
+        raise DeployError(f'--float-gates-from: {path} not found (the gate_diff.json of '
+                          '`timm-recal inspect FILE.onnx`)')
     try:
         with open(path, encoding='utf-8') as f:
             report = json.load(f)

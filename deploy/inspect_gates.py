@@ -379,7 +379,8 @@ def format_inspect(r: InspectResult) -> str:
 
 
 def format_gate_diff_md(r: GateDiffResult) -> str:
-    lines = [f"# Gate outputs of {os.path.basename(r.onnx)} ({r.precision}, {r.runtime.get('runtime')}) vs PyTorch FP32",
+    where = f"{os.path.basename(r.onnx)} ({r.precision}, {r.runtime.get('runtime')})"
+    lines = [f"# Gate outputs of {where} vs PyTorch FP32",
              '', f"{r.n_images} images, top-1 agreement {r.top1_agreement:.2f}%. Damaged: relative RMS error > "
              f"{r.threshold}. First damaged (in depth order): {r.first_damaged or 'none'}.", '',
              '| gate | cosine | cosine min | max error | rel. error | saturation (file / PyTorch) | rank flips |',

@@ -288,7 +288,9 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
         'weight_type': 'int8', 'per_channel': o.per_channel, 'calibrate_method': o.calib_method,
         'moving_average': bool(o.moving_average and o.calib_method == 'minmax'), 'fp32_layers': ranked,
         'float_node_names': given, 'gates_float': bool(o.gates_float),
-        'float_gates': {'report': os.path.basename(o.float_gates_from), 'gates': gates_kept} if o.float_gates_from else None, 'gate_fusion': {'rewrite': o.gate_fusion, 'rewrites': fused} if o.gate_fusion else None,
+        'float_gates': ({'report': os.path.basename(o.float_gates_from), 'gates': gates_kept}
+                        if o.float_gates_from else None),
+        'gate_fusion': {'rewrite': o.gate_fusion, 'rewrites': fused} if o.gate_fusion else None,
         'sensitivity': [[name, float(f'{err:.3g}')] for name, err in ranking],
         'calib_data': os.path.abspath(loader.dataset.root), 'calib_images': len(loader.dataset),
         'calib_split': indices is not None, 'calib_split_of': split_of, 'calib_seed': o.seed, 'pre_process': pre_note,

@@ -32,7 +32,8 @@ class _Gated(nn.Module):
 def _timm_gates():
     from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
     from timm.models._efficientnet_blocks import SqueezeExcite
-    return {'timm.SEModule': lambda: SEModule(32, rd_ratio=0.25), 'timm.EffectiveSEModule': lambda: EffectiveSEModule(32),
+    return {'timm.SEModule': lambda: SEModule(32, rd_ratio=0.25),
+            'timm.EffectiveSEModule': lambda: EffectiveSEModule(32),
             'timm.efficientnet.SqueezeExcite': lambda: SqueezeExcite(32, rd_ratio=0.25)}
 
 
