@@ -408,6 +408,11 @@ def _quantize_args(p: argparse.ArgumentParser) -> None:
     g = add_int8_args(p, 512, data_help='INT8 calibration ImageFolder (disjoint from the test images)')
     g.add_argument('--data', dest='calib_data', action=_Deprecated, new='--calib-data', help=argparse.SUPPRESS)
     g.add_argument('--batch-size', '-b', type=positive_int, default=32)
+    g.add_argument('--float-gates-from', metavar='REPORT',
+                   help='keep in float the gates that `timm-recal inspect FILE.onnx` ranks most damaged (its '
+                        'gate_diff.json or folder)')
+    g.add_argument('--float-gates', type=non_negative_int, metavar='K',
+                   help='with --float-gates-from: the K most damaged gates (default: those the report marks damaged)')
     g.add_argument('--no-per-channel', dest='per_channel', action='store_false', help='per-tensor weight scales')
     g.add_argument('--no-preprocess', dest='preprocess', action='store_false',
                    help="skip ORT's quant_pre_process (shape inference, BN folding)")
@@ -650,6 +655,37 @@ def run_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('model', metavar='MODEL_OR_ONNX',
+                   help='a MODEL with recalibration gates (ours or timm SE-style), or an ONNX file to compare gate by '
+                        'gate with its PyTorch model')
+    p.add_argument('--reference', metavar='MODEL', help='with an ONNX file: the PyTorch model it was exported from '
+                                                        '(default: the one its metadata records)')
+    p.add_argument('--precision', choices=PRECISIONS,
+                   help="with an ONNX file: the runtime's precision (default the file's; bf16 needs --runtimes "
+                        'openvino)')
+    add_data_args(p, 64, required=True, data_help='labelled ImageFolder (DIR/<class>/<image>)')
+    g = p.add_argument_group('analyses')
+    g.add_argument('--no-importance', dest='importance', action='store_false',
+                   help='skip the channel-zeroing curves (11 passes over the images)')
+    g.add_argument('--no-cost', dest='cost', action='store_false', help='skip parameters, MACs and time shares')
+    g.add_argument('--no-ort-profile', dest='ort_profile', action='store_false',
+                   help='time shares in PyTorch only (no ONNX export and ONNX Runtime profile)')
+    add_output_args(p, True, 'output folder (OUT_DIR)')
+    add_json_arg(p, 'the result')
+    add_model_args(p, amp=False)
+    add_runtime_args(p, 'ort (for an ONNX file)')
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from .inspect_gates import GateDiffResult, InspectOptions, format_gate_diff, format_inspect, inspect
+    o = from_args(InspectOptions, args)
+    o.progress = _progress()
+    r = inspect(args.model, o)
+    print_result(r, args.json, format_gate_diff if isinstance(r, GateDiffResult) else format_inspect)
+    return 0
+
+
 @dataclass(frozen=True)
 class Verb:
     """One ``timm-recal`` deploy verb."""
@@ -697,6 +733,13 @@ VERBS = (
          "Write REPO_DIR/<name>/config.pbtxt, REPO_DIR/<name>/1/model.onnx|model.plan and labels.txt (Triton's "
          "classification extension). Backends use Triton's names: onnxruntime (our runtime ort), tensorrt (trt), "
          'openvino (openvino). --client-example prints the tritonclient request for the top-5 labels.'),
+    Verb('inspect', "what a model's gates do and cost, or how a deployed file changes them, gate by gate",
+         _inspect_args, run_inspect,
+         "MODEL: forward hooks on every gate over a labelled ImageFolder: excitation statistics per class (Hu et "
+         "al. 7.2), channel-zeroing curves (Singh et al. Table 16), parameters, MACs and time shares (PyTorch "
+         "profiler, ONNX Runtime profile); PNGs, JSON and Markdown in OUT_DIR. FILE.onnx: the file's gate outputs "
+         "(ONNX Runtime or OpenVINO, any precision) against PyTorch FP32 on the same images, per gate, and which "
+         "gate the precision damages first (quantize --float-gates-from reads it)."),
 )
 
 

@@ -184,6 +184,13 @@ class OpenVINORunner:
             raise DeployError(f'OpenVINO failed on a {list(images.shape)} batch: {str(e).splitlines()[0][:300]}') from None
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
+    def outputs(self, images: np.ndarray) -> List[np.ndarray]:
+        """Every model output of a batch, as float32 (the logits first; ``inspect`` taps gate tensors so)."""
+        self(images)
+        request = self._request(images.shape[0])
+        n = len(self._compiled[None if self.dynamic else images.shape[0]].outputs)
+        return [np.array(request.get_output_tensor(i).data, dtype=np.float32, copy=True) for i in range(n)]
+
     def prepare(self, batch: int) -> Callable[[], Any]:
         """A no-argument call that runs one batch of ``batch`` seeded images (input built and model compiled now)."""
         if batch < 1:

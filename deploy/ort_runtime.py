@@ -84,6 +84,17 @@ class OrtRunner(Runner):
                               f'{str(e).splitlines()[0][:400]}') from None
         return np.asarray(out, dtype=np.float32)
 
+    def outputs(self, images: np.ndarray) -> List[np.ndarray]:
+        """Every graph output of a batch, as float32 (the logits first; ``inspect`` taps gate tensors so)."""
+        images = np.asarray(images)
+        self._check(images)
+        feed = {self.input_name: np.ascontiguousarray(images, dtype=self.dtype)}
+        try:
+            return [np.asarray(o, dtype=np.float32) for o in self.session.run(None, feed)]
+        except Exception as e:
+            raise DeployError(f'ONNX Runtime failed on a {list(images.shape)} batch: '
+                              f'{str(e).splitlines()[0][:400]}') from None
+
     def prepare(self, batch: int) -> Callable[[], Any]:
         fixed = self.shape[0] if self.shape and isinstance(self.shape[0], int) else None
         if fixed is not None and fixed != batch:

@@ -67,6 +67,10 @@ class QuantizeOptions(Int8Options, OutputOptions):
     #: OpenVINO INT8 win). ``gate_fusion`` (None or 'early_squeeze'): ``apply_gate_fusion`` on the FP32 source
     #: first (exact; the measured ONNX Runtime INT8 win). ``symmetric``: S8S8 with zero points of 0.
     float_nodes: Sequence[str] = ()
+    #: an ``inspect FILE.onnx`` report (gate_diff.json): the nodes of the gates it ranks most damaged stay in float
+    #: (``float_gates`` of them, default: those it marks damaged), besides ``fp32_layers`` and ``float_nodes``
+    float_gates_from: Optional[str] = None
+    float_gates: Optional[int] = None
 
 
 @dataclass
@@ -266,6 +270,13 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
     if o.fp32_layers > n_ranked:
         raise DeployError(f'--fp32-layers {o.fp32_layers}: {in_onnx} has {n_ranked} ranked nodes '
                           f"({', '.join(RANKED_OPS[:4])}, ...); keep at most that many in float")
+    gates_kept: List[str] = []
+    if o.float_gates is not None and not o.float_gates_from:
+        raise DeployError('--float-gates K needs --float-gates-from REPORT (the gate ranking it counts from)')
+    if o.float_gates_from:
+        from .float_gates import damaged_gate_nodes
+        gates_kept, nodes = damaged_gate_nodes(o.float_gates_from, o.float_gates, source, meta, in_onnx)
+        o.float_nodes = list(o.float_nodes) + [n for n in nodes if n not in o.float_nodes]
     if o.gates_float:
         # a net without gates (the base of a comparison) has nothing to leave out: the same recipe for both
         gate_nodes = gate_branch_nodes(load_onnx(in_onnx, load_external_data=False))
@@ -281,7 +292,10 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
         'activation_type': 'int8' if o.symmetric else 'uint8', 'symmetric': bool(o.symmetric),
         'weight_type': 'int8', 'per_channel': o.per_channel, 'calibrate_method': o.calib_method,
         'moving_average': bool(o.moving_average and o.calib_method == 'minmax'), 'fp32_layers': ranked,
-        'float_node_names': given, 'gates_float': bool(o.gates_float), 'gate_fusion': {'rewrite': o.gate_fusion, 'rewrites': fused} if o.gate_fusion else None,
+        'float_node_names': given, 'gates_float': bool(o.gates_float),
+        'float_gates': ({'report': os.path.basename(o.float_gates_from), 'gates': gates_kept}
+                        if o.float_gates_from else None),
+        'gate_fusion': {'rewrite': o.gate_fusion, 'rewrites': fused} if o.gate_fusion else None,
         'sensitivity': [[name, float(f'{err:.3g}')] for name, err in ranking],
         'calib_data': os.path.abspath(loader.dataset.root), 'calib_images': len(loader.dataset),
         'calib_split': indices is not None, 'calib_split_of': split_of, 'calib_seed': o.seed, 'pre_process': pre_note,
