@@ -1,22 +1,22 @@
 """Recalibration gates rewritten so torch.compile / AOTInductor fuse them (issue 20, item 3).
 
 What inductor does with a gate as written (``TORCH_LOGS=output_code``, CPU, freezing): the convolutions become
-oneDNN externs with their BN folded in and their ReLU or residual sum + ReLU as post-ops; the gate then adds a
-reduction loop that reads the gated map (the pool), one oneDNN extern call per excitation layer on a
-``[N, C, 1, 1]`` map, and one loop ``relu(x * g + shortcut)`` that inductor already fuses with the residual add
-and the ReLU (or, in ShuffleNetV2, with the next unit's concat / shuffle / split copy). ``fuse_gates`` rewrites
-every pooled gate, exactly (same parameters, same arithmetic up to float round-off), into a form that
-inductor turns into its own loops:
+oneDNN externs with their BN folded in and their ReLU, or residual sum + ReLU, as post-ops. A gate takes the
+residual sum out of its block's last conv and adds: a reduction loop that reads the gated map (the pool), one
+oneDNN call per excitation layer on a ``[N, C, 1, 1]`` map, and one loop ``relu(x * g + shortcut)``: inductor
+already fuses the multiply with the residual add and the ReLU (in ShuffleNetV2 with the next unit's concat /
+shuffle / split copy, and the pool with the concat). ``fuse_gates`` rewrites every pooled gate, exactly (same
+parameters, the same arithmetic up to float round-off), so that:
 
-* **vector excitation**: pool to ``[N, C]`` and run the excitation (1x1 convs, grouped or depthwise ones, BN,
-  the SLE's 4x4 conv) as matrix products and per-channel arithmetic on ``[N, C]`` vectors, so no layer of the
-  gate is an extern call on a 1x1 map and BN / activations fuse into the products' epilogues;
-* **early squeeze** (the identity of ``gate_fusion.early_squeeze`` for ONNX): where a gate pools the output of
-  a 1x1 stride-1 conv + inference BN (the ResNet bottleneck's ``conv3`` / ``bn3``), it pools that conv's input
-  instead, ``GAP(BN(conv(h))) = BN(conv(GAP(h)))``, so the pool reads the 4x narrower map and the gated map is
-  read once, by the loop that multiplies it, adds the shortcut and applies the ReLU;
-* the multiply stays a plain broadcast ``x * g[:, :, None, None]``, which inductor fuses into the loop that
-  follows it.
+* **the pool reads the narrow map** (early squeeze, the identity ``gate_fusion.early_squeeze`` uses for ONNX):
+  where a gate pools the output of a 1x1 stride-1 conv + inference BN (the ResNet bottleneck's ``conv3`` /
+  ``bn3``), it pools that conv's input instead, ``GAP(BN(conv(h))) = BN(conv(GAP(h)))``: a bottleneck's input is
+  4x narrower, and the wide gated map is read once, by the loop that multiplies it, adds the shortcut and applies
+  the ReLU;
+* **the excitation runs on vectors**: pool to ``[N, C]`` and run 1x1 convs (grouped and depthwise ones too), BN
+  and the SLE's 4x4 conv as matrix products and per-channel arithmetic on ``[N, C]``, so BN, biases and
+  activations fuse into inductor loops (the gate's last bias and sigmoid into the multiply's loop);
+* the multiply stays a plain broadcast ``x * g[:, :, None, None]``, which inductor fuses into the loop after it.
 
 No custom op: plain ATen ops export (``torch.export``, ``aoti_compile_and_package``), compile with
 ``fullgraph=True`` and let inductor fuse across the gate on every device (C++ loops on CPU, Triton on CUDA).

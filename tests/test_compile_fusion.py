@@ -18,6 +18,9 @@ C, SIZE = 32, 8
 #: gates without a pool: nothing to squeeze, fuse_gates leaves them as they are
 UNPOOLED = {'nosqueeze', 'pixel3', 'pixel7', 'pixel9', 'pixel_dw3', 'pixel_dw7', 'pixel_dw9', 'pixel_dw3_bn',
             'pixel_dw9_bn'}
+#: one gate of each code path of the rewrite (pools avg / max / weighted, conv groups 1 / G / C, BN, a spatial
+#: conv before the pool), for the compile and export tests of the default run (the whole registry under -m slow)
+PATHS = ('se', 'se_max', 'se_tanh', 'ab', 'ab_g4', 'abplus', 'gdw_wavg', 'dw7_ab', 'pixel_dw3')
 
 
 def _gate(name: str) -> nn.Module:
@@ -25,14 +28,14 @@ def _gate(name: str) -> nn.Module:
 
 
 class GateZoo(nn.Module):
-    """Every registry gate once (each after a 1x1 conv + BN), a timm bottleneck with timm's SE (early squeeze) and
-    one with ours, and an SLE: one small model, so one compile covers every gate type."""
+    """The named registry gates (each after a 1x1 conv + BN), a timm bottleneck with timm's SE (early squeeze) and
+    one with our AB, and an SLE: one small model, so one compile covers every gate type."""
 
-    def __init__(self):
+    def __init__(self, names=tuple(list_gates())):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1), nn.BatchNorm2d(C), nn.ReLU())
         self.gated = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(C, C, 1), nn.BatchNorm2d(C), _gate(name)) for name in list_gates())
+            nn.Sequential(nn.Conv2d(C, C, 1), nn.BatchNorm2d(C), _gate(name)) for name in names)
         self.timm_se = Bottleneck(C, C // 4, attn_layer=SEModule)
         self.our_ab = Bottleneck(C, C // 4, attn_layer=get_gate('ab'))
         self.sle = SkipLayerExcitation(C, C)
@@ -53,13 +56,22 @@ def _randomized(model: nn.Module) -> nn.Module:
     return randomize_bn_(model).eval()
 
 
-@pytest.fixture(scope='module')
-def zoo():
+def _zoo(names):
     torch.manual_seed(0)
-    model = _randomized(GateZoo())
+    model = _randomized(GateZoo(names))
     fused = copy.deepcopy(model)
     count = fuse_gates(fused)
     return model, fused, count, torch.randn(3, 3, SIZE, SIZE)
+
+
+@pytest.fixture(scope='module')
+def zoo():
+    return _zoo(list_gates())
+
+
+@pytest.fixture(scope='module')
+def small_zoo():
+    return _zoo(PATHS)
 
 
 def test_every_pooled_gate_is_rewritten(zoo):
@@ -123,7 +135,7 @@ def test_nothing_to_fuse_in_a_plain_model():
     assert fuse_gates(model) == 0 and not model.training
 
 
-def test_fused_zoo_compiles_fullgraph_with_freezing_and_matches(zoo):
+def _compiled_matches(zoo):
     import torch._inductor.config as inductor_config
     model, fused, _, x = zoo
     torch._dynamo.reset()
@@ -132,8 +144,17 @@ def test_fused_zoo_compiles_fullgraph_with_freezing_and_matches(zoo):
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
 
 
-def test_fused_zoo_exports_with_a_dynamic_batch(zoo):
-    model, fused, _, x = zoo
+def test_fused_gates_compile_fullgraph_with_freezing_and_match(small_zoo):
+    _compiled_matches(small_zoo)
+
+
+@pytest.mark.slow
+def test_every_fused_gate_compiles_fullgraph_with_freezing_and_matches(zoo):
+    _compiled_matches(zoo)
+
+
+def test_fused_gates_export_with_a_dynamic_batch(small_zoo):
+    model, fused, _, x = small_zoo
     batch = torch.export.Dim('batch', min=1, max=64)
     with torch.no_grad():
         program = torch.export.export(fused, (x,), dynamic_shapes=({0: batch},))
@@ -144,7 +165,7 @@ def test_fused_zoo_exports_with_a_dynamic_batch(zoo):
 
 
 @pytest.mark.slow
-def test_fused_zoo_survives_aoti_compile_and_package(zoo, tmp_path):
+def test_every_fused_gate_survives_aoti_compile_and_package(zoo, tmp_path):
     import torch._inductor.config as inductor_config
     model, fused, _, x = zoo
     batch = torch.export.Dim('batch', min=1, max=64)

@@ -51,6 +51,12 @@ def main(argv=None) -> int:
     p.add_argument('--batches', default='1,16')
     p.add_argument('--precisions', default='fp32', help='fp32 and/or bf16 (weights and input in bf16)')
     p.add_argument('--forms', default='unfused,fused')
+    p.add_argument('--threads', type=int, default=1,
+                   help='intra-op threads, set before compiling (inductor writes the count into its C++ loops); '
+                        'on a machine busier than its cores, OpenMP threads stall at every barrier: use 1 there')
+    p.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                   help="'cpu': the process's CPU time per call (with one thread, the work done: on a machine "
+                        "shared past its cores, wall time also counts the waits for a core)")
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--min-time', type=float, default=1.0)
     p.add_argument('-o', '--output', required=True, help='JSON file to write')
@@ -66,14 +72,14 @@ def main(argv=None) -> int:
     import torch._inductor.config as inductor_config
     inductor_config.freezing = True
     torch._dynamo.config.cache_size_limit = 256
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(args.threads)
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
     out: Dict[str, Any] = {'machine': machine_info(), 'torch': torch.__version__, 'timm': timm.__version__,
                            'settings': {'fullgraph': True, 'freezing': True, 'dynamic': False,
-                                        'threads': torch.get_num_threads(), 'repeats': args.repeats,
+                                        'threads': args.threads, 'clock': args.clock, 'repeats': args.repeats,
                                         'min_time_s': args.min_time, 'base': args.base},
                            'results': {}}
     for batch in [int(b) for b in args.batches.split(',')]:
@@ -88,7 +94,8 @@ def main(argv=None) -> int:
                     fn, info[key] = _compiled(name, form, DTYPES[prec], batch, log)
                     calls.append((key, fn))
         log(f'batch {batch}: timing {len(calls)} runners interleaved')
-        windows = time_interleaved(calls, warmup=3, repeats=args.repeats, min_time_s=args.min_time)
+        clock = time.process_time if args.clock == 'cpu' else time.perf_counter
+        windows = time_interleaved(calls, warmup=3, repeats=args.repeats, min_time_s=args.min_time, clock=clock)
         rows = {}
         for key, ws in windows.items():
             name, form, prec = key.split('/')
