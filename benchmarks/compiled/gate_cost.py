@@ -82,7 +82,8 @@ def main(argv=None) -> int:
                                         'threads': args.threads, 'clock': args.clock, 'repeats': args.repeats,
                                         'min_time_s': args.min_time, 'base': args.base},
                            'results': {}}
-    for batch in [int(b) for b in args.batches.split(',')]:
+    batches = [int(b) for b in args.batches.split(',')]
+    for batch in batches:
         calls: List[Tuple[str, Callable[[], Any]]] = []
         info: Dict[str, Dict] = {}
         for prec in precisions:
@@ -108,8 +109,8 @@ def main(argv=None) -> int:
             row['ratio_to_base'] = round(row['images_per_s'] / base, 3)
             log(f'  {key:45s} {row["images_per_s"]:8.2f} img/s  x{row["ratio_to_base"]}')
         out['results'][str(batch)] = rows
-    out['load_avg_1m_after'] = machine_info().get('load_avg_1m')
-    write_json(out, output, force=args.force)
+        out['load_avg_1m_after'] = machine_info().get('load_avg_1m')
+        write_json(out, output, force=args.force or batch != batches[0])  # whole, after every batch size
     return 0
 
 
