@@ -151,7 +151,7 @@ class EarlySqueezeConvGate(nn.Module):
 
 def _is_pointwise_conv(conv: nn.Module) -> bool:
     return (isinstance(conv, nn.Conv2d) and tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1)
-            and tuple(conv.padding) in ((0, 0), 'valid') and conv.padding_mode == 'zeros')
+            and conv.padding in ((0, 0), 'valid') and conv.padding_mode == 'zeros')
 
 
 def _timm_se_types() -> Tuple[type, ...]:
