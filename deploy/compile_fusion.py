@@ -1,0 +1,216 @@
+"""Recalibration gates rewritten so torch.compile / AOTInductor fuse them (issue 20, item 3).
+
+What inductor does with a gate as written (``TORCH_LOGS=output_code``, CPU, freezing): the convolutions become
+oneDNN externs with their BN folded in and their ReLU, or residual sum + ReLU, as post-ops. A gate takes the
+residual sum out of its block's last conv and adds: a reduction loop that reads the gated map (the pool), one
+oneDNN call per excitation layer on a ``[N, C, 1, 1]`` map, and one loop ``relu(x * g + shortcut)``: inductor
+already fuses the multiply with the residual add and the ReLU (in ShuffleNetV2 with the next unit's concat /
+shuffle / split copy, and the pool with the concat). ``fuse_gates`` rewrites every pooled gate, exactly (same
+parameters, the same arithmetic up to float round-off), so that:
+
+* **the pool reads the narrow map** (early squeeze, the identity ``gate_fusion.early_squeeze`` uses for ONNX):
+  where a gate pools the output of a 1x1 stride-1 conv + inference BN (the ResNet bottleneck's ``conv3`` /
+  ``bn3``), it pools that conv's input instead, ``GAP(BN(conv(h))) = BN(conv(GAP(h)))``: a bottleneck's input is
+  4x narrower, and the wide gated map is read once, by the loop that multiplies it, adds the shortcut and applies
+  the ReLU;
+* **the excitation runs on vectors**: pool to ``[N, C]`` and run 1x1 convs (grouped and depthwise ones too), BN
+  and the SLE's 4x4 conv as matrix products and per-channel arithmetic on ``[N, C]``, so BN, biases and
+  activations fuse into inductor loops (the gate's last bias and sigmoid into the multiply's loop);
+* the multiply stays a plain broadcast ``x * g[:, :, None, None]``, which inductor fuses into the loop after it.
+
+No custom op: plain ATen ops export (``torch.export``, ``aoti_compile_and_package``), compile with
+``fullgraph=True`` and let inductor fuse across the gate on every device (C++ loops on CPU, Triton on CUDA).
+Gates without a pool (``nosqueeze``, the per-pixel ``pixel*`` designs) have nothing to squeeze and are left as
+they are; inductor fuses their pointwise parts already.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite
+
+__all__ = ['fuse_gates', 'FusedChannelGate', 'FusedSkipLayerExcitation', 'EarlySqueezeConvGate']
+
+
+def _vector_conv(v: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv`` applied to pooled vectors ``v`` ``[N, C_in * kh * kw]`` whose map is exactly its kernel's size.
+
+    A conv whose kernel covers its whole input is a (grouped) matrix product; depthwise (groups = C) is an
+    elementwise product. The result is ``[N, C_out]``.
+    """
+    w = conv.weight.flatten(1)
+    g = conv.groups
+    if g == 1:
+        return F.linear(v, w, conv.bias)
+    n, cout = v.shape[0], w.shape[0]
+    if g == cout and w.shape[1] == 1:
+        out = v * w.view(1, cout)
+    else:
+        out = torch.einsum('ngi,goi->ngo', v.view(n, g, -1), w.view(g, cout // g, -1)).reshape(n, cout)
+    return out if conv.bias is None else out + conv.bias
+
+
+def _vector_bn(v: torch.Tensor, bn: nn.Module) -> torch.Tensor:
+    """Inference BatchNorm on ``[N, C]`` (``nn.BatchNorm2d`` itself insists on 4-d input)."""
+    if isinstance(bn, nn.Identity):
+        return v
+    return F.batch_norm(v, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+def _vector_layer(v: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    if isinstance(layer, nn.Conv2d):
+        return _vector_conv(v, layer)
+    if isinstance(layer, nn.BatchNorm2d):
+        return _vector_bn(v, layer)
+    return layer(v)  # activations and Identity are shape-agnostic
+
+
+def _check_eval(module: nn.Module) -> None:
+    if module.training:
+        raise RuntimeError(f'{type(module).__name__} is an inference rewrite (fuse_gates); it has no train mode')
+
+
+class FusedChannelGate(nn.Module):
+    """``x * g(pool(pre(x)))`` with the excitation ``g`` run on ``[N, C]`` vectors.
+
+    Built by ``fuse_gates`` from an SE gate (ours or timm's ``SEModule``) or a pooled Accuracy Booster gate; it
+    holds the original gate's own layers (same parameters), so the rewrite copies nothing.
+    """
+
+    def __init__(self, layers: List[nn.Module], pool: str = 'avg', pre: Optional[nn.Module] = None,
+                 weighted_pool: Optional[nn.Conv2d] = None):
+        super().__init__()
+        if pool not in ('avg', 'max', 'avg+max', 'weighted'):
+            raise ValueError(f'FusedChannelGate: unknown pool {pool!r}')
+        self.pool_type = pool
+        self.pre = pre
+        self.weighted_pool = weighted_pool
+        self.layers = nn.ModuleList(layers)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        s = x if self.pre is None else self.pre(x)
+        if self.pool_type == 'avg':
+            return s.mean((2, 3))
+        if self.pool_type == 'max':
+            return s.amax((2, 3))
+        if self.pool_type == 'avg+max':  # timm SEModule(add_maxpool=True)
+            return 0.5 * s.mean((2, 3)) + 0.5 * s.amax((2, 3))
+        # Booster design G: a depthwise conv whose kernel is the whole map, i.e. a per-channel weighted sum
+        w = self.weighted_pool.weight
+        if s.shape[-2:] != w.shape[-2:]:
+            raise ValueError(f'FusedChannelGate: the weighted pool was built for {tuple(w.shape[-2:])} maps, '
+                             f'got {tuple(s.shape[-2:])}')
+        return (s * w.squeeze(1)).sum((2, 3))
+
+    def excite(self, v: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            v = _vector_layer(v, layer)
+        return v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_eval(self)
+        return x * self.excite(self.pool(x))[:, :, None, None]
+
+
+class FusedSkipLayerExcitation(nn.Module):
+    """SLE with its 4x4 conv and 1x1 conv as matrix products on the flattened adaptive pool of the early map."""
+
+    def __init__(self, sle: SkipLayerExcitation):
+        super().__init__()
+        self.pool_size = sle.pool.output_size
+        self.conv1, self.act, self.conv2, self.gate = sle.conv1, sle.act, sle.conv2, sle.gate
+
+    def forward(self, x_early: torch.Tensor, x_late: torch.Tensor) -> torch.Tensor:
+        _check_eval(self)
+        v = F.adaptive_avg_pool2d(x_early, self.pool_size).flatten(1)
+        v = _vector_conv(self.act(_vector_conv(v, self.conv1)), self.conv2)
+        return x_late * self.gate(v)[:, :, None, None]
+
+
+class EarlySqueezeConvGate(nn.Module):
+    """``gate(BN(conv(h)))`` for a 1x1 stride-1 conv, pooling ``h``: ``GAP(BN(conv(h))) = BN(conv(GAP(h)))``.
+
+    Replaces a bottleneck's ``conv3`` (its ``bn3`` and ``se`` become no-ops), so the gate's pool reads the
+    conv's narrower input and the wide output is read once, by the multiply that inductor fuses with the
+    residual add and the ReLU after it.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.Module, gate: FusedChannelGate):
+        super().__init__()
+        if not _is_pointwise_conv(conv) or gate.pool_type != 'avg' or gate.pre is not None:
+            raise ValueError('EarlySqueezeConvGate needs a 1x1 stride-1 unpadded conv and an average-pooled gate')
+        self.conv, self.bn, self.gate = conv, bn, gate
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        _check_eval(self)
+        v = _vector_bn(_vector_conv(h.mean((2, 3)), self.conv), self.bn)
+        return self.bn(self.conv(h)) * self.gate.excite(v)[:, :, None, None]
+
+
+def _is_pointwise_conv(conv: nn.Module) -> bool:
+    return (isinstance(conv, nn.Conv2d) and tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1)
+            and conv.padding in ((0, 0), 'valid') and conv.padding_mode == 'zeros')
+
+
+def _timm_se_types() -> Tuple[type, ...]:
+    from timm.layers.squeeze_excite import SEModule
+    return (SEModule,)
+
+
+def _fused(gate: nn.Module) -> Optional[nn.Module]:
+    """The fused form of a gate module, or None if it is no pooled gate this module knows."""
+    if isinstance(gate, SqueezeExcite):
+        return FusedChannelGate(list(gate.fc) + [gate.gate], pool=gate.pool_type)
+    if isinstance(gate, _timm_se_types()):
+        pool = 'avg+max' if getattr(gate, 'add_maxpool', False) else 'avg'
+        return FusedChannelGate([gate.fc1, gate.bn, gate.act, gate.fc2, gate.gate], pool=pool)
+    if isinstance(gate, BoosterGate) and gate.pool_type is not None:
+        layers = [m for m in (gate.mix, gate.norm) if m is not None] + [gate.gate]
+        if gate.pool_type == 'avg':
+            return FusedChannelGate(layers, pool='avg', pre=gate.spatial)
+        return FusedChannelGate(layers, pool='weighted', pre=gate.spatial, weighted_pool=gate.pool)
+    if isinstance(gate, SkipLayerExcitation):
+        return FusedSkipLayerExcitation(gate)
+    return None
+
+
+def _early_squeeze_blocks(model: nn.Module) -> int:
+    """Bottlenecks (timm's, forward unchanged) whose ``se`` is an average-pooled fused gate after conv3 + bn3."""
+    from timm.models.resnet import Bottleneck
+    done = 0
+    for block in model.modules():
+        if type(block).forward is not Bottleneck.forward or not isinstance(block.se, FusedChannelGate):
+            continue
+        gate = block.se
+        if type(gate) is not FusedChannelGate or gate.pool_type != 'avg' or gate.pre is not None:
+            continue
+        if not _is_pointwise_conv(block.conv3) or not isinstance(block.bn3, nn.BatchNorm2d):
+            continue
+        block.conv3 = EarlySqueezeConvGate(block.conv3, block.bn3, gate)
+        block.bn3 = nn.Identity()
+        block.se = None
+        done += 1
+    return done
+
+
+def fuse_gates(model: nn.Module) -> int:
+    """Rewrite every pooled gate of ``model`` (in place, eval mode) into the form inductor fuses; returns how
+    many gates it rewrote.
+
+    Exact: the rewritten model computes the same function with the same parameters (outputs equal to float
+    round-off). Inference only: the rewritten gates refuse train mode. Call it before ``torch.compile`` or
+    ``torch.export``; a second call finds nothing left to rewrite and returns 0.
+    """
+    model.eval()
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            fused = _fused(child)
+            if fused is not None:
+                setattr(parent, name, fused)
+                count += 1
+    _early_squeeze_blocks(model)
+    model.eval()  # the new modules start in train mode
+    return count

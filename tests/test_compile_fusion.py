@@ -1,0 +1,179 @@
+"""fuse_gates (deploy/compile_fusion.py): every gate of the registry rewritten exactly, eager, compiled and exported."""
+import copy
+
+import pytest
+import timm
+import torch
+from timm.layers.squeeze_excite import SEModule
+from timm.models.resnet import Bottleneck, ResNet
+from torch import nn
+
+from conftest import randomize_bn_
+from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite, get_gate, list_gates
+from timm_recal_deploy.compile_fusion import (
+    EarlySqueezeConvGate, FusedChannelGate, FusedSkipLayerExcitation, fuse_gates,
+)
+
+C, SIZE = 32, 8
+#: gates without a pool: nothing to squeeze, fuse_gates leaves them as they are
+UNPOOLED = {'nosqueeze', 'pixel3', 'pixel7', 'pixel9', 'pixel_dw3', 'pixel_dw7', 'pixel_dw9', 'pixel_dw3_bn',
+            'pixel_dw9_bn'}
+#: one gate of each code path of the rewrite (pools avg / max / weighted, conv groups 1 / G / C, BN, a spatial
+#: conv before the pool), for the compile and export tests of the default run (the whole registry under -m slow)
+PATHS = ('se', 'se_max', 'se_tanh', 'ab', 'ab_g4', 'abplus', 'gdw_wavg', 'dw7_ab', 'pixel_dw3')
+
+
+def _gate(name: str) -> nn.Module:
+    return get_gate(name, **({'feat_size': SIZE} if name == 'gdw_wavg' else {}))(C, reduction=4)
+
+
+class GateZoo(nn.Module):
+    """The named registry gates (each after a 1x1 conv + BN), a timm bottleneck with timm's SE (early squeeze) and
+    one with our AB, and an SLE: one small model, so one compile covers every gate type."""
+
+    def __init__(self, names=tuple(list_gates())):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1), nn.BatchNorm2d(C), nn.ReLU())
+        self.gated = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(C, C, 1), nn.BatchNorm2d(C), _gate(name)) for name in names)
+        self.timm_se = Bottleneck(C, C // 4, attn_layer=SEModule)
+        self.our_ab = Bottleneck(C, C // 4, attn_layer=get_gate('ab'))
+        self.sle = SkipLayerExcitation(C, C)
+
+    def forward(self, x):
+        x = early = self.stem(x)
+        for block in self.gated:
+            x = torch.tanh(block(x))  # keeps activations bounded through ~30 gates
+        x = self.our_ab(self.timm_se(x))
+        return self.sle(early, x).mean((2, 3))
+
+
+@torch.no_grad()
+def _randomized(model: nn.Module) -> nn.Module:
+    gen = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.add_(torch.randn(p.shape, generator=gen) * 0.2)
+    return randomize_bn_(model).eval()
+
+
+def _zoo(names):
+    torch.manual_seed(0)
+    model = _randomized(GateZoo(names))
+    fused = copy.deepcopy(model)
+    count = fuse_gates(fused)
+    return model, fused, count, torch.randn(3, 3, SIZE, SIZE)
+
+
+@pytest.fixture(scope='module')
+def zoo():
+    return _zoo(list_gates())
+
+
+@pytest.fixture(scope='module')
+def small_zoo():
+    return _zoo(PATHS)
+
+
+def test_every_pooled_gate_is_rewritten(zoo):
+    _, fused, count, _ = zoo
+    pooled = len(list_gates()) - len(UNPOOLED)
+    assert count == pooled + 3  # + timm's SEModule, our AB in a bottleneck, the SLE
+    kinds = [type(m) for m in fused.modules()]
+    assert not any(issubclass(k, (SqueezeExcite, SEModule, SkipLayerExcitation)) for k in kinds)
+    assert sum(isinstance(m, BoosterGate) for m in fused.modules()) == sum(n.startswith('pixel') for n in UNPOOLED)
+    assert kinds.count(EarlySqueezeConvGate) == 2 and kinds.count(FusedSkipLayerExcitation) == 1
+    assert fused.timm_se.se is None and isinstance(fused.timm_se.bn3, nn.Identity)
+    assert fuse_gates(fused) == 0  # nothing left to rewrite
+
+
+@pytest.mark.parametrize('name', list_gates())
+def test_each_gate_equals_the_unfused_one(name):
+    torch.manual_seed(1)
+    model = _randomized(nn.Sequential(nn.Conv2d(C, C, 1), nn.BatchNorm2d(C), _gate(name)))
+    fused = copy.deepcopy(model)
+    assert fuse_gates(fused) == (0 if name in UNPOOLED else 1)
+    x = torch.randn(2, C, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_zoo_equals_the_unfused_model_in_eager(zoo):
+    model, fused, _, x = zoo
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_weighted_pool_gate_refuses_another_map_size_as_the_unfused_one_does():
+    model = _randomized(nn.Sequential(_gate('gdw_wavg')))
+    fused = copy.deepcopy(model)
+    fuse_gates(fused)
+    x = torch.randn(2, C, SIZE + 4, SIZE + 4)
+    with torch.no_grad(), pytest.raises(RuntimeError):
+        model(x)
+    with torch.no_grad(), pytest.raises(ValueError, match=r'built for \(8, 8\) maps, got \(12, 12\)'):
+        fused(x)
+
+
+def test_early_squeeze_in_a_timm_resnet_matches():
+    # seresnet50's blocks and timm's own SE, one block per stage (with its downsample shortcut)
+    model = _randomized(ResNet(Bottleneck, [1, 1, 1, 1], num_classes=10, block_args=dict(attn_layer='se')))
+    fused = copy.deepcopy(model)
+    assert fuse_gates(fused) == 4
+    assert sum(isinstance(m, EarlySqueezeConvGate) for m in fused.modules()) == 4
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_gates_refuse_train_mode(zoo):
+    fused = copy.deepcopy(zoo[1]).train()
+    with pytest.raises(RuntimeError, match='inference rewrite'):
+        fused(zoo[3])
+
+
+def test_nothing_to_fuse_in_a_plain_model():
+    model = timm.create_model('resnet18', num_classes=10)
+    assert fuse_gates(model) == 0 and not model.training
+
+
+def _compiled_matches(zoo):
+    import torch._inductor.config as inductor_config
+    model, fused, _, x = zoo
+    torch._dynamo.reset()
+    with inductor_config.patch(freezing=True), torch.no_grad():
+        compiled = torch.compile(fused, fullgraph=True, dynamic=False)
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_gates_compile_fullgraph_with_freezing_and_match(small_zoo):
+    _compiled_matches(small_zoo)
+
+
+@pytest.mark.slow
+def test_every_fused_gate_compiles_fullgraph_with_freezing_and_matches(zoo):
+    _compiled_matches(zoo)
+
+
+def test_fused_gates_export_with_a_dynamic_batch(small_zoo):
+    model, fused, _, x = small_zoo
+    batch = torch.export.Dim('batch', min=1, max=64)
+    with torch.no_grad():
+        program = torch.export.export(fused, (x,), dynamic_shapes=({0: batch},))
+        y = torch.randn(5, *x.shape[1:])
+        torch.testing.assert_close(program.module()(y), model(y), rtol=1e-5, atol=1e-5)
+    targets = {str(n.target) for n in program.graph.nodes if n.op == 'call_function'}
+    assert all(t.startswith('aten.') for t in targets), targets  # plain ATen ops: no custom op to register
+
+
+@pytest.mark.slow
+def test_fused_gates_survive_aoti_compile_and_package(small_zoo, tmp_path):
+    import torch._inductor.config as inductor_config
+    model, fused, _, x = small_zoo
+    batch = torch.export.Dim('batch', min=1, max=64)
+    with torch.no_grad(), inductor_config.patch(freezing=True):
+        program = torch.export.export(fused, (x,), dynamic_shapes=({0: batch},))
+        path = torch._inductor.aoti_compile_and_package(program, package_path=str(tmp_path / 'zoo.pt2'))
+        runner = torch._inductor.aoti_load_package(path)
+        for n in (1, 4):
+            y = torch.randn(n, *x.shape[1:])
+            torch.testing.assert_close(runner(y), model(y), rtol=1e-4, atol=1e-4)
