@@ -143,12 +143,14 @@ def inspect_package(path: str) -> Dict[str, Any]:
             'metadata': meta}
 
 
-def _package_meta(info: Dict[str, Any], prepared: nn.Module, device: str, precision: str,
+def _package_meta(info: Dict[str, Any], model: nn.Module, device: str, precision: str,
                   max_batch: int) -> Dict[str, Any]:
+    """The package's provenance; ``weights_sha256`` is the caller's module's (as the checkpoint and the ONNX
+    metadata record it), not that of the gate-rewritten copy that is compiled."""
     meta = public_paths({k: info.get(k) for k in PROVENANCE_KEYS})  # no local paths in a shared file
     meta['input_size'] = list(meta['input_size'])
     if info.get('weights') in HASHED_WEIGHTS:
-        meta['weights_sha256'] = weights_digest(prepared)
+        meta['weights_sha256'] = weights_digest(model)
     meta.update(format='aoti', torch=torch.__version__, device=device_name(device), precision=precision,
                 dtype=str(compiled_dtype(precision, device)).replace('torch.', ''),
                 memory_format=_memory_format(device), batch_range=[1, int(max_batch)],
@@ -171,7 +173,7 @@ def cached_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu
     log = log or (lambda msg: None)
     compiled_dtype(precision, device)  # refuse an unsupported precision before any work
     prepared = prepare_for_compile(model).cpu().float()
-    meta = _package_meta(info, prepared, device, precision, max_batch)
+    meta = _package_meta(info, model, device, precision, max_batch)
     folder = cache_dir('aoti')
     arch = str(meta.get('architecture') or type(model).__name__).replace('/', '_')
     path = os.path.join(folder, f"{arch}-{precision}-{'cuda' if device.startswith('cuda') else 'cpu'}-"

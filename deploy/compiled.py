@@ -23,6 +23,7 @@ from torch import nn
 
 from timm_recal.outputs import temporary_folder
 
+from .compile_fusion import fuse_gates
 from .errors import CompileFailed, DeployError, NoNativePrecision
 from .runtimes import native_bf16
 
@@ -40,8 +41,10 @@ CRASH_HOOK_ENV = 'TIMM_RECAL_TEST_COMPILE_CRASH'
 def prepare_for_compile(model: nn.Module) -> nn.Module:
     """A copy of ``model`` made ready for ``torch.compile``/``torch.export``: the one place the compiled
     runtimes change a module before compiling it (exact, compile-friendly rewrites belong here); the caller's
-    module is never touched."""
+    module is never touched. The gates are rewritten into the form inductor fuses (``compile_fusion.fuse_gates``:
+    the pool reads the narrow map, the excitation runs on ``[N, C]`` vectors)."""
     prepared = copy.deepcopy(model).eval()
+    fuse_gates(prepared)
     return prepared
 
 

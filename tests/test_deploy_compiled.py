@@ -1,6 +1,7 @@
 """The compiled PyTorch runtimes: ``inductor`` (torch.compile) and ``aoti`` (AOTInductor packages, compiled in a
-child process and cached). One cnn3 package (32x32, fp32) and one inductor compile of cnn3 serve every test of
-the default run; the registry-wide compile is under ``-m slow``; CUDA tests skip without a GPU."""
+child process and cached). One se_cnn3 package (32x32, fp32, its gate rewritten by ``fuse_gates``) and one
+inductor compile of it serve every test of the default run; the registry-wide compile is under ``-m slow``; CUDA tests skip without a GPU."""
+import copy
 import json
 import os
 import zipfile
@@ -14,14 +15,15 @@ from deploy_helpers import (assert_runner_contract, ci_img_size, ci_models, cifa
                             run_cli, sample_batch)
 from timm_recal_deploy.aoti_package import PACKAGE_KEY, cached_package, package_metadata
 from timm_recal_deploy.bench import bench
-from timm_recal_deploy.compiled import CACHE_ENV, CRASH_HOOK_ENV, compiled_dtype, prepare_for_compile
+from timm_recal_deploy.compile_fusion import fuse_gates
+from timm_recal_deploy.compiled import CACHE_ENV, CRASH_HOOK_ENV, compiled_dtype, module_types, prepare_for_compile
 from timm_recal_deploy.errors import CompileFailed, DeployError, NoNativePrecision
 from timm_recal_deploy.inductor_runtime import compile_mode
 from timm_recal_deploy.parity import parity
 from timm_recal_deploy.runtimes import RUNTIMES, open_runtime
 from timm_recal_deploy.validate import validate
 
-NAME = 'cnn3'
+NAME = 'se_cnn3'  # a gated net: the compiled runtimes compile its gates rewritten by fuse_gates
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (none on this machine)')
 
 
@@ -201,6 +203,19 @@ def test_prepare_for_compile_never_touches_the_callers_module():
     prepared = prepare_for_compile(model)
     assert prepared is not model and not prepared.training
     assert all(a is not b for a, b in zip(prepared.parameters(), model.parameters()))
+
+
+def test_prepare_for_compile_fuses_the_gates_exactly():
+    """The compiled runtimes compile the gates in the form inductor fuses (``compile_fusion.fuse_gates``), and the
+    cache key sees the rewrite (other module types)."""
+    import timm
+    model = randomize_weights_(timm.create_model(NAME), sample_batch(NAME, 32)).eval()
+    prepared = prepare_for_compile(model)
+    assert module_types(prepared) != module_types(model)
+    assert fuse_gates(copy.deepcopy(model)) > 0 and fuse_gates(prepared) == 0  # every gate already rewritten
+    x = sample_batch(NAME, 32, n=3)
+    with torch.no_grad():
+        torch.testing.assert_close(prepared(x), model(x), atol=1e-5, rtol=1e-5)
 
 
 def test_rows_of_the_table():
