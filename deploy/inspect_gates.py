@@ -20,6 +20,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from timm_recal.outputs import atomic_folder, temporary_folder, write_json, write_text
+
 from .channel_importance import ZERO_FRACTIONS, importance_curves, importance_plot
 from .errors import DeployError
 from .excitation import SATURATED, excitation_plot, excitation_stats
@@ -28,7 +30,6 @@ from .gate_diff import compare_gates, gate_tensors, rank_damage, tap_gates
 from .gate_probe import GateProbe, GateSite, require_gates, zeroed_channels
 from .images import _batches, make_dataset, scan_images
 from .options import DataOptions, ModelOptions, OutputOptions, RuntimeOptions, with_overrides
-from .outputs import atomic_folder, temporary_folder, write_json, write_text
 from .results import Result
 from .runtimes import open_runtime, runtime_spec
 from .sources import HASHED_WEIGHTS, Source, check_pairing, is_onnx_path, open_source
