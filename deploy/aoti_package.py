@@ -12,6 +12,13 @@ The cache (``compiled.cache_dir('aoti')``) holds one package per (architecture, 
 ``prepare_for_compile``, module types, input size, torch version, device, dtype, memory format, batch range):
 bench, parity and the pipeline's stages compile a model once. Packages enter it by one rename.
 
+A package names no local folder (the README's Guarantees): it is compiled without the compiler's line tables
+(``aot_inductor.enable_line_tables``), and ``build_package``, the one place packages are written, rewrites the zip
+once before it leaves the child: AOTInductor's C++ sources (kept for reading only, with compile commands naming
+the Python, torch and cache folders; loading needs the library alone) are left out, and the few header and source
+names the library keeps in its strings (``__FILE__`` of the runtime's checks, which no config moves) become
+relative paths of the same length, so no byte of the library moves.
+
 ``python -m timm_recal_deploy.aoti_package JOB.json`` is the child that compiles.
 """
 import hashlib
@@ -19,6 +26,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -161,7 +169,8 @@ def _package_meta(info: Dict[str, Any], model: nn.Module, device: str, precision
 def _cache_key(meta: Dict[str, Any], prepared: nn.Module) -> str:
     ident = {k: meta.get(k) for k in ('architecture', 'num_classes', 'input_size', 'torch', 'device', 'dtype',
                                       'memory_format', 'batch_range', 'freezing')}
-    ident.update(weights=weights_digest(prepared), modules=module_types(prepared))
+    ident.update(weights=weights_digest(prepared), modules=module_types(prepared),
+                 local_paths='removed')  # a package cached before they were is compiled again
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -206,8 +215,34 @@ def build_package(model: nn.Module, meta: Dict[str, Any], out: str, *, device: s
         _trial_forward(model, x, meta.get('architecture') or 'model')
         batch = torch.export.Dim('batch', min=1, max=int(max_batch))
         program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-        return torch._inductor.aoti_compile_and_package(program, package_path=out, inductor_configs={
-            'aot_inductor.metadata': {PACKAGE_KEY: json.dumps(meta)}, 'freezing': bool(meta['freezing'])})
+        torch._inductor.aoti_compile_and_package(program, package_path=out, inductor_configs={
+            'aot_inductor.metadata': {PACKAGE_KEY: json.dumps(meta)}, 'freezing': bool(meta['freezing']),
+            'aot_inductor.enable_line_tables': False})  # debug info names every header by its absolute path
+    return call_atomically(out, lambda tmp: _without_local_paths(out, tmp), force=True)
+
+
+def _local_roots() -> List[bytes]:
+    """The folders a compiled package may name (inductor's cache, torch's site-packages, the Python prefixes,
+    temp, home, the working folder), each with its separator, as given and resolved; longest first."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_cache_dir
+    roots = {inductor_cache_dir(), os.path.dirname(os.path.dirname(torch.__file__)), sys.prefix, sys.base_prefix,
+             tempfile.gettempdir(), os.path.expanduser('~'), os.getcwd()}
+    roots |= {os.path.realpath(r) for r in roots}
+    return sorted({(r.rstrip(os.sep) + os.sep).encode() for r in roots if r.strip(os.sep)}, key=len, reverse=True)
+
+
+def _without_local_paths(src: str, dst: str) -> None:
+    """Copy the package ``src`` to ``dst`` without its C++ sources, every local root in the other members
+    replaced by ``././``... of the same length (a relative path: offsets in the library stay where they were)."""
+    roots = _local_roots()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w') as zout:
+        for item in zin.infolist():
+            if item.filename.endswith('.cpp'):
+                continue
+            data = zin.read(item)
+            for root in roots:
+                data = data.replace(root, (b'./' * len(root))[:len(root) - 1] + b'/')
+            zout.writestr(item, data)
 
 
 def export_aoti(spec: Optional[str], output: Optional[str] = None, options: Optional[AotiExportOptions] = None, *,

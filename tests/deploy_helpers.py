@@ -230,3 +230,34 @@ def local_paths_in(folder: str) -> List[str]:
                         value = prop.value
                     found(value, f'{rel}:{prop.key}', hits)
     return hits
+
+
+def private_roots() -> List[bytes]:
+    """Byte strings no written file may contain: the working, home, temp, repository and Python folders (the
+    prefix, the base prefix and torch's site-packages; each with its separator, so a file name such as ``work``
+    alone does not count), as given and resolved."""
+    import sys
+    import tempfile
+    roots = {os.getcwd(), os.path.expanduser('~'), tempfile.gettempdir(), REPO, sys.prefix, sys.base_prefix,
+             os.path.dirname(os.path.dirname(torch.__file__))}  # site-packages: the exporter's stack traces
+    roots |= {os.path.realpath(r) for r in roots}
+    return sorted({(r.rstrip(os.sep) + os.sep).encode() for r in roots if r.strip(os.sep)})
+
+
+def leaks_in(where) -> List[str]:
+    """``'file: root'`` for every private root found anywhere in the bytes of ``where`` (a file, or every file of
+    a folder), and inside every member of a ``.pt2`` (zip) package: a compressed member would hide it otherwise."""
+    import zipfile
+    from pathlib import Path
+    where = Path(where)
+    roots = private_roots()
+    files = [where] if where.is_file() else sorted(p for p in where.rglob('*') if p.is_file())
+    hits = []
+    for path in files:
+        name = path.name if path == where else path.relative_to(where)
+        blobs = [(f'{name}', path.read_bytes())]
+        if path.suffix == '.pt2':
+            with zipfile.ZipFile(path) as z:
+                blobs += [(f'{name}!{member}', z.read(member)) for member in z.namelist()]
+        hits += [f'{label}: {r.decode()}' for label, data in blobs for r in roots if r in data]
+    return hits

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import timm_recal  # noqa: F401  (registers the models)
-from deploy_helpers import (assert_runner_contract, ci_img_size, ci_models, cifar_samples, randomize_weights_,
-                            run_cli, sample_batch)
+from deploy_helpers import (assert_runner_contract, ci_img_size, ci_models, cifar_samples, leaks_in,
+                            randomize_weights_, run_cli, sample_batch)
 from timm_recal_deploy.aoti_package import PACKAGE_KEY, cached_package, package_metadata
 from timm_recal_deploy.bench import bench
 from timm_recal_deploy.compile_fusion import fuse_gates
@@ -99,6 +99,19 @@ def test_a_module_hits_the_cache(cnn3_package, compile_cache):
     runner = open_runtime('aoti', src.model, info=src.info, input_size=src.info['input_size'])
     assert runner.describe()['compile_cached'] is True and runner.compile_seconds is None
     assert len(list(compile_cache.glob('aoti/*.pt2'))) == 1
+
+
+def test_packages_name_no_local_folder(cnn3_package, compile_cache, tmp_path, capsys):
+    """The exported package, its cache entry and a Triton repository of it, searched byte for byte inside every
+    member (compiled library, sources, metadata) for the working, home, temp and Python folders (the compile
+    commands, the compiler's debug info and the headers' __FILE__ name them all in AOTInductor's own package)."""
+    _, _, path = cnn3_package
+    repo = tmp_path / 'repo'
+    assert run_cli(capsys, 'triton', path, '--backend', 'pytorch', '-o', repo)[0] == 0
+    packages = [path, *compile_cache.glob('aoti/*.pt2'), *repo.rglob('*.pt2')]
+    assert len(packages) == 3
+    for package in packages:
+        assert not leaks_in(package), leaks_in(package)
 
 
 def test_other_torch_device_or_file_is_refused_in_one_line(cnn3_package, tmp_path, capsys):

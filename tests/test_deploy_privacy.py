@@ -14,7 +14,8 @@ import timm  # noqa: E402
 import timm_recal  # noqa: E402,F401
 from timm_recal.cli import main  # noqa: E402
 
-from deploy_helpers import cifar_samples, local_paths_in, randomize_weights_, run_cli, sample_batch  # noqa: E402
+from deploy_helpers import (cifar_samples, leaks_in, local_paths_in, randomize_weights_, run_cli,  # noqa: E402
+                            sample_batch)
 
 NAME = 'cnn3'
 
@@ -108,28 +109,6 @@ def test_committed_benchmark_records_name_no_local_folders():
 
 
 # --- issue 21: no file of any command names a local folder; --json and -o agree --------------------------------
-def _private_roots():
-    """Byte strings no written file may contain: the working, home, temp, repository and Python folders (each
-    with its separator, so a file name such as ``work`` alone does not count), as given and resolved."""
-    import sys
-    import tempfile
-    from deploy_helpers import REPO
-    roots = {os.getcwd(), os.path.expanduser('~'), tempfile.gettempdir(), REPO, sys.prefix,
-             os.path.dirname(os.path.dirname(torch.__file__))}  # site-packages: the exporter's stack traces
-    roots |= {os.path.realpath(r) for r in roots}
-    return sorted({(r.rstrip(os.sep) + os.sep).encode() for r in roots if r.strip(os.sep)})
-
-
-def _leaks(folder):
-    """``'file: root'`` for every private root found anywhere in the bytes of every file under ``folder``."""
-    hits = []
-    roots = _private_roots()
-    for path in sorted(p for p in folder.rglob('*') if p.is_file()):
-        data = path.read_bytes()
-        hits += [f'{path.relative_to(folder)}: {r.decode()}' for r in roots if r in data]
-    return hits
-
-
 def _raw_dynamo_export(model, path):
     """A file as ``torch.onnx.export(dynamo=True)`` writes it outside this project: node stack traces included."""
     program = torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), dynamo=True, optimize=True,
@@ -169,7 +148,7 @@ def test_no_written_file_names_a_local_folder(written_everywhere, monkeypatch):
     kinds = {p.suffix for d in ('pipe', 'pub', 'repo') for p in (written_everywhere / d).rglob('*') if p.is_file()}
     assert {'.onnx', '.json', '.md', '.png', '.pbtxt', '.txt', '.safetensors'} <= kinds, kinds
     for folder in ('pipe', 'pub', 'repo'):
-        assert not _leaks(written_everywhere / folder), _leaks(written_everywhere / folder)
+        assert not leaks_in(written_everywhere / folder), leaks_in(written_everywhere / folder)
 
 
 def test_dynamo_exports_keep_the_module_hierarchy_not_the_stack_traces(written_everywhere):
@@ -206,7 +185,7 @@ def test_default_pipeline_report_names_no_local_dir(tmp_path, monkeypatch):
     for name in ('report.md', 'report.json'):
         text = (tmp_path / 'default' / name).read_text()
         assert 'local-dir:default_model' in text and spec.split(':', 1)[1] not in text, name
-    assert not _leaks(tmp_path / 'default'), _leaks(tmp_path / 'default')
+    assert not leaks_in(tmp_path / 'default'), leaks_in(tmp_path / 'default')
 
 
 def test_json_on_stdout_and_the_output_file_agree(written_everywhere, capsys, monkeypatch):
