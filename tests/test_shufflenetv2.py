@@ -125,3 +125,31 @@ def test_prune_keeping_the_head_conv_drops_only_the_classifier():
     assert model.prune_intermediate_layers(indices=2) == [3, 4]
     assert len(model.stages) == 3 and not isinstance(model.conv_head, torch.nn.Identity)
     assert model.num_classes == 0 and model.get_classifier(name_only=True) == 'head.fc'
+
+
+def test_channel_shuffle_keeps_a_channels_last_map_channels_last():
+    from timm_recal.models.shufflenetv2 import channel_shuffle
+    x = torch.randn(2, 12, 5, 3)
+    reference = x.unflatten(1, (2, -1)).transpose(1, 2).flatten(1, 2)
+    for groups, ref in ((2, reference), (3, x.unflatten(1, (3, -1)).transpose(1, 2).flatten(1, 2))):
+        out = channel_shuffle(x.contiguous(memory_format=torch.channels_last), groups)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(out, ref)
+    assert channel_shuffle(x, 2).is_contiguous() and torch.equal(channel_shuffle(x, 2), reference)
+
+
+@pytest.mark.parametrize('name', ['shufflenetv2_x0_5_cifar', 'se_shufflenetv2_x0_5_cifar'])
+def test_channels_last_training_step_matches_nchw_and_fx_traces(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name).train().double()  # float64: batch-4 BN makes float32 layouts differ by 1e-2
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        model.zero_grad()
+        net = model.to(memory_format=fmt)
+        net(x.contiguous(memory_format=fmt)).square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-9, atol=1e-9)
+    from torchvision.models.feature_extraction import create_feature_extractor
+    traced = create_feature_extractor(model.eval(), return_nodes=['stages.1'])
+    assert traced(x.contiguous(memory_format=torch.channels_last))['stages.1'].shape[0] == 4

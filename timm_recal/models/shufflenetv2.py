@@ -29,7 +29,16 @@ __all__ = ['ShuffleNetV2', 'ShuffleUnit']
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    # shape-free so torch.fx and a dynamic ONNX batch axis both stay happy
+    """Interleave the channels of ``groups`` groups, keeping a channels_last map channels_last.
+
+    The NCHW formulation copies a channels_last map into NCHW, and every later layer of the unit then works on
+    mixed layouts (eager channels_last training of the CIFAR net ran about 20% slower). Traced and compiled
+    graphs keep the NCHW formulation: shape-free, so torch.fx and a dynamic ONNX batch axis stay happy, and
+    inductor picks its own layouts."""
+    if not (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.compiler.is_compiling()) \
+            and x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        nhwc = x.permute(0, 2, 3, 1).unflatten(3, (groups, -1)).transpose(3, 4).flatten(3, 4)
+        return nhwc.permute(0, 3, 1, 2)
     return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
 
 

@@ -43,9 +43,10 @@ def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
               memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
     """(B, C, H, W) uint8 -> float32, torchvision's ``ToTensor`` then ``Normalize``: x / 255, minus mean, over std,
     each rounded to float32 as there."""
-    x = images.contiguous().to(torch.float32).div_(255)
-    x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
-    return x.contiguous(memory_format=memory_format)
+    # one uint8 copy into the target layout, then elementwise float ops that keep it (the values do not depend on
+    # the layout)
+    x = images.contiguous(memory_format=memory_format).to(torch.float32).div_(255)
+    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
 
 class DeviceImageLoader:
