@@ -14,7 +14,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 from .errors import DeployError
 from .options import DEFAULT_PIPELINE_STAGES, EXPORTERS, GATE_REWRITES, PIPELINE_STAGES, TritonOptions, from_args
@@ -301,9 +301,25 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     g.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'),
                    help='aoti: fp32, bf16 (a CPU with native BF16, or CUDA) or fp16 (CUDA); weights and inputs')
     g.add_argument('--max-batch', type=positive_int, default=1024, metavar='N', help='aoti: batches 1..N (1024)')
+    g.add_argument('--static-batches', type=_static_batches, default=(1,), metavar='N,..',
+                   help='aoti: batches also compiled as static models in the package, which the aoti runner uses '
+                        'for them (a dynamic batch costs most of a small batch\'s speed on CPU); default 1, '
+                        '"none" for none')
     g.add_argument('--compile-timeout', type=_number(float, 0, True, 'seconds'), metavar='S',
                    help='aoti: seconds the compile may take before it is stopped (default 1800)')
     add_json_arg(p, 'the summary')
+
+
+def _static_batches(text: str) -> Tuple[int, ...]:
+    if text.strip().lower() == 'none':
+        return ()
+    try:
+        batches = tuple(sorted({int(t) for t in text.split(',') if t.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'wants comma-separated batch sizes or none, got {text!r}') from None
+    if not batches or min(batches) < 1:
+        raise argparse.ArgumentTypeError(f'wants batch sizes >= 1 or none, got {text!r}')
+    return batches
 
 
 def _run_export_aoti(args: argparse.Namespace) -> int:
@@ -315,7 +331,8 @@ def _run_export_aoti(args: argparse.Namespace) -> int:
     _note_weights(r.weights, args.model)
     print_result(r, args.json, lambda r: (
         f"wrote {r.output} ({r.architecture}, AOTInductor, {r.precision} {r.memory_format} on {r.device}, torch "
-        f"{r.torch}, batch {r.batch_range[0]}..{r.batch_range[1]}, {r.file_bytes / 1e6:.1f} MB, "
+        f"{r.torch}, batch {r.batch_range[0]}..{r.batch_range[1]}"
+        + ''.join(f', static batch {b}' for b in r.static_batches) + f", {r.file_bytes / 1e6:.1f} MB, "
         + ('from the compile cache)' if r.cached else f'compiled in {r.compile_seconds:.0f} s)')))
     return 0
 

@@ -75,6 +75,7 @@ def test_package_carries_provenance(cnn3_package):
     assert meta['class_labels'] and meta['mean'] and meta['std']
     assert meta['torch'] == torch.__version__ and meta['device'] == 'cpu' and meta['dtype'] == 'float32'
     assert meta['memory_format'] == 'contiguous' and meta['batch_range'] == [1, 1024] and meta['freezing']
+    assert meta['static_batches'] == [1]
     from timm_recal_deploy.sources import weights_digest
     assert meta['weights_sha256'] == weights_digest(model)
     assert not os.path.isabs(meta['checkpoint'] or '')  # no local paths in a published file
@@ -88,7 +89,29 @@ def test_aoti_runner_matches_eager_at_any_batch(cnn3_package):
     with torch.no_grad():
         ref = model(x).numpy()
     np.testing.assert_allclose(runner(x.numpy()), ref, atol=1e-4, rtol=1e-3)
-    assert runner.describe()['shape'] == 'dynamic (batch 1..1024)'
+    assert runner.describe()['shape'] == 'dynamic (batch 1..1024), static batch 1'
+
+
+def test_batch_one_runs_the_static_model_of_the_package(cnn3_package):
+    """The package holds the dynamic model and a static batch-1 model; batch 1 runs the static one (calls
+    counted), exact to eager, and the dynamic model alone still takes batch 1 (as Triton loads it)."""
+    model, _, path = cnn3_package
+    with zipfile.ZipFile(path) as z:
+        folders = {n.split('/data/aotinductor/')[1].split('/')[0] for n in z.namelist() if '/data/aotinductor/' in n}
+    assert folders == {'model', 'batch_1'}
+    runner = open_runtime('aoti', path)
+    calls = []
+    static = runner.static_models[1]
+    runner.static_models[1] = lambda x: calls.append(len(x)) or static(x)
+    x = sample_batch(NAME, 32, n=2)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(runner(x[:1].numpy()), ref[:1], atol=1e-4, rtol=1e-3)
+    runner.prepare(1)()
+    runner(x.numpy())
+    assert calls == [1, 1]
+    with torch.no_grad():
+        np.testing.assert_allclose(runner.model(x[:1]).numpy(), ref[:1], atol=1e-4, rtol=1e-3)
 
 
 def test_a_module_hits_the_cache(cnn3_package, compile_cache):
