@@ -183,7 +183,7 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
         check_batches_fit(onnx_footprint(side.spec, src.info['input_size']), parse_batches(o.batches), o.device,
                           f'{side.role} {os.path.basename(side.spec)}')
         if any(RUNTIMES[w].kind == 'model' for w in runtimes):
-            notes.append(f'{side.role} {os.path.basename(side.spec)} is an ONNX file: eager runtimes skipped')
+            notes.append(f'{side.role} {os.path.basename(side.spec)} is an ONNX file: the PyTorch runtimes skipped')
         return None, {onnx_precision(side.spec): side.spec}, src
     if side.module is None:
         log(f'bench: loading {side.spec}')
