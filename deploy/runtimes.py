@@ -64,16 +64,20 @@ class RuntimeSpec:
     builder: Optional[str] = None
     #: its builder parses only signed INT8 QDQ files (zero point 0): the pipeline quantizes symmetrically for it
     int8_symmetric: bool = False
+    #: a table header's short name ('ORT'); the label when None
+    short_label: Optional[str] = None
+    #: a reference row's memory layout, as tables tag the faster of them ('NCHW', 'CL')
+    layout: Optional[str] = None
 
 
 #: the runtime table; a new runtime is one row here plus its opener module
 RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('eager', 'PyTorch eager (NCHW)', 'model', 'eager_runtime:open_eager', 'torch', 'deploy',
-                precisions=('fp32', 'bf16'), reference=True, default_on=('cpu', 'cuda')),
+                precisions=('fp32', 'bf16'), reference=True, default_on=('cpu', 'cuda'), layout='NCHW'),
     RuntimeSpec('eager_cl', 'PyTorch eager (channels_last)', 'model', 'eager_runtime:open_eager_cl', 'torch',
-                'deploy', precisions=('fp32', 'bf16'), reference=True, default_on=('cpu', 'cuda')),
+                'deploy', precisions=('fp32', 'bf16'), reference=True, default_on=('cpu', 'cuda'), layout='CL'),
     RuntimeSpec('ort', 'ONNX Runtime CPU', 'onnx', 'ort_runtime:open_ort', 'onnxruntime', 'deploy',
-                providers=('CPUExecutionProvider',), default_on=('cpu',), onnx_default=True),
+                providers=('CPUExecutionProvider',), default_on=('cpu',), onnx_default=True, short_label='ORT'),
     RuntimeSpec('ort_cuda', 'ONNX Runtime CUDA', 'onnx', 'ort_runtime:open_ort_cuda', 'onnxruntime-gpu', 'deploy',
                 gpu=True, providers=('CUDAExecutionProvider', 'CPUExecutionProvider'), default_on=('cuda',)),
     RuntimeSpec('ort_trt', 'ONNX Runtime TensorRT', 'onnx', 'ort_runtime:open_ort_trt', 'onnxruntime-gpu',

@@ -33,7 +33,7 @@ from .export import export_onnx
 from .metadata import load_onnx, read_metadata
 from .onnx_save import copy_onnx
 from .tensorrt_build import build_engine, read_sidecar, require_tensorrt, sidecar_path
-from .triton_backends import TRITON_BACKENDS, triton_backend
+from .triton_backends import ARTIFACTS, TRITON_BACKENDS, triton_backend
 
 __all__ = [
     'TRITON_BACKENDS', 'BACKEND_RUNTIME', 'artifact_io', 'triton_config_text', 'validate_triton_config',
@@ -280,18 +280,12 @@ def write_triton_repository(
 
 def _served_artifact_io(source: str, backend: str, max_batch_size: int) -> Dict[str, Any]:
     """``artifact_io`` of ``source`` after checking that ``backend`` serves that kind of file at that batch."""
-    triton_backend(backend)
+    row = triton_backend(backend)
     io = artifact_io(source)
-    if backend == 'tensorrt' and io['kind'] != 'plan':
-        raise DeployError('the tensorrt backend serves a TensorRT engine: build one first with '
-                          '`timm-recal engine MODEL.onnx -o model.plan` and pass the .plan')
-    if backend == 'pytorch' and io['kind'] != 'pt2':
-        raise DeployError('the pytorch backend serves an AOTInductor package (.pt2): timm-recal export MODEL '
-                          '--format aoti, or pass the MODEL')
-    if io['kind'] == 'pt2' and backend != 'pytorch':
-        raise DeployError('an AOTInductor package (.pt2) is served by --backend pytorch')
-    if backend not in ('tensorrt', 'pytorch') and io['kind'] != 'onnx':
-        raise DeployError(f'the {backend} backend serves an ONNX file; a .plan is for --backend tensorrt')
+    if io['kind'] != row.artifact:
+        others = '/'.join(b.name for b in TRITON_BACKENDS.values() if b.artifact == io['kind'])
+        raise DeployError(f"the {backend} backend serves {ARTIFACTS[row.artifact]}{': ' + row.hint if row.hint else ''}"
+                          f"; {ARTIFACTS[io['kind']]} is served by --backend {others}")
     if io['kind'] == 'plan':
         prof_max = (io['sidecar'].get('profile') or {}).get('max') or []
         if max_batch_size and prof_max and prof_max[0] < max_batch_size:

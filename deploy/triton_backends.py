@@ -20,10 +20,13 @@ from typing import Any, Callable, Dict, Optional
 
 from .errors import DeployError
 
-__all__ = ['TritonBackend', 'TRITON_BACKENDS', 'triton_backend', 'package_hook', 'SERVES']
+__all__ = ['TritonBackend', 'TRITON_BACKENDS', 'triton_backend', 'package_hook', 'SERVES', 'ARTIFACTS']
 
 #: what a backend's ``serves`` may be (see the module docstring)
 SERVES = ('onnx', 'built', 'model')
+#: the kinds of file a backend loads (``TritonBackend.artifact``), as messages name them
+ARTIFACTS = {'onnx': 'an ONNX file (.onnx)', 'plan': 'a TensorRT engine (.plan)',
+             'pt2': 'an AOTInductor package (.pt2)'}
 
 
 @dataclass(frozen=True)
@@ -40,18 +43,23 @@ class TritonBackend:
     batching: bool = True       # Triton batches requests (False: ``max_batch_size: 0``, the batch in the dims)
     #: ``serves == 'model'``: 'module:function' ``(model, info, *, device, timeout, log) -> file`` of the package
     package: Optional[str] = None
+    #: how to make its file, for the message when given another kind
+    hint: str = ''
 
 
 #: the Triton backend table
 TRITON_BACKENDS: Dict[str, TritonBackend] = {b.name: b for b in (
     TritonBackend('onnxruntime', 'ort', 'model.onnx', 'KIND_CPU', 'onnx', 'onnx'),
-    TritonBackend('tensorrt', 'trt', 'model.plan', 'KIND_GPU', 'plan', 'built'),
+    TritonBackend('tensorrt', 'trt', 'model.plan', 'KIND_GPU', 'plan', 'built',
+                  hint='build one first with `timm-recal engine MODEL.onnx -o model.plan` and pass the .plan'),
     TritonBackend('openvino', 'openvino', 'model.onnx', 'KIND_CPU', 'onnx', 'onnx', default_model_filename=True),
     # Triton 26.03+: the PyTorch backend's AOTInductor platform; the instance kind follows the package's device
     TritonBackend('pytorch', 'aoti', 'model.pt2', 'KIND_CPU', 'pt2', 'model', platform='torch_aoti', batching=False,
-                  package='aoti_package:triton_package'),
+                  package='aoti_package:triton_package',
+                  hint='timm-recal export MODEL --format aoti, or pass the MODEL'),
 )}
-assert all(b.serves in SERVES and (b.serves == 'model') == bool(b.package) for b in TRITON_BACKENDS.values())
+assert all(b.serves in SERVES and b.artifact in ARTIFACTS and (b.serves == 'model') == bool(b.package)
+           for b in TRITON_BACKENDS.values())
 
 
 def triton_backend(name: Any) -> TritonBackend:
