@@ -107,10 +107,10 @@ def pipeline_runtimes(o: 'PipelineOptions') -> List[str]:
 
 
 def parity_jobs(o: 'PipelineOptions') -> List[Tuple[str, str]]:
-    """``(runtime, precision)`` pairs the parity stage checks: each ONNX runtime of the run (``DEFAULT_ONNX_RUNTIME``
-    when none)
-    at each precision it supports; ``bf16`` runs the FP32 file. Without ``--runtimes`` the bench's default
-    runtimes (OpenVINO included) are checked only when the bench runs: the recommendation needs them."""
+    """``(runtime, precision)`` pairs the parity stage checks: each ONNX runtime of the run
+    (``DEFAULT_ONNX_RUNTIME`` when none) at each precision it supports; ``bf16`` runs the FP32 file. Without
+    ``--runtimes`` the bench's default runtimes (OpenVINO included) are checked only when the bench runs: the
+    recommendation needs them."""
     stages = o.stages if o.stages is not None else PIPELINE_STAGES
     words = pipeline_runtimes(o) if o.runtimes is not None or 'bench' in stages else [DEFAULT_ONNX_RUNTIME]
     checked = [w for w in words if not RUNTIMES[w].reference]  # ONNX runtimes and compiled PyTorch
@@ -327,6 +327,8 @@ def _bench(run: _Run) -> None:
 
 
 def _build_one(run: _Run, word: str, p: str, path: str, built: Dict[str, Any]) -> Dict[str, Any]:
+    """The record of one file built by ``word``'s builder; the file's path (in the folder being built) goes to
+    ``built['file']``, since the kept record names the final folder."""
     try:
         build = builder_hook(word)
     except DeployError as e:  # its module's library is not installed here
