@@ -55,7 +55,7 @@ from .sources import HASHED_WEIGHTS, NAMING_KEYS, Source, is_onnx_path, onnx_dat
 __all__ = ['AotiExportOptions', 'AotiExportResult', 'export_aoti', 'cached_package', 'package_metadata',
            'check_package', 'build_package', 'PACKAGE_KEY', 'DEFAULT_MAX_BATCH', 'PACKAGE_PRECISIONS',
            'is_package_path', 'package_source', 'inspect_package', 'DEFAULT_STATIC_BATCHES', 'static_model_name',
-           'DYNAMIC_MODEL']
+           'DYNAMIC_MODEL', 'triton_package']
 
 #: the ``aot_inductor.metadata`` entry holding our JSON
 PACKAGE_KEY = 'timm_recal'
@@ -226,6 +226,13 @@ def check_static_batches(static_batches: Sequence[int], max_batch: int) -> None:
     bad = [b for b in static_batches if not 1 <= int(b) <= max_batch]
     if bad:
         raise DeployError(f'--static-batches {bad} must lie in 1..--max-batch ({max_batch})')
+
+
+def triton_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu', timeout: Optional[float] = None,
+                   log: Optional[Callable[[str], None]] = None) -> str:
+    """The ``pytorch`` Triton backend's file of ``model`` (``triton_backends``' ``package`` hook): its FP32
+    package for ``device``, from the cache or compiled in a child process (the repository copies it)."""
+    return cached_package(model, info, device=device, precision='fp32', timeout=timeout, log=log)[0]
 
 
 def build_package(model: nn.Module, meta: Dict[str, Any], out: str, *, device: str, precision: str,

@@ -27,8 +27,8 @@ from .ort_runtime import available_providers
 from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, TimingOptions, with_overrides
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
-from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions, numbers_hook, open_runtime,
-                       runtime_spec, supports_precision)
+from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions, default_runtimes, numbers_hook,
+                       open_runtime, runtime_spec, supports_precision)
 from .sources import Source, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
 
@@ -99,11 +99,6 @@ def parse_batches(text) -> Tuple[int, ...]:
     if not batches or any(b < 1 for b in batches):
         raise DeployError(f'--batch wants comma-separated positive integers like 1,16; got {text!r}')
     return tuple(dict.fromkeys(batches))
-
-
-def default_runtimes(device: str) -> List[str]:
-    """eager, eager_cl and ONNX Runtime CPU; on CUDA the CUDA and TensorRT execution providers instead."""
-    return ['eager', 'eager_cl'] + (['ort_cuda', 'ort_trt'] if device.startswith('cuda') else ['ort'])
 
 
 def _gate_runtimes(runtimes: Optional[Sequence[str]], device: str, notes: List[str]) -> List[str]:
@@ -188,7 +183,7 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
         check_batches_fit(onnx_footprint(side.spec, src.info['input_size']), parse_batches(o.batches), o.device,
                           f'{side.role} {os.path.basename(side.spec)}')
         if any(RUNTIMES[w].kind == 'model' for w in runtimes):
-            notes.append(f'{side.role} {os.path.basename(side.spec)} is an ONNX file: eager runtimes skipped')
+            notes.append(f'{side.role} {os.path.basename(side.spec)} is an ONNX file: the PyTorch runtimes skipped')
         return None, {onnx_precision(side.spec): side.spec}, src
     if side.module is None:
         log(f'bench: loading {side.spec}')

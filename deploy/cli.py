@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional, Tuple
 from .errors import DeployError
 from .options import DEFAULT_PIPELINE_STAGES, EXPORTERS, GATE_REWRITES, PIPELINE_STAGES, TritonOptions, from_args
 from .runtimes import PRECISIONS, RUNTIMES, parse_runtimes
+from .triton_backends import TRITON_BACKENDS
 
 # Only these light modules are imported here. Every stage module (export, parity, validate, quantize, bench,
 # pipeline, report, info, tensorrt_build, trt_ops, triton) is imported inside the function that runs it, on
@@ -203,10 +204,6 @@ def add_timing_args(p: argparse.ArgumentParser, optional: bool = False) -> argpa
     return g
 
 
-#: Triton backend -> our runtime word (``triton.TRITON_BACKENDS``; here so that the command line needs no onnx)
-_TRITON_BACKENDS = {'onnxruntime': 'ort', 'tensorrt': 'trt', 'openvino': 'openvino', 'pytorch': 'aoti'}
-
-
 def _batch_sizes(text: str):
     try:
         return [positive_int(w) for w in csv_list(text)]
@@ -242,7 +239,7 @@ def _engine_kwargs(args: argparse.Namespace) -> dict:
 def add_triton_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """A Triton model repository: ``--backend`` (Triton's names), batching and instances (``TritonOptions``)."""
     g = p.add_argument_group('Triton repository')
-    g.add_argument('--backend', default='onnxruntime', choices=list(_TRITON_BACKENDS),
+    g.add_argument('--backend', default='onnxruntime', choices=list(TRITON_BACKENDS),
                    help='Triton backend: onnxruntime = our runtime ort (KIND_CPU), tensorrt = trt (KIND_GPU, '
                         'a .plan built by the engine stage), openvino = openvino (KIND_CPU), pytorch = aoti '
                         '(platform torch_aoti, Triton 26.03+, a .pt2; max_batch_size 0); default onnxruntime')
@@ -494,7 +491,8 @@ def _pipeline_args(p: argparse.ArgumentParser) -> None:
                         f"{','.join(DEFAULT_PIPELINE_STAGES)}; export always runs). engine builds a TensorRT "
                         'engine of each ONNX file; where TensorRT or a GPU is missing it is reported as skipped '
                         'with the reason and does not fail the run. triton writes a Triton repository of the '
-                        'FP32 export (--backend; tensorrt serves the FP32 engine)')
+                        'FP32 export (--backend; tensorrt serves the FP32 engine, pytorch an AOTInductor package '
+                        'of the model, compiled once and cached)')
     g.add_argument('--no-validate', dest='skip', action='append_const', const='validate',
                    help='skip the validation stage (alias of --stages without validate)')
     g.add_argument('--no-bench', dest='skip', action='append_const', const='bench',

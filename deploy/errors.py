@@ -8,8 +8,8 @@ folder that cannot be written), which this module re-exports.
 from timm_recal.errors import RecalError
 from timm_recal.outputs import OutputError, OutputExistsError
 
-__all__ = ['DeployError', 'OutputError', 'OutputExistsError', 'BatchNotSupported', 'NoNativePrecision',
-           'CompileFailed']
+__all__ = ['DeployError', 'OutputError', 'OutputExistsError', 'BatchNotSupported', 'NotAvailableHere',
+           'NoNativePrecision', 'CompileFailed']
 
 #: bad input or an impossible request; the message says what is wrong and how to fix it
 DeployError = RecalError
@@ -19,7 +19,12 @@ class BatchNotSupported(DeployError):
     """A runner cannot run one batch size (an ONNX graph or engine with a fixed batch); bench records a note."""
 
 
-class NoNativePrecision(DeployError):
+class NotAvailableHere(DeployError):
+    """This machine (or this file) lacks what a step needs: a library, a GPU, a form of the file a builder parses.
+    The pipeline records the step as skipped with the reason, not as failed: it says nothing about the model."""
+
+
+class NoNativePrecision(NotAvailableHere):
     """The CPU cannot run a precision natively (BF16 without AVX512_BF16/AMX): bench and pipeline record a note
     instead of timing an emulation."""
 

@@ -21,8 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from timm_recal.outputs import atomic_folder, write_json
 
-from .bench import BenchOptions, bench as bench_stage, default_runtimes, parse_batches
-from .errors import DeployError, NoNativePrecision
+from .bench import BenchOptions, bench as bench_stage, parse_batches
+from .errors import DeployError, NoNativePrecision, NotAvailableHere
 from .export import ExportOptions, export_source
 from .images import bundled_samples_dir, scan_images, split_indices
 from .options import (DEFAULT_PIPELINE_STAGES, PIPELINE_STAGES, Int8Options, ModelOptions, RuntimeOptions,
@@ -32,12 +32,12 @@ from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .report import write_report
 from .results import Result
 from .recommend import recommend
-from .runtimes import (FILE_PRECISIONS, PRECISIONS, RUNTIMES, check_precisions, open_runtime, parse_runtimes,
+from .runtimes import (DEFAULT_ONNX_RUNTIME, FILE_PRECISIONS, PRECISIONS, RUNTIMES, builder_hook, builder_runtimes,
+                       check_precisions, default_runtimes, open_runtime, parse_runtimes, runtime_label,
                        supports_precision)
 from .sources import Source, open_source
-from .tensorrt_build import build_engine, require_tensorrt, tensorrt_major
 from .triton import write_triton_repository
-from .trt_ops import check_onnx_for_tensorrt
+from .triton_backends import package_hook, triton_backend
 from .validate import validate as validate_stage
 
 __all__ = ['DEFAULT_MODEL_DIR', 'FALLBACK_MODEL', 'DEFAULT_COMPARE', 'TIMING', 'PIPELINE_STAGES', 'STAGE_STEPS',
@@ -99,23 +99,23 @@ class PipelineResult(Result):
 
 
 def pipeline_runtimes(o: 'PipelineOptions') -> List[str]:
-    """``--runtimes``, else bench's default for the device plus ``openvino`` on CPU when it is installed."""
+    """``--runtimes``, else bench's default for the device plus the rows whose ``pipeline_on`` names it (OpenVINO
+    on CPU) when their package is installed."""
     if o.runtimes is not None:
         return list(o.runtimes)
-    import importlib.util
-    extra = ['openvino'] if o.device == 'cpu' and importlib.util.find_spec('openvino') is not None else []
-    return default_runtimes(o.device) + extra
+    return default_runtimes(o.device, pipeline=True)
 
 
 def parity_jobs(o: 'PipelineOptions') -> List[Tuple[str, str]]:
-    """``(runtime, precision)`` pairs the parity stage checks: each ONNX runtime of the run (``ort`` when none)
-    at each precision it supports; ``bf16`` runs the FP32 file. Without ``--runtimes`` the bench's default
-    runtimes (OpenVINO included) are checked only when the bench runs: the recommendation needs them."""
+    """``(runtime, precision)`` pairs the parity stage checks: each ONNX runtime of the run
+    (``DEFAULT_ONNX_RUNTIME`` when none) at each precision it supports; ``bf16`` runs the FP32 file. Without
+    ``--runtimes`` the bench's default runtimes (OpenVINO included) are checked only when the bench runs: the
+    recommendation needs them."""
     stages = o.stages if o.stages is not None else PIPELINE_STAGES
-    words = pipeline_runtimes(o) if o.runtimes is not None or 'bench' in stages else ['ort']
+    words = pipeline_runtimes(o) if o.runtimes is not None or 'bench' in stages else [DEFAULT_ONNX_RUNTIME]
     checked = [w for w in words if not RUNTIMES[w].reference]  # ONNX runtimes and compiled PyTorch
     if not any(RUNTIMES[w].kind == 'onnx' for w in checked):
-        checked = ['ort'] + checked
+        checked = [DEFAULT_ONNX_RUNTIME] + checked
     return [(w, p) for w in checked for p in o.precisions if supports_precision(w, p)]
 
 
@@ -168,10 +168,11 @@ class _Run:
         self.bench: Optional[Dict[str, Any]] = None
         self.engine: List[Dict[str, Any]] = []
         self.triton: Optional[Dict[str, Any]] = None
-        self.plans: Dict[str, str] = {}
+        #: ``(runtime, precision)`` -> the file that runtime's builder made (the engine stage)
+        self.built: Dict[Tuple[str, str], str] = {}
 
     def skip(self, stage: str, role: str, precision: Optional[str], reason: str) -> None:
-        """Record a stage this machine cannot run (no TensorRT, no GPU): reported, not a failure."""
+        """Record a stage this machine cannot run (a missing library or GPU): reported, not a failure."""
         self.log(f"[{len(self.stages) + 1}/{self.total}] {' '.join(x for x in (stage, role, precision) if x)} "
                  f'... skipped: {reason}')
         self.stages.append(dict(stage=stage, role=role, precision=precision, json=None, status='skipped',
@@ -194,7 +195,7 @@ class _Run:
         t0 = time.perf_counter()
         try:
             result = self.keep(fn(), json_name) if json_name else fn()
-        except NoNativePrecision as e:  # this machine cannot run it natively: reported, not a failure
+        except NotAvailableHere as e:  # this machine cannot run it (natively): reported, not a failure
             self.stages.append(dict(rec, status='skipped', reason=str(e), seconds=0.0))
             self.log(f'    skipped: {e}')
             return None
@@ -229,8 +230,8 @@ def _export(run: _Run) -> None:
 
 def _quantize_one(run: _Run, r: _Role, p: str, path: str):
     q = QuantizeOptions(**{k: getattr(run.o, k) for k in Int8Options.__dataclass_fields__}, precision=p)
-    if p == 'int8' and 'engine' in run.o.stages and 'symmetric' in QuantizeOptions.__dataclass_fields__:
-        q = with_overrides(QuantizeOptions, q, {'symmetric': True})  # the QDQ form TensorRT parses
+    if p == 'int8' and 'engine' in run.o.stages and any(RUNTIMES[w].int8_symmetric for w in builder_runtimes()):
+        q = with_overrides(QuantizeOptions, q, {'symmetric': True})  # the QDQ form a builder parses
     if p == 'fp16':
         return convert_fp16(r.files['fp32'], path, q)
     if run.o.calib_data is not None:
@@ -250,15 +251,21 @@ def _quantize(run: _Run) -> None:
                 r.files[p] = path
             else:  # no file: its parity and validation steps will not run
                 run.total -= (sum(q == p for _, q in parity_jobs(run.o)) if 'parity' in run.o.stages else 0) + \
-                    ('validate' in run.o.stages)
+                    ('validate' in run.o.stages) + len(builder_runtimes()) * ('engine' in run.o.stages)
+
+
+def _step(name: str, prefix: str, word: str, p: str, short: bool) -> Tuple[str, str]:
+    """``(progress label, JSON name)`` of one step of ``word`` at ``p``: the default row's keep the short forms
+    (``parity_fp32.json``), the others name their runtime (``parity_openvino_fp32.json``, ``fp32 (openvino)``)."""
+    return (p, f'{prefix}{name}_{p}.json') if short else (f'{p} ({word})', f'{prefix}{name}_{word}_{p}.json')
 
 
 def _parity_one(run: _Run, r: _Role, word: str, p: str, path: Optional[str]) -> None:
     """One parity check: the file ``path`` under an ONNX runtime, or (``path`` None) a compiled PyTorch runtime
     on the module itself."""
     o = run.o
-    name = f'{r.prefix}parity_{p}.json' if word == 'ort' else f'{r.prefix}parity_{word}_{p}.json'
-    res = run.stage('parity', r.role, p if word == 'ort' else f'{p} ({word})', lambda: parity_stage(
+    label, name = _step('parity', r.prefix, word, p, RUNTIMES[word].onnx_default)
+    res = run.stage('parity', r.role, label, lambda: parity_stage(
         r.spec, onnx_path=path, model=r.source.model, data=o.data, img_size=o.img_size, device=o.device,
         threads=o.threads, folder_order=o.folder_order, runtimes=[word], precision=p,
         compile_timeout=o.compile_timeout), json_name=name)
@@ -319,47 +326,61 @@ def _bench(run: _Run) -> None:
         log=lambda m: run.log('    ' + m)), json_name='bench.json')
 
 
-def _engine(run: _Run) -> None:
-    """A TensorRT engine (plan + sidecar) of each of the target's ONNX files; skipped, with the reason, on a
-    machine without TensorRT or a GPU (the stage cannot run here; that is not a failure of the model)."""
-    target = run.roles[0]
+def _build_one(run: _Run, word: str, p: str, path: str, built: Dict[str, Any]) -> Dict[str, Any]:
+    """The record of one file built by ``word``'s builder; the file's path (in the folder being built) goes to
+    ``built['file']``, since the kept record names the final folder."""
     try:
-        require_tensorrt()
-    except DeployError as e:
-        for p in target.files:
-            run.skip('engine', target.role, p, str(e))
-            run.engine.append({'precision': p, 'status': 'skipped', 'reason': str(e)})
-        return
-    batch = f'1,{min(16, run.o.max_batch_size)},{run.o.max_batch_size}' if run.o.max_batch_size else None
-    for p, path in target.files.items():
-        check = check_onnx_for_tensorrt(path, tensorrt_major(require_tensorrt()[0]))
-        if not check.passed and p == 'int8':  # our U8S8 QDQ file: TensorRT wants signed INT8, zero point 0
-            reason = ('the INT8 file is not in the QDQ form TensorRT parses (' + check.errors[0]['problem']
-                      + '); quantize it with --symmetric (signed INT8 activations, zero point 0)')
-            run.skip('engine', target.role, p, reason)
-            run.engine.append({'precision': p, 'status': 'skipped', 'reason': reason})
-            continue
-        plan = os.path.splitext(path)[0] + '.plan'
-        res = run.stage('engine', target.role, p, lambda: build_engine(path, plan, batch=batch),
-                        json_name=f'engine_{p}.json')
-        if res is not None:
-            run.plans[p] = plan
-            run.engine.append({'precision': p, 'status': 'built', 'result': res})
+        build = builder_hook(word)
+    except DeployError as e:  # its module's library is not installed here
+        raise NotAvailableHere(str(e)) from None
+    built['file'], record = build(path, p, max_batch_size=run.o.max_batch_size, log=lambda m: run.log('    ' + m))
+    return record
+
+
+def _engine(run: _Run) -> None:
+    """The file of its own (TensorRT's plan) that each runtime with a builder (``RuntimeSpec.builder``) makes from
+    each of the target's ONNX files; skipped, with the reason, where it cannot be built (a missing library or
+    GPU, a file in a form it does not parse): the stage cannot run here, which is not a failure of the model."""
+    target = run.roles[0]
+    for i, word in enumerate(builder_runtimes()):
+        for p, path in target.files.items():
+            label, name = _step('engine', '', word, p, i == 0)
+            built: Dict[str, Any] = {}
+            res = run.stage('engine', target.role, label, lambda: _build_one(run, word, p, path, built),
+                            json_name=name)
+            if res is not None:
+                run.built[(word, p)] = built['file']
+                run.engine.append({'runtime': word, 'precision': p, 'status': 'built', 'result': res})
+            elif run.stages[-1]['status'] == 'skipped':
+                run.engine.append({'runtime': word, 'precision': p, 'status': 'skipped',
+                                   'reason': run.stages[-1]['reason']})
+
+
+def _triton_source(run: _Run, backend) -> str:
+    """The file ``backend`` serves: the FP32 export, the FP32 file its runtime's builder made, or the target's
+    package (its ``package`` hook: compiled in a child process once, then cached)."""
+    o, target = run.o, run.roles[0]
+    if backend.serves == 'model':
+        return package_hook(backend)(target.source.model, target.source.info, device=o.device,
+                                     timeout=o.compile_timeout, log=lambda m: run.log('    ' + m))
+    return run.built[(backend.runtime, 'fp32')] if backend.serves == 'built' else target.files['fp32']
 
 
 def _triton(run: _Run) -> None:
-    """A Triton repository (``triton/``) of the FP32 export (``--backend tensorrt``: of its FP32 engine)."""
+    """A Triton repository (``triton/``) of what the ``--backend`` row serves (``triton_backends``)."""
     o, target = run.o, run.roles[0]
-    source = run.plans.get('fp32') if o.backend == 'tensorrt' else target.files['fp32']
-    if source is None:
-        reason = ('--backend tensorrt serves the FP32 engine, which the engine stage did not build'
-                  + ('' if 'engine' in o.stages else ' (add engine to --stages)'))
-        skipped = [e.get('reason') for e in run.engine if e.get('status') == 'skipped']
-        run.skip('triton', target.role, o.backend, skipped[0] if skipped and 'engine' in o.stages else reason)
-        run.triton = {'status': 'skipped', 'backend': o.backend, 'reason': run.stages[-1]['reason']}
+    backend = triton_backend(o.backend)
+    if backend.serves == 'built' and (backend.runtime, 'fp32') not in run.built:
+        skipped = [e['reason'] for e in run.engine if e['runtime'] == backend.runtime and e['precision'] == 'fp32'
+                   and e['status'] == 'skipped']
+        reason = skipped[0] if skipped else (
+            f'--backend {o.backend} serves the FP32 file that {runtime_label(backend.runtime)} builds in the engine '
+            'stage, which did not build it' + ('' if 'engine' in o.stages else ' (add engine to --stages)'))
+        run.skip('triton', target.role, o.backend, reason)
+        run.triton = {'status': 'skipped', 'backend': o.backend, 'reason': reason}
         return
     res = run.stage('triton', target.role, o.backend, lambda: write_triton_repository(
-        source, run.path('triton'), backend=o.backend, max_batch_size=o.max_batch_size,
+        _triton_source(run, backend), run.path('triton'), backend=o.backend, max_batch_size=o.max_batch_size,
         preferred_batch_sizes=o.preferred_batch_sizes, max_queue_delay_us=o.queue_delay_us,
         instance_count=o.instances), json_name='triton.json')
     if res is not None:
@@ -373,7 +394,7 @@ STAGE_STEPS: Dict[str, Tuple[Callable[[_Run], None], Callable[[PipelineOptions, 
     'parity': (_parity, lambda o, roles: roles * len(parity_jobs(o))),
     'validate': (_validate, lambda o, roles: roles * (1 + sum(p in FILE_PRECISIONS for p in o.precisions))),
     'bench': (_bench, lambda o, roles: 1),
-    'engine': (_engine, lambda o, roles: len(o.precisions)),
+    'engine': (_engine, lambda o, roles: len(builder_runtimes()) * sum(p in FILE_PRECISIONS for p in o.precisions)),
     'triton': (_triton, lambda o, roles: 1),
     'report': (lambda run: None, lambda o, roles: 1),  # written last, by ``pipeline`` (it needs every record)
 }
@@ -399,8 +420,7 @@ def _check_options(o: PipelineOptions) -> None:
                           f"{','.join(o.precisions)}")
     o.batches = parse_batches(o.batches)
     o.stages = parse_stages(o.stages if o.stages is not None else list(DEFAULT_PIPELINE_STAGES))
-    if o.backend not in ('onnxruntime', 'tensorrt', 'openvino'):
-        raise DeployError(f'--backend must be onnxruntime, tensorrt or openvino, got {o.backend!r}')
+    triton_backend(o.backend)
     if o.runtimes is not None:
         o.runtimes = parse_runtimes(o.runtimes)
     if o.compare is None and o.compare_checkpoint:

@@ -4,15 +4,16 @@ parity, with its speed-up over ONNX Runtime FP32 measured in the same bench run.
 What counts as "passed parity" (each a check the pipeline ran, never assumed):
 
 * eager FP32 (NCHW or channels_last) is the PyTorch reference itself;
-* an ONNX runtime at a precision: its parity record (PyTorch vs that runtime on that file; ``ort`` for records
-  that name no runtime) passed;
-* OpenVINO INT8 additionally: the file bench timed (our QDQ file or the NNCF IR, ``bench.int8_pick``) reached
-  the 99% top-1 agreement contract with OpenVINO FP32, and OpenVINO FP32 passed parity;
+* an ONNX runtime at a precision: its parity record (PyTorch vs that runtime on that file;
+  ``runtimes.DEFAULT_ONNX_RUNTIME`` for records that name no runtime) passed;
+* a runtime whose ``artifact`` hook picked the file bench timed (a result with a ``variant``: OpenVINO INT8, our
+  QDQ file or the NNCF IR, ``bench.int8_pick``) additionally: the pick reached the 99% top-1 agreement contract
+  with that runtime's FP32, and its FP32 passed parity;
 * anything else (eager under autocast, a runtime without a parity record) is listed as not checked.
 """
 from typing import Any, Dict, List, Optional, Tuple
 
-from .runtimes import RUNTIMES
+from .runtimes import DEFAULT_ONNX_RUNTIME, RUNTIMES, runtime_label
 
 __all__ = ['recommend', 'recommendation_markdown']
 
@@ -24,7 +25,7 @@ def _parity_passed(record: Dict[str, Any]) -> Dict[Tuple[str, str], bool]:
     for p in record.get('parity') or []:
         if p.get('role') != 'target':
             continue
-        key = (p.get('runtime') or 'ort', p['precision'])
+        key = (p.get('runtime') or DEFAULT_ONNX_RUNTIME, p['precision'])
         passed[key] = passed.get(key, True) and bool((p.get('result') or {}).get('passed'))
     return passed
 
@@ -39,13 +40,13 @@ def _check(result: Dict[str, Any], passed: Dict[Tuple[str, str], bool],
         return False, 'no parity check'
     if not passed[(rt, p)]:
         return False, 'parity FAILED'
-    if rt == 'openvino' and p == 'int8':
+    if getattr(RUNTIMES.get(rt), 'artifact', None) and result.get('variant') is not None:  # its hook picked it
         if not pick or not pick.get('passed'):
-            return False, (pick or {}).get('reason') or 'no INT8 agreement pick'
-        if not passed.get(('openvino', 'fp32')):
-            return False, 'OpenVINO FP32 (the INT8 agreement reference) did not pass parity'
+            return False, (pick or {}).get('reason') or f'no {p.upper()} agreement pick'
+        if not passed.get((rt, 'fp32')):
+            return False, f'{runtime_label(rt)} FP32 (the {p.upper()} agreement reference) did not pass parity'
         return True, f"parity passed; {pick.get('timed')} file, top-1 agreement " \
-                     f"{100 * pick['candidates'][pick['timed']]['agreement']:.2f}% with OpenVINO FP32"
+                     f"{100 * pick['candidates'][pick['timed']]['agreement']:.2f}% with {runtime_label(rt)} FP32"
     return True, 'parity passed'
 
 
@@ -59,7 +60,8 @@ def recommend(record: Dict[str, Any]) -> List[Dict[str, Any]]:
     out = []
     for b in sorted({r['batch'] for r in results}):
         rows = [r for r in results if r['batch'] == b]
-        ort = next((r['images_per_s'] for r in rows if (r['runtime'], r['precision']) == ('ort', 'fp32')), None)
+        ort = next((r['images_per_s'] for r in rows
+                    if r['runtime'] == DEFAULT_ONNX_RUNTIME and r['precision'] == 'fp32'), None)
         considered = []
         for r in sorted(rows, key=lambda r: -r['images_per_s']):
             ok, why = _check(r, passed, pick)

@@ -15,7 +15,7 @@ from timm_recal.outputs import call_atomically, public_paths, resolve_output, to
 
 from .errors import DeployError
 from .recommend import recommendation_markdown
-from .runtimes import EAGER_PRECISIONS, PRECISIONS, RUNTIMES, runtime_label
+from .runtimes import DEFAULT_ONNX_RUNTIME, EAGER_PRECISIONS, PRECISIONS, RUNTIMES, builder_runtimes, runtime_label
 
 __all__ = ['bench_results_markdown', 'bench_table_markdown', 'machine_line', 'throughput_plot',
            'pipeline_report_markdown', 'write_report', 'report_files', 'main']
@@ -122,7 +122,7 @@ def bench_results_markdown(record: Dict[str, Any]) -> str:
 
 
 def _ratio_value(record: Dict[str, Any], kind: str, role: str, batch: int,
-                 runtime: str = 'ort') -> Optional[float]:
+                 runtime: str = DEFAULT_ONNX_RUNTIME) -> Optional[float]:
     for q in record.get('ratios') or []:
         if q['kind'] == kind and q.get('role') == role and q['batch'] == batch \
                 and q['numerator'].split('/')[1] == runtime:
@@ -137,13 +137,14 @@ def _ips(record: Dict[str, Any], role: str, runtime: str, precision: str, batch:
     return None
 
 
-def bench_table_markdown(records: Sequence[Dict[str, Any]], runtime: str = 'ort') -> str:
+def bench_table_markdown(records: Sequence[Dict[str, Any]], runtime: str = DEFAULT_ONNX_RUNTIME) -> str:
     """The README's performance table: one row per model and batch size, with the best FP32 eager, ONNX Runtime
     FP32 and INT8 images/s and the two ratios (ORT FP32 / best eager, INT8 / FP32) measured in the same run.
 
     ``records`` are bench records (dicts, e.g. ``json.load`` of ``timm-recal bench -o`` files); both the target
     and the ``--compare`` model of each get rows.
     """
+    from .timing import vs_best_eager_kind  # lazily: timing needs numpy, the report of a record does not
     rows = []
     machines = []
     for rec in records:
@@ -157,18 +158,18 @@ def bench_table_markdown(records: Sequence[Dict[str, Any]], runtime: str = 'ort'
             m = rec['models'][role]
             size = m.get('input_size') or []
             for b in sorted({r['batch'] for r in rec.get('results') or [] if r['role'] == role}):
-                eager = [(rt, _ips(rec, role, rt, 'fp32', b)) for rt in ('eager', 'eager_cl')]
+                eager = [(rt, _ips(rec, role, rt, 'fp32', b)) for rt, spec in RUNTIMES.items() if spec.reference]
                 eager = [(rt, v) for rt, v in eager if v is not None]
                 best_rt, best = max(eager, key=lambda e: e[1]) if eager else (None, None)
                 rows.append([
                     _model_name(rec, role), 'x'.join(str(s) for s in size[1:]) or '-', b,
-                    f"{_fmt(best)} ({'NCHW' if best_rt == 'eager' else 'CL'})" if best is not None else '-',
+                    f'{_fmt(best)} ({RUNTIMES[best_rt].layout})' if best is not None else '-',
                     _ips(rec, role, runtime, 'fp32', b), _ips(rec, role, runtime, 'int8', b),
-                    _x(_ratio_value(rec, 'ort_vs_best_eager' if runtime.startswith('ort') else
-                                    f'{runtime}_vs_best_eager', role, b, runtime)),
+                    _x(_ratio_value(rec, vs_best_eager_kind(runtime), role, b, runtime)),
                     _x(_ratio_value(rec, 'int8_vs_fp32', role, b, runtime)),
                 ])
-    lab = 'ORT' if runtime == 'ort' else runtime_label(runtime)
+    spec = RUNTIMES.get(runtime)
+    lab = (spec.short_label or spec.label) if spec else runtime
     header = ['Model', 'Input', 'Batch', 'Best eager FP32 img/s', f'{lab} FP32 img/s', f'{lab} INT8 img/s',
               f'{lab} FP32 / eager', 'INT8 / FP32']
     text = _table(header, rows)
@@ -250,7 +251,7 @@ def _parity_rows(parity: Sequence[Dict[str, Any]], record: Dict[str, Any]) -> Li
         r = p.get('result') or {}
         acc = r.get('accuracy') or {}
         rows.append([
-            _role_name(record, p['role']), runtime_label(p.get('runtime') or 'ort'), p['precision'], 'pass' if r.get('passed') else '**FAIL**', r.get('n_images'),
+            _role_name(record, p['role']), runtime_label(p.get('runtime') or DEFAULT_ONNX_RUNTIME), p['precision'], 'pass' if r.get('passed') else '**FAIL**', r.get('n_images'),
             r.get('max_abs_err'), r.get('max_rel_err'), _pct(r.get('top1_agreement')), _pct(r.get('top5_agreement')),
             '-' if acc.get('pytorch_top1') is None else f"{acc['pytorch_top1']:.1f}% / {acc['onnx_top1']:.1f}%",
             '; '.join(r.get('failures') or []) or '-',
@@ -343,20 +344,24 @@ def _bench_section(record: Dict[str, Any], png_name: Optional[str]) -> List[str]
 
 
 def _engines_section(record: Dict[str, Any]) -> List[str]:
+    """The files the runtimes with a builder made (the engine stage), one table for them all."""
     engines = record.get('engine') or []
     if not engines:
         return []
+    first = builder_runtimes()[0]  # the one builder of records written before engine entries named theirs
+    words = list(dict.fromkeys(e.get('runtime') or first for e in engines))
     rows = []
     for e in engines:
         r = e.get('result') or {}
         prof = r.get('profile') or {}
-        rows.append([e.get('precision'), e.get('status') if e.get('status') != 'skipped'
-                     else f"skipped: {e.get('reason')}", r.get('tensorrt_version', '-'),
-                     (r.get('gpu') or {}).get('name', '-'),
-                     '/'.join(str(prof[k][0]) for k in ('min', 'opt', 'max') if prof.get(k)) or '-',
-                     f"`{os.path.basename(r['output'])}`" if r.get('output') else '-'])
-    return ['## TensorRT engines', '',
-            _table(['Precision', 'Engine', 'TensorRT', 'GPU', 'Batch min/opt/max', 'Plan'], rows), '']
+        rows.append(([runtime_label(e.get('runtime') or first)] if len(words) > 1 else []) + [
+            e.get('precision'), e.get('status') if e.get('status') != 'skipped' else f"skipped: {e.get('reason')}",
+            r.get('tensorrt_version', '-'), (r.get('gpu') or {}).get('name', '-'),
+            '/'.join(str(prof[k][0]) for k in ('min', 'opt', 'max') if prof.get(k)) or '-',
+            f"`{os.path.basename(r['output'])}`" if r.get('output') else '-'])
+    return [f"## {' and '.join(runtime_label(w) for w in words)} engines", '',
+            _table((['Runtime'] if len(words) > 1 else []) + ['Precision', 'Engine', 'TensorRT', 'GPU',
+                                                              'Batch min/opt/max', 'Plan'], rows), '']
 
 
 def _triton_section(record: Dict[str, Any]) -> List[str]:
@@ -421,7 +426,7 @@ def write_report(record: Dict[str, Any], output_dir: str, force: bool = False) -
     return paths
 
 
-def report_files(kind: str, files: Sequence[str], runtime: str = 'ort') -> str:
+def report_files(kind: str, files: Sequence[str], runtime: str = DEFAULT_ONNX_RUNTIME) -> str:
     """The report of bench JSON ``files``: ``table`` (the README table of them all) or ``details`` (of one)."""
     records = []
     for path in files:

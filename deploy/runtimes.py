@@ -23,7 +23,8 @@ from .errors import BatchNotSupported, DeployError
 
 __all__ = ['RuntimeSpec', 'RUNTIMES', 'PRECISIONS', 'FILE_PRECISIONS', 'EAGER_PRECISIONS', 'Runner',
            'BatchNotSupported', 'runtime_spec', 'parse_runtimes', 'open_runtime', 'bench_input', 'check_precisions',
-           'runtime_label', 'supports_precision', 'native_bf16', 'artifact_hook', 'numbers_hook']
+           'runtime_label', 'supports_precision', 'native_bf16', 'artifact_hook', 'numbers_hook', 'builder_hook',
+           'default_runtimes', 'builder_runtimes', 'DEFAULT_ONNX_RUNTIME', 'device_kind']
 
 #: precisions a runtime can run (``--precision``); ``eager --amp`` adds ``EAGER_PRECISIONS``
 PRECISIONS: Tuple[str, ...] = ('fp32', 'fp16', 'bf16', 'int8')
@@ -50,31 +51,52 @@ class RuntimeSpec:
     artifact: Optional[str] = None
     #: ``(bench record field, 'module:function')``: numbers beyond images/s of its timed runners (``numbers_hook``)
     extra_numbers: Optional[Tuple[str, str]] = None
+    #: device kinds ('cpu', 'cuda': ``device_kind``) on which bench runs it when ``--runtimes`` is not given
+    default_on: Tuple[str, ...] = ()
+    #: device kinds on which the pipeline's default adds it to bench's, when its ``package`` is importable (the
+    #: pipeline recommends a runtime; bench's default stays the one every install has)
+    pipeline_on: Tuple[str, ...] = ()
+    #: the ONNX runtime a run checks its files with when it names none; its parity records keep the short names
+    #: (``parity_{precision}.json``) and its FP32 speed is what reports compare with (``DEFAULT_ONNX_RUNTIME``)
+    onnx_default: bool = False
+    #: 'module:function' building a file of its own from an ONNX file before it can open or serve it (TensorRT's
+    #: plan): the pipeline's ``engine`` stage runs every row that has one (``builder_hook``)
+    builder: Optional[str] = None
+    #: its builder parses only signed INT8 QDQ files (zero point 0): the pipeline quantizes symmetrically for it
+    int8_symmetric: bool = False
+    #: a table header's short name ('ORT'); the label when None
+    short_label: Optional[str] = None
+    #: a reference row's memory layout, as tables tag the faster of them ('NCHW', 'CL')
+    layout: Optional[str] = None
 
 
 #: the runtime table; a new runtime is one row here plus its opener module
 RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('eager', 'PyTorch eager (NCHW)', 'model', 'eager_runtime:open_eager', 'torch', 'deploy',
-                precisions=('fp32', 'bf16'), reference=True),
+                precisions=('fp32', 'bf16'), reference=True, default_on=('cpu', 'cuda'), layout='NCHW'),
     RuntimeSpec('eager_cl', 'PyTorch eager (channels_last)', 'model', 'eager_runtime:open_eager_cl', 'torch',
-                'deploy', precisions=('fp32', 'bf16'), reference=True),
+                'deploy', precisions=('fp32', 'bf16'), reference=True, default_on=('cpu', 'cuda'), layout='CL'),
     RuntimeSpec('ort', 'ONNX Runtime CPU', 'onnx', 'ort_runtime:open_ort', 'onnxruntime', 'deploy',
-                providers=('CPUExecutionProvider',)),
+                providers=('CPUExecutionProvider',), default_on=('cpu',), onnx_default=True, short_label='ORT'),
     RuntimeSpec('ort_cuda', 'ONNX Runtime CUDA', 'onnx', 'ort_runtime:open_ort_cuda', 'onnxruntime-gpu', 'deploy',
-                gpu=True, providers=('CUDAExecutionProvider', 'CPUExecutionProvider')),
+                gpu=True, providers=('CUDAExecutionProvider', 'CPUExecutionProvider'), default_on=('cuda',)),
     RuntimeSpec('ort_trt', 'ONNX Runtime TensorRT', 'onnx', 'ort_runtime:open_ort_trt', 'onnxruntime-gpu',
                 'deploy', gpu=True,
-                providers=('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')),
+                providers=('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider'),
+                default_on=('cuda',)),
     RuntimeSpec('openvino', 'OpenVINO CPU', 'onnx', 'openvino_runtime:open_openvino', 'openvino', 'openvino',
-                precisions=('fp32', 'bf16', 'int8'), artifact='openvino_int8:bench_artifact'),
+                precisions=('fp32', 'bf16', 'int8'), artifact='openvino_int8:bench_artifact', pipeline_on=('cpu',)),
     RuntimeSpec('trt', 'TensorRT', 'onnx', 'tensorrt_runtime:open_tensorrt', 'tensorrt', 'tensorrt', gpu=True,
-                extra_numbers=('tensorrt', 'tensorrt_runtime:bench_numbers')),
+                extra_numbers=('tensorrt', 'tensorrt_runtime:bench_numbers'),
+                builder='tensorrt_build:pipeline_build', int8_symmetric=True),
     # compiled PyTorch (CPU and CUDA): torch.compile in this process; an AOTInductor package built in a child
     RuntimeSpec('inductor', 'PyTorch inductor (torch.compile)', 'model', 'inductor_runtime:open_inductor', 'torch',
                 'deploy', precisions=('fp32', 'bf16', 'fp16')),
     RuntimeSpec('aoti', 'PyTorch AOTInductor (.pt2)', 'model', 'aoti_runtime:open_aoti', 'torch', 'deploy',
                 precisions=('fp32', 'bf16', 'fp16')),
 )}
+#: the ONNX runtime of a run that names none (parity's files, the speed reports compare with)
+DEFAULT_ONNX_RUNTIME: str = next(w for w, r in RUNTIMES.items() if r.onnx_default)
 
 
 def runtime_spec(word: str) -> RuntimeSpec:
@@ -87,6 +109,29 @@ def runtime_spec(word: str) -> RuntimeSpec:
 
 def runtime_label(word: str) -> str:
     return RUNTIMES[word].label if word in RUNTIMES else word
+
+
+def device_kind(device: str) -> str:
+    """``'cuda'`` for ``cuda``/``cuda:N``, else ``'cpu'``: the key of a row's ``default_on``/``pipeline_on``."""
+    return 'cuda' if str(device).startswith('cuda') else 'cpu'
+
+
+def default_runtimes(device: str, *, pipeline: bool = False) -> List[str]:
+    """The runtimes a run on ``device`` times without ``--runtimes``, in table order: the rows whose
+    ``default_on`` names its kind; with ``pipeline``, then those whose ``pipeline_on`` does and whose package
+    is importable (nothing is imported)."""
+    import importlib.util
+    kind = device_kind(device)
+    words = [w for w, r in RUNTIMES.items() if kind in r.default_on]
+    if pipeline:
+        words += [w for w, r in RUNTIMES.items() if kind in r.pipeline_on and w not in words
+                  and importlib.util.find_spec(r.package) is not None]
+    return words
+
+
+def builder_runtimes() -> List[str]:
+    """The runtimes that build a file of their own from an ONNX file (``builder``), in table order."""
+    return [w for w, r in RUNTIMES.items() if r.builder]
 
 
 def parse_runtimes(text: Any) -> List[str]:
@@ -142,6 +187,14 @@ def numbers_hook(word: str) -> Optional[Tuple[str, Callable[..., Any]]]:
     expect beyond images/s (``trt``: trtexec's), or None."""
     spec = runtime_spec(word)
     return (spec.extra_numbers[0], _hook(spec, spec.extra_numbers[1])) if spec.extra_numbers else None
+
+
+def builder_hook(word: str) -> Optional[Callable[..., Any]]:
+    """``fn(onnx_path, precision, *, max_batch_size, log) -> (built file, JSON-able record)``: the file runtime
+    ``word`` builds from an ONNX file (beside it), or None when it opens ONNX files as they are. It raises
+    ``NotAvailableHere`` (the reason) when this machine or this file cannot be built for: a skip, not a failure."""
+    spec = runtime_spec(word)
+    return _hook(spec, spec.builder) if spec.builder else None
 
 
 def _hook(spec: RuntimeSpec, ref: str) -> Callable[..., Any]:

@@ -43,18 +43,18 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from timm_recal.outputs import OutputError, OutputExistsError, check_writable_folder, resolve_output, write_bytes
 
-from .errors import DeployError
+from .errors import DeployError, NotAvailableHere
 from .metadata import read_metadata
 from .trt_ops import check_onnx_for_tensorrt
 
 __all__ = [
     'INSTALL_HINT', 'DEFAULT_BATCH_PROFILE', 'SIDECAR_FORMAT', 'import_tensorrt', 'cuda_device', 'require_tensorrt',
     'tensorrt_major', 'build_settings', 'create_network_and_config', 'parse_batch_profile', 'sidecar_path',
-    'read_sidecar', 'check_sidecar', 'file_sha256', 'build_engine', 'load_engine',
+    'read_sidecar', 'check_sidecar', 'file_sha256', 'build_engine', 'load_engine', 'pipeline_build',
 ]
 
 INSTALL_HINT = ("pip install 'timm-recal[tensorrt]' (TensorRT's libraries come from NVIDIA's package index, "
@@ -349,6 +349,26 @@ def build_engine(
     if timing_cache is not None:
         _save_timing_cache(config, timing_cache)
     return {**side, 'output': path, 'sidecar': sidecar_path(path)}
+
+
+def pipeline_build(onnx_path: str, precision: str, *, max_batch_size: int = 0,
+                   log: Optional[Callable[[str], None]] = None) -> Tuple[str, Dict[str, Any]]:
+    """The ``trt`` row's builder (``runtimes.builder_hook``): ``(plan, build record)`` of the plan beside
+    ``onnx_path``, with a batch profile that takes every batch Triton may send (``max_batch_size``).
+    ``NotAvailableHere`` when TensorRT or a GPU is missing, or for an INT8 file not in the QDQ form TensorRT
+    parses: the pipeline reports the step as skipped with the reason."""
+    try:
+        trt, _ = require_tensorrt()
+    except DeployError as e:
+        raise NotAvailableHere(str(e)) from None
+    check = check_onnx_for_tensorrt(onnx_path, tensorrt_major(trt))
+    if not check.passed and precision == 'int8':  # our U8S8 QDQ file: TensorRT wants signed INT8, zero point 0
+        raise NotAvailableHere('the INT8 file is not in the QDQ form TensorRT parses (' + check.errors[0]['problem']
+                               + '); quantize it with --symmetric (signed INT8 activations, zero point 0)')
+    batch = f'1,{min(16, max_batch_size)},{max_batch_size}' if max_batch_size else None
+    plan = os.path.splitext(onnx_path)[0] + '.plan'
+    record = build_engine(onnx_path, plan, batch=batch)
+    return plan, record
 
 
 def _resolve_build_outputs(output: str, force: bool, stem: str, timing_cache: Optional[str]) -> str:

@@ -16,7 +16,8 @@ import numpy as np
 from .errors import DeployError
 from .runtimes import PRECISIONS, RUNTIMES
 
-__all__ = ['time_interleaved', 'summarize_times', 'compute_ratios', 'machine_info', 'busy_cpus', 'amx_usable']
+__all__ = ['time_interleaved', 'summarize_times', 'compute_ratios', 'machine_info', 'busy_cpus', 'amx_usable',
+           'vs_best_eager_kind']
 
 _EAGER = [w for w, r in RUNTIMES.items() if r.reference]
 _ONNX = [w for w, r in RUNTIMES.items() if not r.reference]  # every other runtime: ONNX files, compiled PyTorch
@@ -96,6 +97,12 @@ def _ratio(kind: str, num: Dict[str, Any], den: Dict[str, Any], **extra) -> Dict
     )
 
 
+def vs_best_eager_kind(runtime: str) -> str:
+    """The ratio kind of ``runtime``'s FP32 over the best FP32 eager: ``ort_vs_best_eager`` for every ONNX Runtime
+    provider (the name records have always had), ``<runtime>_vs_best_eager`` for the others."""
+    return 'ort_vs_best_eager' if runtime.startswith('ort') else f'{runtime}_vs_best_eager'
+
+
 def compute_ratios(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Speed ratios (``images_per_s`` of numerator / denominator, each the median over repeats) at each batch:
 
@@ -128,8 +135,7 @@ def _ratios_within(idx: Dict[Tuple, Dict[str, Any]], role: str, b: int) -> List[
         if fp32 is None:
             continue
         if best is not None:
-            kind = 'ort_vs_best_eager' if rt.startswith('ort') else f'{rt}_vs_best_eager'
-            out.append(_ratio(kind, fp32, best, role=role, model=fp32['model']))
+            out.append(_ratio(vs_best_eager_kind(rt), fp32, best, role=role, model=fp32['model']))
         for p in [p for p in PRECISIONS if p != 'fp32']:
             low = idx.get((role, rt, p, b))
             if low is not None:

@@ -12,9 +12,10 @@ config cannot drift from the model. ``config.pbtxt`` is written as protobuf text
 installed (the ``[test]`` extra), parsed back into Triton's own ``ModelConfig`` message and compared with the
 artifact before anything is written (``validate_triton_config``); CI always does that.
 
-Triton's backend names map to our runtime words: ``onnxruntime`` = ``ort``, ``tensorrt`` = ``trt``,
-``openvino`` = ``openvino`` (it loads ``model.onnx`` through ``default_model_filename``, per the OpenVINO
-backend's README). Instance groups are ``KIND_CPU`` for ONNX Runtime and OpenVINO, ``KIND_GPU`` for TensorRT.
+Triton's backends are rows of ``triton_backends.TRITON_BACKENDS`` (our runtime word, the file, the instance kind,
+the platform, what the pipeline serves): ``onnxruntime`` = ``ort``, ``tensorrt`` = ``trt``, ``openvino`` =
+``openvino`` (it loads ``model.onnx`` through ``default_model_filename``, per the OpenVINO backend's README),
+``pytorch`` = ``aoti``. Instance groups are ``KIND_CPU`` for ONNX Runtime and OpenVINO, ``KIND_GPU`` for TensorRT.
 References: Triton's ``docs/user_guide/model_configuration.md`` and ``model_repository.md``
 (triton-inference-server/server), ``model_config.proto`` (as shipped in ``tritonclient.grpc.model_config_pb2``),
 triton-inference-server/openvino_backend ``README.md``.
@@ -32,25 +33,17 @@ from .export import export_onnx
 from .metadata import load_onnx, read_metadata
 from .onnx_save import copy_onnx
 from .tensorrt_build import build_engine, read_sidecar, require_tensorrt, sidecar_path
+from .triton_backends import ARTIFACTS, TRITON_BACKENDS, triton_backend
 
 __all__ = [
     'TRITON_BACKENDS', 'BACKEND_RUNTIME', 'artifact_io', 'triton_config_text', 'validate_triton_config',
     'write_triton_repository', 'triton_client_example', 'triton_artifact',
 ]
 
-#: Triton backend -> (our runtime word, model file name in the version folder, instance kind)
-TRITON_BACKENDS = {
-    'onnxruntime': ('ort', 'model.onnx', 'KIND_CPU'),
-    'tensorrt': ('trt', 'model.plan', 'KIND_GPU'),
-    'openvino': ('openvino', 'model.onnx', 'KIND_CPU'),
-    # Triton 26.03+: the PyTorch backend's AOTInductor platform; the instance kind follows the package's device
-    'pytorch': ('aoti', 'model.pt2', 'KIND_CPU'),
-}
-#: the ``platform`` a backend's config names (the PyTorch backend serves TorchScript unless told otherwise)
-_PLATFORMS = {'pytorch': 'torch_aoti'}
 #: the first Triton release whose PyTorch backend loads AOTInductor packages
 TORCH_AOTI_TRITON = '26.03'
-BACKEND_RUNTIME = {k: v[0] for k, v in TRITON_BACKENDS.items()}
+#: Triton backend -> our runtime word
+BACKEND_RUNTIME = {k: b.runtime for k, b in TRITON_BACKENDS.items()}
 
 #: numpy dtype name -> Triton data type
 _TRITON_TYPES = {
@@ -143,8 +136,7 @@ def triton_config_text(name: str, backend: str, io: Dict[str, Any], *, max_batch
                        preferred_batch_sizes: Sequence[int] = (), max_queue_delay_us: int = 100,
                        instance_count: int = 1, label_filename: Optional[str] = 'labels.txt') -> str:
     """The ``config.pbtxt`` text for ``io`` (as ``artifact_io`` returns) under one Triton backend."""
-    if backend not in TRITON_BACKENDS:
-        raise DeployError(f"backend must be one of {', '.join(TRITON_BACKENDS)}, got {backend!r}")
+    row = triton_backend(backend)
     if max_batch_size < 0 or instance_count < 1 or max_queue_delay_us < 0:
         raise DeployError('max_batch_size and the queue delay must be >= 0 and instance_count >= 1')
     bad = [b for b in preferred_batch_sizes if b < 1 or (max_batch_size and b > max_batch_size)]
@@ -152,13 +144,12 @@ def triton_config_text(name: str, backend: str, io: Dict[str, Any], *, max_batch
         raise DeployError(f'preferred batch sizes {bad} must lie in 1..max_batch_size ({max_batch_size})')
     if preferred_batch_sizes and max_batch_size == 0:
         raise DeployError('preferred batch sizes need batching (max_batch_size > 0)')
-    _, filename, kind = TRITON_BACKENDS[backend]
-    kind = io.get('instance_kind') or kind
+    kind = io.get('instance_kind') or row.instance_kind
     lines = [f'name: {_pb_str(name)}', f'backend: {_pb_str(backend)}', f'max_batch_size: {max_batch_size}']
-    if backend in _PLATFORMS:
-        lines.insert(1, f'platform: {_pb_str(_PLATFORMS[backend])}')
-    if backend == 'openvino':
-        lines.append(f'default_model_filename: {_pb_str(filename)}')
+    if row.platform:
+        lines.insert(1, f'platform: {_pb_str(row.platform)}')
+    if row.default_model_filename:
+        lines.append(f'default_model_filename: {_pb_str(row.filename)}')
     for section, tensors, what in (('input', io['inputs'], 'input'), ('output', io['outputs'], 'output')):
         dims = _batch_dims(tensors, max_batch_size, what)
         entries = []
@@ -200,8 +191,8 @@ def validate_triton_config(text: str, io: Dict[str, Any], backend: str, max_batc
     problems = []
     if cfg.backend != backend:
         problems.append(f'backend {cfg.backend!r} != {backend!r}')
-    if cfg.platform != _PLATFORMS.get(backend, ''):
-        problems.append(f"platform {cfg.platform!r} != {_PLATFORMS.get(backend, '')!r}")
+    if cfg.platform != triton_backend(backend).platform:
+        problems.append(f"platform {cfg.platform!r} != {triton_backend(backend).platform!r}")
     if cfg.max_batch_size != max_batch_size:
         problems.append(f'max_batch_size {cfg.max_batch_size} != {max_batch_size}')
     for got, want, what in ((cfg.input, io['inputs'], 'input'), (cfg.output, io['outputs'], 'output')):
@@ -214,7 +205,7 @@ def validate_triton_config(text: str, io: Dict[str, Any], backend: str, max_batc
                 problems.append(f'{what} {g.name} dims {list(g.dims)} != {shape}')
             if model_config_pb2.DataType.Name(g.data_type) != _TRITON_TYPES.get(w['dtype']):
                 problems.append(f"{what} {g.name} type {model_config_pb2.DataType.Name(g.data_type)} != {w['dtype']}")
-    want_kind = io.get('instance_kind') or TRITON_BACKENDS[backend][2]
+    want_kind = io.get('instance_kind') or triton_backend(backend).instance_kind
     if [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in cfg.instance_group] != [want_kind]:
         problems.append(f'instance group kind is not {want_kind}')
     if problems:
@@ -253,10 +244,11 @@ def write_triton_repository(
     ``name`` defaults to the model's architecture (ONNX metadata or sidecar), else the file name. An existing
     ``repo_dir`` is replaced only with ``force``.
     """
-    if backend == 'pytorch':
+    row = triton_backend(backend)
+    if not row.batching:
         max_batch_size, preferred_batch_sizes = 0, ()  # torch_aoti: no Triton batching; explicit dims, batch -1
     io = _served_artifact_io(source, backend, max_batch_size)
-    runtime, filename, _ = TRITON_BACKENDS[backend]
+    runtime, filename = row.runtime, row.filename
     meta = io['metadata']
     name = name or meta.get('architecture') or os.path.splitext(os.path.basename(source))[0]
     name = _MODEL_NAME.sub('_', name).strip('._') or 'model'
@@ -288,20 +280,12 @@ def write_triton_repository(
 
 def _served_artifact_io(source: str, backend: str, max_batch_size: int) -> Dict[str, Any]:
     """``artifact_io`` of ``source`` after checking that ``backend`` serves that kind of file at that batch."""
-    if backend not in TRITON_BACKENDS:
-        raise DeployError(f"--backend must be one of {', '.join(TRITON_BACKENDS)} "
-                          f"(our runtimes {', '.join(BACKEND_RUNTIME.values())}), got {backend!r}")
+    row = triton_backend(backend)
     io = artifact_io(source)
-    if backend == 'tensorrt' and io['kind'] != 'plan':
-        raise DeployError('the tensorrt backend serves a TensorRT engine: build one first with '
-                          '`timm-recal engine MODEL.onnx -o model.plan` and pass the .plan')
-    if backend == 'pytorch' and io['kind'] != 'pt2':
-        raise DeployError('the pytorch backend serves an AOTInductor package (.pt2): timm-recal export MODEL '
-                          '--format aoti, or pass the MODEL')
-    if io['kind'] == 'pt2' and backend != 'pytorch':
-        raise DeployError('an AOTInductor package (.pt2) is served by --backend pytorch')
-    if backend not in ('tensorrt', 'pytorch') and io['kind'] != 'onnx':
-        raise DeployError(f'the {backend} backend serves an ONNX file; a .plan is for --backend tensorrt')
+    if io['kind'] != row.artifact:
+        others = '/'.join(b.name for b in TRITON_BACKENDS.values() if b.artifact == io['kind'])
+        raise DeployError(f"the {backend} backend serves {ARTIFACTS[row.artifact]}{': ' + row.hint if row.hint else ''}"
+                          f"; {ARTIFACTS[io['kind']]} is served by --backend {others}")
     if io['kind'] == 'plan':
         prof_max = (io['sidecar'].get('profile') or {}).get('max') or []
         if max_batch_size and prof_max and prof_max[0] < max_batch_size:
@@ -429,8 +413,7 @@ def triton_artifact(source: str, backend: str, workdir: str, *, export_options: 
     as it is. For ``tensorrt`` TensorRT and a GPU are checked first, before any export: a machine without them
     gets one message naming what is missing, and nothing is written."""
     log = log or (lambda msg: None)
-    if backend not in TRITON_BACKENDS:
-        raise DeployError(f"--backend must be one of {', '.join(TRITON_BACKENDS)}, got {backend!r}")
+    triton_backend(backend)
     is_plan = source.lower().endswith(_PLAN_SUFFIXES)
     if backend == 'tensorrt' and not is_plan:
         require_tensorrt()

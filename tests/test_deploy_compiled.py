@@ -332,3 +332,29 @@ def test_pipeline_checks_recommends_and_survives_a_failed_compile(cnn3_package, 
     assert not r.passed and any('aoti' in s for s in r.failed_stages)
     assert r.bench['failed'][0]['key'] == 'target/aoti/fp32' and 'SIGKILL' in r.bench['failed'][0]['error']
     assert {x['runtime'] for x in r.bench['results']} == {'ort'} and (tmp_path / 'crash' / 'report.md').is_file()
+
+
+def test_pipeline_triton_stage_serves_the_package(cnn3_package, compile_cache, tmp_path, monkeypatch):
+    """``pipeline --stages export,triton --backend pytorch``: the repository serves the target's AOTInductor
+    package (platform torch_aoti), taken from the cache (this session's one compile); a compile that dies is
+    the triton stage's error, and the pipeline still writes its record and report."""
+    pytest.importorskip('tritonclient.grpc.model_config_pb2', reason='needs tritonclient[grpc] (the [test] extra)')
+    from timm_recal_deploy.pipeline import pipeline
+    _, ckpt, path = cnn3_package
+    kw = dict(checkpoint=str(ckpt), stages=['export', 'triton', 'report'], precisions=['fp32'], exporter='legacy',
+              backend='pytorch')
+    r = pipeline(NAME, str(tmp_path / 'ok'), **kw)
+    assert r.passed and r.triton['status'] == 'written' and r.triton['runtime'] == 'aoti'
+    served = tmp_path / 'ok' / 'triton' / NAME / '1' / 'model.pt2'
+    with open(path, 'rb') as f:
+        assert served.read_bytes() == f.read()  # the export's package: the same cache entry, not a second compile
+    assert len(list(compile_cache.glob('aoti/*.pt2'))) == 1
+    config = (tmp_path / 'ok' / 'triton' / NAME / 'config.pbtxt').read_text()
+    assert 'platform: "torch_aoti"' in config and 'max_batch_size: 0' in config
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / 'empty_cache'))
+    monkeypatch.setenv(CRASH_HOOK_ENV, 'SIGKILL')
+    r = pipeline(NAME, str(tmp_path / 'crash'), **kw)
+    stages = {s['stage']: s for s in r.stages}
+    assert not r.passed and stages['triton']['status'] == 'error' and 'SIGKILL' in stages['triton']['error']
+    assert r.triton is None and not (tmp_path / 'crash' / 'triton').exists()
+    assert (tmp_path / 'crash' / 'report.md').is_file() and stages['export']['status'] == 'ok'

@@ -191,7 +191,8 @@ def test_serving_stages_engine_skipped_without_tensorrt_and_triton_written(tmp_p
     rec = json.loads(capsys.readouterr().out)
     stages = {s['stage']: s for s in rec['stages']}
     assert stages['engine']['status'] == 'skipped' and 'TensorRT is not installed' in stages['engine']['reason']
-    assert rec['engine'] == [{'precision': 'fp32', 'status': 'skipped', 'reason': stages['engine']['reason']}]
+    assert rec['engine'] == [{'runtime': 'trt', 'precision': 'fp32', 'status': 'skipped',
+                              'reason': stages['engine']['reason']}]
     assert stages['triton']['status'] == 'ok' and rec['passed']
     tri = rec['triton']
     assert tri['backend'] == 'openvino' and tri['validated_with_model_config_pb2'] is True

@@ -127,7 +127,7 @@ def test_tensorrt_repository_from_a_plan_and_its_sidecar(exported, tmp_path):
     (tmp_path / 'se_cnn3.plan.json').write_text(json.dumps(side))
     with pytest.raises(DeployError, match='exceeds the engine profile max batch 16'):
         write_triton_repository(str(plan), str(tmp_path / 'r'), backend='tensorrt', max_batch_size=32)
-    with pytest.raises(DeployError, match='a .plan is for --backend tensorrt'):
+    with pytest.raises(DeployError, match='a TensorRT engine \\(.plan\\) is served by --backend tensorrt'):
         write_triton_repository(str(plan), str(tmp_path / 'r'), backend='onnxruntime')
     r = write_triton_repository(str(plan), str(tmp_path / 'r'), backend='tensorrt', max_batch_size=16,
                                 preferred_batch_sizes=(4, 16))

@@ -1,0 +1,122 @@
+"""A runtime is one row (issue 20): the pipeline's stages and bench read the runtime table and the Triton backend
+table and name no runtime; a new row with a builder is built by the engine stage and served by the triton stage
+without a change to the pipeline."""
+import ast
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip('onnxruntime')
+
+from timm_recal_deploy import pipeline as pl, runtimes, triton_backends  # noqa: E402
+from timm_recal_deploy.errors import DeployError  # noqa: E402
+from timm_recal_deploy.runtimes import RUNTIMES, RuntimeSpec, default_runtimes  # noqa: E402
+
+DEPLOY = Path(pl.__file__).parent
+#: words a stage would branch on: our runtime words and the TensorRT builder's name
+RUNTIME_WORDS = frozenset(RUNTIMES) | {'tensorrt'}
+
+
+def _code_strings(path: Path):
+    """``(line, text)`` of every string constant of a module that is not a docstring (f-string parts included)."""
+    tree = ast.parse(path.read_text(encoding='utf-8'))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+@pytest.mark.parametrize('module', ['pipeline.py', 'bench.py', 'recommend.py'])
+def test_stages_name_no_runtime(module):
+    """The stages read rows; a string in their code that is a runtime word (``'ort'``, ``'openvino'``...) is a
+    branch on one runtime, which belongs in ``runtimes.RUNTIMES`` (docstrings and comments may name them)."""
+    named = [(line, text) for line, text in _code_strings(DEPLOY / module)
+             if set(re.findall(r'\w+', text)) & RUNTIME_WORDS]
+    assert named == [], f'{module} names runtimes in code: {named}'
+
+
+def test_the_word_check_sees_a_runtime_in_code(tmp_path):
+    """The check above can fail: a stage that branches on a word is caught, its docstring is not."""
+    src = tmp_path / 'stage.py'
+    src.write_text('def f(w):\n    """Runs ort."""\n    return w == "openvino" or f"{w}_trt"\n')
+    found = [text for _, text in _code_strings(src) if set(re.findall(r'\w+', text)) & RUNTIME_WORDS]
+    assert found == ['openvino']
+
+
+def test_default_sets_come_from_the_rows(monkeypatch):
+    """bench's default per device, and the pipeline's (rows whose ``pipeline_on`` names the device and whose
+    package imports) are the table's: a new row joins them by its fields alone."""
+    assert default_runtimes('cpu') == ['eager', 'eager_cl', 'ort']
+    assert default_runtimes('cuda:1') == ['eager', 'eager_cl', 'ort_cuda', 'ort_trt']
+    monkeypatch.setitem(RUNTIMES, 'fakert', RuntimeSpec('fakert', 'Fake', 'onnx', 'ort_runtime:open_ort', 'json',
+                                                        'deploy', pipeline_on=('cpu',)))
+    monkeypatch.setitem(RUNTIMES, 'absent', RuntimeSpec('absent', 'Absent', 'onnx', 'ort_runtime:open_ort',
+                                                        'no_such_package_here', 'deploy', pipeline_on=('cpu',)))
+    words = pl.pipeline_runtimes(pl.PipelineOptions(device='cpu'))
+    assert words[:3] == ['eager', 'eager_cl', 'ort'] and words[-1] == 'fakert' and 'absent' not in words
+    assert 'fakert' not in pl.pipeline_runtimes(pl.PipelineOptions(device='cuda'))
+    assert 'fakert' not in default_runtimes('cpu')
+    assert pl.parity_jobs(pl.PipelineOptions(stages=['export', 'parity'], precisions=['fp32'])) == [
+        (runtimes.DEFAULT_ONNX_RUNTIME, 'fp32')]
+
+
+def _copy_build(calls):
+    def build(onnx_path, precision, *, max_batch_size, log):
+        """A builder of a runtime that is not in the table: its file is a copy of the ONNX file."""
+        calls.append((onnx_path, precision, max_batch_size))
+        out = onnx_path[:-len('.onnx')] + '.fake.onnx'
+        shutil.copyfile(onnx_path, out)
+        return out, {'output': out, 'precision': precision}
+    return build
+
+
+def test_a_new_row_with_a_builder_is_built_and_served(tmp_path, monkeypatch):
+    """A runtime row with a ``builder`` and a Triton backend row that serves its built file, registered in the
+    tables only: the engine stage calls the builder for each ONNX file (next to TensorRT, skipped here with its
+    reason) and the triton stage serves the FP32 file it built."""
+    from timm_recal_deploy import tensorrt_build
+    monkeypatch.setattr(tensorrt_build, 'import_tensorrt', lambda: (None, "ImportError: No module named 'tensorrt'"))
+    monkeypatch.setattr(tensorrt_build, 'cuda_device', lambda index=0: None)
+    calls = []
+    monkeypatch.setattr(runtimes, 'fake_copy_build', _copy_build(calls), raising=False)
+    monkeypatch.setitem(RUNTIMES, 'fakert', RuntimeSpec('fakert', 'Fake runtime', 'onnx', 'ort_runtime:open_ort',
+                                                        'onnxruntime', 'deploy', builder='runtimes:fake_copy_build'))
+    monkeypatch.setitem(triton_backends.TRITON_BACKENDS, 'fakeserve', triton_backends.TritonBackend(
+        'fakeserve', 'fakert', 'model.onnx', 'KIND_CPU', 'onnx', 'built'))
+    out = tmp_path / 'p'
+    log = []
+    r = pl.pipeline('cnn3', str(out), stages=['export', 'quantize', 'engine', 'triton'], precisions=['fp32', 'fp16'],
+                    exporter='legacy', backend='fakeserve', max_batch_size=4, log=log.append)
+    assert [(Path(p).name, q, b) for p, q, b in calls] == [('cnn3.onnx', 'fp32', 4), ('cnn3_fp16.onnx', 'fp16', 4)]
+    engine = {(e['runtime'], e['precision']): e for e in r.engine}
+    assert {k: e['status'] for k, e in engine.items()} == {
+        ('trt', 'fp32'): 'skipped', ('trt', 'fp16'): 'skipped', ('fakert', 'fp32'): 'built',
+        ('fakert', 'fp16'): 'built'}
+    assert 'TensorRT is not installed' in engine[('trt', 'fp32')]['reason']
+    # TensorRT (the first builder row) keeps engine_{p}.json; a later row names itself, as parity does
+    assert json.loads((out / 'engine_fakert_fp16.json').read_text())['precision'] == 'fp16'
+    assert not (out / 'engine_fp32.json').exists()  # skipped: no record
+    assert r.passed and r.triton['status'] == 'written' and r.triton['runtime'] == 'fakert'
+    assert (out / 'triton' / 'cnn3' / '1' / 'model.onnx').is_file() and (out / 'cnn3.fake.onnx').is_file()
+    assert all(f'[{i}/{len(r.stages)}]' in '\n'.join(log) for i in range(1, len(r.stages) + 1))
+    assert len(r.stages) == 1 + 1 + 2 * 2 + 1  # export, quantize fp16, 2 builder rows x 2 files, triton
+
+
+def test_backend_words_are_the_table(tmp_path, capsys):
+    """``--backend pytorch`` is accepted by the pipeline (it was refused before the table), and a bad word is
+    one line that lists the table's words, before any stage runs."""
+    from timm_recal.cli import main
+    pl._check_options(pl.PipelineOptions(backend='pytorch', stages=['export', 'triton']))
+    with pytest.raises(DeployError, match='--backend must be one of onnxruntime, tensorrt, openvino, pytorch, '
+                                          "got 'tensorrtx'"):
+        pl.pipeline('cnn3', str(tmp_path / 'p'), stages=['export', 'triton'], backend='tensorrtx')
+    assert not (tmp_path / 'p').exists()
+    rc = main(['pipeline', 'cnn3', '-o', str(tmp_path / 'q'), '--backend', 'tensorrtx'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and "invalid choice: 'tensorrtx'" in err[-1]
+    assert all(w in err[-1] for w in triton_backends.TRITON_BACKENDS) and not (tmp_path / 'q').exists()
