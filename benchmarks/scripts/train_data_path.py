@@ -49,7 +49,7 @@ def _two_epoch_config(config: str, tmp: str) -> str:
 def _run(args, data: str, path: str, out: str) -> float:
     cmd = ['timm-recal', 'train', '-c', args.run_config, '--data-dir', data,
            '--max-steps-per-epoch', str(args.steps), '--data-path', path, '--data-cache', args.cache,
-           '--threads', str(args.threads), '-o', out, '--force']
+           '--threads', str(args.threads), '-o', out, '--force', *args.train_args.split()]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(out, 'summary.csv'), newline='') as f:
         rows = list(csv.DictReader(f))
@@ -122,6 +122,8 @@ def main() -> int:
     p.add_argument('--mode', choices=['runs', 'steps', 'loader'], default='runs',
                    help='runs: whole `timm-recal train` runs per path; steps: training steps of both paths '
                         'interleaved in one process; loader: the loaders alone (no model)')
+    p.add_argument('--train-args', default='', metavar='"ARGS"',
+                   help='runs: more `timm-recal train` options, the same for both paths (e.g. "--torchcompile")')
     p.add_argument('-o', '--output', required=True)
     args = p.parse_args()
     from deploy.timing import busy_cpus, machine_info
@@ -158,6 +160,7 @@ def main() -> int:
         'kind': 'timm-recal-train-data-path',
         'what': 'training images/s of `timm-recal train`, device-resident data path vs JPEG path, same config',
         'config': os.path.relpath(args.config, ROOT), 'steps_per_epoch': args.steps, 'threads': args.threads,
+        'train_args': args.train_args,
         'train_images_per_class': args.subset[0],
         'img_per_s': {k: v for k, v in speeds.items()},
         'median_img_per_s': {k: statistics.median(v) for k, v in speeds.items()},
