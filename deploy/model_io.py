@@ -313,6 +313,10 @@ def _size_kwargs(name: str, parsed: Dict[str, Any], state_dict, hf_config: Dict[
     return kwargs
 
 
+#: the seed of timm's random init when a model has no checkpoint or pretrained weights
+RANDOM_WEIGHTS_SEED = 0
+
+
 def _create(timm, spec: str, name: str, use_pretrained: bool, kwargs: Dict[str, Any]) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=use_pretrained, exportable=True, **kwargs)
@@ -356,7 +360,14 @@ def load_model(
     hf_config = ckpt_info.get('hf_config') or {}
     name, use_pretrained = _name_and_pretrained(spec, parsed, state_dict is not None, pretrained)
     kwargs = {**_create_kwargs(hf_config), **_size_kwargs(name, parsed, state_dict, hf_config, num_classes, img_size)}
-    model = _create(timm, spec, name, use_pretrained, kwargs)
+    if state_dict is None and not use_pretrained:
+        # timm's random init, seeded (the caller's generator untouched): the same spec gives the same weights in
+        # every process, so random-weight exports repeat byte for byte and compiled packages hit their cache
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = _create(timm, spec, name, use_pretrained, kwargs)
+    else:
+        model = _create(timm, spec, name, use_pretrained, kwargs)
     arch = model.pretrained_cfg.get('architecture') or parsed['architecture'] or name
     if state_dict is not None:
         problem = _describe_mismatch(model, state_dict, arch, ckpt_info.get('architecture'), checkpoint)

@@ -219,3 +219,17 @@ def test_tagged_name_without_weights_offline(monkeypatch):
         load_model('resnet18.a1_in1k')
     with pytest.raises(DeployError, match='unknown pretrained tag'):
         load_model('resnet18.no_such_tag')
+
+
+def test_random_weights_are_the_same_in_every_load_and_leave_the_callers_generator_alone():
+    """A model without weights gets timm's init, seeded: the same spec gives the same weights in every process
+    (random-weight exports repeat; compiled packages hit their cache), and the global generator is untouched."""
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first, info = load_model('cnn3')
+    second, _ = load_model('cnn3')
+    assert info['weights'] == 'random'
+    assert torch.equal(torch.rand(3), expected_next)
+    for (k, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), k
