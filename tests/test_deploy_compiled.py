@@ -174,6 +174,15 @@ def test_unsupported_precision_is_one_line_and_writes_nothing(tmp_path, capsys, 
         compiled_dtype('fp16', 'cpu')
 
 
+@pytest.mark.parametrize('value,message', [('0', 'wants batch sizes >= 1'), ('1,x', 'comma-separated'),
+                                           ('2048', 'must lie in 1..--max-batch (1024)')])
+def test_bad_static_batches_are_one_line_and_write_nothing(tmp_path, capsys, compile_cache, value, message):
+    out = tmp_path / 'm.pt2'
+    rc, _, err = run_cli(capsys, 'export', NAME, '--format', 'aoti', '--static-batches', value, '-o', out)
+    last = err.strip().splitlines()[-1]  # argparse's own errors come after its usage lines
+    assert rc != 0 and message in last and (rc == 2 or len(err.strip().splitlines()) == 1) and not out.exists()
+
+
 def test_bf16_refused_without_native_bf16(monkeypatch):
     monkeypatch.setattr('timm_recal_deploy.compiled.native_bf16', lambda: False)
     with pytest.raises(NoNativePrecision, match='no native BF16'):
