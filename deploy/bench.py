@@ -31,6 +31,7 @@ from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precis
                        open_runtime, runtime_spec, supports_precision)
 from .sources import Source, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
+from .torch_threads import torch_threads
 
 __all__ = ['BenchOptions', 'BenchResult', 'bench', 'parse_batches', 'default_runtimes', 'compute_ratios',
            'summarize_times', 'time_interleaved', 'machine_info', 'busy_cpus', 'onnx_precision']
@@ -376,25 +377,18 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
     sides = [_Side('target', target, o.checkpoint, o.onnx, model)]
     if o.compare:
         sides.append(_Side('compare', o.compare, o.compare_checkpoint, o.compare_onnx, compare_model))
-    prev_threads = torch.get_num_threads()
-    try:
-        if o.threads:
-            torch.set_num_threads(o.threads)
-        with temporary_folder('timm_recal_bench_') as workdir:
-            picks: Dict[str, Any] = {}
-            failed: List[Dict[str, Any]] = []
-            timed = [t for side in sides
-                     for t in _side_runners(side, o, runtimes, workdir, notes, log, picks, failed)]
-            if not timed:
-                raise DeployError('nothing to time: ' + '; '.join(notes))
-            results = _run_batches(timed, batches, o, clock, notes, log, failed)
-            extra = _extra_numbers(timed, runtimes, batches, o, notes, log)
-            torch_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(prev_threads)
+    with torch_threads(o.threads) as threads_in_force, temporary_folder('timm_recal_bench_') as workdir:
+        picks: Dict[str, Any] = {}
+        failed: List[Dict[str, Any]] = []
+        timed = [t for side in sides
+                 for t in _side_runners(side, o, runtimes, workdir, notes, log, picks, failed)]
+        if not timed:
+            raise DeployError('nothing to time: ' + '; '.join(notes))
+        results = _run_batches(timed, batches, o, clock, notes, log, failed)
+        extra = _extra_numbers(timed, runtimes, batches, o, notes, log)
     record = BenchResult(
         models={s.role: s.desc for s in sides}, settings=_settings(o, batches, runtimes, timed),
-        threads={'torch_intra_op': torch_threads, 'torch_inter_op': torch.get_num_interop_threads(),
+        threads={'torch_intra_op': threads_in_force, 'torch_inter_op': torch.get_num_interop_threads(),
                  'ort_intra_op': o.threads if o.threads else 'default (one per physical core)'},
         machine=machine, runners=[_runner_entry(t) for t in timed],
         results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks, failed=failed, **extra)

@@ -33,6 +33,7 @@ from .options import DataOptions, ModelOptions, OutputOptions, RuntimeOptions, w
 from .results import Result
 from .runtimes import open_runtime, runtime_spec
 from .sources import HASHED_WEIGHTS, Source, check_pairing, is_onnx_path, open_source
+from .torch_threads import torch_threads
 
 __all__ = ['InspectOptions', 'InspectResult', 'GateDiffResult', 'inspect', 'format_inspect', 'format_gate_diff',
            'REPORT_JSON', 'DIFF_JSON']
@@ -329,13 +330,12 @@ def inspect(model_or_onnx: str, options: Optional[InspectOptions] = None, **over
     o = with_overrides(InspectOptions, options, overrides)
     t0 = time.perf_counter()
     final = _check_options(o)
-    if o.threads:
-        torch.set_num_threads(o.threads)  # intra-op threads of the PyTorch passes (the runtimes take their own)
-    if is_onnx_path(model_or_onnx):
-        return _diff_file(model_or_onnx, o, final, t0)
-    if o.reference is not None:
-        raise DeployError('--reference applies to an ONNX file (inspect FILE.onnx --reference MODEL)')
-    return _inspect_model(model_or_onnx, o, final, t0)
+    with torch_threads(o.threads):  # intra-op threads of the PyTorch passes (the runtimes take their own)
+        if is_onnx_path(model_or_onnx):
+            return _diff_file(model_or_onnx, o, final, t0)
+        if o.reference is not None:
+            raise DeployError('--reference applies to an ONNX file (inspect FILE.onnx --reference MODEL)')
+        return _inspect_model(model_or_onnx, o, final, t0)
 
 
 # --- text ---------------------------------------------------------------------------------------------------------

@@ -32,8 +32,9 @@ from .metadata import read_metadata
 from .options import (DataOptions, Int8Options, ModelOptions, OutputOptions, RuntimeOptions, with_overrides)
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
-from .runtimes import PRECISIONS, open_runtime, runtime_spec
+from .runtimes import DEFAULT_ONNX_RUNTIME, PRECISIONS, REFERENCE_RUNTIME, open_runtime, runtime_spec
 from .sources import Source, check_pairing, open_source
+from .torch_threads import torch_threads
 
 __all__ = ['PRECISIONS', 'TOLERANCES', 'ParityOptions', 'ParityResult', 'compare_logits', 'parity',
            'format_report']
@@ -157,9 +158,9 @@ def _check_options(o: ParityOptions) -> None:
             raise DeployError(f'--{name} must be >= 0, got {getattr(o, name)}')
     if o.min_top1 is not None and not 0 <= o.min_top1 <= 1:
         raise DeployError(f'--min-top1 must be a percentage between 0 and 100, got {100 * o.min_top1:g}')
-    if len(o.runtimes or ['ort']) != 1:
+    if len(o.runtimes or [DEFAULT_ONNX_RUNTIME]) != 1:
         raise DeployError('parity compares PyTorch with one runtime at a time: give one word with --runtimes')
-    spec = runtime_spec((o.runtimes or ['ort'])[0])
+    spec = runtime_spec((o.runtimes or [DEFAULT_ONNX_RUNTIME])[0])
     if spec.reference:
         raise DeployError(f'{spec.word} is the PyTorch reference parity compares with; choose another runtime')
     if spec.kind == 'model' and o.precision is not None and o.precision not in spec.precisions:
@@ -262,9 +263,9 @@ def _measure(ref: Source, c: _Candidate, o: ParityOptions):
                            folder_order=o.folder_order)
     from torch.utils.data import DataLoader
     loader = DataLoader(dataset, batch_size=o.batch_size, shuffle=False)
-    ref_runner = open_runtime('eager', ref.model, precision=amp_precision(o.device) if o.amp else 'fp32',
-                              device=o.device, input_size=ref.info['input_size'])
-    word = (o.runtimes or ['ort'])[0]
+    ref_runner = open_runtime(REFERENCE_RUNTIME, ref.model, precision=amp_precision(o.device) if o.amp else 'fp32',
+                              device=o.device, input_size=ref.info['input_size'], threads=o.threads)
+    word = (o.runtimes or [DEFAULT_ONNX_RUNTIME])[0]
     source, kw = (c.path, {}) if runtime_spec(word).kind == 'onnx' else (ref.model, dict(
         device=o.device, input_size=ref.info['input_size'], info=ref.info, compile_timeout=o.compile_timeout))
     runner = open_runtime(word, source, precision=c.precision, threads=o.threads, **kw)
@@ -303,9 +304,10 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
         if o.keep_dir and os.path.exists(o.keep_dir) and not os.path.isdir(o.keep_dir):
             raise DeployError(f'--keep-dir {o.keep_dir} is a file, not a folder')
         os.makedirs(work, exist_ok=True)
-        c = _candidate(ref, onnx_path, root, work, o) if runtime_spec((o.runtimes or ['ort'])[0]).kind == 'onnx' \
+        c = _candidate(ref, onnx_path, root, work, o) if runtime_spec((o.runtimes or [DEFAULT_ONNX_RUNTIME])[0]).kind == 'onnx' \
             else _Candidate(None, o.precision or 'fp32')  # a PyTorch runtime (compiled) runs the module itself
-        r, out, labels, dataset, ref_desc, run_desc = _measure(ref, c, o)
+        with torch_threads(o.threads):  # the PyTorch side runs with --threads as the runtime does
+            r, out, labels, dataset, ref_desc, run_desc = _measure(ref, c, o)
     result = _result(ref, c, o, r, out, labels, dataset, ref_desc, run_desc, root, t_start)
     if json_path:
         result.report_path = json_path  # before the write: the file and --json agree

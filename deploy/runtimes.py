@@ -24,7 +24,8 @@ from .errors import BatchNotSupported, DeployError
 __all__ = ['RuntimeSpec', 'RUNTIMES', 'PRECISIONS', 'FILE_PRECISIONS', 'EAGER_PRECISIONS', 'Runner',
            'BatchNotSupported', 'runtime_spec', 'parse_runtimes', 'open_runtime', 'bench_input', 'check_precisions',
            'runtime_label', 'supports_precision', 'native_bf16', 'artifact_hook', 'numbers_hook', 'builder_hook',
-           'default_runtimes', 'builder_runtimes', 'DEFAULT_ONNX_RUNTIME', 'device_kind']
+           'default_runtimes', 'builder_runtimes', 'DEFAULT_ONNX_RUNTIME', 'REFERENCE_RUNTIME', 'PACKAGE_RUNTIME',
+           'device_kind']
 
 #: precisions a runtime can run (``--precision``); ``eager --amp`` adds ``EAGER_PRECISIONS``
 PRECISIONS: Tuple[str, ...] = ('fp32', 'fp16', 'bf16', 'int8')
@@ -68,6 +69,9 @@ class RuntimeSpec:
     short_label: Optional[str] = None
     #: a reference row's memory layout, as tables tag the faster of them ('NCHW', 'CL')
     layout: Optional[str] = None
+    #: the suffix of a compiled file of its own that it opens as well as a MODEL (AOTInductor's '.pt2'); a
+    #: stage given such a file runs it under this row (``PACKAGE_RUNTIME``)
+    package_suffix: Optional[str] = None
 
 
 #: the runtime table; a new runtime is one row here plus its opener module
@@ -93,10 +97,14 @@ RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('inductor', 'PyTorch inductor (torch.compile)', 'model', 'inductor_runtime:open_inductor', 'torch',
                 'deploy', precisions=('fp32', 'bf16', 'fp16')),
     RuntimeSpec('aoti', 'PyTorch AOTInductor (.pt2)', 'model', 'aoti_runtime:open_aoti', 'torch', 'deploy',
-                precisions=('fp32', 'bf16', 'fp16')),
+                precisions=('fp32', 'bf16', 'fp16'), package_suffix='.pt2'),
 )}
 #: the ONNX runtime of a run that names none (parity's files, the speed reports compare with)
 DEFAULT_ONNX_RUNTIME: str = next(w for w, r in RUNTIMES.items() if r.onnx_default)
+#: the PyTorch side of every parity check, and what validate runs a module with when no runtime is named
+REFERENCE_RUNTIME: str = next(w for w, r in RUNTIMES.items() if r.reference)
+#: the runtime that runs a compiled package file (a ``.pt2``) given to a stage
+PACKAGE_RUNTIME: str = next(w for w, r in RUNTIMES.items() if r.package_suffix)
 
 
 def runtime_spec(word: str) -> RuntimeSpec:

@@ -23,7 +23,7 @@ from .images import collect_logits, make_dataset, scan_images
 from .options import DataOptions, ModelOptions, OutputOptions, RuntimeOptions, with_overrides
 from .paired_stats import bootstrap_difference_ci, discordant_counts, mcnemar_exact
 from .results import Result
-from .runtimes import open_runtime, runtime_spec
+from .runtimes import DEFAULT_ONNX_RUNTIME, PACKAGE_RUNTIME, REFERENCE_RUNTIME, RUNTIMES, open_runtime, runtime_spec
 from .sources import Source, open_source
 
 __all__ = ['ValidateOptions', 'ValidateResult', 'PairedTop1', 'validate', 'paired_top1', 'topk_correct',
@@ -105,14 +105,14 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def _open_runner(src: Source, o: ValidateOptions):
-    word = (o.runtimes or ['ort' if src.kind == 'onnx' else 'eager'])
+    word = (o.runtimes or [DEFAULT_ONNX_RUNTIME if src.kind == 'onnx' else REFERENCE_RUNTIME])
     if len(word) != 1:
         raise DeployError('validate runs one runtime at a time: give one word with --runtimes')
     spec = runtime_spec(word[0])
     if src.kind == 'package':
-        if o.runtimes and spec.word != 'aoti':
-            raise DeployError(f'{src.spec} is an AOTInductor package; it runs under aoti, not {spec.word}')
-        return open_runtime('aoti', src.spec, precision=src.meta['precision'], threads=o.threads)
+        if o.runtimes and spec.word != PACKAGE_RUNTIME:
+            raise DeployError(f'{src.spec} is a compiled package; it runs under {PACKAGE_RUNTIME}, not {spec.word}')
+        return open_runtime(PACKAGE_RUNTIME, src.spec, precision=src.meta['precision'], threads=o.threads)
     if src.kind == 'onnx':
         if spec.kind != 'onnx':
             raise DeployError(f'{src.spec} is an ONNX file; --runtimes {spec.word} runs a MODEL')
@@ -149,8 +149,9 @@ def _source(model_or_onnx: str, o: ValidateOptions, model: Optional[nn.Module]) 
         if o.checkpoint is not None or o.use_ema:
             raise DeployError('--checkpoint/--use-ema apply to a MODEL; an ONNX file carries its own weights')
         if o.device != 'cpu' or o.amp:
-            raise DeployError('--device/--amp apply to a MODEL; for an ONNX file choose the runtime with '
-                              '--runtimes (ort_cuda, ort_trt, ...)')
+            gpu = ', '.join(w for w, r in RUNTIMES.items() if r.gpu and r.kind == 'onnx')
+            raise DeployError(f'--device/--amp apply to a MODEL; for an ONNX file choose the runtime with '
+                              f'--runtimes ({gpu})')
     else:
         check_device(o.device)
     return open_source(model_or_onnx, o, module=model)

@@ -103,3 +103,21 @@ def test_parity_on_imagenet_folder_uses_true_class_indices():
                data=os.path.join(SHARED_DATA, 'imagenet-1k-samples'))
     assert r['passed'], format_report(r)
     assert r['n_images'] == 24 and r['label_mode'] == 'labels' and not r['bundled_data']
+
+
+def test_threads_apply_to_the_pytorch_side_and_are_restored(monkeypatch):
+    """``--threads`` is the PyTorch reference's thread count too (it ran with all of torch's threads: 13x slower
+    than one thread on a loaded machine), for the stage only."""
+    seen = []
+    from timm_recal_deploy import eager_runtime
+    real_forward = eager_runtime.EagerRunner._forward
+    monkeypatch.setattr(eager_runtime.EagerRunner, '_forward',
+                        lambda self, x: seen.append(torch.get_num_threads()) or real_forward(self, x))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r = parity('cnn3', model=_randomized('cnn3', 32), img_size=32, exporter='legacy', threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert r['passed'] and seen and set(seen) == {1} and r['reference']['threads'] == 1

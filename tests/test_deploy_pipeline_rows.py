@@ -31,7 +31,7 @@ def _code_strings(path: Path):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
 
 
-@pytest.mark.parametrize('module', ['pipeline.py', 'bench.py', 'recommend.py'])
+@pytest.mark.parametrize('module', ['pipeline.py', 'bench.py', 'recommend.py', 'parity.py', 'validate.py'])
 def test_stages_name_no_runtime(module):
     """The stages read rows; a string in their code that is a runtime word (``'ort'``, ``'openvino'``...) is a
     branch on one runtime, which belongs in ``runtimes.RUNTIMES`` (docstrings and comments may name them)."""
