@@ -28,17 +28,30 @@ from ._common import ClassifierHeadMixin, HUB_ORG, cifar_cfg, imagenet_cfg, init
 __all__ = ['ShuffleNetV2', 'ShuffleUnit']
 
 
+@torch.jit.unused
+def _is_eager_channels_last(x: torch.Tensor) -> bool:
+    """An eager (not traced, compiled or FX-proxied) map laid out channels_last (and not also contiguous)."""
+    if isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+@torch.jit.unused
+def _channel_shuffle_nhwc(x: torch.Tensor, groups: int) -> torch.Tensor:
+    nhwc = x.permute(0, 2, 3, 1).unflatten(3, (groups, -1)).transpose(3, 4).flatten(3, 4)
+    return nhwc.permute(0, 3, 1, 2)
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave the channels of ``groups`` groups, keeping a channels_last map channels_last.
 
     The NCHW formulation copies a channels_last map into NCHW, and every later layer of the unit then works on
-    mixed layouts (eager channels_last training of the CIFAR net ran about 20% slower). Traced and compiled
-    graphs keep the NCHW formulation: shape-free, so torch.fx and a dynamic ONNX batch axis stay happy, and
-    inductor picks its own layouts."""
-    if not (isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing() or torch.compiler.is_compiling()) \
-            and x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        nhwc = x.permute(0, 2, 3, 1).unflatten(3, (groups, -1)).transpose(3, 4).flatten(3, 4)
-        return nhwc.permute(0, 3, 1, 2)
+    mixed layouts (eager channels_last training of the CIFAR net ran about 20% slower). Traced, scripted and
+    compiled graphs keep the NCHW formulation: shape-free, so torch.fx and a dynamic ONNX batch axis stay happy,
+    and inductor picks its own layouts."""
+    if not torch.jit.is_scripting():
+        if _is_eager_channels_last(x):
+            return _channel_shuffle_nhwc(x, groups)
     return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
 
 
