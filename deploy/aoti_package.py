@@ -2,10 +2,11 @@
 child process (``compiled.run_child``) and cached.
 
 A package holds the dynamic-batch model (``model``, the one Triton's ``torch_aoti`` and ``aoti_load_package``
-load) and a static model per ``--static-batches`` size (``batch_N``, default batch 1), which the ``aoti`` runner
-uses for that batch: on CPU a dynamic batch symbol costs most of a small batch's speed (resnet18 at batch 1 on a
-2-core EPYC: 10.8 img/s dynamic, 53.5 static, 40 eager), while from a batch of 16 both run alike. Each static
-model carries its own copy of the weights, so the package grows by one model's size per static batch.
+load) and a static model per ``--static-batches`` size (``batch_N``; default batch 1 on CPU, none on CUDA),
+which the ``aoti`` runner uses for that batch: on CPU a dynamic batch symbol costs most of a small batch's speed
+(resnet18 at batch 1 on a 2-core EPYC: 10.8 img/s dynamic, 53.5 static, 40 eager), while from a batch of 16
+both run alike. Each static model carries its own copy of the weights, so the package grows by one model's size
+per static batch.
 
 A package carries the provenance our ONNX files carry (model spec, weights and their SHA-256, preprocessing,
 labels: ``export.PROVENANCE_KEYS``) plus the torch version, device, dtype, memory format and batch range it was
@@ -54,15 +55,17 @@ from .sources import HASHED_WEIGHTS, NAMING_KEYS, Source, is_onnx_path, onnx_dat
 
 __all__ = ['AotiExportOptions', 'AotiExportResult', 'export_aoti', 'cached_package', 'package_metadata',
            'check_package', 'build_package', 'PACKAGE_KEY', 'DEFAULT_MAX_BATCH', 'PACKAGE_PRECISIONS',
-           'is_package_path', 'package_source', 'inspect_package', 'DEFAULT_STATIC_BATCHES', 'static_model_name',
+           'is_package_path', 'package_source', 'inspect_package', 'default_static_batches', 'static_model_name',
            'DYNAMIC_MODEL', 'triton_package']
 
 #: the ``aot_inductor.metadata`` entry holding our JSON
 PACKAGE_KEY = 'timm_recal'
 #: the batch range a package takes: 1..DEFAULT_MAX_BATCH (``--max-batch``)
 DEFAULT_MAX_BATCH = 1024
-#: batches compiled as static models beside the dynamic one (``--static-batches``)
-DEFAULT_STATIC_BATCHES: Tuple[int, ...] = (1,)
+#: batches compiled as static models beside the dynamic one, per device kind, when ``--static-batches`` is not
+#: given: measured on CPU; on CUDA the runner replays a CUDA graph at small batches and a static model would
+#: double a compile that the one GPU check (``benchmarks/gpu/run.sh``) must fit in minutes, so none until measured
+STATIC_BATCHES_BY_DEVICE: Dict[str, Tuple[int, ...]] = {'cpu': (1,), 'cuda': ()}
 #: the package's model names: the dynamic model is AOTInductor's default; static ones are named by their batch
 DYNAMIC_MODEL = 'model'
 #: the example batch torch.export traces with (a batch of 1 would be specialized away)
@@ -74,7 +77,7 @@ PACKAGE_PRECISIONS = ('fp32', 'bf16', 'fp16')
 class AotiExportOptions(ModelOptions, OutputOptions):
     precision: str = 'fp32'
     max_batch: int = DEFAULT_MAX_BATCH
-    static_batches: Tuple[int, ...] = DEFAULT_STATIC_BATCHES
+    static_batches: Optional[Tuple[int, ...]] = None  # None: ``default_static_batches(device)``
     compile_timeout: Optional[float] = None
 
 
@@ -102,6 +105,10 @@ class AotiExportResult(Result):
 def _memory_format(device: str) -> str:
     """channels_last on CUDA (cuDNN's fast convolution layout); on CPU freezing lays weights out for oneDNN."""
     return 'channels_last' if device.startswith('cuda') else 'contiguous'
+
+
+def default_static_batches(device: str) -> Tuple[int, ...]:
+    return STATIC_BATCHES_BY_DEVICE['cuda' if str(device).startswith('cuda') else 'cpu']
 
 
 def static_model_name(batch: int) -> str:
@@ -194,13 +201,15 @@ def _cache_key(meta: Dict[str, Any], prepared: nn.Module) -> str:
 
 
 def cached_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu', precision: str = 'fp32',
-                   max_batch: int = DEFAULT_MAX_BATCH, static_batches: Sequence[int] = DEFAULT_STATIC_BATCHES,
+                   max_batch: int = DEFAULT_MAX_BATCH, static_batches: Optional[Sequence[int]] = None,
                    timeout: Optional[float] = None,
                    log: Optional[Callable[[str], None]] = None) -> Tuple[str, Dict[str, Any], Optional[float]]:
     """``(package path, its metadata, compile seconds or None when cached)`` of ``model`` compiled for
     ``device``/``precision``: from the cache, else compiled in a child process and renamed into the cache."""
     log = log or (lambda msg: None)
     compiled_dtype(precision, device)  # refuse an unsupported precision before any work
+    if static_batches is None:
+        static_batches = default_static_batches(device)
     check_static_batches(static_batches, max_batch)
     prepared = prepare_for_compile(model).cpu().float()
     meta = _package_meta(info, model, device, precision, max_batch, static_batches)
@@ -307,6 +316,8 @@ def export_aoti(spec: Optional[str], output: Optional[str] = None, options: Opti
     compiled_dtype(o.precision, o.device)
     if not 1 <= o.max_batch <= 65536:
         raise DeployError(f'--max-batch must be 1..65536, got {o.max_batch}')
+    if o.static_batches is None:
+        o.static_batches = default_static_batches(o.device)
     check_static_batches(o.static_batches, o.max_batch)
     if model is None and (not spec or is_onnx_path(spec)):
         raise DeployError('--format aoti takes a MODEL (timm name, hf-hub:ORG/REPO or local-dir:FOLDER)')

@@ -4,8 +4,8 @@ Its source is a ``.pt2`` written by ``timm-recal export --format aoti`` (checked
 before loading: ``aoti_package.check_package``) or a PyTorch module, which is compiled in a child process
 (``aoti_package.cached_package``; the compile time is reported in ``describe()``, never inside a timing window).
 Inputs are cast to the package's dtype (weights and inputs in half for fp16, not autocast) and memory format.
-A batch the package holds a static model for (``--static-batches``, batch 1 by default) runs that model; every
-other batch runs the dynamic one.
+A batch the package holds a static model for (``--static-batches``; batch 1 by default on CPU) runs that model;
+every other batch runs the dynamic one.
 On CUDA, bench batches up to ``CUDA_GRAPH_MAX_BATCH`` replay a CUDA graph captured around the package's call:
 AOTInductor does not capture one itself, and at batch 1 the launch overhead is most of the time.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .aoti_package import (DEFAULT_MAX_BATCH, DEFAULT_STATIC_BATCHES, DYNAMIC_MODEL, cached_package, check_package,
+from .aoti_package import (DEFAULT_MAX_BATCH, DYNAMIC_MODEL, cached_package, check_package,
                            package_metadata, static_model_name)
 from .compiled import compiled_dtype
 from .eager_runtime import check_device
@@ -127,7 +127,7 @@ class AotiRunner(Runner):
 def open_aoti(source: Any, *, precision: str = 'fp32', threads: Optional[int] = None, device: str = 'cpu',
               input_size: Optional[Sequence[int]] = None, compile_timeout: Optional[float] = None,
               info: Optional[Dict[str, Any]] = None, log: Optional[Callable[[str], None]] = None,
-              static_batches: Sequence[int] = DEFAULT_STATIC_BATCHES, **options) -> AotiRunner:
+              static_batches: Optional[Sequence[int]] = None, **options) -> AotiRunner:
     """``source``: a ``.pt2`` path (its precision must be ``precision``) or a module compiled here (cached)."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)

@@ -298,10 +298,10 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     g.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'),
                    help='aoti: fp32, bf16 (a CPU with native BF16, or CUDA) or fp16 (CUDA); weights and inputs')
     g.add_argument('--max-batch', type=positive_int, default=1024, metavar='N', help='aoti: batches 1..N (1024)')
-    g.add_argument('--static-batches', type=_static_batches, default=(1,), metavar='N,..',
+    g.add_argument('--static-batches', type=_static_batches, default=None, metavar='N,..',
                    help='aoti: batches also compiled as static models in the package, which the aoti runner uses '
-                        'for them (a dynamic batch costs most of a small batch\'s speed on CPU); default 1, '
-                        '"none" for none')
+                        'for them (a dynamic batch costs most of a small batch\'s speed on CPU); default 1 on CPU, '
+                        'none on CUDA (where small batches replay a CUDA graph); "none" for none')
     g.add_argument('--compile-timeout', type=_number(float, 0, True, 'seconds'), metavar='S',
                    help='aoti: seconds the compile may take before it is stopped (default 1800)')
     add_json_arg(p, 'the summary')

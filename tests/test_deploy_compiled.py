@@ -174,6 +174,13 @@ def test_unsupported_precision_is_one_line_and_writes_nothing(tmp_path, capsys, 
         compiled_dtype('fp16', 'cpu')
 
 
+def test_static_batches_default_per_device(cnn3_package):
+    """Batch 1 on CPU (what the package above holds); none on CUDA, where small batches replay a CUDA graph."""
+    from timm_recal_deploy.aoti_package import default_static_batches
+    assert package_metadata(cnn3_package[2])['static_batches'] == list(default_static_batches('cpu')) == [1]
+    assert default_static_batches('cuda') == default_static_batches('cuda:1') == ()
+
+
 @pytest.mark.parametrize('value,message', [('0', 'wants batch sizes >= 1'), ('1,x', 'comma-separated'),
                                            ('2048', 'must lie in 1..--max-batch (1024)')])
 def test_bad_static_batches_are_one_line_and_write_nothing(tmp_path, capsys, compile_cache, value, message):
