@@ -51,6 +51,7 @@ from .errors import DeployError
 from .export import PROVENANCE_KEYS, _trial_forward, default_onnx_name, library_versions
 from .options import ModelOptions, OutputOptions, with_overrides
 from .results import Result
+from .runtimes import device_kind
 from .sources import HASHED_WEIGHTS, NAMING_KEYS, Source, is_onnx_path, onnx_data_config, open_source, weights_digest
 
 __all__ = ['AotiExportOptions', 'AotiExportResult', 'export_aoti', 'cached_package', 'package_metadata',
@@ -108,7 +109,7 @@ def _memory_format(device: str) -> str:
 
 
 def default_static_batches(device: str) -> Tuple[int, ...]:
-    return STATIC_BATCHES_BY_DEVICE['cuda' if str(device).startswith('cuda') else 'cpu']
+    return STATIC_BATCHES_BY_DEVICE[device_kind(device)]
 
 
 def static_model_name(batch: int) -> str:
@@ -142,10 +143,10 @@ def check_package(path: str, meta: Dict[str, Any], device: Optional[str] = None)
         raise DeployError(f'{path} was compiled with torch {built}; this is torch {torch.__version__}: compiled '
                           'packages load only in the torch they were built with (re-export it: timm-recal export '
                           'MODEL --format aoti)')
-    kind = 'cuda' if str(meta.get('device', 'cpu')).startswith('cuda') else 'cpu'
+    kind = device_kind(meta.get('device', 'cpu'))
     if kind == 'cuda' and not torch.cuda.is_available():
         raise DeployError(f"{path} is a CUDA package ({meta.get('device')}); no CUDA device is available here")
-    if device is not None and kind != ('cuda' if device.startswith('cuda') else 'cpu'):
+    if device is not None and kind != device_kind(device):
         raise DeployError(f"{path} was compiled for {meta.get('device')}, not --device {device}")
     if kind == 'cuda' and meta.get('device') != device_name('cuda'):
         raise DeployError(f"{path} was compiled for {meta.get('device')}, this GPU is {device_name('cuda')}")
@@ -215,7 +216,7 @@ def cached_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu
     meta = _package_meta(info, model, device, precision, max_batch, static_batches)
     folder = cache_dir('aoti')
     arch = str(meta.get('architecture') or type(model).__name__).replace('/', '_')
-    path = os.path.join(folder, f"{arch}-{precision}-{'cuda' if device.startswith('cuda') else 'cpu'}-"
+    path = os.path.join(folder, f"{arch}-{precision}-{device_kind(device)}-"
                                 f'{_cache_key(meta, prepared)}.pt2')
     if os.path.isfile(path):
         return path, package_metadata(path), None

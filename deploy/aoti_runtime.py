@@ -22,7 +22,7 @@ from .aoti_package import (DEFAULT_MAX_BATCH, DYNAMIC_MODEL, cached_package, che
 from .compiled import compiled_dtype
 from .eager_runtime import check_device
 from .errors import BatchNotSupported, DeployError
-from .runtimes import Runner, bench_input
+from .runtimes import Runner, bench_input, device_kind
 from .sources import module_info
 
 __all__ = ['AotiRunner', 'open_aoti', 'CUDA_GRAPH_MAX_BATCH']
@@ -40,7 +40,7 @@ class AotiRunner(Runner):
                  compile_seconds: Optional[float] = None, cached: bool = False):
         self.path, self.meta, self.threads = path, meta, threads
         self.precision = meta['precision']
-        self.device = 'cuda' if str(meta['device']).startswith('cuda') else 'cpu'
+        self.device = device_kind(meta['device'])
         self.input_size = tuple(meta['input_size'])
         self.compile_seconds, self.cached = compile_seconds, cached
         self._dev = torch.device(self.device)

@@ -188,11 +188,11 @@ def validate_triton_config(text: str, io: Dict[str, Any], backend: str, max_batc
         text_format.Parse(text, cfg)
     except text_format.ParseError as e:
         raise DeployError(f'config.pbtxt does not parse as Triton ModelConfig: {e}') from None
-    problems = []
+    problems, row = [], triton_backend(backend)
     if cfg.backend != backend:
         problems.append(f'backend {cfg.backend!r} != {backend!r}')
-    if cfg.platform != triton_backend(backend).platform:
-        problems.append(f"platform {cfg.platform!r} != {triton_backend(backend).platform!r}")
+    if cfg.platform != row.platform:
+        problems.append(f"platform {cfg.platform!r} != {row.platform!r}")
     if cfg.max_batch_size != max_batch_size:
         problems.append(f'max_batch_size {cfg.max_batch_size} != {max_batch_size}')
     for got, want, what in ((cfg.input, io['inputs'], 'input'), (cfg.output, io['outputs'], 'output')):
@@ -205,7 +205,7 @@ def validate_triton_config(text: str, io: Dict[str, Any], backend: str, max_batc
                 problems.append(f'{what} {g.name} dims {list(g.dims)} != {shape}')
             if model_config_pb2.DataType.Name(g.data_type) != _TRITON_TYPES.get(w['dtype']):
                 problems.append(f"{what} {g.name} type {model_config_pb2.DataType.Name(g.data_type)} != {w['dtype']}")
-    want_kind = io.get('instance_kind') or triton_backend(backend).instance_kind
+    want_kind = io.get('instance_kind') or row.instance_kind
     if [model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in cfg.instance_group] != [want_kind]:
         problems.append(f'instance group kind is not {want_kind}')
     if problems:
