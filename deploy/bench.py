@@ -31,6 +31,7 @@ from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precis
                        open_runtime, runtime_spec, supports_precision)
 from .sources import Source, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
+from .malloc_policy import keep_freed_memory
 from .torch_threads import torch_threads
 
 __all__ = ['BenchOptions', 'BenchResult', 'bench', 'parse_batches', 'default_runtimes', 'compute_ratios',
@@ -377,7 +378,8 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
     sides = [_Side('target', target, o.checkpoint, o.onnx, model)]
     if o.compare:
         sides.append(_Side('compare', o.compare, o.compare_checkpoint, o.compare_onnx, compare_model))
-    with torch_threads(o.threads) as threads_in_force, temporary_folder('timm_recal_bench_') as workdir:
+    with torch_threads(o.threads) as threads_in_force, keep_freed_memory(o.keep_freed_memory) as malloc, \
+            temporary_folder('timm_recal_bench_') as workdir:
         picks: Dict[str, Any] = {}
         failed: List[Dict[str, Any]] = []
         timed = [t for side in sides
@@ -389,7 +391,7 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
     record = BenchResult(
         models={s.role: s.desc for s in sides}, settings=_settings(o, batches, runtimes, timed),
         threads={'torch_intra_op': threads_in_force, 'torch_inter_op': torch.get_num_interop_threads(),
-                 'ort_intra_op': o.threads if o.threads else 'default (one per physical core)'},
+                 'ort_intra_op': o.threads if o.threads else 'default (one per physical core)', 'malloc': malloc},
         machine=machine, runners=[_runner_entry(t) for t in timed],
         results=results, ratios=compute_ratios(results), notes=notes, int8_pick=picks, failed=failed, **extra)
     if out_path:

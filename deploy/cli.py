@@ -201,6 +201,9 @@ def add_timing_args(p: argparse.ArgumentParser, optional: bool = False) -> argpa
                    help='interleaved timing windows per runner' + ('' if optional else ' (default 5)'))
     g.add_argument('--min-time', dest='min_time_s', type=non_negative_float, default=None if optional else 1.0,
                    help='seconds per timing window' + ('' if optional else ' (default 1.0)'))
+    g.add_argument('--keep-freed-memory', action='store_true', default=None if optional else False,
+                   help="glibc: keep freed memory for the next call instead of mmapping big blocks afresh (what "
+                        "jemalloc/tcmalloc do; PyTorch's large-batch calls page-fault without it); recorded")
     return g
 
 

@@ -8,11 +8,13 @@ already fuses the multiply with the residual add and the ReLU (in ShuffleNetV2 w
 shuffle / split copy, and the pool with the concat). ``fuse_gates`` rewrites every pooled gate, exactly (same
 parameters, the same arithmetic up to float round-off), so that:
 
-* **the pool reads the narrow map** (early squeeze, the identity ``gate_fusion.early_squeeze`` uses for ONNX):
-  where a gate pools the output of a 1x1 stride-1 conv + inference BN (the ResNet bottleneck's ``conv3`` /
-  ``bn3``), it pools that conv's input instead, ``GAP(BN(conv(h))) = BN(conv(GAP(h)))``: a bottleneck's input is
-  4x narrower, and the wide gated map is read once, by the loop that multiplies it, adds the shortcut and applies
-  the ReLU;
+* **the pool reads the cheaper map** (``PointwiseConvGate``): where a gate pools the output of a 1x1 stride-1
+  conv + inference BN (the ResNet bottleneck's ``conv3`` / ``bn3``), it may pool that conv's 4x narrower input
+  instead (early squeeze, the identity ``gate_fusion.early_squeeze`` uses for ONNX,
+  ``GAP(BN(conv(h))) = BN(conv(GAP(h)))``), so the wide gated map is read once, by the loop that multiplies it,
+  adds the shortcut and applies the ReLU. That costs a second read of the conv's weights for the pooled vector,
+  which outweighs the map where the map is small (batch 1, 14x14 and 7x7 stages), so ``squeeze_early`` picks
+  per call, from the shapes, whichever reads fewer values;
 * **the excitation runs on vectors**: pool to ``[N, C]`` and run 1x1 convs (grouped and depthwise ones too), BN
   and the SLE's 4x4 conv as matrix products and per-channel arithmetic on ``[N, C]``, so BN, biases and
   activations fuse into inductor loops (the gate's last bias and sigmoid into the multiply's loop);
@@ -28,10 +30,12 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite
 
-__all__ = ['fuse_gates', 'FusedChannelGate', 'FusedSkipLayerExcitation', 'EarlySqueezeConvGate']
+__all__ = ['fuse_gates', 'FusedChannelGate', 'FusedSkipLayerExcitation', 'PointwiseConvGate',
+           'squeeze_early']
 
 
 def _vector_conv(v: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -129,24 +133,40 @@ class FusedSkipLayerExcitation(nn.Module):
         return x_late * self.gate(v)[:, :, None, None]
 
 
-class EarlySqueezeConvGate(nn.Module):
-    """``gate(BN(conv(h)))`` for a 1x1 stride-1 conv, pooling ``h``: ``GAP(BN(conv(h))) = BN(conv(GAP(h)))``.
+class PointwiseConvGate(nn.Module):
+    """``gate(BN(conv(h)))`` for a 1x1 stride-1 conv, pooling whichever map costs fewer reads.
 
-    Replaces a bottleneck's ``conv3`` (its ``bn3`` and ``se`` become no-ops), so the gate's pool reads the
-    conv's narrower input and the wide output is read once, by the multiply that inductor fuses with the
-    residual add and the ReLU after it.
+    Replaces a bottleneck's ``conv3`` (its ``bn3`` and ``se`` become no-ops). Two exact ways to get the pooled
+    vector: pool the wide output, or pool the conv's input and run the conv's weights on it (early squeeze,
+    ``GAP(BN(conv(h))) = BN(conv(GAP(h)))``). The early squeeze reads the narrow map (``N*HW*C_in`` values) and
+    the weights a second time (``C_in*C_out``, the prepacked copy the conv reads is another buffer); the late
+    one reads the wide map (``N*HW*C_out``). Profiled in compiled ResNet-50s at batch 1, the weight re-reads of
+    the 14x14 and 7x7 stages were most of the gates' cost, so the choice is made per call from the shapes:
+    static in a graph compiled per batch; with a symbolic batch, the early squeeze unless the batch range
+    decides it (``statically_known_true``: a guard would pin an exported graph's batch range).
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.Module, gate: FusedChannelGate):
         super().__init__()
         if not _is_pointwise_conv(conv) or gate.pool_type != 'avg' or gate.pre is not None:
-            raise ValueError('EarlySqueezeConvGate needs a 1x1 stride-1 unpadded conv and an average-pooled gate')
+            raise ValueError('PointwiseConvGate needs a 1x1 stride-1 unpadded conv and an average-pooled gate')
         self.conv, self.bn, self.gate = conv, bn, gate
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         _check_eval(self)
-        v = _vector_bn(_vector_conv(h.mean((2, 3)), self.conv), self.bn)
-        return self.bn(self.conv(h)) * self.gate.excite(v)[:, :, None, None]
+        out = self.bn(self.conv(h))
+        if squeeze_early(h.shape[0] * h.shape[2] * h.shape[3], h.shape[1], out.shape[1]):
+            v = _vector_bn(_vector_conv(h.mean((2, 3)), self.conv), self.bn)
+        else:
+            v = out.mean((2, 3))
+        return out * self.gate.excite(v)[:, :, None, None]
+
+
+def squeeze_early(positions, c_in: int, c_out: int) -> bool:
+    """Whether pooling a 1x1 conv's input and re-reading its weights (``positions*c_in + c_in*c_out`` values)
+    reads less than pooling its output (``positions*c_out``); ``positions`` is batch x height x width and may
+    be symbolic (then True unless its range decides)."""
+    return not statically_known_true(positions * (c_out - c_in) <= c_in * c_out)
 
 
 def _is_pointwise_conv(conv: nn.Module) -> bool:
@@ -188,7 +208,7 @@ def _early_squeeze_blocks(model: nn.Module) -> int:
             continue
         if not _is_pointwise_conv(block.conv3) or not isinstance(block.bn3, nn.BatchNorm2d):
             continue
-        block.conv3 = EarlySqueezeConvGate(block.conv3, block.bn3, gate)
+        block.conv3 = PointwiseConvGate(block.conv3, block.bn3, gate)
         block.bn3 = nn.Identity()
         block.se = None
         done += 1

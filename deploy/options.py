@@ -72,6 +72,8 @@ class TimingOptions:
     repeats: int = 5
     min_time_s: float = 1.0
     min_iters: int = 2
+    #: glibc keeps freed memory while timing (``malloc_policy.keep_freed_memory``), as jemalloc/tcmalloc would
+    keep_freed_memory: bool = False
 
 
 @dataclass

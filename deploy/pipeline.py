@@ -70,6 +70,7 @@ class PipelineOptions(ModelOptions, RuntimeOptions, Int8Options, TritonOptions):
     warmup: Optional[int] = None
     repeats: Optional[int] = None
     min_time_s: Optional[float] = None
+    keep_freed_memory: bool = False
     force: bool = False
 
 
@@ -320,7 +321,8 @@ def _bench(run: _Run) -> None:
         compare=compare.spec if compare else None, onnx=list(target.files.values()),
         compare_onnx=list(compare.files.values()) if compare else None, batches=o.batches,
         runtimes=pipeline_runtimes(o), precisions=list(o.precisions), img_size=o.img_size, threads=o.threads,
-        device=o.device, amp=o.amp, **{k: getattr(o, k) for k in Int8Options.__dataclass_fields__}, **timing)
+        device=o.device, amp=o.amp, keep_freed_memory=bool(o.keep_freed_memory),
+        **{k: getattr(o, k) for k in Int8Options.__dataclass_fields__}, **timing)
     run.bench = run.stage('bench', ' + '.join(r.role for r in run.roles), ','.join(o.precisions), lambda: bench_stage(
         target.spec, options, model=target.source.model, compare_model=compare.source.model if compare else None,
         log=lambda m: run.log('    ' + m)), json_name='bench.json')

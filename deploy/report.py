@@ -76,6 +76,12 @@ def _model_name(record: Dict[str, Any], role: str) -> str:
     return name
 
 
+def _malloc(threads: Dict[str, Any]) -> str:
+    """The malloc policy when freed memory was kept (``bench --keep-freed-memory``); records before it had none."""
+    policy = threads.get('malloc')
+    return f'; malloc: {policy}' if policy and not str(policy).startswith('default') else ''
+
+
 def machine_line(record: Dict[str, Any]) -> str:
     """One line naming the CPU, threads and library versions of a bench record."""
     m = record.get('machine') or {}
@@ -84,7 +90,8 @@ def machine_line(record: Dict[str, Any]) -> str:
     flags = ', '.join(m.get('cpu_flags') or []) or 'no AVX2/AVX-512 flags'
     gpu = f"; GPU {m['cuda']}" if m.get('cuda') else ''
     return (f"{m.get('cpu_model', '?')} ({flags}), {m.get('usable_cpus', '?')} usable CPUs{gpu}; threads: torch "
-            f"{th.get('torch_intra_op', '?')}, ORT {th.get('ort_intra_op', '?')}; torch {v.get('torch', '?')}, "
+            f"{th.get('torch_intra_op', '?')}, ORT {th.get('ort_intra_op', '?')}{_malloc(th)}; "
+            f"torch {v.get('torch', '?')}, "
             f"onnxruntime {v.get('onnxruntime', '?')}, timm {v.get('timm', '?')}; "
             f"1-min load at start {_fmt(m.get('load_avg_1m'))}, CPUs busy with other work "
             f"{_fmt(m.get('busy_cpus_at_start'))}")

@@ -11,7 +11,7 @@ from torch import nn
 from conftest import randomize_bn_
 from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite, get_gate, list_gates
 from timm_recal_deploy.compile_fusion import (
-    EarlySqueezeConvGate, FusedChannelGate, FusedSkipLayerExcitation, fuse_gates,
+    FusedChannelGate, FusedSkipLayerExcitation, PointwiseConvGate, fuse_gates, squeeze_early,
 )
 
 C, SIZE = 32, 8
@@ -81,7 +81,7 @@ def test_every_pooled_gate_is_rewritten(zoo):
     kinds = [type(m) for m in fused.modules()]
     assert not any(issubclass(k, (SqueezeExcite, SEModule, SkipLayerExcitation)) for k in kinds)
     assert sum(isinstance(m, BoosterGate) for m in fused.modules()) == sum(n.startswith('pixel') for n in UNPOOLED)
-    assert kinds.count(EarlySqueezeConvGate) == 2 and kinds.count(FusedSkipLayerExcitation) == 1
+    assert kinds.count(PointwiseConvGate) == 2 and kinds.count(FusedSkipLayerExcitation) == 1
     assert fused.timm_se.se is None and isinstance(fused.timm_se.bn3, nn.Identity)
     assert fuse_gates(fused) == 0  # nothing left to rewrite
 
@@ -114,15 +114,54 @@ def test_weighted_pool_gate_refuses_another_map_size_as_the_unfused_one_does():
         fused(x)
 
 
-def test_early_squeeze_in_a_timm_resnet_matches():
-    # seresnet50's blocks and timm's own SE, one block per stage (with its downsample shortcut)
+def test_pointwise_conv_gates_in_a_timm_resnet_match():
+    # seresnet50's blocks and timm's own SE, one block per stage (with its downsample shortcut); at 32x32 input
+    # the first two stages pool conv3's input (early squeeze), the last two its output (squeeze_early)
+    torch.manual_seed(0)
     model = _randomized(ResNet(Bottleneck, [1, 1, 1, 1], num_classes=10, block_args=dict(attn_layer='se')))
     fused = copy.deepcopy(model)
     assert fuse_gates(fused) == 4
-    assert sum(isinstance(m, EarlySqueezeConvGate) for m in fused.modules()) == 4
+    assert sum(isinstance(m, PointwiseConvGate) for m in fused.modules()) == 4
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+        # the identity in float64 (the random net's logits reach ~1e7, where FP32 round-off alone is ~1e-4)
+        reference = copy.deepcopy(model).double()(x.double())
+        torch.testing.assert_close(copy.deepcopy(fused).double()(x.double()), reference, rtol=1e-10, atol=1e-6)
+        # and in FP32 no further from float64 than the unfused model is
+        scale = reference.abs().max()
+        unfused_error = ((model(x).double() - reference).abs().max() / scale).item()
+        fused_error = ((fused(x).double() - reference).abs().max() / scale).item()
+    assert fused_error <= 2 * unfused_error, (fused_error, unfused_error)
+
+
+def test_squeeze_early_pools_whichever_map_reads_less():
+    # resnet50 at 224x224: C_in -> C_out of conv3 and its map, per stage
+    stages = [(64, 256, 56 * 56), (128, 512, 28 * 28), (256, 1024, 14 * 14), (512, 2048, 7 * 7)]
+    assert [squeeze_early(hw, c_in, c_out) for c_in, c_out, hw in stages] == [True, True, False, False]
+    assert [squeeze_early(16 * hw, c_in, c_out) for c_in, c_out, hw in stages] == [True] * 4
+    assert squeeze_early(1, 8, 8) is False  # no narrower input: never worth the weights
+
+
+def _pooled_channels(program) -> set:
+    return {n.args[0].meta['val'].shape[1] for n in program.graph.nodes
+            if n.op == 'call_function' and 'mean' in str(n.target)}
+
+
+@pytest.mark.parametrize('max_batch, pooled', [(64, 16), (4, 64)])
+def test_a_symbolic_batch_pools_early_unless_its_range_decides(max_batch, pooled):
+    # 16 -> 64 channels on 2x2 maps: the early squeeze reads less from batch 6 on; a range up to 64 leaves it
+    # open (the early squeeze, no guard), one up to 4 decides for the output's pool
+    torch.manual_seed(2)
+    gate = FusedChannelGate([nn.Conv2d(64, 16, 1), nn.ReLU(), nn.Conv2d(16, 64, 1), nn.Sigmoid()])
+    module = _randomized(PointwiseConvGate(nn.Conv2d(16, 64, 1), nn.BatchNorm2d(64), gate))
+    x = torch.randn(2, 16, 2, 2)
+    with torch.no_grad():
+        program = torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim('batch', min=2,
+                                                                                           max=max_batch)},))
+        assert _pooled_channels(program) == {pooled}
+        for n in (2, min(max_batch, 32)):
+            y = torch.randn(n, 16, 2, 2)
+            torch.testing.assert_close(program.module()(y), module(y), rtol=1e-5, atol=1e-5)
 
 
 def test_fused_gates_refuse_train_mode(zoo):

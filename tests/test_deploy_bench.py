@@ -11,6 +11,7 @@ pytest.importorskip('onnxruntime')
 from timm_recal_deploy.bench import (bench, compute_ratios, onnx_precision, parse_batches,  # noqa: E402
                                      summarize_times, time_interleaved)
 from timm_recal_deploy.errors import DeployError, OutputExistsError  # noqa: E402
+from timm_recal_deploy.malloc_policy import DEFAULT_POLICY, KEPT_POLICY  # noqa: E402
 from timm_recal_deploy.timing import _cpuinfo  # noqa: E402
 
 TINY = 'cnn3'  # 3 conv layers, 32x32: exports in seconds
@@ -181,6 +182,7 @@ def test_bench_model_with_onnx_files_end_to_end(tiny_onnx, tmp_path):
     assert kinds == {(k, b) for k in ('ort_vs_best_eager', 'int8_vs_fp32') for b in (1, 2)}
     _check_ratios_match_results(rec)
     assert rec['threads']['torch_intra_op'] == 1 and rec['threads']['ort_intra_op'] == 1
+    assert rec['threads']['malloc'] == DEFAULT_POLICY
     assert rec['machine']['cpu_model'] and rec['machine']['versions']['onnxruntime']
     assert rec['models']['target']['onnx'] == {'fp32': fp32, 'int8': int8}
     with pytest.raises(OutputExistsError):
@@ -321,3 +323,12 @@ def test_deny_amx_is_recorded_by_bench_and_refuses_only_amx(tmp_path):
     # without the filter the answer is the kernel's: usable exactly where the kernel supports the tile data
     got = json.loads(plain.stdout.strip().splitlines()[-1])
     assert got['isa']['amx_usable'] is got['kernel']
+
+
+def test_keep_freed_memory_from_the_command_line_is_recorded(capsys, tmp_path):
+    from deploy_helpers import run_cli
+    out = tmp_path / 'bench.json'
+    rc, _, err = run_cli(capsys, 'bench', TINY, '--runtimes', 'eager', '--batch', '1', '--warmup', '0',
+                         '--repeats', '1', '--min-time', '0', '--keep-freed-memory', '-o', out)
+    assert rc == 0, err
+    assert json.loads(out.read_text())['threads']['malloc'] == KEPT_POLICY
