@@ -44,8 +44,8 @@ from torch import nn
 
 from timm_recal.outputs import call_atomically, public_paths, resolve_output, temporary_folder
 
-from .compiled import (cache_dir, compiled_dtype, crash_if_asked, device_name, module_types, prepare_for_compile,
-                       run_child)
+from .compiled import (cache_dir, compiled_dtype, conv_macs_per_image, crash_if_asked, device_name, module_types,
+                       prepare_for_compile, run_child, weight_prepack)
 from .eager_runtime import check_device
 from .errors import DeployError
 from .export import PROVENANCE_KEYS, _trial_forward, default_onnx_name, library_versions
@@ -178,9 +178,10 @@ def inspect_package(path: str) -> Dict[str, Any]:
 
 
 def _package_meta(info: Dict[str, Any], model: nn.Module, device: str, precision: str,
-                  max_batch: int, static_batches: Sequence[int]) -> Dict[str, Any]:
+                  max_batch: int, static_batches: Sequence[int], prepared: nn.Module) -> Dict[str, Any]:
     """The package's provenance; ``weights_sha256`` is the caller's module's (as the checkpoint and the ONNX
-    metadata record it), not that of the gate-rewritten copy that is compiled."""
+    metadata record it), not that of the gate-rewritten copy that is compiled (``prepared``, whose convolutions
+    decide each model's ``weight_prepack``)."""
     meta = public_paths({k: info.get(k) for k in PROVENANCE_KEYS})  # no local paths in a shared file
     meta['input_size'] = list(meta['input_size'])
     if info.get('weights') in HASHED_WEIGHTS:
@@ -190,12 +191,16 @@ def _package_meta(info: Dict[str, Any], model: nn.Module, device: str, precision
                 memory_format=_memory_format(device), batch_range=[1, int(max_batch)],
                 static_batches=sorted({int(b) for b in static_batches}),
                 freezing=not device.startswith('cuda'), versions=library_versions())
+    macs = conv_macs_per_image(prepared, meta['input_size']) if device_kind(device) == 'cpu' else None
+    meta['weight_prepack'] = {name: weight_prepack(precision, device, macs, batch) for name, batch in
+                              [(DYNAMIC_MODEL, None)] + [(static_model_name(b), b) for b in meta['static_batches']]}
     return meta
 
 
 def _cache_key(meta: Dict[str, Any], prepared: nn.Module) -> str:
     ident = {k: meta.get(k) for k in ('architecture', 'num_classes', 'input_size', 'torch', 'device', 'dtype',
-                                      'memory_format', 'batch_range', 'static_batches', 'freezing')}
+                                      'memory_format', 'batch_range', 'static_batches', 'freezing',
+                                      'weight_prepack')}
     ident.update(weights=weights_digest(prepared), modules=module_types(prepared),
                  local_paths='removed')  # a package cached before they were is compiled again
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
@@ -213,7 +218,7 @@ def cached_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu
         static_batches = default_static_batches(device)
     check_static_batches(static_batches, max_batch)
     prepared = prepare_for_compile(model).cpu().float()
-    meta = _package_meta(info, model, device, precision, max_batch, static_batches)
+    meta = _package_meta(info, model, device, precision, max_batch, static_batches, prepared)
     folder = cache_dir('aoti')
     arch = str(meta.get('architecture') or type(model).__name__).replace('/', '_')
     path = os.path.join(folder, f"{arch}-{precision}-{device_kind(device)}-"
@@ -270,10 +275,12 @@ def build_package(model: nn.Module, meta: Dict[str, Any], out: str, *, device: s
                                                        dynamic_shapes=({0: batch},))}
         for b in meta.get('static_batches', ()):
             programs[static_model_name(b)] = torch.export.export(model, (example(b),))
+        prepack = meta.get('weight_prepack') or {}
         for name, program in programs.items():  # aoti_compile_and_package's steps, once per model
             args, kwargs = program.example_inputs
             files[name] = torch._inductor.aot_compile(program.module(check_guards=False), args, kwargs,
-                                                      options=dict(configs))
+                                                      options=dict(configs, **{'cpp.weight_prepack':
+                                                                               prepack.get(name, True)}))
     package_aoti(out, files)
     return call_atomically(out, lambda tmp: _without_local_paths(out, tmp), force=True)
 

@@ -119,7 +119,8 @@ class AotiRunner(Runner):
                 'threads': self.threads or torch.get_num_threads(), 'shape': f'dynamic (batch {self.lo}..{self.hi})'
                 + ''.join(f', static batch {b}' for b in self.static_batches),
                 'package': os.path.basename(self.path), 'package_bytes': os.path.getsize(self.path),
-                'freezing': self.meta.get('freezing'), 'compile_seconds': self.compile_seconds,
+                'freezing': self.meta.get('freezing'), 'weight_prepack': self.meta.get('weight_prepack'),
+                'compile_seconds': self.compile_seconds,
                 'compile_cached': self.cached, 'load_seconds': round(self.load_seconds, 3),
                 **({'cuda_graph_batches': list(self.graph_batches)} if self.device == 'cuda' else {})}
 

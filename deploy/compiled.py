@@ -11,12 +11,13 @@ compiles (test-only hook: the crash path is tested without a real compiler crash
 """
 import copy
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -28,7 +29,8 @@ from .errors import CompileFailed, DeployError, NoNativePrecision
 from .runtimes import native_bf16
 
 __all__ = ['prepare_for_compile', 'compiled_dtype', 'cache_dir', 'run_child', 'DEFAULT_COMPILE_TIMEOUT_S',
-           'CRASH_HOOK_ENV', 'CACHE_ENV', 'device_name', 'module_types']
+           'CRASH_HOOK_ENV', 'CACHE_ENV', 'device_name', 'module_types', 'conv_macs_per_image', 'weight_prepack',
+           'PREPACK_MIN_CONV_MACS', 'RULE_BATCH', 'PREPACK_RULE']
 
 #: a compile (export + AOTInductor + package) longer than this is stopped (``--compile-timeout``)
 DEFAULT_COMPILE_TIMEOUT_S = 1800.0
@@ -36,6 +38,13 @@ DEFAULT_COMPILE_TIMEOUT_S = 1800.0
 CACHE_ENV = 'TIMM_RECAL_CACHE'
 #: test-only: the compile child kills itself with this signal (e.g. ``SIGKILL``) before compiling
 CRASH_HOOK_ENV = 'TIMM_RECAL_TEST_COMPILE_CRASH'
+#: FP32 CPU graphs whose convolutions average fewer multiply-accumulates per call than this compile without
+#: oneDNN weight prepacking (``weight_prepack``)
+PREPACK_MIN_CONV_MACS = 10_000_000
+#: the batch a graph for any batch (a dynamic package model, parity's calls) is judged at: bench's other batch
+RULE_BATCH = 16
+PREPACK_RULE = (f'FP32 on CPU: oneDNN weight prepacking only where convolutions average >= '
+                f'{PREPACK_MIN_CONV_MACS / 1e6:g}M MACs per call (a graph for any batch judged at batch {RULE_BATCH})')
 
 
 def prepare_for_compile(model: nn.Module) -> nn.Module:
@@ -46,6 +55,39 @@ def prepare_for_compile(model: nn.Module) -> nn.Module:
     prepared = copy.deepcopy(model).eval()
     fuse_gates(prepared)
     return prepared
+
+
+def conv_macs_per_image(model: nn.Module, input_size) -> Optional[float]:
+    """The mean multiply-accumulates per convolution of ``model`` for one image of ``input_size`` (a forward at
+    batch 1 with hooks, in FP32 on the CPU); None for a model without convolutions."""
+    macs: List[int] = []
+
+    def count(conv: nn.Module, _inputs, out: torch.Tensor) -> None:
+        macs.append(out.numel() * conv.in_channels // conv.groups * math.prod(conv.kernel_size))
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(macs) / len(macs) if macs else None
+
+
+def weight_prepack(precision: str, device: str, macs_per_conv: Optional[float], batch: Optional[int]) -> bool:
+    """Whether inductor prepacks the convolution weights for oneDNN (``cpp.weight_prepack``, its default) for a
+    graph of ``batch`` (None: any batch, judged at ``RULE_BATCH``).
+
+    Why not always: a prepacked oneDNN convolution call has a fixed cost that small convolutions do not earn
+    back. Measured with ``torch.compile`` and freezing, FP32, 2 threads (one run each, ms per call, prepacked /
+    not): shufflenetv2_x0_5_cifar (0.19M MACs per conv and image) 2.90 / 1.96 at batch 1, 7.73 / 5.71 at 16;
+    shufflenetv2_x1_0 (2.6M) 7.83 / 6.03 at 1, 40.5 / 46.3 at 16; resnet18 (91M) 17.7 / 24.1 at 1; resnet50 (77M)
+    41.8 / 64.5 at 1. In BF16 prepacking won even for the CIFAR net (2.95 / 4.70 at batch 1), so only FP32 CPU
+    graphs below ``PREPACK_MIN_CONV_MACS`` per call go without it.
+    """
+    if not device.startswith('cpu') or precision != 'fp32' or macs_per_conv is None:
+        return True
+    return macs_per_conv * (batch or RULE_BATCH) >= PREPACK_MIN_CONV_MACS
 
 
 def module_types(model: nn.Module) -> str:

@@ -16,7 +16,8 @@ from deploy_helpers import (assert_runner_contract, ci_img_size, ci_models, cifa
 from timm_recal_deploy.aoti_package import PACKAGE_KEY, cached_package, package_metadata
 from timm_recal_deploy.bench import bench
 from timm_recal_deploy.compile_fusion import fuse_gates
-from timm_recal_deploy.compiled import CACHE_ENV, CRASH_HOOK_ENV, compiled_dtype, module_types, prepare_for_compile
+from timm_recal_deploy.compiled import (CACHE_ENV, CRASH_HOOK_ENV, RULE_BATCH, compiled_dtype, conv_macs_per_image,
+                                        module_types, prepare_for_compile, weight_prepack)
 from timm_recal_deploy.errors import CompileFailed, DeployError, NoNativePrecision
 from timm_recal_deploy.inductor_runtime import compile_mode
 from timm_recal_deploy.parity import parity
@@ -76,6 +77,9 @@ def test_package_carries_provenance(cnn3_package):
     assert meta['torch'] == torch.__version__ and meta['device'] == 'cpu' and meta['dtype'] == 'float32'
     assert meta['memory_format'] == 'contiguous' and meta['batch_range'] == [1, 1024] and meta['freezing']
     assert meta['static_batches'] == [1]
+    # 3.4M MACs per convolution and image: too few to prepack at batch 1 (and 2), enough at 16, where the
+    # dynamic model is judged
+    assert meta['weight_prepack'] == {'model': True, 'batch_1': False}
     from timm_recal_deploy.sources import weights_digest
     assert meta['weights_sha256'] == weights_digest(model)
     assert not os.path.isabs(meta['checkpoint'] or '')  # no local paths in a published file
@@ -238,10 +242,28 @@ def test_inductor_compiles_outside_the_timing_and_matches_eager(cnn3_package):
     call()
     desc = runner.describe()
     assert desc['modes'] == {'batch 2': 'default'} and desc['compile_seconds']['batch 2'] > 0
-    assert desc['fullgraph'] and desc['freezing']
+    assert desc['fullgraph'] and desc['freezing'] and desc['weight_prepack'] == {'batch 2': False}
     x = sample_batch(NAME, 32, n=2)
     with torch.no_grad():
         np.testing.assert_allclose(runner(x.numpy()), model(x).numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_weight_prepack_only_where_the_convolutions_earn_it():
+    small, large = 0.19e6, 77e6  # shufflenetv2_x0_5_cifar, resnet50: MACs per convolution and image
+    assert not weight_prepack('fp32', 'cpu', small, 1) and not weight_prepack('fp32', 'cpu', small, 16)
+    assert weight_prepack('fp32', 'cpu', large, 1)
+    assert not weight_prepack('fp32', 'cpu', 2.6e6, 1) and weight_prepack('fp32', 'cpu', 2.6e6, 16)
+    assert weight_prepack('fp32', 'cpu', 2.6e6, None) == weight_prepack('fp32', 'cpu', 2.6e6, RULE_BATCH)
+    assert weight_prepack('bf16', 'cpu', small, 1) and weight_prepack('fp16', 'cuda', small, 1)
+    assert weight_prepack('fp32', 'cuda', small, 1) and weight_prepack('fp32', 'cpu', None, 1)
+
+
+def test_conv_macs_per_image_counts_groups_and_kernels():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 1, groups=2))
+    # 8 x 4 x 4 outputs of 3 x 3 x 3 MACs, then 8 x 4 x 4 outputs of 4 MACs
+    assert conv_macs_per_image(model, (3, 4, 4)) == (128 * 27 + 128 * 4) / 2
+    assert conv_macs_per_image(torch.nn.Linear(4, 2), (4,)) is None
+    assert not model[0]._forward_hooks  # the hooks are removed
 
 
 def test_compile_mode_per_batch_and_device():
