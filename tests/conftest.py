@@ -1,6 +1,8 @@
 """Suite-wide settings: one intra-op thread per test process (xdist runs one process per core, and
-oversubscribed OpenMP threads spin), the Hub offline, and `../shared/data` located for the tests that use it."""
+oversubscribed OpenMP threads spin), the Hub offline, Ctrl-C as a terminal delivers it, and `../shared/data`
+located for the tests that use it."""
 import os
+import signal
 from pathlib import Path
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
@@ -12,6 +14,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 torch.set_num_threads(1)
+
+# A shell starts a background job (`cmd &` without job control) with SIGINT ignored, and an ignored signal stays
+# ignored across exec: the commands the tests interrupt with SIGINT would never see it (three tests hung so). A
+# Python handler is reset to the default at exec, so the children get SIGINT as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: pytest filter for torch's warning that torch.jit.script is deprecated: users still ship TorchScript to C++
 #: runtimes, so the tests script every model anyway (``@pytest.mark.filterwarnings(TORCHSCRIPT_DEPRECATION)``)
