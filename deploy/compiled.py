@@ -26,7 +26,7 @@ from timm_recal.outputs import temporary_folder
 
 from .compile_fusion import fuse_gates
 from .errors import CompileFailed, DeployError, NoNativePrecision
-from .runtimes import native_bf16
+from .runtimes import device_kind, native_bf16
 
 __all__ = ['prepare_for_compile', 'compiled_dtype', 'cache_dir', 'run_child', 'DEFAULT_COMPILE_TIMEOUT_S',
            'CRASH_HOOK_ENV', 'CACHE_ENV', 'device_name', 'module_types', 'conv_macs_per_image', 'weight_prepack',
@@ -85,7 +85,7 @@ def weight_prepack(precision: str, device: str, macs_per_conv: Optional[float], 
     41.8 / 64.5 at 1. In BF16 prepacking won even for the CIFAR net (2.95 / 4.70 at batch 1), so only FP32 CPU
     graphs below ``PREPACK_MIN_CONV_MACS`` per call go without it.
     """
-    if not device.startswith('cpu') or precision != 'fp32' or macs_per_conv is None:
+    if device_kind(device) != 'cpu' or precision != 'fp32' or macs_per_conv is None:
         return True
     return macs_per_conv * (batch or RULE_BATCH) >= PREPACK_MIN_CONV_MACS
 

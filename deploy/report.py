@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from timm_recal.outputs import call_atomically, public_paths, resolve_output, to_jsonable, write_json, write_text
 
 from .errors import DeployError
+from .malloc_policy import DEFAULT_POLICY
 from .recommend import recommendation_markdown
 from .runtimes import DEFAULT_ONNX_RUNTIME, EAGER_PRECISIONS, PRECISIONS, RUNTIMES, builder_runtimes, runtime_label
 
@@ -79,7 +80,7 @@ def _model_name(record: Dict[str, Any], role: str) -> str:
 def _malloc(threads: Dict[str, Any]) -> str:
     """The malloc policy when freed memory was kept (``bench --keep-freed-memory``); records before it had none."""
     policy = threads.get('malloc')
-    return f'; malloc: {policy}' if policy and not str(policy).startswith('default') else ''
+    return f'; malloc: {policy}' if policy and policy != DEFAULT_POLICY else ''
 
 
 def machine_line(record: Dict[str, Any]) -> str:
