@@ -59,3 +59,10 @@ def test_kept_freed_memory_serves_a_big_block_again_without_page_faults_and_is_u
 def test_disabled_policy_changes_nothing():
     with keep_freed_memory(False) as policy:
         assert policy == DEFAULT_POLICY
+
+
+def test_the_machine_line_names_a_kept_policy_only():
+    from timm_recal_deploy.report import machine_line
+    assert f'malloc: {KEPT_POLICY}' in machine_line({'threads': {'malloc': KEPT_POLICY}})
+    for threads in ({'malloc': DEFAULT_POLICY}, {}):  # the default, and records from before the option
+        assert 'malloc' not in machine_line({'threads': threads})
