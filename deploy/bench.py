@@ -3,8 +3,8 @@
 over a batch sweep.
 
 A second model or ONNX file (``--compare``) is timed in the same run, interleaved with the first
-(``timing.time_interleaved``); ratios are computed from those side-by-side medians, which is what the README's
-performance numbers are; they are benchmarks, not timed tests. Runners come only from the runtime table.
+(``timing.time_interleaved``, the two sides of a ratio next to each other: ``side_by_side``); ratios are
+medians of the per-repeat ratios of those side-by-side windows, which is what the README's performance numbers are; they are benchmarks, not timed tests. Runners come only from the runtime table.
 """
 import math
 import os
@@ -276,12 +276,21 @@ def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
     return timed
 
 
+def side_by_side(timed: List[_Timed]) -> List[_Timed]:
+    """The timing order: the target's and the compare model's runner of one runtime and precision next to each
+    other (target first), so the two windows of a ratio's repeat run back to back (``timing.paired_ratio``)."""
+    slot: Dict[Tuple[str, str], int] = {}
+    for t in timed:
+        slot.setdefault((t.runner.name, t.runner.precision), len(slot))
+    return sorted(timed, key=lambda t: slot[(t.runner.name, t.runner.precision)])  # stable: sides keep their order
+
+
 def _run_batches(timed: List[_Timed], batches: Sequence[int], o: BenchOptions, clock, notes: List[str],
                  log, failed: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     results = []
     for b in batches:
         calls, by_key = [], {}
-        for t in timed:
+        for t in side_by_side(timed):
             try:
                 calls.append((t.key, t.runner.prepare(b)))  # set-up and compiles: outside the timing windows
                 by_key[t.key] = t
@@ -295,12 +304,11 @@ def _run_batches(timed: List[_Timed], batches: Sequence[int], o: BenchOptions, c
         log(f"bench: batch {b}: timing {', '.join(k for k, _ in calls)}")
         windows = time_interleaved(calls, warmup=o.warmup, repeats=o.repeats, min_time_s=o.min_time_s,
                                    min_iters=o.min_iters, clock=clock)
-        for key, _ in calls:
-            t = by_key[key]
+        for t in [t for t in timed if t.key in by_key]:  # records in the sides' order, as the tables group them
             variant = getattr(t.runner, 'variant', None)
             results.append(dict(role=t.role, model=t.model, runtime=t.runner.name, precision=t.runner.precision,
                                 batch=b, **({'variant': variant} if variant else {}),
-                                **summarize_times(windows[key], b)))
+                                **summarize_times(windows[t.key], b)))
     return results
 
 
@@ -318,8 +326,10 @@ def _settings(o: BenchOptions, batches, runtimes, timed: List[_Timed]) -> Dict[s
         'precisions': sorted({t.runner.precision for t in timed}),
         'warmup': o.warmup, 'repeats': o.repeats, 'min_time_s': o.min_time_s, 'min_iters': o.min_iters,
         'device': o.device, 'amp': o.amp, 'input': 'standard normal, seed 0',
-        'order': 'interleaved: each repeat times every runner once, forward order on even repeats, reversed on odd',
+        'order': ('interleaved: each repeat times every runner once, forward order on even repeats, reversed on odd; '
+                  'the target and compare runner of one runtime and precision back to back'),
         'images_per_s': 'median over repeats of batch * calls / seconds in each timing window',
+        'ratios': 'median over repeats of the ratio of the two windows of the same repeat',
         **({'int8': _int8_recipe(o)} if any(t.runner.precision == 'int8' for t in timed) else {}),
     }
 

@@ -3,7 +3,7 @@ machine a benchmark ran on.
 
 Calls are timed interleaved: every repeat times each runner once, in alternating order (forward, then
 backward), so slow drifts of the machine (another process, clock changes) hit both sides alike. Ratios are
-computed from those side-by-side medians.
+medians of the per-repeat ratios of those side-by-side windows (``paired_ratio``).
 """
 import os
 import platform
@@ -16,8 +16,8 @@ import numpy as np
 from .errors import DeployError
 from .runtimes import PRECISIONS, RUNTIMES
 
-__all__ = ['time_interleaved', 'summarize_times', 'compute_ratios', 'machine_info', 'busy_cpus', 'amx_usable',
-           'vs_best_eager_kind']
+__all__ = ['time_interleaved', 'summarize_times', 'compute_ratios', 'paired_ratio', 'machine_info', 'busy_cpus',
+           'amx_usable', 'vs_best_eager_kind']
 
 _EAGER = [w for w, r in RUNTIMES.items() if r.reference]
 _ONNX = [w for w, r in RUNTIMES.items() if not r.reference]  # every other runtime: ONNX files, compiled PyTorch
@@ -88,12 +88,29 @@ def summarize_times(windows: Sequence[Sequence[float]], batch: int) -> Dict[str,
     }
 
 
+def paired_ratio(num: Dict[str, Any], den: Dict[str, Any]) -> Tuple[float, str]:
+    """``(value, estimator)`` of ``num``'s speed over ``den``'s.
+
+    With one window per repeat on both sides, the value is the median over repeats of the ratio of the two
+    windows of the same repeat. A shared machine changes speed in steps (another guest on the host's core: the
+    same net ran at 3,200 and at 2,300 images/s within one minute, at 1-minute load 0.5), and a ratio of two
+    medians mixes whichever step each side's median fell in; windows of the same repeat (``bench`` times the
+    two sides of a ratio next to each other) share their step. Records without per-repeat numbers fall back to
+    the ratio of the medians.
+    """
+    a, b = num.get('images_per_s_repeats'), den.get('images_per_s_repeats')
+    if a and b and len(a) == len(b) and all(v > 0 for v in b):
+        return statistics.median(x / y for x, y in zip(a, b)), 'median of per-repeat ratios'
+    return num['images_per_s'] / den['images_per_s'], 'ratio of medians'
+
+
 def _ratio(kind: str, num: Dict[str, Any], den: Dict[str, Any], **extra) -> Dict[str, Any]:
+    value, estimator = paired_ratio(num, den)
     return dict(
         kind=kind, batch=num['batch'], **extra,
         numerator=f"{num['role']}/{num['runtime']}/{num['precision']}",
         denominator=f"{den['role']}/{den['runtime']}/{den['precision']}",
-        value=num['images_per_s'] / den['images_per_s'],
+        value=value, estimator=estimator, ratio_of_medians=num['images_per_s'] / den['images_per_s'],
     )
 
 
@@ -104,7 +121,8 @@ def vs_best_eager_kind(runtime: str) -> str:
 
 
 def compute_ratios(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Speed ratios (``images_per_s`` of numerator / denominator, each the median over repeats) at each batch:
+    """Speed ratios at each batch (numerator / denominator, ``paired_ratio``: the median of per-repeat ratios;
+    ``ratio_of_medians`` beside it):
 
     * ``ort_vs_best_eager`` (``<runtime>_vs_best_eager`` for other ONNX runtimes): each ONNX runtime's FP32 runner over the faster FP32 eager layout (NCHW or
       channels_last) of the same model;

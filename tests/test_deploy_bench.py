@@ -93,6 +93,22 @@ def test_ratios_from_recorded_throughput():
     assert len(ratios) == 6  # nothing paired across runtimes or with a missing side
 
 
+def test_ratio_is_the_median_of_per_repeat_ratios():
+    from timm_recal_deploy.timing import paired_ratio
+    # the machine stepped from fast to slow between repeats 1 and 2 for both sides: each repeat's two windows
+    # agree (ratio 1), while the medians fall on different steps (300 / 150 = 2)
+    num = dict(_res('target', 'aoti', 'fp32', 1, 300.0), images_per_s_repeats=[300.0, 300.0, 150.0])
+    den = dict(_res('compare', 'aoti', 'fp32', 1, 150.0), images_per_s_repeats=[300.0, 150.0, 150.0])
+    assert paired_ratio(num, den) == (pytest.approx(1.0), 'median of per-repeat ratios')
+    (q,) = compute_ratios([num, den])
+    assert q['value'] == pytest.approx(1.0) and q['ratio_of_medians'] == pytest.approx(2.0)
+    assert q['estimator'] == 'median of per-repeat ratios'
+    # records without per-repeat numbers (or with unequal repeats) keep the ratio of the medians
+    assert paired_ratio(_res('t', 'ort', 'fp32', 1, 30.0), _res('c', 'ort', 'fp32', 1, 20.0)) == (
+        pytest.approx(1.5), 'ratio of medians')
+    assert paired_ratio(dict(num, images_per_s_repeats=[300.0]), den)[1] == 'ratio of medians'
+
+
 def test_ratio_pairs_two_single_precision_files():
     ratios = compute_ratios([_res('target', 'ort', 'int8', 16, 80.0), _res('compare', 'ort', 'fp32', 16, 20.0)])
     assert [(q['kind'], q['numerator'], q['denominator'], q['value']) for q in ratios] == [
@@ -155,11 +171,14 @@ def test_onnx_precision_from_metadata(tiny_onnx):
 
 
 def _check_ratios_match_results(rec):
-    ips = {f"{r['role']}/{r['runtime']}/{r['precision']}@{r['batch']}": r['images_per_s'] for r in rec['results']}
+    import statistics
+    res = {f"{r['role']}/{r['runtime']}/{r['precision']}@{r['batch']}": r for r in rec['results']}
     assert rec['ratios']
     for q in rec['ratios']:
-        num, den = ips[f"{q['numerator']}@{q['batch']}"], ips[f"{q['denominator']}@{q['batch']}"]
-        assert q['value'] == pytest.approx(num / den, rel=1e-12)
+        num, den = res[f"{q['numerator']}@{q['batch']}"], res[f"{q['denominator']}@{q['batch']}"]
+        per_repeat = [a / b for a, b in zip(num['images_per_s_repeats'], den['images_per_s_repeats'])]
+        assert q['value'] == pytest.approx(statistics.median(per_repeat), rel=1e-12)
+        assert q['ratio_of_medians'] == pytest.approx(num['images_per_s'] / den['images_per_s'], rel=1e-12)
 
 
 def test_bench_model_with_onnx_files_end_to_end(tiny_onnx, tmp_path):
@@ -198,6 +217,21 @@ def test_bench_onnx_vs_onnx_compare(tiny_onnx):
     assert {(r['role'], r['runtime'], r['precision']) for r in rec['results']} == {
         ('target', 'ort', 'int8'), ('compare', 'ort', 'fp32')}
     assert [q['kind'] for q in rec['ratios']] == ['target_vs_compare']
+    _check_ratios_match_results(rec)
+
+
+def test_bench_times_the_two_sides_of_a_ratio_back_to_back():
+    logged = []
+    rec = bench(TINY, compare='resnet10t', runtimes=['eager', 'eager_cl'], batches=[1], warmup=0, repeats=3,
+                min_time_s=0.0, min_iters=1, img_size=32, log=logged.append)
+    (order,) = [m for m in logged if m.startswith('bench: batch 1: timing ')]
+    assert order == ('bench: batch 1: timing target/eager/fp32, compare/eager/fp32, '
+                     'target/eager_cl/fp32, compare/eager_cl/fp32')
+    # records stay grouped by side, as the tables show them
+    assert [(r['role'], r['runtime']) for r in rec['results']] == [
+        ('target', 'eager'), ('target', 'eager_cl'), ('compare', 'eager'), ('compare', 'eager_cl')]
+    assert {q['runtime'] for q in rec['ratios'] if q['kind'] == 'target_vs_compare'} == {'eager', 'eager_cl'}
+    assert 'back to back' in rec['settings']['order']
     _check_ratios_match_results(rec)
 
 
