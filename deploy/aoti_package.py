@@ -57,7 +57,7 @@ from .sources import HASHED_WEIGHTS, NAMING_KEYS, Source, is_onnx_path, onnx_dat
 __all__ = ['AotiExportOptions', 'AotiExportResult', 'export_aoti', 'cached_package', 'package_metadata',
            'check_package', 'build_package', 'PACKAGE_KEY', 'DEFAULT_MAX_BATCH', 'PACKAGE_PRECISIONS',
            'is_package_path', 'package_source', 'inspect_package', 'default_static_batches', 'static_model_name',
-           'DYNAMIC_MODEL', 'triton_package']
+           'DYNAMIC_MODEL', 'triton_package', 'triton_export']
 
 #: the ``aot_inductor.metadata`` entry holding our JSON
 PACKAGE_KEY = 'timm_recal'
@@ -248,6 +248,16 @@ def triton_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu
     """The ``pytorch`` Triton backend's file of ``model`` (``triton_backends``' ``package`` hook): its FP32
     package for ``device``, from the cache or compiled in a child process (the repository copies it)."""
     return cached_package(model, info, device=device, precision='fp32', timeout=timeout, log=log)[0]
+
+
+def triton_export(spec: str, output: str, export_options: Any = None, *,
+                  log: Optional[Callable[[str], None]] = None) -> str:
+    """The ``pytorch`` Triton backend's file of a MODEL spec (``triton_backends``' ``export`` hook, the standalone
+    ``timm-recal triton``): its FP32 package, with the weights and input options of ``export_options`` (an
+    ``ExportOptions``) where it has them."""
+    fields = ('checkpoint', 'num_classes', 'use_ema', 'img_size', 'device')
+    options = AotiExportOptions(**({k: getattr(export_options, k) for k in fields} if export_options else {}))
+    return export_aoti(spec, output, options, log=log).output
 
 
 def build_package(model: nn.Module, meta: Dict[str, Any], out: str, *, device: str, precision: str,

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Tuple
 from .errors import DeployError
 from .options import DEFAULT_PIPELINE_STAGES, EXPORTERS, GATE_REWRITES, PIPELINE_STAGES, TritonOptions, from_args
 from .runtimes import PRECISIONS, RUNTIMES, parse_runtimes
-from .triton_backends import TRITON_BACKENDS
+from .triton_backends import DEFAULT_BACKEND, TRITON_BACKENDS
 
 # Only these light modules are imported here. Every stage module (export, parity, validate, quantize, bench,
 # pipeline, report, info, tensorrt_build, trt_ops, triton) is imported inside the function that runs it, on
@@ -242,7 +242,7 @@ def _engine_kwargs(args: argparse.Namespace) -> dict:
 def add_triton_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """A Triton model repository: ``--backend`` (Triton's names), batching and instances (``TritonOptions``)."""
     g = p.add_argument_group('Triton repository')
-    g.add_argument('--backend', default='onnxruntime', choices=list(TRITON_BACKENDS),
+    g.add_argument('--backend', default=DEFAULT_BACKEND, choices=list(TRITON_BACKENDS),
                    help='Triton backend: onnxruntime = our runtime ort (KIND_CPU), tensorrt = trt (KIND_GPU, '
                         'a .plan built by the engine stage), openvino = openvino (KIND_CPU), pytorch = aoti '
                         '(platform torch_aoti, Triton 26.03+, a .pt2; max_batch_size 0); default onnxruntime')
@@ -642,7 +642,7 @@ def run_triton(args: argparse.Namespace) -> int:
     o = from_args(TritonOptions, args)
     if not args.client_example and not args.output:
         raise DeployError('an output folder is required (-o/--output REPO_DIR), or pass --client-example')
-    backend = 'onnxruntime' if args.client_example else o.backend  # the example needs the I/O names only
+    backend = DEFAULT_BACKEND if args.client_example else o.backend  # the example needs the I/O names only
     engine = _engine_kwargs(args)
     if engine.get('batch') is None and o.max_batch_size:  # the engine must take every batch Triton may send
         engine['batch'] = f'1,{min(16, o.max_batch_size)},{o.max_batch_size}'

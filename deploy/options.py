@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, List, Optional, Type, TypeVar
 
+from .triton_backends import DEFAULT_BACKEND
+
 __all__ = ['EXPORTERS', 'GATE_REWRITES', 'PIPELINE_STAGES', 'DEFAULT_PIPELINE_STAGES', 'TritonOptions', 'ModelOptions', 'RuntimeOptions', 'Int8Options', 'OutputOptions', 'DataOptions', 'TimingOptions',
            'from_args', 'with_overrides', 'int8_kwargs']
 
@@ -79,7 +81,7 @@ class TimingOptions:
 @dataclass
 class TritonOptions:
     """A Triton model repository (``triton.write_triton_repository``): backend and batching."""
-    backend: str = 'onnxruntime'
+    backend: str = DEFAULT_BACKEND
     max_batch_size: int = 64
     preferred_batch_sizes: List[int] = dataclasses.field(default_factory=list)
     queue_delay_us: int = 100

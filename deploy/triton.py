@@ -32,12 +32,13 @@ from .errors import DeployError
 from .export import export_onnx
 from .metadata import load_onnx, read_metadata
 from .onnx_save import copy_onnx
-from .tensorrt_build import build_engine, read_sidecar, require_tensorrt, sidecar_path
-from .triton_backends import ARTIFACTS, TRITON_BACKENDS, triton_backend
+from .tensorrt_build import read_sidecar, sidecar_path
+from .triton_backends import (ARTIFACT_SUFFIXES, ARTIFACTS, DEFAULT_BACKEND, TRITON_BACKENDS, backend_hook,
+                              triton_backend)
 
 __all__ = [
     'TRITON_BACKENDS', 'BACKEND_RUNTIME', 'artifact_io', 'triton_config_text', 'validate_triton_config',
-    'write_triton_repository', 'triton_client_example', 'triton_artifact',
+    'write_triton_repository', 'triton_client_example', 'triton_artifact', 'artifact_kind',
 ]
 
 #: the first Triton release whose PyTorch backend loads AOTInductor packages
@@ -103,11 +104,12 @@ def artifact_io(path: str) -> Dict[str, Any]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DeployError(f'model file not found: {path}')
-    if path.lower().endswith('.onnx'):
+    kind = artifact_kind(path)
+    if kind == 'onnx':
         return {'kind': 'onnx', **_onnx_io(path)}
-    if path.lower().endswith('.pt2'):
+    if kind == 'pt2':
         return _package_io(path)
-    if path.lower().endswith(('.plan', '.engine', '.trt')):
+    if kind == 'plan':
         side = read_sidecar(path)
         return {'kind': 'plan', 'inputs': side['inputs'], 'outputs': side['outputs'],
                 'metadata': side.get('metadata') or {}, 'sidecar': side}
@@ -229,7 +231,7 @@ def write_triton_repository(
         source: str,
         repo_dir: str,
         *,
-        backend: str = 'onnxruntime',
+        backend: str = DEFAULT_BACKEND,
         name: Optional[str] = None,
         max_batch_size: int = 64,
         preferred_batch_sizes: Sequence[int] = (),
@@ -402,32 +404,35 @@ if __name__ == '__main__':
 '''
 
 
-_PLAN_SUFFIXES = ('.plan', '.engine', '.trt')
+def artifact_kind(path: str) -> Optional[str]:
+    """The kind of file ``path`` names by its suffix (``triton_backends.ARTIFACT_SUFFIXES``), None for a MODEL spec."""
+    lower = path.lower()
+    return next((kind for kind, suffixes in ARTIFACT_SUFFIXES.items() if lower.endswith(suffixes)), None)
 
 
 def triton_artifact(source: str, backend: str, workdir: str, *, export_options: Any = None,
                     engine_options: Optional[Dict[str, Any]] = None, log=None) -> str:
-    """The file ``backend`` serves, made from ``source`` inside ``workdir`` when needed: a model spec is exported
-    by the export stage (``export_onnx``), and for ``tensorrt`` an ONNX file is built into a plan by the engine
-    stage (``tensorrt_build.build_engine``, ``engine_options`` its keywords). An ``.onnx``/``.plan`` path is used
-    as it is. For ``tensorrt`` TensorRT and a GPU are checked first, before any export: a machine without them
-    gets one message naming what is missing, and nothing is written."""
+    """The file ``backend`` serves, made from ``source`` inside ``workdir`` as its row says
+    (``triton_backends``): a file of the kind it serves is used as it is; otherwise the row's ``requires`` runs
+    first (a machine without TensorRT or a GPU gets one message, before any export, and nothing is written),
+    then a MODEL spec is exported (``export_onnx``, or the row's ``export`` for a backend that serves the model)
+    and, for a backend that serves a built file, the ONNX file is built (the row's ``build``, ``engine_options``
+    its keywords). A file of another kind is returned as it is, for ``write_triton_repository`` to refuse with
+    the command that makes the right one."""
     log = log or (lambda msg: None)
-    triton_backend(backend)
-    is_plan = source.lower().endswith(_PLAN_SUFFIXES)
-    if backend == 'tensorrt' and not is_plan:
-        require_tensorrt()
+    row = triton_backend(backend)
+    kind = artifact_kind(source)
+    if kind is not None and not (kind == 'onnx' and row.serves == 'built'):
+        return source
+    if row.requires:
+        backend_hook(row.requires)()
+    if row.serves == 'model':
+        return backend_hook(row.export)(source, os.path.join(workdir, row.filename), export_options, log=log)
     path = source
-    if backend == 'pytorch' and not source.lower().endswith('.pt2'):  # a model spec: an AOTInductor package
-        from .aoti_package import AotiExportOptions, export_aoti
-        o = export_options
-        options = AotiExportOptions(**({k: getattr(o, k) for k in ('checkpoint', 'num_classes', 'use_ema',
-                                                                     'img_size', 'device')} if o else {}))
-        return export_aoti(source, os.path.join(workdir, 'model.pt2'), options, log=log).output
-    if not source.lower().endswith(('.onnx', '.pt2')) and not is_plan:  # a model spec: the export stage
+    if kind is None:  # a model spec: the export stage
         log(f'exporting {source} ...')
         path = export_onnx(source, os.path.join(workdir, 'model.onnx'), export_options).output
-    if backend == 'tensorrt' and not is_plan:
-        log(f'building a TensorRT engine from {os.path.basename(path)} ...')
-        path = build_engine(path, os.path.join(workdir, 'model.plan'), **(engine_options or {}))['output']
+    if row.serves == 'built':
+        log(f'building the {backend} backend\'s {row.filename} from {os.path.basename(path)} ...')
+        path = backend_hook(row.build)(path, os.path.join(workdir, row.filename), **(engine_options or {}))['output']
     return path

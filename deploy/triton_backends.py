@@ -10,6 +10,10 @@ what a row's ``serves`` names and so never names a backend:
 * ``'model'``: the model itself, made into the served file by the row's ``package`` hook (compiled in a child
   process and cached).
 
+The standalone command (``triton.triton_artifact``) makes a backend's file from a MODEL spec or an ONNX file by the
+same row: ``requires`` first (the one-line error when the backend's tools are missing here, before any export),
+then the ONNX export, then ``build`` (``'built'``); or ``export`` from the spec (``'model'``).
+
 A new backend is one row here (and, if it serves a file of its own, its runtime's builder or package hook).
 References: Triton's ``docs/user_guide/model_configuration.md``, the OpenVINO backend's README
 (``default_model_filename``), the PyTorch backend's README (``platform: "torch_aoti"``, Triton 26.03+).
@@ -20,13 +24,16 @@ from typing import Any, Callable, Dict, Optional
 
 from .errors import DeployError
 
-__all__ = ['TritonBackend', 'TRITON_BACKENDS', 'triton_backend', 'package_hook', 'SERVES', 'ARTIFACTS']
+__all__ = ['TritonBackend', 'TRITON_BACKENDS', 'DEFAULT_BACKEND', 'triton_backend', 'package_hook', 'backend_hook',
+           'SERVES', 'ARTIFACTS', 'ARTIFACT_SUFFIXES']
 
 #: what a backend's ``serves`` may be (see the module docstring)
 SERVES = ('onnx', 'built', 'model')
 #: the kinds of file a backend loads (``TritonBackend.artifact``), as messages name them
 ARTIFACTS = {'onnx': 'an ONNX file (.onnx)', 'plan': 'a TensorRT engine (.plan)',
              'pt2': 'an AOTInductor package (.pt2)'}
+#: the file name suffixes of each kind (lower case)
+ARTIFACT_SUFFIXES = {'onnx': ('.onnx',), 'plan': ('.plan', '.engine', '.trt'), 'pt2': ('.pt2',)}
 
 
 @dataclass(frozen=True)
@@ -45,20 +52,34 @@ class TritonBackend:
     package: Optional[str] = None
     #: how to make its file, for the message when given another kind
     hint: str = ''
+    #: 'module:function' ``()`` raising the one-line error when what the backend's file needs is missing here
+    requires: Optional[str] = None
+    #: ``serves == 'built'``: 'module:function' ``(onnx_path, out_path, **engine_options) -> {'output': ...}``
+    #: building the served file from the ONNX export (the standalone command; the pipeline runs the runtime's
+    #: builder)
+    build: Optional[str] = None
+    #: ``serves == 'model'``: 'module:function' ``(spec, out_path, export_options, *, log) -> path``, the served
+    #: file of a MODEL spec (the standalone command; the pipeline calls ``package`` on its loaded model)
+    export: Optional[str] = None
 
 
 #: the Triton backend table
 TRITON_BACKENDS: Dict[str, TritonBackend] = {b.name: b for b in (
     TritonBackend('onnxruntime', 'ort', 'model.onnx', 'KIND_CPU', 'onnx', 'onnx'),
     TritonBackend('tensorrt', 'trt', 'model.plan', 'KIND_GPU', 'plan', 'built',
-                  hint='build one first with `timm-recal engine MODEL.onnx -o model.plan` and pass the .plan'),
+                  hint='build one first with `timm-recal engine MODEL.onnx -o model.plan` and pass the .plan',
+                  requires='tensorrt_build:require_tensorrt', build='tensorrt_build:build_engine'),
     TritonBackend('openvino', 'openvino', 'model.onnx', 'KIND_CPU', 'onnx', 'onnx', default_model_filename=True),
     # Triton 26.03+: the PyTorch backend's AOTInductor platform; the instance kind follows the package's device
     TritonBackend('pytorch', 'aoti', 'model.pt2', 'KIND_CPU', 'pt2', 'model', platform='torch_aoti', batching=False,
-                  package='aoti_package:triton_package',
+                  package='aoti_package:triton_package', export='aoti_package:triton_export',
                   hint='timm-recal export MODEL --format aoti, or pass the MODEL'),
 )}
-assert all(b.serves in SERVES and b.artifact in ARTIFACTS and (b.serves == 'model') == bool(b.package)
+#: the backend of ``timm-recal triton`` and the pipeline's ``triton`` stage when none is named (every install can
+#: serve its file; ``--client-example`` reads the I/O names through it)
+DEFAULT_BACKEND = 'onnxruntime'
+assert DEFAULT_BACKEND in TRITON_BACKENDS and all(b.serves in SERVES and b.artifact in ARTIFACTS and (b.serves == 'model') == bool(b.package)
+           and (b.serves == 'model') == bool(b.export) and (b.serves == 'built') == bool(b.build)
            for b in TRITON_BACKENDS.values())
 
 
@@ -70,9 +91,14 @@ def triton_backend(name: Any) -> TritonBackend:
     return row
 
 
+def backend_hook(ref: str) -> Callable[..., Any]:
+    """The function a row names as ``'module:function'`` (a module of this package), imported when called."""
+    module, _, function = ref.partition(':')
+    return getattr(importlib.import_module(f'{__package__}.{module}'), function)
+
+
 def package_hook(backend: TritonBackend) -> Callable[..., str]:
     """The ``package`` function of a backend that serves the model itself."""
     if not backend.package:
         raise DeployError(f'the {backend.name} backend serves a file, not the model')
-    module, _, function = backend.package.partition(':')
-    return getattr(importlib.import_module(f'{__package__}.{module}'), function)
+    return backend_hook(backend.package)

@@ -18,6 +18,8 @@ from timm_recal_deploy.runtimes import RUNTIMES, RuntimeSpec, default_runtimes  
 DEPLOY = Path(pl.__file__).parent
 #: words a stage would branch on: our runtime words and the TensorRT builder's name
 RUNTIME_WORDS = frozenset(RUNTIMES) | {'tensorrt'}
+#: and in the Triton stage, Triton's backend names
+BACKEND_WORDS = frozenset(triton_backends.TRITON_BACKENDS)
 
 
 def _code_strings(path: Path):
@@ -31,12 +33,15 @@ def _code_strings(path: Path):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
 
 
-@pytest.mark.parametrize('module', ['pipeline.py', 'bench.py', 'recommend.py', 'parity.py', 'validate.py'])
+@pytest.mark.parametrize('module', ['pipeline.py', 'bench.py', 'recommend.py', 'parity.py', 'validate.py',
+                                    'triton.py'])
 def test_stages_name_no_runtime(module):
     """The stages read rows; a string in their code that is a runtime word (``'ort'``, ``'openvino'``...) is a
-    branch on one runtime, which belongs in ``runtimes.RUNTIMES`` (docstrings and comments may name them)."""
+    branch on one runtime, which belongs in ``runtimes.RUNTIMES`` (docstrings and comments may name them); in
+    ``triton.py`` a Triton backend's name is one too (``triton_backends.TRITON_BACKENDS``)."""
+    words = RUNTIME_WORDS | (BACKEND_WORDS if module == 'triton.py' else frozenset())
     named = [(line, text) for line, text in _code_strings(DEPLOY / module)
-             if set(re.findall(r'\w+', text)) & RUNTIME_WORDS]
+             if set(re.findall(r'\w+', text)) & words]
     assert named == [], f'{module} names runtimes in code: {named}'
 
 
@@ -120,3 +125,44 @@ def test_backend_words_are_the_table(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0 and "invalid choice: 'tensorrtx'" in err[-1]
     assert all(w in err[-1] for w in triton_backends.TRITON_BACKENDS) and not (tmp_path / 'q').exists()
+
+
+def test_standalone_triton_makes_a_backends_file_from_its_row(tmp_path, monkeypatch):
+    """``timm-recal triton`` makes the served file by the row alone (``triton.triton_artifact``): ``requires``
+    before any export, the ONNX export, ``build`` with the engine options; ``export`` for a row serving the model;
+    a file of another kind is handed on untouched (``write_triton_repository`` refuses it with the right command)."""
+    from timm_recal_deploy.export import ExportOptions
+    from timm_recal_deploy.triton import triton_artifact
+    calls = []
+
+    def build(onnx_path, out, **options):
+        calls.append(('build', Path(onnx_path).name, Path(out).name, options))
+        shutil.copyfile(onnx_path, out)
+        return {'output': out}
+    monkeypatch.setattr(triton_backends, 'fake_requires', lambda: calls.append(('requires',)), raising=False)
+    monkeypatch.setattr(triton_backends, 'fake_build', build, raising=False)
+    monkeypatch.setattr(triton_backends, 'fake_export', lambda spec, out, options, log: calls.append(
+        ('export', spec, Path(out).name, options.exporter)) or out, raising=False)
+    monkeypatch.setitem(triton_backends.TRITON_BACKENDS, 'fakebuilt', triton_backends.TritonBackend(
+        'fakebuilt', 'ort', 'model.fake', 'KIND_CPU', 'onnx', 'built', requires='triton_backends:fake_requires',
+        build='triton_backends:fake_build'))
+    monkeypatch.setitem(triton_backends.TRITON_BACKENDS, 'fakemodel', triton_backends.TritonBackend(
+        'fakemodel', 'aoti', 'model.pt2', 'KIND_CPU', 'pt2', 'model', package='aoti_package:triton_package',
+        export='triton_backends:fake_export'))
+    work = tmp_path / 'work'
+    work.mkdir()
+    logged = []
+    made = triton_artifact('cnn3', 'fakebuilt', str(work), export_options=ExportOptions(exporter='legacy'),
+                           engine_options={'batch': '1,4,8'}, log=logged.append)
+    assert made == str(work / 'model.fake') and Path(made).is_file()
+    assert calls == [('requires',), ('build', 'model.onnx', 'model.fake', {'batch': '1,4,8'})]
+    assert logged[0] == 'exporting cnn3 ...'  # after requires: a missing tool costs no export
+    calls.clear()
+    assert triton_artifact('cnn3', 'fakemodel', str(work), export_options=ExportOptions(exporter='legacy'),
+                           log=logged.append) == str(work / 'model.pt2')
+    assert calls == [('export', 'cnn3', 'model.pt2', 'legacy')]
+    calls.clear()
+    other = tmp_path / 'm.pt2'
+    assert triton_artifact(str(other), 'fakebuilt', str(work)) == str(other) and calls == []
+    # TensorRT's row: a package given to it is not built (and TensorRT, absent here, is never asked for)
+    assert triton_artifact(str(other), 'tensorrt', str(work)) == str(other)
