@@ -17,7 +17,9 @@ torch version or device is refused in one line before anything is loaded.
 
 The cache (``compiled.cache_dir('aoti')``) holds one package per (architecture, weights hash after
 ``prepare_for_compile``, module types, input size, torch version, device, dtype, memory format, batch range):
-bench, parity and the pipeline's stages compile a model once. Packages enter it by one rename.
+bench, parity and the pipeline's stages compile a model once. Packages enter it by one rename; a use marks a
+package as recent, and after each compile the least recently used ones are removed until the cache fits in
+``$TIMM_RECAL_CACHE_MAX_GB`` (``compiled.trim_cache``).
 
 A package names no local folder (the README's Guarantees): it is compiled without the compiler's line tables
 (``aot_inductor.enable_line_tables``), and ``build_package``, the one place packages are written, rewrites the zip
@@ -44,8 +46,9 @@ from torch import nn
 
 from timm_recal.outputs import call_atomically, public_paths, resolve_output, temporary_folder
 
-from .compiled import (cache_dir, compiled_dtype, conv_macs_per_image, crash_if_asked, device_name, module_types,
-                       prepare_for_compile, run_child, weight_prepack)
+from .compiled import (CACHE_MAX_ENV, cache_dir, cache_limit_bytes, compiled_dtype, conv_macs_per_image,
+                       crash_if_asked, device_name, module_types, prepare_for_compile, run_child, touch_cached,
+                       trim_cache, weight_prepack)
 from .eager_runtime import check_device
 from .errors import DeployError
 from .export import PROVENANCE_KEYS, _trial_forward, default_onnx_name, library_versions
@@ -220,10 +223,12 @@ def cached_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu
     prepared = prepare_for_compile(model).cpu().float()
     meta = _package_meta(info, model, device, precision, max_batch, static_batches, prepared)
     folder = cache_dir('aoti')
+    cache_limit_bytes()  # a bad $TIMM_RECAL_CACHE_MAX_GB is refused before the compile, not after
     arch = str(meta.get('architecture') or type(model).__name__).replace('/', '_')
     path = os.path.join(folder, f"{arch}-{precision}-{device_kind(device)}-"
                                 f'{_cache_key(meta, prepared)}.pt2')
     if os.path.isfile(path):
+        touch_cached(path)
         return path, package_metadata(path), None
     statics = ''.join(f', static batch {b}' for b in meta['static_batches'])
     log(f'aoti: compiling {arch} ({precision}, {device}, batch 1..{max_batch}{statics}) in a child process; this '
@@ -234,6 +239,10 @@ def cached_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu
                    device=device, precision=precision, max_batch=int(max_batch))  # static batches: in meta
         done = run_child('aoti_package', job, what=f'{arch} for aoti ({precision}, {device})', timeout=timeout)
         os.replace(job['out'], path)
+    removed = trim_cache(folder, keep=path)
+    if removed:
+        log(f'aoti: the package cache is over {CACHE_MAX_ENV}: removed the {len(removed)} least recently used '
+            f"({', '.join(os.path.basename(p) for p in removed)})")
     return path, package_metadata(path), done['seconds']
 
 

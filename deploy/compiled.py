@@ -29,13 +29,17 @@ from .errors import CompileFailed, DeployError, NoNativePrecision
 from .runtimes import device_kind, native_bf16
 
 __all__ = ['prepare_for_compile', 'compiled_dtype', 'cache_dir', 'run_child', 'DEFAULT_COMPILE_TIMEOUT_S',
-           'CRASH_HOOK_ENV', 'CACHE_ENV', 'device_name', 'module_types', 'conv_macs_per_image', 'weight_prepack',
+           'CRASH_HOOK_ENV', 'CACHE_ENV', 'CACHE_MAX_ENV', 'DEFAULT_CACHE_MAX_GB', 'cache_limit_bytes', 'touch_cached',
+           'trim_cache', 'device_name', 'module_types', 'conv_macs_per_image', 'weight_prepack',
            'PREPACK_MIN_CONV_MACS', 'RULE_BATCH', 'PREPACK_RULE']
 
 #: a compile (export + AOTInductor + package) longer than this is stopped (``--compile-timeout``)
 DEFAULT_COMPILE_TIMEOUT_S = 1800.0
 #: the cache root (``$TIMM_RECAL_CACHE``, else ``~/.cache/timm_recal``); packages go to its ``aoti/`` folder
 CACHE_ENV = 'TIMM_RECAL_CACHE'
+#: the package cache's size limit in GB (``cache_limit_bytes``); least recently used packages go first
+CACHE_MAX_ENV = 'TIMM_RECAL_CACHE_MAX_GB'
+DEFAULT_CACHE_MAX_GB = 10.0
 #: test-only: the compile child kills itself with this signal (e.g. ``SIGKILL``) before compiling
 CRASH_HOOK_ENV = 'TIMM_RECAL_TEST_COMPILE_CRASH'
 #: FP32 CPU graphs whose convolutions average fewer multiply-accumulates per call than this compile without
@@ -133,6 +137,61 @@ def cache_dir(kind: str = 'aoti') -> str:
         raise DeployError(f'the compile cache folder {path} cannot be created ({e.strerror}); set {CACHE_ENV} '
                           'to a writable folder') from None
     return path
+
+
+def cache_limit_bytes() -> Optional[int]:
+    """The most bytes of packages the cache keeps (``$TIMM_RECAL_CACHE_MAX_GB``, default ``DEFAULT_CACHE_MAX_GB``;
+    ``0`` keeps everything): a ResNet-50 package is about 200 MB, and every weights, torch version or batch range
+    adds one."""
+    raw = os.environ.get(CACHE_MAX_ENV, '').strip()
+    try:
+        gb = float(raw) if raw else DEFAULT_CACHE_MAX_GB
+    except ValueError:
+        raise DeployError(f'{CACHE_MAX_ENV} must be a number of GB (0: no limit), got {raw!r}') from None
+    if not (gb >= 0 and math.isfinite(gb)):
+        raise DeployError(f'{CACHE_MAX_ENV} must be a number of GB >= 0 (0: no limit), got {raw!r}')
+    return int(gb * 1e9) if gb > 0 else None
+
+
+def touch_cached(path: str) -> None:
+    """Mark a cached file as just used: ``trim_cache`` removes the least recently used first."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # a read-only cache still serves; it is only not reordered
+
+
+def trim_cache(folder: str, keep: str, suffix: str = '.pt2', max_bytes: Optional[int] = None) -> List[str]:
+    """Remove the least recently used ``*suffix`` files of ``folder`` (never ``keep``, the one just made) until
+    they take at most ``max_bytes`` (``cache_limit_bytes()`` when None; no limit: nothing removed); returns the
+    removed paths. Another process may remove or use the same files: a file gone already is skipped."""
+    limit = cache_limit_bytes() if max_bytes is None else max_bytes
+    if not limit:
+        return []
+    entries = []
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not name.endswith(suffix) or not os.path.isfile(path):
+            continue
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        entries.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        if os.path.abspath(path) == os.path.abspath(keep):
+            continue
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def _signal_name(number: int) -> str:

@@ -123,9 +123,61 @@ def test_a_module_hits_the_cache(cnn3_package, compile_cache):
     from timm_recal_deploy.sources import open_source
     from timm_recal_deploy.options import ModelOptions
     src = open_source(NAME, ModelOptions(checkpoint=str(ckpt)))
+    (cached,) = compile_cache.glob('aoti/*.pt2')
+    os.utime(cached, (1_000_000, 1_000_000))  # long unused
     runner = open_runtime('aoti', src.model, info=src.info, input_size=src.info['input_size'])
     assert runner.describe()['compile_cached'] is True and runner.compile_seconds is None
     assert len(list(compile_cache.glob('aoti/*.pt2'))) == 1
+    assert cached.stat().st_mtime > 1_000_000  # the hit made it recent: trimming removes it last
+
+
+def test_a_compile_trims_the_cache(tmp_path, monkeypatch):
+    """After a compile enters the cache, the least recently used packages beyond the limit are removed and named
+    in the log (the child's compile is stubbed: this checks the cache's bookkeeping, not AOTInductor)."""
+    from timm_recal_deploy import aoti_package
+    from timm_recal_deploy.compiled import CACHE_MAX_ENV
+    from timm_recal_deploy.options import ModelOptions
+    from timm_recal_deploy.sources import open_source
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_MAX_ENV, '0.000002')  # 2,000 bytes
+    (tmp_path / 'aoti').mkdir()
+    stale = tmp_path / 'aoti' / 'stale.pt2'
+    stale.write_bytes(b'x' * 1500)
+
+    def fake_compile(kind, job, what, timeout):
+        with open(job['out'], 'wb') as f:
+            f.write(b'y' * 1000)
+        return {'seconds': 0.5}
+    monkeypatch.setattr(aoti_package, 'run_child', fake_compile)
+    monkeypatch.setattr(aoti_package, 'package_metadata', lambda path: {'path': path})
+    src = open_source(NAME, ModelOptions())
+    logged = []
+    path, meta, seconds = aoti_package.cached_package(src.model, src.info, log=logged.append)
+    assert seconds == 0.5 and os.path.getsize(path) == 1000 and not stale.exists()
+    assert 'removed the 1 least recently used (stale.pt2)' in logged[-1]
+
+
+def test_the_cache_drops_the_least_recently_used_packages(tmp_path, monkeypatch):
+    from timm_recal_deploy.compiled import CACHE_MAX_ENV, DEFAULT_CACHE_MAX_GB, cache_limit_bytes, trim_cache
+    sizes = {'old.pt2': 300, 'mid.pt2': 300, 'new.pt2': 300, 'just_made.pt2': 300, 'notes.txt': 5000}
+    for age, (name, size) in enumerate(sizes.items()):
+        (tmp_path / name).write_bytes(b'x' * size)
+        os.utime(tmp_path / name, (1_000_000 + age, 1_000_000 + age))
+    os.utime(tmp_path / 'just_made.pt2', (10, 10))  # oldest mtime, but the one just made is always kept
+    removed = trim_cache(str(tmp_path), keep=str(tmp_path / 'just_made.pt2'), max_bytes=650)
+    assert [os.path.basename(p) for p in removed] == ['old.pt2', 'mid.pt2']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['just_made.pt2', 'new.pt2', 'notes.txt']
+    assert trim_cache(str(tmp_path), keep='', max_bytes=0) == []  # 0: no limit
+    monkeypatch.delenv(CACHE_MAX_ENV, raising=False)
+    assert cache_limit_bytes() == int(DEFAULT_CACHE_MAX_GB * 1e9)
+    monkeypatch.setenv(CACHE_MAX_ENV, '0.5')
+    assert cache_limit_bytes() == 500_000_000
+    monkeypatch.setenv(CACHE_MAX_ENV, '0')
+    assert cache_limit_bytes() is None
+    for bad in ('lots', '-1', 'inf', 'nan'):
+        monkeypatch.setenv(CACHE_MAX_ENV, bad)
+        with pytest.raises(DeployError, match=f'{CACHE_MAX_ENV} must be a number of GB'):
+            cache_limit_bytes()
 
 
 def test_packages_name_no_local_folder(cnn3_package, compile_cache, tmp_path, capsys):
