@@ -16,7 +16,8 @@ supported way: it is compiled into the package and written beside it as ``*wrapp
 torch version or device is refused in one line before anything is loaded.
 
 The cache (``compiled.cache_dir('aoti')``) holds one package per (architecture, weights hash after
-``prepare_for_compile``, module types, input size, torch version, device, dtype, memory format, batch range):
+``prepare_for_compile``, module types and the source files that define them, timm and timm_recal versions, input
+size, torch version, device, dtype, memory format, batch range):
 bench, parity and the pipeline's stages compile a model once. Packages enter it by one rename; a use marks a
 package as recent, and after each compile the least recently used ones are removed until the cache fits in
 ``$TIMM_RECAL_CACHE_MAX_GB`` (``compiled.trim_cache``).
@@ -46,9 +47,9 @@ from torch import nn
 
 from timm_recal.outputs import call_atomically, public_paths, resolve_output, temporary_folder
 
-from .compiled import (CACHE_MAX_ENV, cache_dir, cache_limit_bytes, compiled_dtype, conv_macs_per_image,
-                       crash_if_asked, device_name, module_types, prepare_for_compile, run_child, touch_cached,
-                       trim_cache, weight_prepack)
+from .compiled import (CACHE_MAX_ENV, cache_dir, cache_limit_bytes, code_digest, compiled_dtype,
+                       conv_macs_per_image, crash_if_asked, device_name, module_types, prepare_for_compile, run_child,
+                       touch_cached, trim_cache, weight_prepack)
 from .eager_runtime import check_device
 from .errors import DeployError
 from .export import PROVENANCE_KEYS, _trial_forward, default_onnx_name, library_versions
@@ -204,7 +205,8 @@ def _cache_key(meta: Dict[str, Any], prepared: nn.Module) -> str:
     ident = {k: meta.get(k) for k in ('architecture', 'num_classes', 'input_size', 'torch', 'device', 'dtype',
                                       'memory_format', 'batch_range', 'static_batches', 'freezing',
                                       'weight_prepack')}
-    ident.update(weights=weights_digest(prepared), modules=module_types(prepared),
+    ident.update(weights=weights_digest(prepared), modules=module_types(prepared), code=code_digest(prepared),
+                 versions=meta.get('versions'),  # the code that made the graph: ours, timm's
                  local_paths='removed')  # a package cached before they were is compiled again
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 

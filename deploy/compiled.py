@@ -10,6 +10,7 @@ failed). ``TIMM_RECAL_TEST_COMPILE_CRASH=SIGNAME`` makes the child kill itself w
 compiles (test-only hook: the crash path is tested without a real compiler crash).
 """
 import copy
+import hashlib
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from .runtimes import device_kind, native_bf16
 
 __all__ = ['prepare_for_compile', 'compiled_dtype', 'cache_dir', 'run_child', 'DEFAULT_COMPILE_TIMEOUT_S',
            'CRASH_HOOK_ENV', 'CACHE_ENV', 'CACHE_MAX_ENV', 'DEFAULT_CACHE_MAX_GB', 'cache_limit_bytes', 'touch_cached',
-           'trim_cache', 'device_name', 'module_types', 'conv_macs_per_image', 'weight_prepack',
+           'trim_cache', 'device_name', 'module_types', 'code_digest', 'conv_macs_per_image', 'weight_prepack',
            'PREPACK_MIN_CONV_MACS', 'RULE_BATCH', 'PREPACK_RULE']
 
 #: a compile (export + AOTInductor + package) longer than this is stopped (``--compile-timeout``)
@@ -98,6 +99,24 @@ def module_types(model: nn.Module) -> str:
     """The sorted module class names of ``model``: part of a compile cache key, so that a rewrite in
     ``prepare_for_compile`` (other modules, same weights) never hits a package compiled before it."""
     return ','.join(sorted({type(m).__module__ + '.' + type(m).__qualname__ for m in model.modules()}))
+
+
+def code_digest(model: nn.Module) -> str:
+    """SHA-256 of the source files that define ``model``'s module classes (ours, timm's, torch's): part of a
+    compile cache key, so that a changed ``forward`` or rewrite (the same classes and weights, other code, as
+    between two commits of one version) never hits a package compiled from the old code. A class without a
+    readable file counts by its name only."""
+    files = sorted({getattr(sys.modules.get(type(m).__module__), '__file__', None) or type(m).__module__
+                    for m in model.modules()})
+    h = hashlib.sha256()
+    for name in files:
+        h.update(name.encode())
+        try:
+            with open(name, 'rb') as f:
+                h.update(f.read())
+        except OSError:
+            pass
+    return h.hexdigest()
 
 
 def compiled_dtype(precision: str, device: str) -> torch.dtype:

@@ -131,6 +131,23 @@ def test_a_module_hits_the_cache(cnn3_package, compile_cache):
     assert cached.stat().st_mtime > 1_000_000  # the hit made it recent: trimming removes it last
 
 
+def test_the_cache_key_follows_the_models_code(tmp_path, monkeypatch):
+    """Same classes and weights, another ``forward``: another package (a stale one was served after a rewrite)."""
+    from timm_recal_deploy import aoti_package
+    from timm_recal_deploy.compiled import code_digest
+    src = tmp_path / 'tiny_net_for_key.py'
+    src.write_text('import torch\n\n\nclass Tiny(torch.nn.Module):\n    def forward(self, x):\n        return x * 2\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tiny_net_for_key
+    model = tiny_net_for_key.Tiny()
+    meta = {'architecture': 'tiny', 'torch': torch.__version__, 'versions': {'timm': '1'}}
+    digest, key = code_digest(model), aoti_package._cache_key(meta, model)
+    assert code_digest(model) == digest and aoti_package._cache_key(meta, model) == key  # stable
+    src.write_text(src.read_text().replace('x * 2', 'x * 3'))
+    assert code_digest(model) != digest and aoti_package._cache_key(meta, model) != key
+    assert aoti_package._cache_key({**meta, 'versions': {'timm': '2'}}, model) != aoti_package._cache_key(meta, model)
+
+
 def test_a_compile_trims_the_cache(tmp_path, monkeypatch):
     """After a compile enters the cache, the least recently used packages beyond the limit are removed and named
     in the log (the child's compile is stubbed: this checks the cache's bookkeeping, not AOTInductor)."""
