@@ -4,7 +4,8 @@ over a batch sweep.
 
 A second model or ONNX file (``--compare``) is timed in the same run, interleaved with the first
 (``timing.time_interleaved``, the two sides of a ratio next to each other: ``side_by_side``); ratios are
-medians of the per-repeat ratios of those side-by-side windows, which is what the README's performance numbers are; they are benchmarks, not timed tests. Runners come only from the runtime table.
+medians of the per-repeat ratios of those side-by-side windows, which is what the README's performance numbers
+are; they are benchmarks, not timed tests. Runners come only from the runtime table.
 """
 import math
 import os

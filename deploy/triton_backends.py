@@ -78,7 +78,8 @@ TRITON_BACKENDS: Dict[str, TritonBackend] = {b.name: b for b in (
 #: the backend of ``timm-recal triton`` and the pipeline's ``triton`` stage when none is named (every install can
 #: serve its file; ``--client-example`` reads the I/O names through it)
 DEFAULT_BACKEND = 'onnxruntime'
-assert DEFAULT_BACKEND in TRITON_BACKENDS and all(b.serves in SERVES and b.artifact in ARTIFACTS and (b.serves == 'model') == bool(b.package)
+assert DEFAULT_BACKEND in TRITON_BACKENDS
+assert all(b.serves in SERVES and b.artifact in ARTIFACTS and (b.serves == 'model') == bool(b.package)
            and (b.serves == 'model') == bool(b.export) and (b.serves == 'built') == bool(b.build)
            for b in TRITON_BACKENDS.values())
 
