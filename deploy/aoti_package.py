@@ -206,7 +206,8 @@ def _cache_key(meta: Dict[str, Any], prepared: nn.Module) -> str:
                                       'memory_format', 'batch_range', 'static_batches', 'freezing',
                                       'weight_prepack')}
     ident.update(weights=weights_digest(prepared), modules=module_types(prepared), code=code_digest(prepared),
-                 versions=meta.get('versions'),  # the code that made the graph: ours, timm's
+                 # the code that made the graph, ours and timm's (not onnx's, which the meta records too)
+                 versions={k: v for k, v in (meta.get('versions') or {}).items() if k in ('timm', 'timm_recal')},
                  local_paths='removed')  # a package cached before they were is compiled again
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
