@@ -223,7 +223,7 @@ def cached_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu
     if static_batches is None:
         static_batches = default_static_batches(device)
     check_static_batches(static_batches, max_batch)
-    prepared = prepare_for_compile(model).cpu().float()
+    prepared = prepare_for_compile(model, info.get('input_size')).cpu().float()
     meta = _package_meta(info, model, device, precision, max_batch, static_batches, prepared)
     folder = cache_dir('aoti')
     cache_limit_bytes()  # a bad $TIMM_RECAL_CACHE_MAX_GB is refused before the compile, not after

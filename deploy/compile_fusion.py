@@ -206,7 +206,7 @@ def _early_squeeze_blocks(model: nn.Module) -> int:
         gate = block.se
         if type(gate) is not FusedChannelGate or gate.pool_type != 'avg' or gate.pre is not None:
             continue
-        if not _is_pointwise_conv(block.conv3) or not isinstance(block.bn3, nn.BatchNorm2d):
+        if not _is_pointwise_conv(block.conv3) or not isinstance(block.bn3, (nn.BatchNorm2d, nn.Identity)):
             continue
         block.conv3 = PointwiseConvGate(block.conv3, block.bn3, gate)
         block.bn3 = nn.Identity()

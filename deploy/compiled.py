@@ -18,13 +18,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
 from timm_recal.outputs import temporary_folder
 
+from .batchnorm_folding import fold_batchnorms
 from .compile_fusion import fuse_gates
 from .errors import CompileFailed, DeployError, NoNativePrecision
 from .runtimes import device_kind, native_bf16
@@ -52,12 +53,17 @@ PREPACK_RULE = (f'FP32 on CPU: oneDNN weight prepacking only where convolutions 
                 f'{PREPACK_MIN_CONV_MACS / 1e6:g}M MACs per call (a graph for any batch judged at batch {RULE_BATCH})')
 
 
-def prepare_for_compile(model: nn.Module) -> nn.Module:
+def prepare_for_compile(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> nn.Module:
     """A copy of ``model`` made ready for ``torch.compile``/``torch.export``: the one place the compiled
     runtimes change a module before compiling it (exact, compile-friendly rewrites belong here); the caller's
-    module is never touched. The gates are rewritten into the form inductor fuses (``compile_fusion.fuse_gates``:
-    the pool reads the narrow map, the excitation runs on ``[N, C]`` vectors)."""
+    module is never touched. BatchNorms are folded into their convolutions in the copy's own (FP32) arithmetic
+    before any cast to BF16/FP16 (``batchnorm_folding``; the graph is traced at ``input_size``, by default the
+    model's pretrained config's), then the gates are rewritten into the form inductor fuses
+    (``compile_fusion.fuse_gates``: the pool reads the narrow map, the excitation runs on ``[N, C]`` vectors)."""
     prepared = copy.deepcopy(model).eval()
+    if input_size is None:
+        input_size = (getattr(model, 'pretrained_cfg', None) or {}).get('input_size')
+    fold_batchnorms(prepared, input_size)
     fuse_gates(prepared)
     return prepared
 
