@@ -164,6 +164,27 @@ def test_a_symbolic_batch_pools_early_unless_its_range_decides(max_batch, pooled
             torch.testing.assert_close(program.module()(y), module(y), rtol=1e-5, atol=1e-5)
 
 
+def _linears(program) -> int:
+    return sum(n.op == 'call_function' and 'linear' in str(n.target) for n in program.graph.nodes)
+
+
+@pytest.mark.parametrize('batch, dynamic, linears', [(1, False, 0), (1024, False, 2), (2, True, 2)])
+def test_small_excitations_are_loops_where_the_graph_knows_the_batch_is_small(batch, dynamic, linears):
+    """``LOOP_MAX_MACS``: batch x weights of a 64 -> 16 -> 64 excitation is 1,024 per sample, a loop at batch 1;
+    a GEMM at batch 1024 and for a symbolic batch (up to 1024, undecided); the same numbers either way."""
+    torch.manual_seed(3)
+    gate = _randomized(FusedChannelGate([nn.Conv2d(64, 16, 1), nn.ReLU(), nn.Conv2d(16, 64, 1), nn.Sigmoid()]))
+    x = torch.randn(batch, 64, 4, 4)
+    shapes = ({0: torch.export.Dim('batch', min=1, max=1024)},) if dynamic else None
+    with torch.no_grad():
+        program = torch.export.export(gate, (x,), dynamic_shapes=shapes)
+        assert _linears(program) == linears
+        reference = torch.cat([gate.excite(v[None]) for v in gate.pool(x)]) if batch > 1 else None
+        if reference is not None:  # the loop form (each sample alone) against the GEMM form of the batch
+            torch.testing.assert_close(reference, gate.excite(gate.pool(x)), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(program.module()(x), gate(x), rtol=1e-5, atol=1e-5)
+
+
 def test_fused_gates_refuse_train_mode(zoo):
     fused = copy.deepcopy(zoo[1]).train()
     with pytest.raises(RuntimeError, match='inference rewrite'):
