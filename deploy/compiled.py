@@ -56,9 +56,9 @@ PREPACK_RULE = (f'FP32 on CPU: oneDNN weight prepacking only where convolutions 
 def prepare_for_compile(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> nn.Module:
     """A copy of ``model`` made ready for ``torch.compile``/``torch.export``: the one place the compiled
     runtimes change a module before compiling it (exact, compile-friendly rewrites belong here); the caller's
-    module is never touched. BatchNorms are folded into their convolutions in the copy's own (FP32) arithmetic
-    before any cast to BF16/FP16 (``batchnorm_folding``; the graph is traced at ``input_size``, by default the
-    model's pretrained config's), then the gates are rewritten into the form inductor fuses
+    module is never touched. BatchNorms are folded into their convolutions (in float64, rounded once) before any
+    cast to BF16/FP16 (``batchnorm_folding``; the graph is traced at ``input_size``, by default the model's
+    pretrained config's), then the gates are rewritten into the form inductor fuses
     (``compile_fusion.fuse_gates``: the pool reads the narrow map, the excitation runs on ``[N, C]`` vectors)."""
     prepared = copy.deepcopy(model).eval()
     if input_size is None:
