@@ -1,5 +1,5 @@
-"""fold_batchnorms (deploy/batchnorm_folding.py): BNs folded into their convs in FP32 before a compiled runtime's
-cast, only where the exported graph shows the conv's output feeds the BN alone."""
+"""fold_batchnorms (deploy/batchnorm_folding.py): BNs folded into their convs in float64, rounded once, before a
+compiled runtime's cast, only where the exported graph shows the conv's output feeds the BN alone."""
 import copy
 
 import timm
@@ -67,7 +67,7 @@ def test_fold_is_exact_and_leaves_the_rest():
         torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
 
 
-def test_the_fold_is_done_in_fp32_before_any_cast():
+def test_the_fold_is_done_in_float64_before_any_cast():
     """The folded weight is float64's fold rounded to FP32 (one more rounding when a runtime casts it to BF16),
     not one made of BF16 numbers."""
     model = _mixed()
