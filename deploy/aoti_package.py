@@ -219,11 +219,11 @@ def cached_package(model: nn.Module, info: Dict[str, Any], *, device: str = 'cpu
     """``(package path, its metadata, compile seconds or None when cached)`` of ``model`` compiled for
     ``device``/``precision``: from the cache, else compiled in a child process and renamed into the cache."""
     log = log or (lambda msg: None)
-    compiled_dtype(precision, device)  # refuse an unsupported precision before any work
+    dtype = compiled_dtype(precision, device)  # refuses an unsupported precision before any work
     if static_batches is None:
         static_batches = default_static_batches(device)
     check_static_batches(static_batches, max_batch)
-    prepared = prepare_for_compile(model, info.get('input_size')).cpu().float()
+    prepared = prepare_for_compile(model, info.get('input_size'), dtype).cpu().float()
     meta = _package_meta(info, model, device, precision, max_batch, static_batches, prepared)
     folder = cache_dir('aoti')
     cache_limit_bytes()  # a bad $TIMM_RECAL_CACHE_MAX_GB is refused before the compile, not after

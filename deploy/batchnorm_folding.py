@@ -12,7 +12,9 @@ with one rounding. On CUDA, where the compiled runtimes do not freeze, the convo
 Which pairs: read from the model's exported graph (``torch.export``), not guessed from module names, so a custom
 ``forward`` is seen as it runs: a ``BatchNorm2d`` whose input is a ``Conv2d``'s output that nothing else reads,
 each module called once. Anything else (a conv whose output is also a residual, a shared module, a conv that
-transforms its weight, a BN with an activation built in) is left to freezing.
+transforms its weight, a BN with an activation built in) is left to freezing. So is a pair whose folded weight or
+bias would overflow the dtype the runtime casts to (FP16's 65,504: a BN with a tiny running variance can scale a
+weight past it), which the BN alone, computed in the graph, does not.
 """
 import copy
 from collections import Counter
@@ -63,10 +65,12 @@ def conv_batchnorm_pairs(model: nn.Module, example: torch.Tensor) -> List[Tuple[
     return pairs
 
 
-def fold_batchnorms(model: nn.Module, input_size: Optional[Sequence[int]]) -> int:
+def fold_batchnorms(model: nn.Module, input_size: Optional[Sequence[int]],
+                    dtype: Optional[torch.dtype] = None) -> int:
     """Fold (in place, eval mode) every BatchNorm that ``conv_batchnorm_pairs`` finds into its conv, which takes
     the BN's scale into its weight and its shift as a bias (computed in float64, rounded once to the model's
-    dtype); the BN becomes ``nn.Identity``. Returns how many were folded: 0 without an input size or where the
+    dtype); the BN becomes ``nn.Identity``. ``dtype``: what the weights will be cast to; a pair whose folded
+    values it cannot hold stays unfolded. Returns how many were folded: 0 without an input size or where the
     model does not export (freezing then folds them, as before)."""
     if not input_size:
         return 0
@@ -78,13 +82,22 @@ def fold_batchnorms(model: nn.Module, input_size: Optional[Sequence[int]]) -> in
         pairs = conv_batchnorm_pairs(model, example)
     except Exception:  # torch.export refuses the model: nothing is changed, freezing folds in the graph's dtype
         return 0
+    folded = 0
     for conv_name, bn_name in pairs:
-        model.set_submodule(conv_name, _folded(model.get_submodule(conv_name), model.get_submodule(bn_name)))
-        model.set_submodule(bn_name, nn.Identity())
-    return len(pairs)
+        conv = _folded(model.get_submodule(conv_name), model.get_submodule(bn_name), dtype)
+        if conv is not None:
+            model.set_submodule(conv_name, conv)
+            model.set_submodule(bn_name, nn.Identity())
+            folded += 1
+    return folded
 
 
-def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """``conv`` with ``bn`` folded in, computed in float64 and rounded once to the conv's dtype."""
+def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d, cast_to: Optional[torch.dtype] = None) -> Optional[nn.Conv2d]:
+    """``conv`` with ``bn`` folded in, computed in float64 and rounded once to the conv's dtype; None where a
+    folded value is beyond the largest finite number of ``cast_to`` (or of the conv's dtype)."""
     dtype = conv.weight.dtype
-    return fuse_conv_bn_eval(copy.deepcopy(conv).double(), copy.deepcopy(bn).double()).to(dtype)
+    folded = fuse_conv_bn_eval(copy.deepcopy(conv).double(), copy.deepcopy(bn).double())
+    limit = min(torch.finfo(t).max for t in (dtype, cast_to or dtype))
+    if any(not bool(p.abs().max() <= limit) for p in folded.parameters()):
+        return None
+    return folded.to(dtype)

@@ -53,17 +53,19 @@ PREPACK_RULE = (f'FP32 on CPU: oneDNN weight prepacking only where convolutions 
                 f'{PREPACK_MIN_CONV_MACS / 1e6:g}M MACs per call (a graph for any batch judged at batch {RULE_BATCH})')
 
 
-def prepare_for_compile(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> nn.Module:
+def prepare_for_compile(model: nn.Module, input_size: Optional[Sequence[int]] = None,
+                        dtype: Optional[torch.dtype] = None) -> nn.Module:
     """A copy of ``model`` made ready for ``torch.compile``/``torch.export``: the one place the compiled
     runtimes change a module before compiling it (exact, compile-friendly rewrites belong here); the caller's
     module is never touched. BatchNorms are folded into their convolutions (in float64, rounded once) before any
-    cast to BF16/FP16 (``batchnorm_folding``; the graph is traced at ``input_size``, by default the model's
-    pretrained config's), then the gates are rewritten into the form inductor fuses
-    (``compile_fusion.fuse_gates``: the pool reads the narrow map, the excitation runs on ``[N, C]`` vectors)."""
+    cast to ``dtype`` (BF16/FP16; ``batchnorm_folding``, which leaves a pair whose folded weights ``dtype`` cannot
+    hold; the graph is traced at ``input_size``, by default the model's pretrained config's), then the gates are
+    rewritten into the form inductor fuses (``compile_fusion.fuse_gates``: the pool reads the narrow map, the
+    excitation runs on ``[N, C]`` vectors)."""
     prepared = copy.deepcopy(model).eval()
     if input_size is None:
         input_size = (getattr(model, 'pretrained_cfg', None) or {}).get('input_size')
-    fold_batchnorms(prepared, input_size)
+    fold_batchnorms(prepared, input_size, dtype)
     fuse_gates(prepared)
     return prepared
 

@@ -45,7 +45,7 @@ class InductorRunner(Runner):
         self._dtype = compiled_dtype(precision, self.device)
         self._dev = torch.device(self.device)
         self.channels_last = self.device.startswith('cuda')
-        model = prepare_for_compile(model, input_size)
+        model = prepare_for_compile(model, input_size, self._dtype)
         self.input_size = tuple(input_size or ())
         self._macs = conv_macs_per_image(model, self.input_size) if self._dev.type == 'cpu' and input_size else None
         model = model.to(device=self._dev, dtype=self._dtype)

@@ -105,3 +105,19 @@ def test_every_bn_after_a_conv_of_a_gated_resnet_folds_and_the_early_squeeze_sta
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(prepared(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_a_fold_the_target_dtype_cannot_hold_is_left_to_the_graph():
+    """A BN with a tiny running variance scales its conv's weights by 400 / sqrt(1e-5) = 126,491, past FP16's
+    65,504: folded they would be inf in the FP16 model, so the pair stays for FP16 and folds for BF16 and FP32."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, C, 3, padding=1), nn.BatchNorm2d(C)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].running_var.fill_(1e-12)
+        model[1].weight.fill_(400.0)
+    folded = {dtype: fold_batchnorms(copy.deepcopy(model), (3, 8, 8), dtype)
+              for dtype in (torch.float16, torch.bfloat16, torch.float32, None)}
+    assert folded == {torch.float16: 0, torch.bfloat16: 1, torch.float32: 1, None: 1}
+    assert type(prepare_for_compile(model, (3, 8, 8), torch.float16)[1]) is nn.BatchNorm2d
+    assert type(prepare_for_compile(model, (3, 8, 8), torch.bfloat16)[1]) is nn.Identity
