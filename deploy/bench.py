@@ -29,6 +29,7 @@ from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, T
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
 from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions, default_runtimes, numbers_hook,
+                       package_runtime, package_source_hook,
                        open_runtime, runtime_spec, supports_precision)
 from .sources import Source, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
@@ -179,6 +180,18 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
                   log) -> Tuple[Optional[Source], Dict[str, str], Source]:
     """``(model source or None, ONNX files by precision, the resolved source)`` of one side."""
     opts = ModelOptions(side.checkpoint, o.num_classes, o.use_ema and side.role == 'target', o.img_size, o.device)
+    word = package_runtime(side.spec)
+    if word is not None:  # a compiled file (a .pt2): its own runtime runs it, at the precision it was built for
+        if side.onnx or side.module is not None or side.checkpoint is not None:
+            raise DeployError(f'{side.spec} is a compiled package with its own weights; --checkpoint and '
+                              '--onnx/--compare-onnx are for model specs')
+        if word not in runtimes:
+            raise DeployError(f'{side.spec} is a compiled package: it runs under {word}; add {word} to --runtimes')
+        others = [w for w in runtimes if w != word]
+        if others:
+            notes.append(f"{side.role} {os.path.basename(side.spec)} is a compiled package: only {word} runs it "
+                         f"({', '.join(others)} skipped)")
+        return None, {}, package_source_hook(word)(side.spec)
     if side.spec.lower().endswith('.onnx'):
         if side.onnx or side.module is not None:
             raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')
@@ -249,8 +262,12 @@ def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
     model_src, files, src = _side_sources(side, o, runtimes, workdir, notes, log)
     name = src.name
     side.desc.update(spec=side.spec, kind=src.kind, name=name, input_size=list(src.info['input_size']))
-    if model_src is not None:
+    if model_src is not None or src.kind == 'package':
         side.desc.update(weights=src.info.get('weights'), checkpoint=src.info.get('checkpoint'))
+    if src.kind == 'package':
+        word = package_runtime(side.spec)
+        runner = _open_or_note(word, src.spec, src.meta['precision'], notes, side.role, failed, threads=o.threads)
+        return [_Timed(side.role, name, runner)] if runner is not None else []
     timed = []
     for word in runtimes:
         if RUNTIMES[word].kind == 'model' and model_src is not None:
@@ -370,7 +387,8 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
           clock: Callable[[], float] = time.perf_counter, **overrides) -> BenchResult:
     """Time ``target`` (and ``compare``) at each batch size; returns (and writes to ``output``) the record.
 
-    ``target``/``compare`` are a model spec or an ``.onnx`` file (ONNX runtimes only). For a model spec the ONNX
+    ``target``/``compare`` are a model spec, an ``.onnx`` file (ONNX runtimes only) or a compiled package (a
+    ``.pt2``: its own runtime, at its precision; the default runtimes then are that one). For a model spec the ONNX
     runtimes use ``onnx`` files if given, else a temporary export in each of ``precisions`` (INT8 calibrated on
     ``calib_data``, the bundled samples when None). ``runtimes`` defaults to ``default_runtimes(device)``;
     ``amp`` adds eager runners under autocast; ``threads`` sets torch's and the runtimes' intra-op threads.
@@ -383,7 +401,8 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
     batches = parse_batches(o.batches)
     _check_options(o)
     notes: List[str] = []
-    runtimes = _gate_runtimes(o.runtimes, o.device, notes)
+    packaged = list(dict.fromkeys(w for w in (package_runtime(target), package_runtime(o.compare or '')) if w))
+    runtimes = _gate_runtimes(o.runtimes if o.runtimes is not None or not packaged else packaged, o.device, notes)
     machine = machine_info()
     notes += [n for n in [_busy_note(machine)] if n]
     sides = [_Side('target', target, o.checkpoint, o.onnx, model)]

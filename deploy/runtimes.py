@@ -25,7 +25,7 @@ __all__ = ['RuntimeSpec', 'RUNTIMES', 'PRECISIONS', 'FILE_PRECISIONS', 'EAGER_PR
            'BatchNotSupported', 'runtime_spec', 'parse_runtimes', 'open_runtime', 'bench_input', 'check_precisions',
            'runtime_label', 'supports_precision', 'native_bf16', 'artifact_hook', 'numbers_hook', 'builder_hook',
            'default_runtimes', 'builder_runtimes', 'DEFAULT_ONNX_RUNTIME', 'REFERENCE_RUNTIME', 'PACKAGE_RUNTIME',
-           'device_kind']
+           'device_kind', 'package_runtime', 'package_source_hook']
 
 #: precisions a runtime can run (``--precision``); ``eager --amp`` adds ``EAGER_PRECISIONS``
 PRECISIONS: Tuple[str, ...] = ('fp32', 'fp16', 'bf16', 'int8')
@@ -72,6 +72,9 @@ class RuntimeSpec:
     #: the suffix of a compiled file of its own that it opens as well as a MODEL (AOTInductor's '.pt2'); a
     #: stage given such a file runs it under this row (``PACKAGE_RUNTIME``)
     package_suffix: Optional[str] = None
+    #: 'module:function' resolving such a file into a stage's ``Source`` (``kind == 'package'``: its metadata's
+    #: preprocessing and naming, checked loadable here) (``package_source_hook``)
+    package_source: Optional[str] = None
 
 
 #: the runtime table; a new runtime is one row here plus its opener module
@@ -97,7 +100,8 @@ RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('inductor', 'PyTorch inductor (torch.compile)', 'model', 'inductor_runtime:open_inductor', 'torch',
                 'deploy', precisions=('fp32', 'bf16', 'fp16')),
     RuntimeSpec('aoti', 'PyTorch AOTInductor (.pt2)', 'model', 'aoti_runtime:open_aoti', 'torch', 'deploy',
-                precisions=('fp32', 'bf16', 'fp16'), package_suffix='.pt2'),
+                precisions=('fp32', 'bf16', 'fp16'), package_suffix='.pt2',
+                package_source='aoti_package:package_source'),
 )}
 #: the ONNX runtime of a run that names none (parity's files, the speed reports compare with)
 DEFAULT_ONNX_RUNTIME: str = next(w for w, r in RUNTIMES.items() if r.onnx_default)
@@ -195,6 +199,20 @@ def numbers_hook(word: str) -> Optional[Tuple[str, Callable[..., Any]]]:
     expect beyond images/s (``trt``: trtexec's), or None."""
     spec = runtime_spec(word)
     return (spec.extra_numbers[0], _hook(spec, spec.extra_numbers[1])) if spec.extra_numbers else None
+
+
+def package_runtime(path: Any) -> Optional[str]:
+    """The runtime whose compiled file ``path`` is (by its row's ``package_suffix``), or None."""
+    name = str(path).lower()
+    return next((w for w, r in RUNTIMES.items() if r.package_suffix and name.endswith(r.package_suffix)), None)
+
+
+def package_source_hook(word: str) -> Callable[[str], Any]:
+    """``fn(path) -> Source``: a compiled file of runtime ``word`` as a stage's source."""
+    spec = runtime_spec(word)
+    if not spec.package_source:
+        raise DeployError(f'runtime {word} has no compiled file of its own')
+    return _hook(spec, spec.package_source)
 
 
 def builder_hook(word: str) -> Optional[Callable[..., Any]]:

@@ -296,6 +296,26 @@ def test_bench_reports_a_failed_compile_and_goes_on(tmp_path, monkeypatch):
     assert any('FAILED' in n for n in r.notes)
 
 
+def test_bench_times_a_package_beside_the_model_it_was_compiled_from(cnn3_package, capsys):
+    """``bench m.pt2 --compare MODEL``: the package runs under its own runtime (the default runtimes then are that
+    one) at its precision; the MODEL side opens the same cache entry (no second compile), so both are timed."""
+    _, ckpt, path = cnn3_package
+    r = bench(path, compare=NAME, compare_checkpoint=str(ckpt), batches=[2], warmup=0, repeats=1, min_time_s=0.0)
+    assert {(x['role'], x['runtime'], x['precision']) for x in r.results} == {
+        ('target', 'aoti', 'fp32'), ('compare', 'aoti', 'fp32')}
+    assert r.models['target']['kind'] == 'package' and r.models['target']['name'] == NAME
+    assert any(x['kind'] == 'target_vs_compare' for x in r.ratios)
+    r = bench(path, runtimes=['eager', 'aoti'], batches=[2], warmup=0, repeats=1, min_time_s=0.0)
+    assert [x['runtime'] for x in r.results] == ['aoti'] and any('only aoti runs it' in n for n in r.notes)
+    with pytest.raises(DeployError, match='runs under aoti; add aoti to --runtimes'):
+        bench(path, runtimes=['ort'], batches=[2])
+    with pytest.raises(DeployError, match='compiled package with its own weights'):
+        bench(path, checkpoint=str(ckpt), batches=[2])
+    capsys.readouterr()  # what the calls above printed (torch's first-compile warnings)
+    rc, _, err = run_cli(capsys, 'bench', path, '--runtimes', 'eager', '--batch', '2')
+    assert rc != 0 and len(err.strip().splitlines()) == 1 and 'add aoti to --runtimes' in err
+
+
 def test_parity_and_validate_run_the_package(cnn3_package):
     model, ckpt, _ = cnn3_package
     p = parity(NAME, checkpoint=str(ckpt), runtimes=['aoti'], limit=8)
