@@ -31,7 +31,7 @@ from .results import Result
 from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions, default_runtimes, numbers_hook,
                        package_runtime, package_source_hook,
                        open_runtime, runtime_spec, supports_precision)
-from .sources import Source, check_pairing, open_source
+from .sources import Source, check_img_size, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
 from .malloc_policy import keep_freed_memory
 from .torch_threads import torch_threads
@@ -182,16 +182,18 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
     opts = ModelOptions(side.checkpoint, o.num_classes, o.use_ema and side.role == 'target', o.img_size, o.device)
     word = package_runtime(side.spec)
     if word is not None:  # a compiled file (a .pt2): its own runtime runs it, at the precision it was built for
-        if side.onnx or side.module is not None or side.checkpoint is not None:
-            raise DeployError(f'{side.spec} is a compiled package with its own weights; --checkpoint and '
-                              '--onnx/--compare-onnx are for model specs')
+        if side.onnx or side.module is not None or side.checkpoint is not None or opts.use_ema:
+            raise DeployError(f'{side.spec} is a compiled package with its own weights; --checkpoint, --use-ema '
+                              'and --onnx/--compare-onnx are for model specs')
         if word not in runtimes:
             raise DeployError(f'{side.spec} is a compiled package: it runs under {word}; add {word} to --runtimes')
         others = [w for w in runtimes if w != word]
         if others:
             notes.append(f"{side.role} {os.path.basename(side.spec)} is a compiled package: only {word} runs it "
                          f"({', '.join(others)} skipped)")
-        return None, {}, package_source_hook(word)(side.spec)
+        src = package_source_hook(word)(side.spec)
+        check_img_size(src.meta, o.img_size, side.spec)
+        return None, {}, src
     if side.spec.lower().endswith('.onnx'):
         if side.onnx or side.module is not None:
             raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')

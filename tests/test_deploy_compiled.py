@@ -311,6 +311,8 @@ def test_bench_times_a_package_beside_the_model_it_was_compiled_from(cnn3_packag
         bench(path, runtimes=['ort'], batches=[2])
     with pytest.raises(DeployError, match='compiled package with its own weights'):
         bench(path, checkpoint=str(ckpt), batches=[2])
+    with pytest.raises(DeployError, match='exported for 32x32 inputs, not --img-size 64'):
+        bench(path, img_size=64, batches=[2])
     capsys.readouterr()  # what the calls above printed (torch's first-compile warnings)
     rc, _, err = run_cli(capsys, 'bench', path, '--runtimes', 'eager', '--batch', '2')
     assert rc != 0 and len(err.strip().splitlines()) == 1 and 'add aoti to --runtimes' in err
