@@ -29,9 +29,9 @@ from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, T
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
 from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions, default_runtimes, numbers_hook,
-                       package_runtime, package_source_hook,
+                       package_runtime,
                        open_runtime, runtime_spec, supports_precision)
-from .sources import Source, check_img_size, check_pairing, open_source
+from .sources import Source, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
 from .malloc_policy import keep_freed_memory
 from .torch_threads import torch_threads
@@ -191,9 +191,7 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
         if others:
             notes.append(f"{side.role} {os.path.basename(side.spec)} is a compiled package: only {word} runs it "
                          f"({', '.join(others)} skipped)")
-        src = package_source_hook(word)(side.spec)
-        check_img_size(src.meta, o.img_size, side.spec)
-        return None, {}, src
+        return None, {}, open_source(side.spec, opts)
     if side.spec.lower().endswith('.onnx'):
         if side.onnx or side.module is not None:
             raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')

@@ -17,6 +17,7 @@ from .errors import DeployError
 from .metadata import read_metadata
 from .model_io import class_labels_for, data_config_of, is_onnx_path, load_model
 from .options import ModelOptions
+from .runtimes import package_runtime, package_source_hook
 
 __all__ = ['DATA_KEYS', 'NAMING_KEYS', 'Source', 'open_source', 'module_info', 'onnx_data_config',
            'reference_model', 'check_pairing', 'check_img_size', 'is_onnx_path', 'weights_digest',
@@ -185,9 +186,15 @@ def _onnx_source(spec: str, opts: ModelOptions, module: Optional[nn.Module], nee
 
 def open_source(spec: str, opts: Optional[ModelOptions] = None, module: Optional[nn.Module] = None,
                 need_model: bool = False) -> Source:
-    """Resolve MODEL_OR_ONNX ``spec``: an ``.onnx`` file (with its PyTorch reference when ``need_model``) or a
-    model spec built with ``opts`` (or ``module``, an already built model that ``spec`` only names)."""
+    """Resolve MODEL_OR_ONNX ``spec``: an ``.onnx`` file (with its PyTorch reference when ``need_model``), a
+    runtime's compiled package (``kind == 'package'``; the runtime table's ``package_source``) or a model spec
+    built with ``opts`` (or ``module``, an already built model that ``spec`` only names)."""
     opts = opts or ModelOptions()
+    word = package_runtime(spec)
+    if word is not None:
+        src = package_source_hook(word)(spec)
+        check_img_size(src.meta, opts.img_size, spec)
+        return src
     if is_onnx_path(spec):
         return _onnx_source(spec, opts, module, need_model)
     if module is not None:

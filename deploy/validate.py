@@ -24,7 +24,7 @@ from .options import DataOptions, ModelOptions, OutputOptions, RuntimeOptions, w
 from .paired_stats import bootstrap_difference_ci, discordant_counts, mcnemar_exact
 from .results import Result
 from .runtimes import (DEFAULT_ONNX_RUNTIME, PACKAGE_RUNTIME, REFERENCE_RUNTIME, RUNTIMES, open_runtime,
-                       package_runtime, package_source_hook, runtime_spec)
+                       package_runtime, runtime_spec)
 from .sources import Source, open_source
 
 __all__ = ['ValidateOptions', 'ValidateResult', 'PairedTop1', 'validate', 'paired_top1', 'topk_correct',
@@ -141,12 +141,10 @@ def _check_dataset(dataset, cfg: Dict[str, Any]) -> None:
 
 
 def _source(model_or_onnx: str, o: ValidateOptions, model: Optional[nn.Module]) -> Source:
-    word = package_runtime(model_or_onnx)
-    if word is not None:
+    if package_runtime(model_or_onnx) is not None:
         if o.checkpoint is not None or o.use_ema or o.amp:
             raise DeployError('--checkpoint/--use-ema/--amp apply to a MODEL; a .pt2 package carries its weights')
-        return package_source_hook(word)(model_or_onnx)
-    if model_or_onnx.lower().endswith('.onnx'):
+    elif model_or_onnx.lower().endswith('.onnx'):
         if o.checkpoint is not None or o.use_ema:
             raise DeployError('--checkpoint/--use-ema apply to a MODEL; an ONNX file carries its own weights')
         if o.device != 'cpu' or o.amp:
