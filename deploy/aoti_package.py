@@ -160,11 +160,12 @@ def is_package_path(spec: Any) -> bool:
     return str(spec).lower().endswith('.pt2')
 
 
-def package_source(path: str) -> Source:
+def package_source(path: str, device: Optional[str] = None) -> Source:
     """A ``.pt2`` as a stage's source (``kind == 'package'``, ``spec`` its path): the preprocessing and naming its
-    metadata records, checked loadable here."""
+    metadata records, checked loadable here (and built for ``device``'s kind, the stage's ``--device``: a package
+    runs where it was compiled, so another one is refused, not silently ignored)."""
     meta = package_metadata(path)
-    check_package(path, meta)
+    check_package(path, meta, device)
     return Source(path, 'package', {**onnx_data_config(meta, path), **{k: meta.get(k) for k in NAMING_KEYS}},
                   meta=meta)
 

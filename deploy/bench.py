@@ -47,7 +47,9 @@ class BenchOptions(ModelOptions, RuntimeOptions, TimingOptions, Int8Options, Out
     onnx: Optional[List[str]] = None
     compare_onnx: Optional[List[str]] = None
     batches: Any = (1, 16)
-    precisions: Sequence[str] = ('fp32',)
+    #: what to time for a MODEL side (None: fp32); a compiled package runs at the precision it was built for,
+    #: which an explicit list must include
+    precisions: Optional[Sequence[str]] = None
     calib_images: int = 64
 
 
@@ -129,6 +131,11 @@ def _gate_runtimes(runtimes: Optional[Sequence[str]], device: str, notes: List[s
     return kept
 
 
+def _precisions(o: BenchOptions) -> Sequence[str]:
+    """The precisions asked of a MODEL side."""
+    return tuple(o.precisions or ('fp32',))
+
+
 def _check_options(o: BenchOptions) -> None:
     check_device(o.device)
     if o.threads is not None and o.threads < 1:
@@ -139,8 +146,8 @@ def _check_options(o: BenchOptions) -> None:
         raise DeployError(f'--warmup and --min-time must be finite and >= 0, got {o.warmup} and {o.min_time_s}')
     if o.compare is None and (o.compare_checkpoint or o.compare_onnx):
         raise DeployError('--compare-checkpoint/--compare-onnx need --compare')
-    check_precisions(o.precisions)
-    if o.calib_data is not None and 'int8' in o.precisions:
+    check_precisions(_precisions(o))
+    if o.calib_data is not None and 'int8' in _precisions(o):
         scan_images(o.calib_data)  # a missing, empty or imageless folder is found now, not after the export
 
 
@@ -165,11 +172,11 @@ def _export_for_bench(side: _Side, src: Source, o: BenchOptions, workdir: str, l
     export_source(cpu, files['fp32'], ExportOptions(force=True))
     q = QuantizeOptions(**{k: getattr(o, k) for k in Int8Options.__dataclass_fields__}, force=True,
                         progress=sys.stderr.isatty())
-    if 'int8' in o.precisions:
+    if 'int8' in _precisions(o):
         log(f'bench: quantizing {side.spec} to INT8 ({o.calib_images} calibration images)')
         files['int8'] = quantize_int8(files['fp32'], os.path.join(workdir, f'{side.role}.int8.onnx'),
                                       o.calib_data, q).output
-    if 'fp16' in o.precisions:
+    if 'fp16' in _precisions(o):
         log(f'bench: converting {side.spec} to FP16')
         files['fp16'] = convert_fp16(files['fp32'], os.path.join(workdir, f'{side.role}.fp16.onnx'), q).output
     # the FP32 file stays even when not timed: bf16 runs it, and the OpenVINO INT8 pick measures against it
@@ -187,11 +194,16 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
                               'and --onnx/--compare-onnx are for model specs')
         if word not in runtimes:
             raise DeployError(f'{side.spec} is a compiled package: it runs under {word}; add {word} to --runtimes')
+        src = open_source(side.spec, opts)  # refuses a package built for another --device
+        built = src.meta['precision']
+        if o.precisions is not None and built not in o.precisions:
+            raise DeployError(f"{side.spec} was compiled for {built}, not --precision {','.join(o.precisions)}: a "
+                              f'package runs at the precision it was built for (give --precision {built} or none)')
         others = [w for w in runtimes if w != word]
         if others:
             notes.append(f"{side.role} {os.path.basename(side.spec)} is a compiled package: only {word} runs it "
                          f"({', '.join(others)} skipped)")
-        return None, {}, open_source(side.spec, opts)
+        return None, {}, src
     if side.spec.lower().endswith('.onnx'):
         if side.onnx or side.module is not None:
             raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')
@@ -219,8 +231,9 @@ def _model_precisions(word: str, o: BenchOptions) -> List[str]:
     """What a PyTorch runtime times: fp32 (also as the reference of an ONNX-only precision list), the other
     asked precisions it runs, and autocast (``--amp``) for eager."""
     spec = runtime_spec(word)
-    lower = [p for p in o.precisions if p in spec.precisions and p != 'fp32']
-    return (['fp32'] if 'fp32' in o.precisions or not lower else []) + lower + \
+    asked = _precisions(o)
+    lower = [p for p in asked if p in spec.precisions and p != 'fp32']
+    return (['fp32'] if 'fp32' in asked or not lower else []) + lower + \
         ([amp_precision(o.device)] if o.amp and spec.reference else [])
 
 
@@ -244,9 +257,9 @@ def _onnx_precisions(word: str, files: Dict[str, str], o: BenchOptions, model_si
     out = []
     for p in PRECISIONS:
         path = files.get('fp32' if p == 'bf16' else p)
-        if path is None or (p == 'bf16' and 'bf16' not in o.precisions):
+        if path is None or (p == 'bf16' and 'bf16' not in _precisions(o)):
             continue
-        if p == 'fp32' and model_side and 'fp32' not in o.precisions:
+        if p == 'fp32' and model_side and 'fp32' not in _precisions(o):
             continue  # exported only for bf16
         if not supports_precision(word, p):
             notes.append(f'{role}/{word}/{p} skipped: {runtime_spec(word).label} has no {p.upper()} '

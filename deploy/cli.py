@@ -452,12 +452,14 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def _bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('target', metavar='MODEL_OR_ONNX', help='timm name, hf-hub:ORG/REPO, local-dir:FOLDER or FILE.onnx')
-    p.add_argument('--compare', metavar='MODEL_OR_ONNX', help='a second model or file, timed interleaved')
-    p.add_argument('--precision', dest='precisions', type=_precisions, default=['fp32'], metavar='P1,P2',
+    p.add_argument('target', metavar='MODEL_OR_FILE',
+                   help='timm name, hf-hub:ORG/REPO, local-dir:FOLDER, FILE.onnx or a compiled FILE.pt2')
+    p.add_argument('--compare', metavar='MODEL_OR_FILE', help='a second model or file, timed interleaved')
+    p.add_argument('--precision', dest='precisions', type=_precisions, default=None, metavar='P1,P2',
                    help=f"precisions to time for a MODEL: {','.join(PRECISIONS)} (default fp32); bf16 is OpenVINO's "
                         'hint on the FP32 file and eager CPU autocast (ONNX Runtime has none: skipped with a note); '
-                        'openvino int8 times the faster of our QDQ file and an NNCF IR that passes 99%% agreement')
+                        'openvino int8 times the faster of our QDQ file and an NNCF IR that passes 99%% agreement; '
+                        'a .pt2 runs at the precision it was built for, which a given list must include')
     p.add_argument('--onnx', nargs='+', metavar='FILE', help="MODEL's ONNX files to time instead of exporting")
     p.add_argument('--compare-checkpoint', metavar='PATH', help='weights for the --compare model')
     p.add_argument('--compare-onnx', nargs='+', metavar='FILE', help="the --compare model's ONNX files")

@@ -207,8 +207,9 @@ def package_runtime(path: Any) -> Optional[str]:
     return next((w for w, r in RUNTIMES.items() if r.package_suffix and name.endswith(r.package_suffix)), None)
 
 
-def package_source_hook(word: str) -> Callable[[str], Any]:
-    """``fn(path) -> Source``: a compiled file of runtime ``word`` as a stage's source."""
+def package_source_hook(word: str) -> Callable[..., Any]:
+    """``fn(path, device) -> Source``: a compiled file of runtime ``word`` as a stage's source, refused unless it
+    runs on ``device`` (the stage's ``--device``)."""
     spec = runtime_spec(word)
     if not spec.package_source:
         raise DeployError(f'runtime {word} has no compiled file of its own')

@@ -192,7 +192,7 @@ def open_source(spec: str, opts: Optional[ModelOptions] = None, module: Optional
     opts = opts or ModelOptions()
     word = package_runtime(spec)
     if word is not None:
-        src = package_source_hook(word)(spec)
+        src = package_source_hook(word)(spec, opts.device)
         check_img_size(src.meta, opts.img_size, spec)
         return src
     if is_onnx_path(spec):

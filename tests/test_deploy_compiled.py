@@ -313,9 +313,26 @@ def test_bench_times_a_package_beside_the_model_it_was_compiled_from(cnn3_packag
         bench(path, checkpoint=str(ckpt), batches=[2])
     with pytest.raises(DeployError, match='exported for 32x32 inputs, not --img-size 64'):
         bench(path, img_size=64, batches=[2])
+    with pytest.raises(DeployError, match=r'compiled for fp32, not --precision bf16: a package runs at the precision'):
+        bench(path, precisions=['bf16'], batches=[2])  # was: timed at fp32, the flag ignored
+    r = bench(path, precisions=['fp32', 'bf16'], batches=[2], warmup=0, repeats=1, min_time_s=0.0)
+    assert [(x['runtime'], x['precision']) for x in r.results] == [('aoti', 'fp32')]
     capsys.readouterr()  # what the calls above printed (torch's first-compile warnings)
     rc, _, err = run_cli(capsys, 'bench', path, '--runtimes', 'eager', '--batch', '2')
     assert rc != 0 and len(err.strip().splitlines()) == 1 and 'add aoti to --runtimes' in err
+    rc, _, err = run_cli(capsys, 'bench', path, '--precision', 'bf16', '--batch', '2')
+    assert rc != 0 and len(err.strip().splitlines()) == 1 and 'compiled for fp32, not --precision bf16' in err
+
+
+def test_a_stage_refuses_a_package_of_another_device(cnn3_package, tmp_path):
+    """A package runs where it was compiled: ``--device`` naming another device kind is refused in one line by every
+    stage that opens the package (``sources.open_source``), not ignored."""
+    from timm_recal_deploy.options import ModelOptions
+    from timm_recal_deploy.sources import open_source
+    _, _, path = cnn3_package
+    with pytest.raises(DeployError, match=r'was compiled for cpu, not --device cuda'):
+        open_source(path, ModelOptions(device='cuda'))
+    assert open_source(path, ModelOptions(device='cpu')).kind == 'package'
 
 
 def test_parity_and_validate_run_the_package(cnn3_package):
