@@ -324,7 +324,7 @@ def test_bench_times_a_package_beside_the_model_it_was_compiled_from(cnn3_packag
     assert rc != 0 and len(err.strip().splitlines()) == 1 and 'compiled for fp32, not --precision bf16' in err
 
 
-def test_a_stage_refuses_a_package_of_another_device(cnn3_package, tmp_path):
+def test_a_stage_refuses_a_package_of_another_device(cnn3_package):
     """A package runs where it was compiled: ``--device`` naming another device kind is refused in one line by every
     stage that opens the package (``sources.open_source``), not ignored."""
     from timm_recal_deploy.options import ModelOptions
