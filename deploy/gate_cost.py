@@ -58,7 +58,9 @@ def gate_macs(model: nn.Module, sites: Sequence[GateSite], x: torch.Tensor) -> D
 
 def torch_time_shares(model: nn.Module, sites: Sequence[GateSite], x: torch.Tensor, repeats: int = 5) -> Dict[str, Any]:
     """``{'total_ms', 'gates': {name: share}}``: profiler CPU time per gate over a whole forward of ``x``."""
-    os.environ.setdefault('KINETO_LOG_LEVEL', '5')  # kineto's start/stop lines on stderr are noise here
+    # kineto writes 'USDT: ... profiler_start/stop' to stderr at its level 5 (its top one), so 5 still printed them;
+    # 6 is above every level. Read when the profiler starts; a user's own setting wins.
+    os.environ.setdefault('KINETO_LOG_LEVEL', '6')
     from torch.autograd.profiler import record_function
     from torch.profiler import ProfilerActivity, profile
     open_ranges: Dict[str, Any] = {}

@@ -239,3 +239,21 @@ def test_openvino_returns_the_same_gate_outputs(se_cnn3_onnx, tmp_path):
     r = inspect(str(se_cnn3_onnx), data=cifar_samples(), output=str(tmp_path / 'ov'), limit=10, runtimes=['openvino'])
     (g,) = r.gates
     assert r.runtime['runtime'] == 'openvino' and g['cosine'] > 1 - 1e-6 and g['max_error'] < 1e-4
+
+
+def test_the_time_shares_print_nothing_on_stderr():
+    """kineto's 'USDT: ... profiler_start' lines were noise on every `inspect` run (a fresh process: kineto reads
+    its log level once)."""
+    import subprocess
+    import sys
+    code = ('import torch, timm, timm_recal\n'
+            'from timm_recal_deploy.gate_cost import torch_time_shares\n'
+            'from timm_recal_deploy.gate_probe import find_gates\n'
+            'm = timm.create_model("se_cnn3").eval()\n'
+            'r = torch_time_shares(m, find_gates(m), torch.randn(2, 3, 32, 32), repeats=1)\n'
+            'print(len(r["gates"]))\n')
+    env = {k: v for k, v in os.environ.items() if k != 'KINETO_LOG_LEVEL'}
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 0
+    assert 'profiler_st' not in done.stderr and 'USDT' not in done.stderr, done.stderr[-2000:]
