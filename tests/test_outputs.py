@@ -11,7 +11,7 @@ import pytest
 
 from timm_recal import outputs
 from timm_recal.outputs import (
-    OutputError, OutputExistsError, atomic_folder, atomic_output, public_path, public_paths, resolve_output,
+    OutputError, OutputExistsError, OutputWriteError, atomic_folder, atomic_output, public_path, public_paths, resolve_output,
     write_json, write_text,
 )
 
@@ -66,6 +66,15 @@ def test_failed_write_removes_the_parents_it_created_only(tmp_path):
             raise KeyboardInterrupt
     assert os.listdir(tmp_path / 'kept') == []
     assert (tmp_path / 'kept').is_dir()
+
+
+def test_a_path_under_a_file_is_the_one_line_write_error(tmp_path):
+    """The cleanup of the temporary name under a file raised NotADirectoryError over the write error."""
+    (tmp_path / 'afile').write_text('hi')
+    with pytest.raises(OutputWriteError, match=r'cannot write .*afile/a\.txt: Not a directory$'):
+        with atomic_output(tmp_path / 'afile' / 'a.txt'):
+            pytest.fail('the temporary file cannot exist under a file')
+    assert (tmp_path / 'afile').read_text() == 'hi'
 
 
 def test_exclusive_create_loses_to_a_file_that_appeared_meanwhile(tmp_path):

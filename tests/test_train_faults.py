@@ -364,6 +364,44 @@ def test_eval_folder_that_is_no_train_class_is_refused(gap_cifar, tmp_path, caps
     assert not (tmp_path / 'new').exists()
 
 
+def test_device_path_refuses_a_foreign_eval_folder_before_decoding(gap_cifar, tmp_path, capsys, monkeypatch):
+    """On ``--data-path device`` the same refusal comes from the folder listing: nothing decoded, no cache file."""
+    import shutil
+    import timm_recal.training.image_cache as image_cache
+    from timm_recal.cli import main
+    data = tmp_path / 'data'
+    shutil.copytree(gap_cifar, data)
+    (data / 'test' / 'cat').rename(data / 'test' / 'zebra')
+    decoded = []
+    monkeypatch.setattr(image_cache, '_decode', lambda plan: decoded.append(plan) or pytest.fail('decoded'))
+    rc = main(['train', '-c', _write(tmp_path / 'c.yaml', GOOD), '--data-dir', str(data), '-o',
+               str(tmp_path / 'new' / 'run'), '--threads', '1', '--data-path', 'device',
+               '--data-cache', str(tmp_path / 'cache')])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert 'has class folder(s) zebra that are not classes of the train split' in err
+    assert not decoded and not (tmp_path / 'cache').exists() and not (tmp_path / 'new').exists()
+
+
+@pytest.mark.parametrize('where', ['file', 'under_a_file'])
+def test_a_data_cache_that_cannot_be_a_folder_is_one_line_before_decoding(where, tiny_cifar, tmp_path, capsys,
+                                                                          monkeypatch):
+    """``--data-cache FILE`` decoded every image, then ended in a NotADirectoryError traceback (the cleanup of the
+    temporary name under a file raised over the write error): now refused before any work."""
+    import timm_recal.training.image_cache as image_cache
+    from timm_recal.cli import main
+    afile = tmp_path / 'afile.txt'
+    afile.write_text('hi')
+    cache = afile if where == 'file' else afile / 'cache'
+    monkeypatch.setattr(image_cache, '_decode', lambda plan: pytest.fail('decoded'))
+    rc = main(['train', '-c', _write(tmp_path / 'c.yaml', GOOD), '--data-dir', tiny_cifar, '-o',
+               str(tmp_path / 'new' / 'run'), '--threads', '1', '--data-path', 'device', '--data-cache', str(cache)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.endswith(f'--data-cache): {afile} is a file, so {cache} cannot be a folder'), err
+    assert afile.read_text() == 'hi' and not (tmp_path / 'new').exists()
+
+
 def test_ctrl_c_while_the_command_imports_is_one_line_and_exit_130(tiny_cifar, tmp_path):
     """Ctrl-C in the seconds ``import timm_recal`` loads torch (held there): 'interrupted', exit 130, no traceback,
     nothing written."""

@@ -166,7 +166,9 @@ def created_parents(path: PathLike) -> Iterator[List[str]]:
 
 
 def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Remove a file or folder if it is there; a path under a file (``NotADirectoryError``) is not there either,
+    and a cleanup must never replace the error that caused it."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -292,6 +292,8 @@ def check_config(cfg: TrainConfig, need_data: bool = True) -> None:
     if cfg.resume and cfg.resume != 'auto' and not os.path.isfile(cfg.resume):
         raise FileNotFoundError(f"--resume: checkpoint not found: {cfg.resume} ('auto' continues OUTPUT/last.pth.tar)")
     _check_output(cfg.output)
+    if cfg.data_path == 'device' and cfg.data_cache:
+        _check_cache_folder(cfg.data_cache)
     if need_data:
         check_data(cfg)
 
@@ -343,6 +345,16 @@ def _check_output(output: str) -> None:
     if os.path.exists(output) and not os.path.isdir(output):
         raise ValueError(f"{option_name('output')} {output} is a file; the run folder must be a folder")
     check_writable_folder(output)
+
+
+def _check_cache_folder(folder: str) -> None:
+    """The device path writes its decoded images there after decoding them: a file or a read-only place must be
+    refused before that work, not after it."""
+    from ..outputs import OutputError, check_writable_folder
+    try:
+        check_writable_folder(folder)
+    except OutputError as e:
+        raise ValueError(f"{option_name('data_cache')}: {e}") from None
 
 
 def check_data(cfg: TrainConfig) -> None:

@@ -134,6 +134,9 @@ def build_loaders(cfg: TrainConfig, data_config: Dict[str, Any]):
     plans = [plan_cache(cfg.data_dir, split, cfg.data_cache or None, size, cfg.dataset)
              for split in (cfg.train_split, cfg.val_split)]
     _check_batch(cfg, plans[0].n_images, cfg.batch_size, True)
+    # the eval folders must be train classes: refused from the folder listing, before anything is decoded or cached
+    _eval_classes_by_name(cfg, cfg.val_split, dict(plans[1].dataset.reader.class_to_idx),
+                          dict(plans[0].dataset.reader.class_to_idx))
     check_fits(sum(p.nbytes for p in plans), device,
                f"the {sum(p.n_images for p in plans)} decoded images of {cfg.data_dir!r}")
     loaders = []
