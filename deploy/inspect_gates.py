@@ -333,8 +333,11 @@ def inspect(model_or_onnx: str, options: Optional[InspectOptions] = None, **over
     with torch_threads(o.threads):  # intra-op threads of the PyTorch passes (the runtimes take their own)
         if is_onnx_path(model_or_onnx):
             return _diff_file(model_or_onnx, o, final, t0)
-        if o.reference is not None:
-            raise DeployError('--reference applies to an ONNX file (inspect FILE.onnx --reference MODEL)')
+        file_only = [flag for flag, value in (('--reference', o.reference), ('--precision', o.precision),
+                                              ('--runtimes', o.runtimes)) if value is not None]
+        if file_only:  # a MODEL's hooks run in PyTorch FP32: these would be ignored, so they are refused
+            raise DeployError(f"{' and '.join(file_only)} appl{'ies' if len(file_only) == 1 else 'y'} to an ONNX "
+                              f"file (inspect FILE.onnx {file_only[0]} ...), not to a MODEL")
         return _inspect_model(model_or_onnx, o, final, t0)
 
 

@@ -215,6 +215,11 @@ def test_bad_input_is_one_line_and_writes_nothing(se_cnn3_checkpoint, se_cnn3_on
         (['se_cnn3', '--checkpoint', ckpt, '--data', tmp_path / 'missing'], 'data folder not found'),
         ([se_cnn3_onnx, '--reference', 'bump_cnn3'], 'was not made from this model'),
         ([se_cnn3_onnx, '--reference', 'se_cnn3'], 'random weights'),
+        # a MODEL's hooks run in PyTorch FP32: the file-only flags were silently ignored
+        (['se_cnn3', '--checkpoint', ckpt, '--precision', 'int8'], r'inspect: error: --precision applies to an ONNX file'),
+        (['se_cnn3', '--checkpoint', ckpt, '--runtimes', 'ort'], r'inspect: error: --runtimes applies to an ONNX file'),
+        (['se_cnn3', '--checkpoint', ckpt, '--reference', 'se_cnn3', '--precision', 'fp16'],
+         r'inspect: error: --reference and --precision apply to an ONNX file'),
     ]
     for i, (argv, message) in enumerate(cases):
         out = tmp_path / f'out{i}'
