@@ -67,6 +67,7 @@ def test_load_sweep_and_grid(tmp_path):
     (GRID.replace('[1.0e-2, 1e-3]', '[0.01, -1]'), 'positive floats'),
     (GRID.replace('[1.0e-2, 1e-3]', '[fast]'), 'positive floats'),
     (GRID.replace('[4, 8]', '[4, 4]'), 'repeated'),
+    (GRID.replace('[1.0e-2, 1e-3]', '[1.0e-3, 1.0000001e-3]'), r'share the cell folder name lr0\.001 '),
     (GRID.replace('[4, 8]', '[4, 8.5]'), 'positive ints'),
     (GRID + 'overrides: {lr: 0.1}\n', 'may not set lr'),
     (GRID.replace(f'[{TINY_MODEL}]', '[]'), 'non-empty list of model names'),

@@ -77,6 +77,11 @@ def _number_list(path: str, key: str, values: Any, kind: type) -> list:
         out.append(x)
     if len(set(out)) != len(out):
         raise ValueError(f"{path}: {key!r} has repeated values {values}")
+    names = [f'{x:g}' for x in out]  # as the cell folders name them (``Cell.dirname``)
+    same = next((n for n in names if names.count(n) > 1), None)
+    if same is not None:  # two cells would train into one folder, the second reported done with the first's result
+        raise ValueError(f"{path}: {key!r} values {', '.join(str(v) for v, n in zip(values, names) if n == same)} "
+                         f"share the cell folder name {key}{same} (6 significant digits): make them differ there")
     return out
 
 
