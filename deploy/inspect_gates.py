@@ -350,9 +350,14 @@ def _num(v: Optional[float], fmt: str = '.3f') -> str:
     return '-' if v is None else format(v, fmt)
 
 
+def _random_note(r: InspectResult) -> str:
+    """Said wherever the numbers are read: a random init's gates say nothing of a trained net's."""
+    return "; random weights: timm's init, no checkpoint or pretrained tag" if r.weights == 'random' else ''
+
+
 def format_inspect_md(r: InspectResult) -> str:
     """The Markdown tables of ``inspect.md``."""
-    lines = [f"# Gates of {r.architecture} ({r.n_images} images, top-1 {r.top1:.2f}%)", '',
+    lines = [f"# Gates of {r.architecture} ({r.n_images} images, top-1 {r.top1:.2f}%{_random_note(r)})", '',
              f"Saturation: share of gate values > {r.saturated_above}. Class ratio: between-class spread of the "
              'class means over the within-class standard deviation (0: class-agnostic).', '',
              '| gate | kind | channels | params | MACs | torch time | ORT time | mean | saturation | class spread | '
@@ -378,7 +383,7 @@ def format_inspect(r: InspectResult) -> str:
         last = r.importance[-1]
         imp = (f"; {100 * last['fraction']:.0f}% zeroed: top-1 {last['top1_highest_zeroed']:.2f} (highest) vs "
                f"{last['top1_lowest_zeroed']:.2f} (lowest)")
-    return (f"{r.model_spec}: {len(r.gates)} gates, {r.n_images} images, top-1 {r.top1:.2f}%{imp}\n"
+    return (f"{r.model_spec}: {len(r.gates)} gates, {r.n_images} images, top-1 {r.top1:.2f}%{imp}{_random_note(r)}\n"
             f"saturation: {sat}\nwrote {r.output}")
 
 

@@ -133,6 +133,19 @@ def test_inspect_writes_the_figures_and_tables(inspected):
     assert saved['gates'][0]['gate'] == 'stages.1.attn' and saved['files']['excitation_png'] == 'excitation.png'
 
 
+def test_random_weights_are_said_in_the_summary_and_the_markdown(inspected, tmp_path, capsys):
+    """JSON said ``"weights": "random"``; the console and inspect.md, where the numbers are read, said nothing."""
+    from timm_recal_deploy.inspect_gates import format_inspect
+    r, out = inspected
+    assert r.weights == 'checkpoint' and 'random' not in format_inspect(r) + (out / 'inspect.md').read_text()
+    rc, stdout, err = run_cli(capsys, 'inspect', 'se_cnn3', '--data', cifar_samples(), '--limit', '20', '-o',
+                              tmp_path / 'rand', '--no-importance', '--no-cost')
+    assert rc == 0, err
+    assert "random weights: timm's init" in stdout.splitlines()[0]
+    assert "random weights: timm's init" in (tmp_path / 'rand' / 'inspect.md').read_text().splitlines()[0]
+    assert json.loads((tmp_path / 'rand' / 'inspect.json').read_text())['weights'] == 'random'
+
+
 def test_zeroing_every_channel_gives_one_prediction_for_all(inspected):
     """All gate channels zeroed: the map after the gate is 0, so every image gets the same logits."""
     r, _ = inspected
