@@ -18,7 +18,9 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
     p.add_argument('--force', action='store_true', help='train into an existing, non-empty run folder')
     p.add_argument('--model')
     p.add_argument('--data-dir', dest='data_dir')
-    p.add_argument('--epochs', type=int)
+    p.add_argument('--epochs', type=int, help="epochs of one LR cycle, as timm's train.py counts them: a cycling "
+                   'schedule (cosine, tanh, poly) with lr_cycle_limit N trains N cycles of it plus cooldown_epochs, and '
+                   'warmup_prefix adds warmup_epochs')
     p.add_argument('--batch-size', '-b', dest='batch_size', type=int)
     p.add_argument('--lr', type=float)
     p.add_argument('--workers', '-j', type=int)
