@@ -161,16 +161,21 @@ def test_warm_start_tag_names_its_base_model(tmp_path, monkeypatch):
         torch.testing.assert_close(local(x), base.eval()(x), rtol=1e-4, atol=1e-4)  # warm start = the base net
 
 
-def _fake_run(tmp_path: Path, arch: str = 'cnn3') -> Path:
+def _fake_run(tmp_path: Path, arch: str = 'cnn3', done: int = 3, **options) -> Path:
+    """A `timm-recal train` run folder with ``done`` epochs in summary.csv (the last at 45.50/88.25) and the
+    checkpoint's ``args`` (3 epochs of cosine unless ``options`` say otherwise)."""
     import argparse
     model = _random_model(arch)
     run = tmp_path / 'run'
     run.mkdir()
-    args = argparse.Namespace(model=arch, epochs=3, opt='sgd', momentum=0.9, lr=0.05, batch_size=64,
-                              weight_decay=5e-4, sched='cosine', warmup_epochs=1, lr_cycle_limit=1)
-    torch.save({'epoch': 2, 'arch': arch, 'state_dict': model.state_dict(), 'args': args}, run / 'last.pth.tar')
-    (run / 'summary.csv').write_text('epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\n'
-                                     '0,2.0,2.0,30.0,80.0,0.05\n1,1.5,1.5,40.0,85.0,0.03\n2,1.2,1.2,45.5,88.25,0.01\n')
+    args = argparse.Namespace(**{**dict(model=arch, epochs=3, opt='sgd', momentum=0.9, lr=0.05, batch_size=64,
+                                        weight_decay=5e-4, sched='cosine', warmup_epochs=1, lr_cycle_limit=1),
+                                 **options})
+    torch.save({'epoch': done - 1, 'arch': arch, 'state_dict': model.state_dict(), 'args': args},
+               run / 'last.pth.tar')
+    rows = [f'{e},2.0,2.0,{30.0 + 5 * e},{80.0 + 2 * e},0.05' for e in range(done - 1)]
+    (run / 'summary.csv').write_text('\n'.join(['epoch,train_loss,eval_loss,eval_top1,eval_top5,lr', *rows,
+                                               f'{done - 1},1.2,1.2,45.5,88.25,0.01']) + '\n')
     return run
 
 
@@ -197,6 +202,109 @@ def test_existing_output_needs_force(tmp_path, capsys):
     assert 'exists' in capsys.readouterr().err and (out / 'stale.txt').is_file()
     assert main(['publish', str(run), '--dry-run', '-o', str(out), '--force']) == 0
     assert {p.name for p in out.iterdir()} == FOLDER_FILES  # the old contents are gone, not merged
+
+
+def test_finished_step_run_with_a_cycle_limit_is_published_as_trained(tmp_path, capsys):
+    """The epochs a run trains are what timm's scheduler runs: `sched: step` ignores lr_cycle_limit (only cosine,
+    tanh and poly restart), so a finished 2-epoch step run with lr_cycle_limit 2 is published as 2 epochs and its
+    card names no cycles; 2 cycles of a 2-epoch cosine schedule are 4 epochs, refused after 2, stated after 4."""
+    run = _fake_run(tmp_path, done=2, epochs=2, sched='step', decay_epochs=1, warmup_epochs=0, lr_cycle_limit=2,
+                    lr_cycle_decay=0.5)
+    (run / 'results.json').write_text(json.dumps({'model': 'cnn3', 'epochs': 2}))  # what the trainer records
+    out = tmp_path / 'out'
+    assert main(['publish', str(run), '--dry-run', '-o', str(out)]) == 0
+    text = (out / 'README.md').read_text()
+    assert '- **Training:** 2 epochs, sgd (momentum 0.9)' in text and 'step schedule,' in text
+    assert 'cycle' not in text and 'Trained 2 epochs' in text
+    training = json.loads((out / 'metrics.json').read_text())['training']
+    assert training['epochs'] == 2 and 'lr_cycle_limit' not in training and 'lr_cycle_decay' not in training
+
+    for done in (2, 4):
+        (tmp_path / f'cosine{done}').mkdir()
+        cosine = _fake_run(tmp_path / f'cosine{done}', done=done, epochs=2, lr_cycle_limit=2, lr_cycle_decay=0.5)
+        rc = main(['publish', str(cosine), '--dry-run', '-o', str(tmp_path / f'out{done}')])
+        err = capsys.readouterr().err
+        if done == 2:
+            assert rc == 2 and 'only 2 of 4 epochs are done' in err and not (tmp_path / 'out2').exists()
+        else:
+            assert rc == 0, err
+            text = (tmp_path / 'out4' / 'README.md').read_text()
+            assert '- **Training:** 4 epochs' in text and 'cosine schedule in 2 cycles' in text
+
+
+def _train_yaml(tmp_path: Path, arch: str, **options) -> str:
+    """A `timm-recal train` config of ``arch`` with ``options`` (epochs 2, step schedule)."""
+    import yaml
+    path = tmp_path / f'{arch}_train.yaml'
+    path.write_text(yaml.safe_dump({'model': arch, 'epochs': 2, 'sched': 'step', 'opt': 'sgd', 'lr': 0.05,
+                                    **options}))
+    return str(path)
+
+
+@pytest.mark.parametrize('options,claim', [
+    ({'no_aug': True, 'hflip': 0.0}, 'no augmentation'),
+    ({'no_aug': True}, 'no augmentation'),
+    ({'hflip': 0.0}, '4-pixel pad + random crop'),
+    ({'hflip': 0.25}, '4-pixel pad + random crop + horizontal flip (p=0.25)'),
+    ({}, '4-pixel pad + random crop + horizontal flip'),
+    ({'img_size': 64}, '8-pixel pad + random crop + horizontal flip'),
+], ids=['no_aug_no_flip', 'no_aug', 'no_flip', 'flip_p', 'default', 'img_size_64'])
+def test_card_states_the_augmentation_that_ran(options, claim, tmp_path):
+    """The card and metrics.json state the augmentation the trainer ran (``build_transforms``: pad size // 8 and
+    crop unless no_aug, flip with probability hflip), not the CIFAR default whatever the config says."""
+    _, ckpt = _checkpoint(tmp_path, 'cnn3')
+    out = tmp_path / 'out'
+    publish('cnn3', 'test-org/cnn3', checkpoint=ckpt, output=str(out), dry_run=True,
+            train_config=_train_yaml(tmp_path, 'cnn3', **options))
+    assert json.loads((out / 'metrics.json').read_text())['training']['augmentation'] == claim
+    text = (out / 'README.md').read_text()
+    assert f', {claim}, config `cnn3_train.yaml`' in text
+    if options.get('no_aug'):
+        assert 'random crop' not in text and 'flip' not in text
+
+
+def test_card_of_the_shipped_no_aug_config_claims_no_augmentation(tmp_path):
+    """train_configs/cifar10/se_cnn3.yaml trains without augmentation (no_aug, hflip 0) for 50 epochs of a step
+    schedule: so says the card."""
+    _, ckpt = _checkpoint(tmp_path, 'se_cnn3')
+    out = tmp_path / 'out'
+    publish('se_cnn3', 'test-org/se_cnn3', checkpoint=ckpt, output=str(out), dry_run=True,
+            train_config=str(ROOT / 'train_configs' / 'cifar10' / 'se_cnn3.yaml'))
+    text = (out / 'README.md').read_text()
+    assert '50 epochs, adadelta, lr 1.0, batch 64, weight decay 0.0, step schedule, no augmentation,' in text
+    assert 'random crop' not in text and 'flip' not in text
+    assert json.loads((out / 'metrics.json').read_text())['training']['augmentation'] == 'no augmentation'
+
+
+def test_dataset_contradicting_the_metrics_or_the_tag_is_refused(tmp_path, capsys):
+    """A --dataset other than the one the metrics were measured on (a --metrics JSON, a weights folder's
+    metrics.json) or the one the tag names is one line and writes nothing: the card would name one data set and
+    metrics.json / config.json another. The same data set passes."""
+    from huggingface_hub import ModelCard
+    _, ckpt = _checkpoint(tmp_path, 'cnn3')
+    metrics = tmp_path / 'metrics_cifar10.json'
+    metrics.write_text(json.dumps({'top1': 71.25, 'top5': 93.5, 'dataset': 'cifar10', 'architecture': 'cnn3'}))
+    out = tmp_path / 'out'
+    base = ['publish', 'cnn3', '--checkpoint', ckpt, '--repo-id', 'test-org/x', '--dry-run', '-o', str(out)]
+    for extra, message in ((['--metrics', str(metrics), '--dataset', 'imagenet-1k'],
+                            '--dataset imagenet-1k contradicts the metrics of cnn3, measured on cifar10'),
+                           (['--tag', 'cifar10', '--dataset', 'svhn'],
+                            "--dataset svhn contradicts the pretrained tag 'cifar10', which names cifar10")):
+        rc = main(base + extra)
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err, err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+    assert main(base + ['--metrics', str(metrics), '--dataset', 'cifar10', '--tag', 'cifar10']) == 0
+    assert ModelCard.load(out / 'README.md').data.datasets == ['cifar10']
+    assert json.loads((out / 'metrics.json').read_text())['dataset'] == 'cifar10'
+    assert len(json.loads((out / 'config.json').read_text())['label_names']) == 10
+
+    # a weights folder whose metrics.json says cifar10 (the shipped weights/*.cifar10 are such folders)
+    again = tmp_path / 'again'
+    rc = main(['publish', str(out), '--dry-run', '-o', str(again), '--dataset', 'imagenet-1k'])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'contradicts the metrics of cnn3, measured on cifar10' in err and not again.exists()
 
 
 # ----------------------------------------------------------------------------------------------- --report
@@ -294,6 +402,43 @@ def test_with_onnx_adds_fp32_and_int8(tmp_path):
     check_publishable(str(out))
 
 
+@pytest.mark.parametrize('option', [['--calib-data', 'DATA'], ['--calib-images', '8'],
+                                    ['--calib-method', 'entropy'], ['--fp32-layers', '2']],
+                         ids=lambda o: o[0].lstrip('-'))
+def test_onnx_options_need_with_onnx(option, tmp_path, cnn3_ckpt, capsys):
+    """Only the ONNX step reads these options: without --with-onnx they are refused, not silently dropped."""
+    (tmp_path / 'calib' / 'cat').mkdir(parents=True)
+    option = [str(tmp_path / 'calib') if v == 'DATA' else v for v in option]
+    out = tmp_path / 'out'
+    rc = main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/x', '--dry-run', '-o', str(out),
+               *option])
+    err = capsys.readouterr().err
+    assert rc == 2 and f'{option[0]} applies with --with-onnx' in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize('kind,message', [('missing', 'data folder not found'), ('empty', 'no images found')])
+def test_with_onnx_checks_calib_data_before_the_export(kind, message, tmp_path, monkeypatch, cnn3_ckpt, capsys):
+    """`--calib-data` is checked before the export (as README promises wherever INT8 is asked for), not after."""
+    import timm_recal_deploy as deploy
+    exported = []
+
+    def export_onnx(*args, **kwargs):
+        exported.append(args)
+        raise RuntimeError('exported before --calib-data was checked')
+    monkeypatch.setattr(deploy, 'export_onnx', export_onnx)
+    calib = tmp_path / 'calib'
+    if kind == 'empty':
+        (calib / 'cat').mkdir(parents=True)
+    out = tmp_path / 'out'
+    rc = main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/x', '--dry-run', '-o', str(out),
+               '--with-onnx', '--calib-data', str(calib)])
+    err = capsys.readouterr().err
+    assert not exported
+    assert rc == 2 and f'--calib-data: {message}' in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
 def test_check_publishable_refuses_pickles_and_local_paths(tmp_path):
     (tmp_path / 'README.md').write_text('fine')
     check_publishable(str(tmp_path))
@@ -336,6 +481,39 @@ def test_checkpoint_of_another_architecture(tmp_path, capsys):
     rc = main(['publish', 'cnn3', '--checkpoint', str(sd), '--repo-id', 'test-org/x', '--dry-run', '-o', str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and 'does not fit cnn3' in err and not out.exists()
+
+
+def test_unreadable_checkpoint_says_what_it_is(tmp_path, capsys):
+    """A text file given as --checkpoint is named as not a checkpoint (torch.load's own 'KeyError: 105' says
+    nothing); a cut-off checkpoint is named as damaged."""
+    text = tmp_path / 'afile.txt'
+    text.write_text('if this is a checkpoint, I am a teapot\n')
+    _, ckpt = _checkpoint(tmp_path, 'se_cnn3')
+    cut = tmp_path / 'cut.pth.tar'
+    cut.write_bytes(Path(ckpt).read_bytes()[:2000])
+    out = tmp_path / 'out'
+    for path, message in ((text, 'not a PyTorch checkpoint (a file written by torch.save) or a .safetensors file'),
+                          (cut, 'truncated or damaged')):
+        rc = main(['publish', 'se_cnn3', '--checkpoint', str(path), '--repo-id', 'test-org/x', '--dry-run',
+                   '-o', str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and f'cannot read checkpoint {path}: {message}' in err, err
+        assert 'KeyError' not in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize('values,field', [
+    ({'top1': 'abc'}, 'top1'), ({'top1': 71.25, 'top5': 'x'}, 'top5'), ({'top1': float('nan')}, 'top1'),
+    ({'top1': 171.0}, 'top1'), ({'top1': 71.25, 'n_images': 'all'}, 'n_images'),
+], ids=['top1_text', 'top5_text', 'top1_nan', 'top1_over_100', 'n_images_text'])
+def test_metrics_with_a_bad_value_names_the_file_and_field(values, field, tmp_path, cnn3_ckpt, capsys):
+    path = tmp_path / 'bad_metrics.json'
+    path.write_text(json.dumps(values))
+    out = tmp_path / 'out'
+    rc = main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/x', '--dry-run', '-o', str(out),
+               '--metrics', str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--metrics {path}: '{field}' is {values[field]!r}, not a" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 # ------------------------------------------------------------------------------------------------ upload

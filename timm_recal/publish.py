@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -110,8 +111,7 @@ def _read_state_dict(path: str) -> Tuple[Dict[str, Any], Optional[str]]:
     except ModuleNotFoundError:
         raise
     except Exception as e:
-        raise PublishError(f'cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}') \
-            from None
+        raise PublishError(f'cannot read checkpoint {path}: {_why_unreadable(path, e)}') from None
     if not isinstance(obj, dict):
         raise PublishError(f'{path} holds a {type(obj).__name__}, not a state dict')
     arch = obj.get('arch') if isinstance(obj.get('arch'), str) else arch
@@ -123,6 +123,26 @@ def _read_state_dict(path: str) -> Tuple[Dict[str, Any], Optional[str]]:
     if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise PublishError(f'{path} holds no state dict of tensors')
     return state_dict, arch
+
+
+def _why_unreadable(path: str, error: BaseException) -> str:
+    """Why a weights file failed to load, in words: ``torch.load`` on a text file says ``KeyError: 105`` (a pickle
+    opcode), which tells the user nothing."""
+    import zipfile
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    if path.endswith('.safetensors'):
+        return f'not a safetensors file, or a damaged one ({first})'
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    if head.startswith(b'PK'):
+        if not zipfile.is_zipfile(path):
+            return 'truncated or damaged: the file ends before its zip index'
+    elif not head.startswith(b'\x80'):  # torch.save writes a zip file, or a pickle (protocol 2+) in legacy format
+        return 'not a PyTorch checkpoint (a file written by torch.save) or a .safetensors file'
+    return f'{type(error).__name__}: {first}'
 
 
 def _build_with_weights(arch: str, state_dict: Dict[str, Any], path: str, file_arch: Optional[str], **kwargs):
@@ -191,6 +211,8 @@ def _folder_source(folder: str) -> Source:
         tag = name[len(arch) + 1:]
     metrics = _read_json(os.path.join(folder, 'metrics.json')) if os.path.isfile(
         os.path.join(folder, 'metrics.json')) else None
+    if metrics:
+        _check_metric_values(metrics, os.path.join(folder, 'metrics.json'))
     training = (metrics or {}).pop('training', None) if metrics else None
     weights = (metrics or {}).get('weights') or (
         'the checkpoint of the final epoch (no selection on the test set)'
@@ -222,24 +244,41 @@ def read_run(run_dir: str) -> Source:
         with torch.serialization.safe_globals([argparse.Namespace]):  # train.py stores its args
             ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise PublishError(f'cannot read {ckpt_path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}') from None
+        raise PublishError(f'cannot read {ckpt_path}: {_why_unreadable(str(ckpt_path), e)}') from None
     args = ckpt.get('args')
     arch = ckpt.get('arch') or getattr(args, 'model', None)
     if not arch or not isinstance(ckpt.get('state_dict'), dict):
         raise PublishError(f'{ckpt_path} names no architecture or holds no state_dict')
     row = _last_row(run / 'summary.csv')
     epochs_done = int(row['epoch']) + 1
-    total = args.epochs * max(1, getattr(args, 'lr_cycle_limit', 1) or 1) if args is not None else epochs_done
-    if epochs_done < total:
+    total = _run_epochs(args, run)
+    if total is not None and epochs_done < total:
         raise ValueError(f"{run_dir}: only {epochs_done} of {total} epochs are done; finish (--resume auto) first")
     model = _build_with_weights(arch, ckpt['state_dict'], str(ckpt_path), arch)
-    training = recipe_dict(args) if args is not None else None
+    training = recipe_dict(args, input_size=_input_size(model)) if args is not None else None
     if training is not None:
         training['epochs'] = epochs_done
     metrics = {'top1': float(row['eval_top1']), 'top5': float(row['eval_top5']), 'epochs': epochs_done,
                'source': 'timm-recal train (final epoch)'}
     return Source(model, arch, 'cifar10', metrics, training, 'the checkpoint of the final epoch (no selection on '
                   'the test set)')
+
+
+def _run_epochs(args: Any, run: Path) -> Optional[int]:
+    """The epochs the run trains in all: what its lr schedule runs (``_schedule``, from the checkpoint's own
+    ``args``, so a resumed run with more epochs counts those), else the ``epochs`` its ``results.json`` records."""
+    schedule = _schedule(args) if args is not None else None
+    if schedule is not None:
+        return schedule[0]
+    results = run / 'results.json'
+    recorded = _read_json(str(results)).get('epochs') if results.is_file() else None
+    return recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else None
+
+
+def _input_size(model: Any) -> Optional[int]:
+    """The image side the model takes by default (what training resolves when ``img_size`` is unset)."""
+    size = (getattr(model, 'pretrained_cfg', None) or {}).get('input_size')
+    return int(size[-1]) if size else None
 
 
 def load_source(source: str, checkpoint: Optional[str] = None, tag: Optional[str] = None) -> Source:
@@ -305,30 +344,104 @@ def _pretrained_source(spec: str, checkpoint: Optional[str]) -> Source:
                   base_model=hub_id if hub_id and hub_id.split('/')[0] != 'timm-recal' else None)
 
 
-def training_from_config(path: str) -> Dict[str, Any]:
-    """The recipe of a train.py YAML config (``--train-config``), as the card states it."""
+def training_from_config(path: str, input_size: Optional[int] = None) -> Dict[str, Any]:
+    """The recipe of a train.py YAML config (``--train-config``), as the card states it; ``input_size`` is the
+    model's image side (the augmentation depends on it when the config sets no ``img_size``)."""
     from .training.config import load_config
     try:
         cfg = load_config(path, {})
     except (OSError, ValueError) as e:
         raise PublishError(f'cannot read --train-config {path}: {str(e).splitlines()[0]}') from None
-    return recipe_dict(cfg, os.path.basename(path))
+    if _schedule(cfg) is None:
+        raise PublishError(f'--train-config {path}: timm cannot build its lr schedule (sched {cfg.sched!r}, '
+                           f'epochs {cfg.epochs}); `timm-recal train` would refuse it too')
+    return recipe_dict(cfg, os.path.basename(path), input_size=input_size)
 
 
-def recipe_dict(args: Any, config_name: Optional[str] = None) -> Dict[str, Any]:
-    """The recipe fields of a ``TrainConfig`` or train.py ``args`` (epochs over all cycles)."""
-    cycles = int(getattr(args, 'lr_cycle_limit', 1) or 1)
-    aug = getattr(args, 'aug', 'auto')
-    size = getattr(args, 'img_size', None) or 32
-    recipe = {k: getattr(args, k, None) for k in ('opt', 'momentum', 'lr', 'batch_size', 'weight_decay', 'sched',
-                                                  'lr_cycle_limit', 'lr_cycle_decay', 'warmup_epochs')}
-    recipe['epochs'] = int(getattr(args, 'epochs', 0) or 0) * cycles or None
-    if aug in ('auto', 'cifar') and int(size) <= 64:
-        recipe['augmentation'] = '4-pixel pad + random crop + horizontal flip'
+#: create_scheduler_v2's keyword <- the train.py / TrainConfig option it comes from (those that set the length)
+_SCHEDULE_ARGS = {'sched': 'sched', 'num_epochs': 'epochs', 'decay_epochs': 'decay_epochs',
+                  'decay_milestones': 'decay_milestones', 'cooldown_epochs': 'cooldown_epochs',
+                  'warmup_epochs': 'warmup_epochs', 'warmup_prefix': 'warmup_prefix', 'cycle_mul': 'lr_cycle_mul',
+                  'cycle_decay': 'lr_cycle_decay', 'cycle_limit': 'lr_cycle_limit'}
+
+
+def _schedule(args: Any) -> Optional[Tuple[int, bool]]:
+    """(epochs in all, whether the lr restarts in cycles) of the schedule ``args`` describe, or None if timm
+    cannot build it.
+
+    timm's ``create_scheduler_v2`` counts them, as the trainer does: only cycling schedules (cosine, tanh, poly)
+    multiply ``epochs`` by ``lr_cycle_limit`` (and ``lr_cycle_mul``); step, multistep, plateau, ... ignore both,
+    so ``epochs * lr_cycle_limit`` would ask a finished step run for epochs it never trains.
+    """
+    import torch
+    from timm.scheduler import create_scheduler_v2
+    kwargs = {key: getattr(args, name) for key, name in _SCHEDULE_ARGS.items()
+              if getattr(args, name, None) is not None}
+    if 'num_epochs' not in kwargs:
+        return None
+    if 'decay_milestones' in kwargs:
+        kwargs['decay_milestones'] = list(kwargs['decay_milestones'])
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    try:
+        scheduler, epochs = create_scheduler_v2(probe, **kwargs)
+    except (AssertionError, ValueError, KeyError, TypeError):
+        return None
+    cycles = hasattr(scheduler, 'get_cycle_length') and int(kwargs.get('cycle_limit', 1)) > 1
+    return int(epochs), cycles
+
+
+def _augmentation(args: Any, size: int) -> Optional[str]:
+    """What the run's training transform did to the images, as ``timm_recal.training.trainer.build_transforms``
+    (and the device loader) build it from ``aug``, the image size, ``no_aug`` and ``hflip``; None where this cannot
+    tell (timm's own pipeline, a train.py run)."""
+    aug = getattr(args, 'aug', None)
+    if aug is None:  # not a `timm-recal train` config: train.py's pipeline (RandAugment, mixup, ...) is its own
+        return None
+    if getattr(args, 'no_aug', False):
+        return 'no augmentation'
+    if aug == 'auto':
+        aug = 'cifar' if size <= 64 else 'timm'
+    if aug != 'cifar':
+        return None
+    text = f'{size // 8}-pixel pad + random crop'
+    hflip = float(getattr(args, 'hflip', 0.5) or 0.0)
+    if hflip == 0.5:
+        text += ' + horizontal flip'
+    elif hflip > 0:
+        text += f' + horizontal flip (p={hflip:g})'
+    return text
+
+
+def recipe_dict(args: Any, config_name: Optional[str] = None, input_size: Optional[int] = None) -> Dict[str, Any]:
+    """The recipe fields of a ``TrainConfig`` or train.py ``args``: epochs as the schedule runs them (all cycles
+    of a cycling schedule), cycles only where the schedule has them, and the augmentation that ran."""
+    size = int(getattr(args, 'img_size', None) or input_size or 32)
+    schedule = _schedule(args)
+    epochs, cycles = schedule if schedule is not None else (getattr(args, 'epochs', None), False)
+    keys = ('opt', 'momentum', 'lr', 'batch_size', 'weight_decay', 'sched') \
+        + (('lr_cycle_limit', 'lr_cycle_decay') if cycles else ()) + ('warmup_epochs',)
+    recipe = {k: getattr(args, k, None) for k in keys}
+    recipe['epochs'] = int(epochs) if epochs else None
+    recipe['augmentation'] = _augmentation(args, size)
     recipe['trainer'] = '`timm-recal train`'
     if config_name:
         recipe['config'] = config_name
     return {k: v for k, v in recipe.items() if v is not None}
+
+
+def _check_metric_values(data: Dict[str, Any], where: str) -> None:
+    """Refuse a metric the card cannot state, naming the file and the field: the card formats ``top1``/``top5``
+    as percentages and ``n_images``/``epochs`` as counts, and a string there fails deep inside without either."""
+    for key in ('top1', 'top5'):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or not 0 <= value <= 100):
+            raise PublishError(f'{where}: {key!r} is {value!r}, not a percentage (a number from 0 to 100)')
+    for key in ('n_images', 'epochs'):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not float(value).is_integer() or value < 1):
+            raise PublishError(f'{where}: {key!r} is {value!r}, not a positive whole number')
 
 
 def metrics_from_file(path: str, arch: str) -> Dict[str, Any]:
@@ -336,6 +449,7 @@ def metrics_from_file(path: str, arch: str) -> Dict[str, Any]:
     data = _read_json(path)
     if data.get('top1') is None:
         raise PublishError(f'{path} has no top1: expected the JSON of `timm-recal validate -o` or a metrics.json')
+    _check_metric_values(data, f'--metrics {path}')
     other = str(data.get('architecture') or '').split('.')[0]
     if other and other != arch:
         raise PublishError(f'--metrics {path} measured {other}, not {arch}')
@@ -383,17 +497,46 @@ def _flops(model, input_size) -> Optional[float]:
     return macs / 1e9 if macs else None
 
 
+#: the options only the ONNX step reads (``onnx_options`` keys) -> their flags, and the defaults of those with one
+_ONNX_FLAGS = {'calib_data': '--calib-data', 'calib_images': '--calib-images', 'calib_method': '--calib-method',
+               'fp32_layers': '--fp32-layers'}
+_ONNX_DEFAULTS = {'calib_images': 512, 'calib_method': 'minmax', 'fp32_layers': 0}
+
+
+def _check_onnx_options(with_onnx: bool, options: Optional[Dict[str, Any]]) -> None:
+    """Without ``with_onnx`` nothing reads the ONNX options: refuse them rather than drop them silently."""
+    unknown = sorted(set(options or {}) - set(_ONNX_FLAGS))
+    if unknown:
+        raise PublishError(f"unknown ONNX option(s) {', '.join(unknown)}; known: {', '.join(_ONNX_FLAGS)}")
+    given = [flag for key, flag in _ONNX_FLAGS.items() if (options or {}).get(key) is not None]
+    if given and not with_onnx:
+        raise PublishError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} with --with-onnx "
+                           '(the ONNX files); add --with-onnx or leave ' + ('it' if len(given) == 1 else 'them')
+                           + ' out')
+
+
+def _check_calib_data(calib_data: Optional[str]) -> None:
+    """An INT8 calibration folder that is missing or holds no images is refused now, not after the export."""
+    if calib_data is None:
+        return
+    from timm_recal_deploy.images import scan_images
+    try:
+        scan_images(calib_data)
+    except RecalError as e:
+        raise PublishError(f'--calib-data: {e}') from None
+
+
 def _export_onnx(model, repo_id: str, folder: str, arch: str, options: Dict[str, Any]) -> List[Tuple[str, str]]:
     """FP32 and INT8 ONNX files in ``folder/onnx`` via the deploy stage (``export_onnx``, ``quantize_int8``)."""
     import timm_recal_deploy as deploy
+    options = {**_ONNX_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     from timm_recal_deploy.metadata import read_metadata
     onnx_dir = os.path.join(folder, 'onnx')
     os.makedirs(onnx_dir, exist_ok=True)
     fp32, int8 = os.path.join(onnx_dir, 'model.onnx'), os.path.join(onnx_dir, 'model_int8.onnx')
     deploy.export_onnx(f'hf-hub:{repo_id}', fp32, model=model)
-    deploy.quantize_int8(fp32, int8, options.get('calib_data'), calib_images=options.get('calib_images', 512),
-                         calib_method=options.get('calib_method', 'minmax'),
-                         fp32_layers=options.get('fp32_layers', 0), progress=False)
+    deploy.quantize_int8(fp32, int8, options.get('calib_data'), calib_images=options['calib_images'],
+                         calib_method=options['calib_method'], fp32_layers=options['fp32_layers'], progress=False)
     files = []
     for path, rel in ((fp32, 'onnx/model.onnx'), (int8, 'onnx/model_int8.onnx')):
         meta = read_metadata(path)
@@ -439,6 +582,28 @@ def check_publishable(folder: str) -> None:
             raise PublishError(f'{rel} records local paths ({hits[0]}); a published file must not')
 
 
+def _dataset(src: Source, dataset: Optional[str]) -> Optional[str]:
+    """The data set the folder names: ``dataset`` (``--dataset``), else the metrics', else the tag's.
+
+    A ``dataset`` that contradicts the data set the metrics were measured on, or the one the pretrained tag names,
+    is refused: the card would claim results on one data set while metrics.json and config.json (its label
+    names) describe another.
+    """
+    from .model_card import DATASETS, dataset_for_tag
+    recorded = (src.metrics or {}).get('dataset')
+    by_tag = dataset_for_tag(src.tag)
+    if not dataset:
+        return recorded or by_tag
+    dataset = dataset.lower() if dataset.lower() in DATASETS else dataset
+    if recorded and str(recorded).lower() != dataset.lower():
+        raise PublishError(f'--dataset {dataset} contradicts the metrics of {src.arch}, measured on {recorded}; '
+                           'leave --dataset out, or give --metrics measured on ' + dataset)
+    if by_tag and by_tag != dataset.lower():
+        raise PublishError(f'--dataset {dataset} contradicts the pretrained tag {src.tag!r}, which names {by_tag}; '
+                           f'leave --dataset out, or give --tag naming the weights of {dataset}')
+    return dataset
+
+
 def _hub_config(src: Source, dataset: Optional[str]) -> Dict[str, Any]:
     """``save_for_hf``'s ``model_config``: the tag and the data set's label names, when they fit."""
     from .model_card import DATASETS
@@ -455,11 +620,14 @@ def build_hub_folder(src: Source, out_dir: str, repo_id: str, *, force: bool = F
                      base_model: Optional[str] = None, usage_name: Optional[str] = None) -> Path:
     """Write the Hub folder of ``src`` to ``out_dir`` whole or not at all (``atomic_folder``); returns it."""
     from .hub import write_weights_folder
-    from .model_card import CardInfo, build_card, dataset_for_tag
+    from .model_card import CardInfo, build_card
     from .outputs import atomic_folder, write_json, write_text
     check_repo_id(repo_id)
     model, arch = src.model.eval(), src.arch
-    dataset = dataset or (src.metrics or {}).get('dataset') or dataset_for_tag(src.tag)
+    dataset = _dataset(src, dataset)
+    _check_onnx_options(with_onnx, onnx_options)
+    if with_onnx:
+        _check_calib_data((onnx_options or {}).get('calib_data'))
     report = read_report(report_dir, arch, int(getattr(model, 'num_classes', 0) or 0)) if report_dir else None
     input_size = tuple(model.pretrained_cfg.get('input_size') or (3, 224, 224))
     params = sum(p.numel() for p in model.parameters())
@@ -625,11 +793,15 @@ def publish(source: str, repo_id: Optional[str] = None, *, checkpoint: Optional[
         check_writable_folder(os.path.dirname(os.path.abspath(output)))
     if report and not os.path.isfile(os.path.join(report, 'report.json')):
         read_report(report, '')  # the folder's own error message
+    _check_onnx_options(with_onnx, onnx_options)
+    if with_onnx:  # before the export, which takes a while
+        _check_calib_data((onnx_options or {}).get('calib_data'))
     src = load_source(source, checkpoint, tag)
     if metrics:
         src.metrics = metrics_from_file(metrics, src.arch)
     if train_config:
-        src.training = training_from_config(train_config)
+        src.training = training_from_config(train_config, _input_size(src.model))
+    _dataset(src, dataset)  # a --dataset that contradicts the metrics or the tag, before anything is written
     if repo_id is None:
         if not src.tag:
             raise PublishError(f'{src.arch} has no pretrained tag to name the repo: give --repo-id ORG/NAME or --tag')
@@ -681,11 +853,14 @@ def _add_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--base-model', metavar='ORG/NAME', help='Hub repo the weights were fine-tuned from')
     g = p.add_argument_group('ONNX files')
     g.add_argument('--with-onnx', action='store_true', help='add onnx/model.onnx (FP32) and onnx/model_int8.onnx')
+    # defaults None: an ONNX option given without --with-onnx is refused (see _check_onnx_options)
     g.add_argument('--calib-data', metavar='DIR', help='INT8 calibration images (default: the bundled samples)')
-    g.add_argument('--calib-images', type=_positive_int, default=512, metavar='N')
-    g.add_argument('--calib-method', choices=['minmax', 'percentile', 'entropy'], default='minmax')
-    g.add_argument('--fp32-layers', type=_non_negative_int, default=0, metavar='K',
-                   help='keep the K nodes most sensitive to quantization in float')
+    g.add_argument('--calib-images', type=_positive_int, metavar='N',
+                   help=f"calibration images (default {_ONNX_DEFAULTS['calib_images']})")
+    g.add_argument('--calib-method', choices=['minmax', 'percentile', 'entropy'],
+                   help=f"calibration method (default {_ONNX_DEFAULTS['calib_method']})")
+    g.add_argument('--fp32-layers', type=_non_negative_int, metavar='K',
+                   help='keep the K nodes most sensitive to quantization in float (default 0)')
 
 
 def _positive_int(text: str) -> int:
