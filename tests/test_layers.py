@@ -1,4 +1,7 @@
 """Gates: shapes, exact parameter counts, widths of the SE profiles, constant init, errors."""
+import warnings
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
@@ -168,6 +171,90 @@ def test_gate_setting_errors_name_the_fix():
         get_gate('gdw_wavg')(8)
     with pytest.raises(ValueError, match="'avg' or 'max'"):
         SqueezeExcite(16, pool_type='median')
+
+
+@pytest.mark.parametrize('rd_mults,match', [
+    ((), 'rd_mults needs at least one hidden width'),  # once a single C -> C FC: no bottleneck, another design
+    ((0,), 'every rd_mults multiplier must be positive'),  # once width 1
+    ((-1,), 'every rd_mults multiplier must be positive'),
+    ((2, 0), 'every rd_mults multiplier must be positive'),
+    ((float('nan'),), 'every rd_mults multiplier must be positive'),
+    ((0.1,), 'rounds to 0 channels'),  # 64 // 16 = 4 hidden, x 0.1 rounds to 0: once clamped to width 1
+])
+def test_se_refuses_rd_mults_without_a_positive_bottleneck(rd_mults, match):
+    """Every SE design has a bottleneck of positive width (``SE_PROFILES``); none is silently replaced by another."""
+    with pytest.raises(ValueError, match=match):
+        SqueezeExcite(64, rd_mults=rd_mults)
+    with pytest.raises(ValueError, match=match):
+        get_gate('nosqueeze')(64, rd_mults=rd_mults)
+
+
+@pytest.mark.parametrize('kwargs,error,match', [
+    (dict(rd_divisor=-8), ValueError, 'rd_divisor must be a positive integer, got -8'),  # once width 1
+    (dict(rd_divisor=0), ValueError, 'rd_divisor must be a positive integer, got 0'),  # once ZeroDivisionError
+    (dict(rd_divisor=2.5), TypeError, 'rd_divisor must be a positive integer'),
+    (dict(reduction=float('nan')), ValueError, 'reduction ratio r must be positive and finite, got nan'),
+    (dict(reduction=float('inf')), ValueError, 'reduction ratio r must be positive and finite, got inf'),
+    (dict(reduction=-4), ValueError, 'reduction ratio r must be positive'),
+    (dict(rd_ratio=float('nan')), ValueError, 'rd_ratio must be positive and finite, got nan'),
+    (dict(rd_ratio=float('inf')), ValueError, 'rd_ratio must be positive and finite, got inf'),
+])
+def test_se_reduction_settings_must_be_positive_and_finite(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SqueezeExcite(64, **kwargs)
+
+
+@pytest.mark.parametrize('groups', [2.5, 2.0, True])
+def test_booster_refuses_non_integer_groups(groups):
+    """``mix_groups=2.5`` was truncated to the G=2 ablation; a bool was G=1 (AB-Plus)."""
+    with pytest.raises(ValueError, match=f"groups must be 'dw', 'full' or an int, got {groups}"):
+        BoosterGate(64, mix_groups=groups)
+    with pytest.raises(ValueError, match=f"groups must be 'dw', 'full' or an int, got {groups}"):
+        BoosterGate(64, spatial_kernel=3, spatial_groups=groups)
+
+
+@pytest.mark.parametrize('size', [0, -3, (4, 0), (4,)])
+def test_map_sizes_are_refused_at_construction(size):
+    """A zero-sized kernel built and only failed at the first forward, inside oneDNN."""
+    with pytest.raises(ValueError, match='feat_size must be'):
+        BoosterGate(8, pool='dw_weighted', feat_size=size)
+    with pytest.raises(ValueError, match='pool_size must be'):
+        SkipLayerExcitation(4, 4, pool_size=size)
+    with pytest.raises(TypeError, match='pool_size must be a positive integer'):
+        SkipLayerExcitation(4, 4, pool_size=2.5)
+    assert BoosterGate(8, pool='dw_weighted', feat_size=(3, 5)).pool.kernel_size == (3, 5)
+    assert SkipLayerExcitation(4, 4, pool_size=(2, 2))(torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4)).shape == (
+        2, 4, 4, 4)
+
+
+def test_sle_refuses_a_late_map_of_another_width():
+    """A 1-channel ``x_late`` was broadcast to the gate's 8 channels. The check holds eager, traced by torch.fx and
+    scripted, and leaves nothing in an exported graph (the channel count is static there)."""
+    sle = SkipLayerExcitation(4, 8).eval()
+    early, late, bad = torch.randn(2, 4, 16, 16), torch.randn(2, 8, 8, 8), torch.randn(2, 1, 8, 8)
+    with pytest.raises(AssertionError, match='x_late must have out_chs=8 channels'):
+        sle(early, bad)
+    with pytest.raises(AssertionError, match='x_late must have out_chs=8 channels'):
+        torch.fx.symbolic_trace(sle)(early, bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)  # torch.jit.script is deprecated
+        scripted = torch.jit.script(sle)
+    with pytest.raises(torch.jit.Error, match='x_late must have out_chs=8 channels'):
+        scripted(early, bad)
+    torch.testing.assert_close(scripted(early, late), sle(early, late))
+    program = torch.export.export(sle, (early, late))
+    assert not [n for n in program.graph.nodes if 'assert' in str(n.target)]
+    torch.testing.assert_close(program.module()(early, late), sle(early, late))
+
+
+@pytest.mark.parametrize('act_layer', [None, ''])
+def test_gates_need_a_hidden_activation(act_layer):
+    """timm reads None as "no activation"; between two FCs that is a linear bottleneck no paper has, and it built
+    a gate that failed at forward ("'NoneType' object is not callable")."""
+    for build in (SqueezeExcite, get_gate('nosqueeze'), get_gate('slowsq'), partial(SkipLayerExcitation, 64)):
+        with pytest.raises(ValueError, match='act_layer .* does not name an activation'):
+            build(64, act_layer=act_layer)
+    BoosterGate(64, act_layer=act_layer)  # AB has no hidden layer: accepted without effect, as documented
 
 
 def test_gates_in_stock_timm_models():

@@ -69,6 +69,32 @@ def test_representative_models_cover_every_gate_and_family():
     assert 'ab_resnet152' not in reps and 'se_shufflenetv2_cifar' not in reps  # the smallest of each group
 
 
+_NO_REDUCTION_GATE = ['shufflenetv2_x0_5_cifar', 'sle_shufflenetv2_x0_5_cifar', 'resnet20_cifar', 'cnn3',
+                      'wide_resnet18_2']
+
+
+@pytest.mark.parametrize('name', sorted(set(representative_models(MODELS)) | set(_NO_REDUCTION_GATE)))
+def test_attn_reduction_is_refused_where_no_gate_takes_it(name):
+    """``attn_reduction`` configures the SE / AB gates; a model without one (plain nets, and SLE, which has no
+    reduction ratio) refuses it as ``wide_resnet18_2`` does, instead of building the plain net silently."""
+    from timm_recal.layers import BoosterGate, NoSqueezeExcite, SqueezeExcite
+    gates = [m for m in _meta(name).modules() if isinstance(m, (SqueezeExcite, NoSqueezeExcite, BoosterGate))]
+    assert not (gates and name in _NO_REDUCTION_GATE)
+    if gates:
+        _meta(name, attn_reduction=8)
+    else:
+        with pytest.raises(ValueError, match='has no gate to configure'):
+            _meta(name, attn_reduction=8)
+
+
+def test_plain_shufflenetv2_needs_no_per_position_reductions():
+    """Without a gate the per-position reductions are not looked at, so any number of stages builds."""
+    net = shufflenetv2.ShuffleNetV2(stage_chs=(8, 16), stage_units=(1, 1), head_chs=32, device='meta')
+    assert len(net.stages) == 2
+    with pytest.raises(ValueError, match='Skip-Layer Excitation has no reduction ratio'):
+        shufflenetv2.ShuffleNetV2(sle=True, attn_reduction=(1, 4, 8, 16, 16), device='meta')
+
+
 # --- the model contract, model by model -------------------------------------------------------------------------
 @pytest.mark.parametrize('name', MODELS)
 def test_model_attribute_contract(name):

@@ -1,11 +1,14 @@
 """Small helpers shared by the recalibration gates: the reduced width of a squeeze MLP, argument checks."""
-from typing import Optional
+import math
+import numbers
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn
 from timm.layers import LayerType, create_act_layer, make_divisible
 
-__all__ = ['create_gate_act', 'reduced_channels', 'check_groups', 'assert_batch_for_norm', 'is_sigmoid']
+__all__ = ['create_gate_act', 'create_hidden_act', 'reduced_channels', 'check_positive_number', 'check_positive_int',
+           'check_map_size', 'check_groups', 'assert_batch_for_norm', 'is_sigmoid']
 
 
 def create_gate_act(gate_layer: LayerType, name: str) -> nn.Module:
@@ -14,6 +17,43 @@ def create_gate_act(gate_layer: LayerType, name: str) -> nn.Module:
     if act is None:
         raise ValueError(f"{name}: gate_layer {gate_layer!r} does not name an activation")
     return act
+
+
+def create_hidden_act(act_layer: LayerType, name: str) -> nn.Module:
+    """The activation between a gate's layers. timm reads None (or ``''``) as "no activation", but two FCs without
+    one between them collapse into one linear map, a design none of the papers has; so it is refused."""
+    act = create_act_layer(act_layer, inplace=True)
+    if act is None:
+        raise ValueError(f"{name}: act_layer {act_layer!r} does not name an activation; the layers of this gate need "
+                         f"one between them (e.g. 'relu', nn.ReLU)")
+    return act
+
+
+def check_positive_number(value: Any, what: str, name: str) -> float:
+    """A positive finite real number (not a bool): NaN, inf, 0 and negatives reach no meaningful width."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: {what} must be a positive number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name}: {what} must be positive and finite, got {value!r}")
+    return value
+
+
+def check_positive_int(value: Any, what: str, name: str) -> int:
+    """A positive integer (not a bool, not a float: a truncated 2.5 would build another design silently)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: {what} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: {what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_map_size(size: Any, what: str, name: str) -> Tuple[int, int]:
+    """An int or an (h, w) pair of positive ints; a 0 builds a conv that only fails at the first forward."""
+    pair = (size, size) if not isinstance(size, (tuple, list)) else tuple(size)
+    if len(pair) != 2:
+        raise ValueError(f"{name}: {what} must be an int or an (h, w) pair, got {size!r}")
+    h, w = (check_positive_int(v, what, name) for v in pair)
+    return h, w
 
 
 def reduced_channels(
@@ -37,14 +77,13 @@ def reduced_channels(
             raise ValueError(f"{name}: rd_channels must be positive, got {rd_channels}")
         return int(rd_channels)
     if rd_ratio is not None:
-        if rd_ratio <= 0:
-            raise ValueError(f"{name}: rd_ratio must be positive, got {rd_ratio}")
-        reduction = 1.0 / rd_ratio
-    if reduction is None or reduction <= 0:
-        raise ValueError(f"{name}: reduction ratio r must be positive, got {reduction}")
+        reduction = 1.0 / check_positive_number(rd_ratio, 'rd_ratio', name)
+    if reduction is None:
+        raise ValueError(f"{name}: reduction ratio r must be positive, got None")
+    check_positive_number(reduction, 'reduction ratio r', name)
     hidden = channels // reduction
     if rd_divisor is not None:
-        return make_divisible(hidden, rd_divisor, round_limit=0.)
+        return make_divisible(hidden, check_positive_int(rd_divisor, 'rd_divisor', name), round_limit=0.)
     if hidden < 1:
         raise ValueError(
             f"{name}: reduction ratio r={reduction} is larger than the number of channels C={channels}; "

@@ -6,13 +6,14 @@ full 1x1 conv (C^2 weights); any ``groups`` in between is the paper's group abla
 builds the paper's ablation designs (its Tables 11-14), which only differ in which of these optional steps
 run: a k x k spatial conv, the pooling, the 1x1 channel mix and the BN.
 """
+import numbers
 from typing import Optional, Union
 
 import torch
 from torch import nn
 from timm.layers import LayerType
 
-from ._helpers import assert_batch_for_norm, check_groups, create_gate_act, is_sigmoid
+from ._helpers import assert_batch_for_norm, check_groups, check_map_size, create_gate_act, is_sigmoid
 
 __all__ = ['BoosterGate']
 
@@ -20,14 +21,17 @@ GroupsType = Union[int, str, None]
 
 
 def _resolve_groups(channels: int, groups: GroupsType, name: str) -> Optional[int]:
-    """``'dw'`` -> C (depthwise), ``'full'`` -> 1, an int -> itself, None -> no conv."""
+    """``'dw'`` -> C (depthwise), ``'full'`` -> 1, an int -> itself, None -> no conv.
+
+    A float or bool is refused, not truncated: ``2.5`` would otherwise build the G=2 ablation.
+    """
     if groups is None:
         return None
     if groups == 'dw':
         return channels
     if groups == 'full':
         return 1
-    if isinstance(groups, str):
+    if isinstance(groups, (str, bool)) or not isinstance(groups, numbers.Integral):
         raise ValueError(f"{name}: groups must be 'dw', 'full' or an int, got {groups!r}")
     check_groups(channels, int(groups), name)
     return int(groups)
@@ -93,7 +97,7 @@ class BoosterGate(nn.Module):
         if pool == 'dw_weighted':
             if feat_size is None:
                 raise ValueError(f"{name}: pool='dw_weighted' needs feat_size (the input feature map size)")
-            k = (feat_size, feat_size) if isinstance(feat_size, int) else tuple(feat_size)
+            k = check_map_size(feat_size, 'feat_size', name)
             self.pool = nn.Conv2d(channels, channels, k, groups=channels, bias=False, **dd)
 
         g = _resolve_groups(channels, mix_groups, name)

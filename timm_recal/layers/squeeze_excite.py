@@ -7,13 +7,13 @@
   networks". They only change the widths of the excitation MLP, so all of them are ``SqueezeExcite`` with
   a different ``rd_mults`` profile (hidden widths in units of C/r).
 """
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from timm.layers import LayerType, create_act_layer
+from timm.layers import LayerType
 
-from ._helpers import create_gate_act, is_sigmoid, reduced_channels
+from ._helpers import check_positive_number, create_gate_act, create_hidden_act, is_sigmoid, reduced_channels
 
 __all__ = ['SqueezeExcite', 'NoSqueezeExcite', 'SE_PROFILES']
 
@@ -27,13 +27,32 @@ SE_PROFILES = {
 }
 
 
-def _mlp(widths: Sequence[int], bias: bool, act_layer: LayerType, dd: dict) -> nn.Sequential:
+def _hidden_widths(hidden: int, rd_mults: Sequence[float], name: str) -> Tuple[int, ...]:
+    """``hidden`` x each multiplier, rounded. Every design has a bottleneck (``()`` would be a single C -> C FC) and
+    no hidden layer may round to width 0; both are refused rather than changed into another design."""
+    if isinstance(rd_mults, (str, bytes)) or not isinstance(rd_mults, Iterable):
+        raise TypeError(f"{name}: rd_mults must be a sequence of positive multipliers, got {rd_mults!r}")
+    mults = tuple(rd_mults)
+    if not mults:
+        raise ValueError(f"{name}: rd_mults needs at least one hidden width (the SE bottleneck is (1,)), got "
+                         f"{rd_mults!r}")
+    widths = []
+    for m in mults:
+        width = int(round(hidden * check_positive_number(m, 'every rd_mults multiplier', name)))
+        if width < 1:
+            raise ValueError(f"{name}: rd_mults multiplier {m} of the hidden width {hidden} rounds to 0 channels; "
+                             f"use a larger multiplier or a smaller reduction ratio")
+        widths.append(width)
+    return tuple(widths)
+
+
+def _mlp(widths: Sequence[int], bias: bool, act_layer: LayerType, dd: dict, name: str) -> nn.Sequential:
     """1x1 convolutions between consecutive widths, with the hidden activation between them."""
     layers = []
     for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Conv2d(cin, cout, kernel_size=1, bias=bias, **dd))
         if i < len(widths) - 2:
-            layers.append(create_act_layer(act_layer, inplace=True))
+            layers.append(create_hidden_act(act_layer, name))
     return nn.Sequential(*layers)
 
 
@@ -65,10 +84,10 @@ class _ExciteBase(nn.Module):
         name = type(self).__name__
         hidden = reduced_channels(
             channels, reduction, name, rd_ratio=rd_ratio, rd_channels=rd_channels, rd_divisor=rd_divisor)
-        widths = [channels] + [max(1, int(round(hidden * m))) for m in rd_mults] + [channels]
+        widths = (channels,) + _hidden_widths(hidden, rd_mults, name) + (channels,)
         self.channels = channels
-        self.widths = tuple(widths)
-        self.fc = _mlp(widths, bias, act_layer, dict(device=device, dtype=dtype))
+        self.widths = widths
+        self.fc = _mlp(widths, bias, act_layer, dict(device=device, dtype=dtype), name)
         self.gate = create_gate_act(gate_layer, name)
 
     def excite(self, s: torch.Tensor) -> torch.Tensor:

@@ -186,7 +186,8 @@ class CifarResNet(ClassifierHeadMixin, nn.Module):
         drop_path_rate: stochastic depth, increasing linearly to this rate over the blocks.
         drop_rate: dropout before the classifier.
         attn_layer: gate name/class on each residual branch before the sum; None for none.
-        attn_reduction: reduction ratio r handed to the gate (SE family; AB / AB-Plus have none).
+        attn_reduction: reduction ratio r handed to the gate (SE family; AB / AB-Plus have none); None (default) is
+            Hu et al.'s r = 16. Refused without ``attn_layer``: there is no gate it could configure.
         conv_init: ``'kaiming_fan_out'`` (default), ``'kaiming_fan_in'`` or ``'torch'``.
         zero_init_last: zero the last BN (post-activation) or last conv (pre-activation) of every branch so
             each block starts as the identity; off by default, as in the papers.
@@ -206,7 +207,7 @@ class CifarResNet(ClassifierHeadMixin, nn.Module):
             block_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             attn_layer: LayerType = None,
-            attn_reduction: float = 16,
+            attn_reduction: Optional[float] = None,
             act_layer: LayerType = nn.ReLU,
             norm_layer: LayerType = nn.BatchNorm2d,
             conv_init: str = 'kaiming_fan_out',
@@ -234,7 +235,10 @@ class CifarResNet(ClassifierHeadMixin, nn.Module):
         act_layer = get_act_layer(act_layer)
         norm_layer = get_norm_layer(norm_layer)
         gate = get_gate(attn_layer)
-        gate = partial(gate, reduction=attn_reduction) if gate is not None else None
+        if gate is None and attn_reduction is not None:
+            raise ValueError(f"{name} has no gate to configure, got attn_reduction; give attn_layer= (e.g. 'se') to "
+                             f"add one")
+        gate = partial(gate, reduction=16 if attn_reduction is None else attn_reduction) if gate is not None else None
         preact = block != 'basic'
 
         self.num_classes = num_classes

@@ -40,7 +40,8 @@ class CNN3(ClassifierHeadMixin, nn.Module):
         attn_layer: gate name/class (``'se'``, ``'slowsq'``, ``'slowex'``, ``'slowsqex'``, ``'bump'``, ...) or
             None for the plain net.
         attn_stage: index of the conv layer the gate follows (1 = the 2nd conv, as in the paper).
-        attn_reduction: reduction ratio r of the gate.
+        attn_reduction: reduction ratio r of the gate; None (default) is r = 16. Refused without ``attn_layer``:
+            there is no gate it could configure.
         drop_rate: dropout before the classifier.
         conv_init: ``'torch'`` (default), ``'kaiming_fan_out'`` or ``'kaiming_fan_in'``.
     """
@@ -54,7 +55,7 @@ class CNN3(ClassifierHeadMixin, nn.Module):
             drop_rate: float = 0.,
             attn_layer: LayerType = None,
             attn_stage: int = 1,
-            attn_reduction: float = 16,
+            attn_reduction: Optional[float] = None,
             act_layer: LayerType = nn.ReLU,
             conv_init: str = 'torch',
             device=None,
@@ -71,6 +72,10 @@ class CNN3(ClassifierHeadMixin, nn.Module):
         if not 0. <= drop_rate < 1.:
             raise ValueError(f"{name}: drop_rate must be in [0, 1), got {drop_rate}")
         gate = get_gate(attn_layer)
+        if gate is None and attn_reduction is not None:
+            raise ValueError(f"{name} has no gate to configure, got attn_reduction; give attn_layer= (e.g. 'se') to "
+                             f"add one")
+        attn_reduction = 16 if attn_reduction is None else attn_reduction
         act_layer = get_act_layer(act_layer)
         self.num_classes = num_classes
         self.in_chans = in_chans

@@ -115,8 +115,9 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
         attn_layer: gate name/class placed after the stem, after the first and last unit of each stage and
             after the head conv; None for none.
         attn_reduction: the reduction ratio r passed to the gate, one for all positions or one per position
-            (stem, stage 2, 3, 4, head); AB / AB-Plus have no reduction and ignore it.
-            ``attn_reductions`` is its deprecated old name.
+            (stem, stage 2, 3, 4, head); None (default) is the papers' (1, 4, 8, 16, 16). AB / AB-Plus have no
+            reduction and ignore it; without ``attn_layer`` (plain and SLE nets) it is refused, as there is no
+            gate it could configure. ``attn_reductions`` is its deprecated old name.
         sle: add Skip-Layer Excitation stem->2, 2->3, 3->4.
         conv_init: ``'kaiming_fan_out'`` (default), ``'kaiming_fan_in'`` or ``'torch'``.
     """
@@ -133,7 +134,7 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
             global_pool: str = 'avg',
             drop_rate: float = 0.,
             attn_layer: LayerType = None,
-            attn_reduction: Union[float, Sequence[float]] = (1, 4, 8, 16, 16),
+            attn_reduction: Union[float, Sequence[float], None] = None,
             sle: bool = False,
             conv_init: str = 'kaiming_fan_out',
             attn_reductions: Optional[Sequence[float]] = None,
@@ -147,12 +148,20 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
         if attn_reductions is not None:
             warn_renamed_kwarg('attn_reductions=', 'attn_reduction=', 'ShuffleNetV2')
             attn_reduction = attn_reductions
-        if isinstance(attn_reduction, (int, float)):
-            attn_reduction = (attn_reduction,) * (len(stage_chs) + 2)
-        if len(attn_reduction) != len(stage_chs) + 2:
-            raise ValueError(f"ShuffleNetV2: attn_reduction needs one value or {len(stage_chs) + 2} "
-                             f"(stem, stages, head), got {tuple(attn_reduction)}")
         gate = get_gate(attn_layer)
+        if gate is None:
+            if attn_reduction is not None:
+                sle_note = ' (Skip-Layer Excitation has no reduction ratio)' if sle else ''
+                raise ValueError(f"ShuffleNetV2 has no gate to configure, got attn_reduction{sle_note}; give "
+                                 f"attn_layer= (e.g. 'se') to add one")
+        else:
+            if attn_reduction is None:
+                attn_reduction = (1, 4, 8, 16, 16)
+            if isinstance(attn_reduction, (int, float)):
+                attn_reduction = (attn_reduction,) * (len(stage_chs) + 2)
+            if len(attn_reduction) != len(stage_chs) + 2:
+                raise ValueError(f"ShuffleNetV2: attn_reduction needs one value or {len(stage_chs) + 2} "
+                                 f"(stem, stages, head), got {tuple(attn_reduction)}")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
