@@ -20,13 +20,18 @@ parameters, the same arithmetic up to float round-off), so that:
   activations fuse into inductor loops (the gate's last bias and sigmoid into the multiply's loop); small
   ungrouped layers at a small batch (``LOOP_MAX_MACS``) as loops too, not GEMM calls;
 * the multiply stays a plain broadcast ``x * g[:, :, None, None]``, which inductor fuses into the loop after it;
-* **the pool sums rows first on the CPU** (``spatial_mean``), so its round-off does not grow with the map.
+* **the pool sums rows first on the CPU** (``spatial_mean``), so its round-off does not grow with the map;
+* **a ShuffleNetV2 unit gates before its channel shuffle** (``ShuffleGatedUnit``): the gate after the shuffle
+  pools and multiplies channels whose index inductor writes with a division and a modulo (scalar loops, gathered
+  loads); on the concat, in its own channel order, with the excitation's channel-indexed parameters permuted to
+  match, the pool is a vectorized reduction and the multiply joins the shuffle's own transposing copy.
 
 No custom op: plain ATen ops export (``torch.export``, ``aoti_compile_and_package``), compile with
 ``fullgraph=True`` and let inductor fuse across the gate on every device (C++ loops on CPU, Triton on CUDA).
 Gates without a pool (``nosqueeze``, the per-pixel ``pixel*`` designs) have nothing to squeeze and are left as
 they are; inductor fuses their pointwise parts already.
 """
+import copy
 from typing import List, Optional, Tuple
 
 import torch
@@ -36,7 +41,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite
 
-__all__ = ['fuse_gates', 'FusedChannelGate', 'FusedSkipLayerExcitation', 'PointwiseConvGate',
+__all__ = ['fuse_gates', 'FusedChannelGate', 'FusedSkipLayerExcitation', 'PointwiseConvGate', 'ShuffleGatedUnit',
            'spatial_mean', 'spatial_sum', 'squeeze_early']
 
 
@@ -209,6 +214,99 @@ class PointwiseConvGate(nn.Module):
         return out * self.gate.excite(v)[:, :, None, None]
 
 
+class ShuffleGatedUnit(nn.Module):
+    """A ShuffleNetV2 unit ``gate(shuffle(cat(...)))`` as ``shuffle(gate'(cat(...)))``: the same gate on the
+    concat's channel order, its channel-indexed parameters permuted to it (``permuted_gate``).
+
+    Why: the shuffle's channel index ``c -> (c % 2) * C/2 + c // 2`` reaches the gate's pool and multiply, which
+    inductor then writes as scalar loops and gathered loads (BF16 ``se_shufflenetv2_x0_5_cifar`` at batch 16: a
+    scalar pool and a gathering multiply per gated unit). Before the shuffle the pool reads the concat in order and
+    the multiply fuses into the shuffle's transposing copy, the same copy the ungated base net makes.
+    """
+
+    def __init__(self, unit: nn.Module, gate: FusedChannelGate):
+        super().__init__()
+        self.branch1, self.branch2, self.gate = unit.branch1, unit.branch2, gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from timm_recal.models.shufflenetv2 import channel_shuffle
+        _check_eval(self)
+        if self.branch1 is None:
+            kept, branch = x.chunk(2, dim=1)
+            out = torch.cat((kept, self.branch2(branch)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(self.gate(out), 2)
+
+
+def shuffle_order(channels: int, groups: int = 2) -> torch.Tensor:
+    """``order[c]``: the concat channel that ``channel_shuffle`` puts at channel ``c``."""
+    return torch.arange(channels).view(groups, channels // groups).t().reshape(-1)
+
+
+def _per_channel(layer: nn.Module, channels: int) -> bool:
+    """A layer acting on each channel alone: inference BN, a depthwise 1x1 conv, or one without parameters."""
+    if isinstance(layer, nn.BatchNorm2d):
+        return layer.num_features == channels
+    if isinstance(layer, nn.Conv2d):
+        return layer.groups == layer.in_channels == layer.out_channels == channels and layer.weight[0].numel() == 1
+    return next(layer.parameters(), None) is None and next(layer.buffers(), None) is None
+
+
+@torch.no_grad()
+def _take(layer: nn.Module, index: torch.Tensor, dim: int, names=('weight', 'bias', 'running_mean',
+                                                                  'running_var')) -> nn.Module:
+    """``layer`` (a copy) with its tensors ``names`` re-indexed by ``index`` along ``dim``."""
+    layer = copy.deepcopy(layer)
+    for name in names:
+        t = getattr(layer, name, None)
+        if t is not None and t.dim() > dim:
+            t.data = t.data.index_select(dim, index.to(t.device)).contiguous()
+    return layer
+
+
+def permuted_gate(gate: FusedChannelGate, order: torch.Tensor) -> Optional[FusedChannelGate]:
+    """``gate`` taking and giving channels in the order before ``order`` (``x[:, order]`` is what it gated):
+    per-channel layers and the pool weights are re-indexed, the first ungrouped conv's inputs and the last one's
+    outputs; None where a layer mixes channels in groups (or ``gate`` has a map-level ``pre``), which this
+    cannot permute."""
+    if gate.pre is not None:
+        return None
+    c = order.numel()
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(c)
+    mixing = [i for i, m in enumerate(gate.layers) if not _per_channel(m, c)]
+    if any(not (isinstance(gate.layers[i], nn.Conv2d) and gate.layers[i].groups == 1) for i in mixing):
+        return None
+    layers = []
+    for i, layer in enumerate(gate.layers):
+        if not mixing or i < mixing[0] or i > mixing[-1]:  # on the gated channels: BN, depthwise, activations
+            layer = _take(layer, inverse, 0)
+        if mixing and i == mixing[0]:  # its inputs are the pooled channels
+            layer = _take(layer, inverse, 1, ('weight',))
+        if mixing and i == mixing[-1]:  # its outputs are the gate's channels
+            layer = _take(layer, inverse, 0, ('weight', 'bias'))
+        layers.append(layer)
+    weighted = None if gate.weighted_pool is None else _take(gate.weighted_pool, inverse, 0, ('weight',))
+    return FusedChannelGate(layers, pool=gate.pool_type, weighted_pool=weighted)
+
+
+def _shuffle_gated_units(model: nn.Module) -> int:
+    """ShuffleNetV2 units (forward unchanged) whose gate is a fused channel gate, gated before the shuffle."""
+    from timm_recal.models.shufflenetv2 import ShuffleUnit
+    done = 0
+    for parent in list(model.modules()):
+        for name, unit in list(parent.named_children()):
+            if type(unit) is not ShuffleUnit or type(unit.attn) is not FusedChannelGate:
+                continue
+            channels = unit.branch2[-1].conv.out_channels * 2  # the concat: two halves of the branch width
+            gate = permuted_gate(unit.attn, shuffle_order(channels))
+            if gate is not None:
+                setattr(parent, name, ShuffleGatedUnit(unit, gate))
+                done += 1
+    return done
+
+
 def squeeze_early(positions, c_in: int, c_out: int) -> bool:
     """Whether pooling a 1x1 conv's input and re-reading its weights (``positions*c_in + c_in*c_out`` values)
     reads less than pooling its output (``positions*c_out``); ``positions`` is batch x height x width and may
@@ -279,5 +377,6 @@ def fuse_gates(model: nn.Module) -> int:
                 setattr(parent, name, fused)
                 count += 1
     _early_squeeze_blocks(model)
+    _shuffle_gated_units(model)
     model.eval()  # the new modules start in train mode
     return count

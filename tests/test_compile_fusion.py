@@ -254,3 +254,81 @@ def test_fused_gates_survive_aoti_compile_and_package(small_zoo, tmp_path):
         for n in (1, 4):
             y = torch.randn(n, *x.shape[1:])
             torch.testing.assert_close(runner(y), model(y), rtol=1e-4, atol=1e-4)
+
+
+def _shufflenet(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return _randomized(timm.create_model(name))
+
+
+@pytest.mark.parametrize('name, units', [('se_shufflenetv2_x0_5_cifar', 6), ('ab_shufflenetv2_x0_5_cifar', 6),
+                                         ('sle_shufflenetv2_x0_5_cifar', 0), ('se_shufflenetv2_x0_5', 6)])
+def test_shufflenet_units_gate_before_their_shuffle_exactly(name, units):
+    """The gate after a unit's channel shuffle moves before it, its parameters permuted (``ShuffleGatedUnit``);
+    SLE's gates take two maps and stay as they are."""
+    from timm_recal_deploy.compile_fusion import ShuffleGatedUnit
+    model = _shufflenet(name)
+    fused = copy.deepcopy(model)
+    fuse_gates(fused)
+    assert sum(isinstance(m, ShuffleGatedUnit) for m in fused.modules()) == units
+    size = model.pretrained_cfg['input_size'][-1]
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():  # within 2x FP32's own error of the float64 model (the project's parity rule)
+        exact = copy.deepcopy(model).double()(x.double())
+        assert (fused(x).double() - exact).abs().max() <= 2 * (model(x).double() - exact).abs().max()
+
+
+@pytest.mark.parametrize('gate, moved', [('se', True), ('ab', True), ('se_max', True), ('gdw_wavg', True),
+                                         ('ab_g4', False), ('dw7_ab', False)])
+def test_a_unit_gate_moves_before_the_shuffle_unless_it_mixes_channels_in_groups(gate, moved):
+    """Per-channel layers, ungrouped convs and the weighted pool permute; grouped mixing and a spatial conv
+    before the pool do not, and those units keep the gate after the shuffle. Both exact."""
+    from timm_recal.models.shufflenetv2 import ShuffleUnit
+    from timm_recal_deploy.compile_fusion import ShuffleGatedUnit
+    torch.manual_seed(0)
+
+    def attn(size):
+        return lambda c, **dd: get_gate(gate, **({'feat_size': size} if gate == 'gdw_wavg' else {}))(c, reduction=4,
+                                                                                                   **dd)
+    model = _randomized(nn.Sequential(ShuffleUnit(C, C, 1, attn_layer=attn(SIZE)),
+                                      ShuffleUnit(C, 2 * C, 2, attn_layer=attn(SIZE // 2))))
+    fused = copy.deepcopy(model)
+    assert fuse_gates(fused) == 2
+    assert [isinstance(m, ShuffleGatedUnit) for m in fused] == [moved, moved]
+    x = torch.randn(2, C, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-5, atol=1e-5)
+        if gate == 'se':  # exported with a dynamic batch, as aoti packages are
+            program = torch.export.export(fused, (x,), dynamic_shapes=({0: torch.export.Dim('batch', max=64)},))
+            y = torch.randn(5, C, SIZE, SIZE)
+            torch.testing.assert_close(program.module()(y), model(y), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match='inference rewrite'):
+        fused.train()(x)
+
+
+def test_the_compiled_unit_gate_indexes_channels_without_a_division():
+    """What the move is for: inductor's code of a unit gated after its shuffle has ``div_floor_integer`` channel
+    indices (the shuffle inside the gate's pool and multiply: scalar loops); gated before it, none."""
+    import torch._inductor.config as inductor_config
+    from torch._inductor.utils import run_and_get_code
+    from timm_recal.models.shufflenetv2 import ShuffleUnit
+    from timm_recal_deploy.compile_fusion import ShuffleGatedUnit, _fused
+    torch.manual_seed(0)
+    se = lambda c, **dd: get_gate('se')(c, reduction=4, **dd)  # noqa: E731
+    # a conv before and after, as in the net: inductor lays the unit's maps out as it does there (channels last)
+    unit = _randomized(nn.Sequential(nn.Conv2d(3, C, 3, padding=1), nn.ReLU(), ShuffleUnit(C, C, 1, attn_layer=se),
+                                     nn.Conv2d(C, C, 1)))
+    after = copy.deepcopy(unit)
+    after[2].attn = _fused(after[2].attn).eval()  # the gate fused, still after the shuffle
+    before = copy.deepcopy(unit)
+    fuse_gates(before)
+    assert isinstance(before[2], ShuffleGatedUnit) and type(after[2]) is ShuffleUnit
+    x = torch.randn(4, 3, SIZE, SIZE)
+    codes = {}
+    for name, model in (('after', after), ('before', before)):
+        torch._dynamo.reset()
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            out, code = run_and_get_code(torch.compile(model, fullgraph=True, dynamic=False), x)
+            torch.testing.assert_close(out, unit(x), rtol=1e-4, atol=1e-4)
+        codes[name] = '\n'.join(code)
+    assert 'div_floor_integer' in codes['after'] and 'div_floor_integer' not in codes['before']
