@@ -41,8 +41,8 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite
 
-__all__ = ['fuse_gates', 'FusedChannelGate', 'FusedSkipLayerExcitation', 'PointwiseConvGate', 'ShuffleGatedUnit',
-           'spatial_mean', 'spatial_sum', 'squeeze_early']
+__all__ = ['fuse_gates', 'FusedChannelGate', 'FusedSkipLayerExcitation', 'LateMap', 'PointwiseConvGate',
+           'ShuffleGatedStage', 'ShuffleGatedUnit', 'spatial_mean', 'spatial_sum', 'squeeze_early']
 
 
 #: an ungrouped excitation layer runs as an inductor loop, not a GEMM extern, where batch x its weights is at most
@@ -178,11 +178,14 @@ class FusedSkipLayerExcitation(nn.Module):
         self.pool_size = sle.pool.output_size
         self.conv1, self.act, self.conv2, self.gate = sle.conv1, sle.act, sle.conv2, sle.gate
 
+    def excite(self, x_early: torch.Tensor) -> torch.Tensor:
+        """The gate ``[N, C_out]`` of ``x_early``."""
+        v = F.adaptive_avg_pool2d(x_early, self.pool_size).flatten(1)
+        return self.gate(_vector_conv(self.act(_vector_conv(v, self.conv1)), self.conv2))
+
     def forward(self, x_early: torch.Tensor, x_late: torch.Tensor) -> torch.Tensor:
         _check_eval(self)
-        v = F.adaptive_avg_pool2d(x_early, self.pool_size).flatten(1)
-        v = _vector_conv(self.act(_vector_conv(v, self.conv1)), self.conv2)
-        return x_late * self.gate(v)[:, :, None, None]
+        return x_late * self.excite(x_early)[:, :, None, None]
 
 
 class PointwiseConvGate(nn.Module):
@@ -237,6 +240,40 @@ class ShuffleGatedUnit(nn.Module):
         else:
             out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
         return channel_shuffle(self.gate(out), 2)
+
+
+class ShuffleGatedStage(nn.Module):
+    """A ShuffleNetV2 stage and the SLE that gates its output from its input, the multiply moved before the last
+    unit's channel shuffle (``ShuffleGatedUnit``'s reason): ``shuffle(cat * g')`` for ``shuffle(cat) * g``, the
+    SLE's last conv's outputs permuted to the concat's order. The net's own SLE slot then passes the map through
+    (``LateMap``)."""
+
+    def __init__(self, stage: nn.Sequential, sle: FusedSkipLayerExcitation, order: torch.Tensor):
+        super().__init__()
+        self.units = stage[:-1]
+        self.branch1, self.branch2 = stage[-1].branch1, stage[-1].branch2
+        self.sle = copy.deepcopy(sle)  # its conv2 is replaced below; small (a gate)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel())
+        self.sle.conv2 = _take(sle.conv2, inverse, 0, ('weight', 'bias'))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from timm_recal.models.shufflenetv2 import channel_shuffle
+        _check_eval(self)
+        y = self.units(x)
+        if self.branch1 is None:
+            kept, branch = y.chunk(2, dim=1)
+            out = torch.cat((kept, self.branch2(branch)), dim=1)
+        else:
+            out = torch.cat((self.branch1(y), self.branch2(y)), dim=1)
+        return channel_shuffle(out * self.sle.excite(x)[:, :, None, None], 2)
+
+
+class LateMap(nn.Module):
+    """An SLE slot whose multiply a ``ShuffleGatedStage`` does: returns the later map as it is."""
+
+    def forward(self, x_early: torch.Tensor, x_late: torch.Tensor) -> torch.Tensor:
+        return x_late
 
 
 def shuffle_order(channels: int, groups: int = 2) -> torch.Tensor:
@@ -304,6 +341,24 @@ def _shuffle_gated_units(model: nn.Module) -> int:
             if gate is not None:
                 setattr(parent, name, ShuffleGatedUnit(unit, gate))
                 done += 1
+    return done
+
+
+def _shuffle_gated_stages(model: nn.Module) -> int:
+    """ShuffleNetV2 stages whose output an SLE gates (a fused one; the stage's last unit ungated), moved before the
+    last unit's shuffle (``ShuffleGatedStage``)."""
+    from timm_recal.models.shufflenetv2 import ShuffleNetV2, ShuffleUnit
+    done = 0
+    for net in model.modules():
+        if not isinstance(net, ShuffleNetV2) or net.sle is None:
+            continue
+        for i, (stage, sle) in enumerate(zip(net.stages, net.sle)):
+            if type(sle) is not FusedSkipLayerExcitation or type(stage) is not nn.Sequential \
+                    or type(stage[-1]) is not ShuffleUnit or type(stage[-1].attn) is not nn.Identity:
+                continue
+            net.stages[i] = ShuffleGatedStage(stage, sle, shuffle_order(stage[-1].branch2[-1].conv.out_channels * 2))
+            net.sle[i] = LateMap()
+            done += 1
     return done
 
 
@@ -378,5 +433,6 @@ def fuse_gates(model: nn.Module) -> int:
                 count += 1
     _early_squeeze_blocks(model)
     _shuffle_gated_units(model)
+    _shuffle_gated_stages(model)
     model.eval()  # the new modules start in train mode
     return count

@@ -261,16 +261,19 @@ def _shufflenet(name: str) -> nn.Module:
     return _randomized(timm.create_model(name))
 
 
-@pytest.mark.parametrize('name, units', [('se_shufflenetv2_x0_5_cifar', 6), ('ab_shufflenetv2_x0_5_cifar', 6),
-                                         ('sle_shufflenetv2_x0_5_cifar', 0), ('se_shufflenetv2_x0_5', 6)])
-def test_shufflenet_units_gate_before_their_shuffle_exactly(name, units):
-    """The gate after a unit's channel shuffle moves before it, its parameters permuted (``ShuffleGatedUnit``);
-    SLE's gates take two maps and stay as they are."""
-    from timm_recal_deploy.compile_fusion import ShuffleGatedUnit
+@pytest.mark.parametrize('name, units, stages', [
+    ('se_shufflenetv2_x0_5_cifar', 6, 0), ('ab_shufflenetv2_x0_5_cifar', 6, 0), ('sle_shufflenetv2_x0_5_cifar', 0, 3),
+    ('se_shufflenetv2_x0_5', 6, 0)])
+def test_shufflenet_gates_multiply_before_the_shuffle_exactly(name, units, stages):
+    """A unit's gate after its channel shuffle moves before it (``ShuffleGatedUnit``), and so does the multiply of
+    an SLE on a stage's output (``ShuffleGatedStage``), their parameters permuted."""
+    from timm_recal_deploy.compile_fusion import LateMap, ShuffleGatedStage, ShuffleGatedUnit
     model = _shufflenet(name)
     fused = copy.deepcopy(model)
     fuse_gates(fused)
     assert sum(isinstance(m, ShuffleGatedUnit) for m in fused.modules()) == units
+    assert sum(isinstance(m, ShuffleGatedStage) for m in fused.modules()) == stages
+    assert sum(isinstance(m, LateMap) for m in fused.modules()) == stages
     size = model.pretrained_cfg['input_size'][-1]
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():  # within 2x FP32's own error of the float64 model (the project's parity rule)
@@ -332,3 +335,22 @@ def test_the_compiled_unit_gate_indexes_channels_without_a_division():
             torch.testing.assert_close(out, unit(x), rtol=1e-4, atol=1e-4)
         codes[name] = '\n'.join(code)
     assert 'div_floor_integer' in codes['after'] and 'div_floor_integer' not in codes['before']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['se_shufflenetv2_x0_5_cifar', 'sle_shufflenetv2_x0_5_cifar'])
+def test_the_compiled_shufflenets_index_no_channel_through_the_shuffle(name):
+    """The whole nets, compiled as the ``inductor`` runtime does: no channel index ``% 2`` / ``// 2`` left (the
+    shuffle's, in a gate's pool or multiply); the SLE's 4x4 pool flattening keeps its own ``% 16``."""
+    import re
+    import torch._inductor.config as inductor_config
+    from torch._inductor.utils import run_and_get_code
+    from timm_recal_deploy.compiled import prepare_for_compile
+    model = _shufflenet(name)
+    prepared = prepare_for_compile(model, (3, 32, 32))
+    x = torch.randn(4, 3, 32, 32)
+    torch._dynamo.reset()
+    with inductor_config.patch(freezing=True), torch.no_grad():
+        out, code = run_and_get_code(torch.compile(prepared, fullgraph=True, dynamic=False), x)
+        torch.testing.assert_close(out, model(x), rtol=1e-3, atol=1e-3)
+    assert not re.search(r'% static_cast<int64_t>\(2L\)', '\n'.join(code))
