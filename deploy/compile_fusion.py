@@ -24,7 +24,8 @@ parameters, the same arithmetic up to float round-off), so that:
 * **a ShuffleNetV2 unit gates before its channel shuffle** (``ShuffleGatedUnit``): the gate after the shuffle
   pools and multiplies channels whose index inductor writes with a division and a modulo (scalar loops, gathered
   loads); on the concat, in its own channel order, with the excitation's channel-indexed parameters permuted to
-  match, the pool is a vectorized reduction and the multiply joins the shuffle's own transposing copy.
+  match, the pool is a vectorized reduction and the multiply joins the shuffle's own transposing copy; an SLE's
+  multiply on a stage's output likewise (``ShuffleGatedStage``).
 
 No custom op: plain ATen ops export (``torch.export``, ``aoti_compile_and_package``), compile with
 ``fullgraph=True`` and let inductor fuse across the gate on every device (C++ loops on CPU, Triton on CUDA).
@@ -229,17 +230,13 @@ class ShuffleGatedUnit(nn.Module):
 
     def __init__(self, unit: nn.Module, gate: FusedChannelGate):
         super().__init__()
-        self.branch1, self.branch2, self.gate = unit.branch1, unit.branch2, gate
+        unit.attn = nn.Identity()  # its gate runs here, permuted
+        self.unit, self.gate = unit, gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from timm_recal.models.shufflenetv2 import channel_shuffle
         _check_eval(self)
-        if self.branch1 is None:
-            kept, branch = x.chunk(2, dim=1)
-            out = torch.cat((kept, self.branch2(branch)), dim=1)
-        else:
-            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return channel_shuffle(self.gate(out), 2)
+        return channel_shuffle(self.gate(self.unit.concat(x)), 2)
 
 
 class ShuffleGatedStage(nn.Module):
@@ -250,22 +247,14 @@ class ShuffleGatedStage(nn.Module):
 
     def __init__(self, stage: nn.Sequential, sle: FusedSkipLayerExcitation, order: torch.Tensor):
         super().__init__()
-        self.units = stage[:-1]
-        self.branch1, self.branch2 = stage[-1].branch1, stage[-1].branch2
+        self.units, self.last = stage[:-1], stage[-1]
         self.sle = copy.deepcopy(sle)  # its conv2 is replaced below; small (a gate)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel())
-        self.sle.conv2 = _take(sle.conv2, inverse, 0, ('weight', 'bias'))
+        self.sle.conv2 = _take(sle.conv2, _inverse(order), 0, ('weight', 'bias'))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from timm_recal.models.shufflenetv2 import channel_shuffle
         _check_eval(self)
-        y = self.units(x)
-        if self.branch1 is None:
-            kept, branch = y.chunk(2, dim=1)
-            out = torch.cat((kept, self.branch2(branch)), dim=1)
-        else:
-            out = torch.cat((self.branch1(y), self.branch2(y)), dim=1)
+        out = self.last.concat(self.units(x))
         return channel_shuffle(out * self.sle.excite(x)[:, :, None, None], 2)
 
 
@@ -279,6 +268,13 @@ class LateMap(nn.Module):
 def shuffle_order(channels: int, groups: int = 2) -> torch.Tensor:
     """``order[c]``: the concat channel that ``channel_shuffle`` puts at channel ``c``."""
     return torch.arange(channels).view(groups, channels // groups).t().reshape(-1)
+
+
+def _inverse(order: torch.Tensor) -> torch.Tensor:
+    """``inverse[order[c]] = c``: where each concat channel lands after the shuffle."""
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel())
+    return inverse
 
 
 def _per_channel(layer: nn.Module, channels: int) -> bool:
@@ -309,9 +305,7 @@ def permuted_gate(gate: FusedChannelGate, order: torch.Tensor) -> Optional[Fused
     cannot permute."""
     if gate.pre is not None:
         return None
-    c = order.numel()
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(c)
+    c, inverse = order.numel(), _inverse(order)
     mixing = [i for i, m in enumerate(gate.layers) if not _per_channel(m, c)]
     if any(not (isinstance(gate.layers[i], nn.Conv2d) and gate.layers[i].groups == 1) for i in mixing):
         return None

@@ -95,13 +95,16 @@ class ShuffleUnit(nn.Module):
         )
         self.attn = attn_layer(out_chs, **dd) if attn_layer is not None else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def concat(self, x: torch.Tensor) -> torch.Tensor:
+        """The branches' outputs side by side, before the shuffle (compiled graphs gate this map: the deploy
+        stage's ``compile_fusion`` moves the gate before the shuffle)."""
         if self.branch1 is None:
             halves = x.chunk(2, dim=1)
-            out = torch.cat((halves[0], self.branch2(halves[1])), dim=1)
-        else:
-            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return self.attn(channel_shuffle(out, 2))
+            return torch.cat((halves[0], self.branch2(halves[1])), dim=1)
+        return torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(channel_shuffle(self.concat(x), 2))
 
 
 class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
