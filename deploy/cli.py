@@ -12,6 +12,7 @@ import argparse
 import functools
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
@@ -19,7 +20,7 @@ from typing import Any, Callable, Optional, Tuple
 from .errors import DeployError
 from .options import DEFAULT_PIPELINE_STAGES, EXPORTERS, GATE_REWRITES, PIPELINE_STAGES, TritonOptions, from_args
 from .runtimes import PRECISIONS, RUNTIMES, parse_runtimes
-from .triton_backends import DEFAULT_BACKEND, TRITON_BACKENDS
+from .triton_backends import DEFAULT_BACKEND, TRITON_BACKENDS, triton_backend
 
 # Only these light modules are imported here. Every stage module (export, parity, validate, quantize, bench,
 # pipeline, report, info, tensorrt_build, trt_ops, triton) is imported inside the function that runs it, on
@@ -337,10 +338,27 @@ def _run_export_aoti(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``export`` options of ``--format aoti`` alone (``dest`` -> flag): an ONNX export refuses them, as the aoti
+#: format refuses the ONNX-only ones (``_run_export_aoti``)
+_AOTI_ONLY = {'max_batch': '--max-batch', 'static_batches': '--static-batches', 'compile_timeout': '--compile-timeout'}
+
+
+@functools.lru_cache(maxsize=None)
+def _export_defaults() -> argparse.Namespace:
+    """The ``export`` verb's defaults, to tell an option given from one left alone."""
+    p = argparse.ArgumentParser(add_help=False)
+    _export_args(p)
+    return p.parse_args(['MODEL', '-o', 'x'])
+
+
 def run_export(args: argparse.Namespace) -> int:
     from .export import ExportOptions, export_onnx
     if args.format == 'aoti':
         return _run_export_aoti(args)
+    given = [flag for dest, flag in _AOTI_ONLY.items() if getattr(args, dest) != getattr(_export_defaults(), dest)]
+    if given:
+        raise DeployError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} an AOTInductor package "
+                          '(--format aoti), not an ONNX file')
     if args.precision != 'fp32':
         raise DeployError('an ONNX export is FP32; make FP16/INT8 files with timm-recal quantize')
     r = export_onnx(args.model, options=from_args(ExportOptions, args),
@@ -637,14 +655,58 @@ def _triton_verb_args(p: argparse.ArgumentParser) -> None:
     add_json_arg(p, 'the summary')
 
 
+@functools.lru_cache(maxsize=None)
+def _triton_parser() -> argparse.ArgumentParser:
+    """The ``triton`` verb's parser alone: each option's spelling and default, by ``dest``."""
+    p = argparse.ArgumentParser(add_help=False)
+    _triton_verb_args(p)
+    return p
+
+
+def _check_triton_steps(args: argparse.Namespace, backend: str, batching: bool = True) -> None:
+    """Refuse, before any work, options of a step that serving ``args.source`` with ``backend`` does not take
+    (``triton_backends.triton_steps``): a model's options for a file, an engine's for a file not built, batching
+    for a backend that does not batch. Each would be silently ignored."""
+    from .triton import artifact_kind
+    from .triton_backends import STEP_OPTIONS, steps_text, triton_steps
+    row = triton_backend(backend)
+    steps = triton_steps(row, artifact_kind(args.source))
+    spelling = {a.dest: a.option_strings[0] for a in _triton_parser()._actions if a.option_strings}
+
+    def given(dests) -> str:
+        flags = [spelling[d] for d in dict.fromkeys(dests) if getattr(args, d, None) != _triton_parser().get_default(d)
+                 and not (d == 'max_batch_size' and args.max_batch_size == 0)]  # 0: what a non-batching row writes
+        return ', '.join(flags) + (' does' if len(flags) == 1 else ' do') if flags else ''
+
+    if not batching and given(STEP_OPTIONS['batching']):  # the example writes no config.pbtxt
+        raise DeployError(f"{given(STEP_OPTIONS['batching'])} not apply with --client-example, which prints a "
+                          'client and writes no repository')
+    taken = {d for s in steps for d in STEP_OPTIONS[s]}
+    flags = given(d for ds in STEP_OPTIONS.values() for d in ds if d not in taken)
+    if flags:
+        raise DeployError(f'{flags} not apply: {args.source} {steps_text(row, steps)}')
+
+
+def _scratch_named(error: BaseException, work: str, output: str) -> BaseException:
+    """A write error inside the scratch folder, naming the output the user gave instead of a hidden file."""
+    from timm_recal.outputs import OutputWriteError
+    if isinstance(error, OSError) and work in str(error):
+        return OutputWriteError(re.sub(re.escape(work) + r'[^\s:]*', lambda m: output, str(error)))
+    return error
+
+
 def run_triton(args: argparse.Namespace) -> int:
-    import tempfile
+    from timm_recal.outputs import temporary_folder
     from .export import ExportOptions
     from .triton import artifact_io, triton_artifact, triton_client_example, write_triton_repository
+    from .triton_backends import check_batching
     o = from_args(TritonOptions, args)
     if not args.client_example and not args.output:
         raise DeployError('an output folder is required (-o/--output REPO_DIR), or pass --client-example')
     backend = DEFAULT_BACKEND if args.client_example else o.backend  # the example needs the I/O names only
+    _check_triton_steps(args, backend, batching=not args.client_example)
+    if triton_backend(backend).batching and not args.client_example:
+        check_batching(o.max_batch_size, o.preferred_batch_sizes, o.queue_delay_us, o.instances)
     engine = _engine_kwargs(args)
     if engine.get('batch') is None and o.max_batch_size:  # the engine must take every batch Triton may send
         engine['batch'] = f'1,{min(16, o.max_batch_size)},{o.max_batch_size}'
@@ -653,12 +715,15 @@ def run_triton(args: argparse.Namespace) -> int:
         if os.path.lexists(args.output) and not args.force:
             raise OutputExistsError(f'{args.output} exists; pass --force to replace it')
         check_writable_folder(os.path.dirname(os.path.abspath(args.output)), target=args.output)
-    with tempfile.TemporaryDirectory(prefix='timm-recal-triton-') as work:
+    with temporary_folder('timm-recal-triton-') as work:
         export = from_args(ExportOptions, args)
         export.output, export.force = None, False
-        artifact = triton_artifact(args.source, backend, work, export_options=export,
-                                   engine_options=dict(engine, force=False),
-                                   log=lambda m: print(m, file=sys.stderr, flush=True))
+        try:
+            artifact = triton_artifact(args.source, backend, work, export_options=export,
+                                       engine_options=dict(engine, force=False),
+                                       log=lambda m: print(m, file=sys.stderr, flush=True))
+        except OSError as e:  # a full disk or a size limit while exporting: the user's folder named
+            raise _scratch_named(e, work, args.output or args.source) from None
         if args.client_example:
             meta = artifact_io(artifact)['metadata']
             print(triton_client_example(args.name or meta.get('architecture') or 'model', meta))
@@ -768,12 +833,27 @@ def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
         try:
-            return fn(args)
+            status = fn(args)
+            sys.stdout.flush()  # here, not at exit: a closed pipe is then one more case below
+            return status
         except (FileNotFoundError, FileExistsError, ModuleNotFoundError):
             raise
+        except BrokenPipeError:  # stdout closed by its reader (`| head`): stop quietly, as Unix tools do
+            _silence_stdout()
+            return 128 + 13  # what a shell reports for a tool that SIGPIPE ended
         except OSError as e:
             raise DeployError(str(e)) from None
     return run
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit does not raise a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # a stdout without a file descriptor (captured in tests)
+        pass
 
 
 def add_parsers(sub) -> None:

@@ -25,6 +25,7 @@ from .bench import BenchOptions, bench as bench_stage, parse_batches
 from .errors import DeployError, NoNativePrecision, NotAvailableHere
 from .export import ExportOptions, export_source
 from .images import bundled_samples_dir, scan_images, split_indices
+from .model_io import is_onnx_path, parse_model_spec
 from .options import (DEFAULT_PIPELINE_STAGES, PIPELINE_STAGES, Int8Options, ModelOptions, RuntimeOptions,
                       TritonOptions, with_overrides)
 from .parity import parity as parity_stage
@@ -33,11 +34,11 @@ from .report import write_report
 from .results import Result
 from .recommend import recommend
 from .runtimes import (DEFAULT_ONNX_RUNTIME, FILE_PRECISIONS, PRECISIONS, RUNTIMES, builder_hook, builder_runtimes,
-                       check_precisions, default_runtimes, open_runtime, parse_runtimes, runtime_label,
-                       supports_precision)
+                       check_precisions, default_runtimes, open_runtime, package_runtime, parse_runtimes,
+                       runtime_label, supports_precision)
 from .sources import Source, open_source
 from .triton import write_triton_repository
-from .triton_backends import package_hook, triton_backend
+from .triton_backends import check_batching, package_hook, triton_backend
 from .validate import validate as validate_stage
 
 __all__ = ['DEFAULT_MODEL_DIR', 'FALLBACK_MODEL', 'DEFAULT_COMPARE', 'TIMING', 'PIPELINE_STAGES', 'STAGE_STEPS',
@@ -414,6 +415,26 @@ def parse_stages(text: Any) -> List[str]:
     return [s for s in PIPELINE_STAGES if s in words or s == 'export']
 
 
+def _check_triton(o: PipelineOptions, backend) -> None:
+    """The triton stage's options, before the export: what it would refuse (or skip) after the slow stages."""
+    if backend.batching:
+        check_batching(o.max_batch_size, o.preferred_batch_sizes, o.queue_delay_us, o.instances)
+    elif o.preferred_batch_sizes or o.queue_delay_us != TritonOptions.queue_delay_us:
+        raise DeployError(f'--preferred-batch-sizes and --queue-delay-us do not apply to --backend {o.backend}: it '
+                          'does not batch (max_batch_size 0)')
+    if backend.serves == 'built' and 'engine' not in o.stages:
+        raise DeployError(f'--backend {o.backend} serves the FP32 file that {runtime_label(backend.runtime)} builds '
+                          'in the engine stage: add engine to --stages')
+
+
+def check_models(specs: Sequence[Optional[str]]) -> None:
+    """Each MODEL spec names a model that exists (timm name and tag, ``local-dir:`` folder), before the first
+    stage: a misspelt ``--compare`` must not cost the target's export. Files are resolved by their stage."""
+    for spec in specs:
+        if spec is not None and not is_onnx_path(spec) and package_runtime(spec) is None:
+            parse_model_spec(spec)
+
+
 def _check_options(o: PipelineOptions) -> None:
     """Every stage's options, before the first stage starts."""
     o.precisions = check_precisions(o.precisions)
@@ -422,7 +443,9 @@ def _check_options(o: PipelineOptions) -> None:
                           f"{','.join(o.precisions)}")
     o.batches = parse_batches(o.batches)
     o.stages = parse_stages(o.stages if o.stages is not None else list(DEFAULT_PIPELINE_STAGES))
-    triton_backend(o.backend)
+    backend = triton_backend(o.backend)
+    if 'triton' in o.stages:
+        _check_triton(o, backend)
     if o.runtimes is not None:
         o.runtimes = parse_runtimes(o.runtimes)
     if o.compare is None and o.compare_checkpoint:
@@ -491,6 +514,7 @@ def pipeline(model: Optional[str] = None, output_dir: str = '', options: Optiona
         o.compare = DEFAULT_COMPARE if o.compare is None else o.compare
         o.quick = True if o.quick is None else o.quick
     _check_options(o)
+    check_models([model, o.compare])
     if not output_dir:
         raise DeployError('pipeline needs an output folder (-o DIR)')
     final = os.path.abspath(output_dir)  # records name it (made relative to the working folder when written)

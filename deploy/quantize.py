@@ -20,6 +20,7 @@ folder (and, for a split folder, the split) is recorded in the output file's met
 an overlap or measure on the other part.
 """
 import contextlib
+import dataclasses
 import inspect
 import os
 import sys
@@ -338,11 +339,28 @@ def convert_fp16(in_onnx: str, out_onnx: Optional[str], options: Optional[Quanti
                           quantization={'keep_io_types': True})
 
 
+#: the options that shape INT8 calibration and quantization only (``convert_fp16`` reads none of them, the gate
+#: rewrite included): ``--precision fp16`` refuses them instead of ignoring them
+INT8_ONLY = tuple(f.name for f in dataclasses.fields(Int8Options)) + (
+    'batch_size', 'per_channel', 'preprocess', 'seed', 'float_nodes', 'float_gates_from', 'float_gates')
+
+
+def _check_fp16_options(o: QuantizeOptions) -> None:
+    """Refuse, before any work, INT8 options given with ``precision='fp16'`` (each named by its flag)."""
+    defaults = QuantizeOptions()
+    given = [f"--{'no-' if getattr(defaults, n) is True else ''}{n.replace('_', '-')}" for n in INT8_ONLY
+             if getattr(o, n) != getattr(defaults, n) and not (n == 'float_nodes' and not o.float_nodes)]
+    if given:
+        raise DeployError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} INT8 quantization only; "
+                          '--precision fp16 converts every float tensor and takes none of them')
+
+
 def quantize(in_onnx: str, out_onnx: Optional[str], options: Optional[QuantizeOptions] = None,
              **overrides) -> QuantizeResult:
     """The quantize stage: ``options.precision`` 'int8' (calibrated on ``calib_data``) or 'fp16'."""
     o = with_overrides(QuantizeOptions, options, overrides)
     if o.precision == 'fp16':
+        _check_fp16_options(o)
         return convert_fp16(in_onnx, out_onnx, o)
     if o.precision != 'int8':
         raise DeployError(f"quantize --precision takes int8 or fp16, got {o.precision!r}")

@@ -52,7 +52,15 @@ def _check(result: Dict[str, Any], passed: Dict[Tuple[str, str], bool],
 
 def recommend(record: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Per batch size of the target's bench results: ``{batch, runtime, precision, variant, images_per_s,
-    ort_fp32_images_per_s, speedup_vs_ort_fp32, why, considered}`` (``runtime`` None when nothing passed)."""
+    ort_fp32_images_per_s, speedup_vs_ort_fp32, estimator, why, considered}`` (``runtime`` None when nothing
+    passed).
+
+    The speed-up over ONNX Runtime FP32, and the order of the candidates, is bench's own ratio
+    (``timing.paired_ratio``): the median of the per-repeat ratios of windows timed in the same repeat, as the
+    report's ratio tables give it, so the recommendation cannot disagree with them. A record without per-repeat
+    numbers (written before bench kept them) falls back to the ratio of the medians, and ``estimator`` says so.
+    """
+    from .timing import paired_ratio  # lazily: the report module imports this one and needs no numpy
     bench = record.get('bench') or {}
     results = [r for r in bench.get('results') or [] if r.get('role') == 'target']
     passed = _parity_passed(record)
@@ -60,19 +68,25 @@ def recommend(record: Dict[str, Any]) -> List[Dict[str, Any]]:
     out = []
     for b in sorted({r['batch'] for r in results}):
         rows = [r for r in results if r['batch'] == b]
-        ort = next((r['images_per_s'] for r in rows
-                    if r['runtime'] == DEFAULT_ONNX_RUNTIME and r['precision'] == 'fp32'), None)
-        considered = []
-        for r in sorted(rows, key=lambda r: -r['images_per_s']):
+        ort = next((r for r in rows if r['runtime'] == DEFAULT_ONNX_RUNTIME and r['precision'] == 'fp32'), None)
+        ranked = sorted(((r, *(paired_ratio(r, ort) if ort and ort['images_per_s'] > 0 else (None, None)))
+                         for r in rows), key=lambda t: -(t[1] if t[1] is not None else t[0]['images_per_s']))
+        considered, estimators = [], []
+        for r, ratio, estimator in ranked:
             ok, why = _check(r, passed, pick)
             considered.append({'runtime': r['runtime'], 'precision': r['precision'], 'variant': r.get('variant'),
-                               'images_per_s': r['images_per_s'], 'eligible': ok, 'why': why})
-        best = next((c for c in considered if c['eligible']), None)
+                               'images_per_s': r['images_per_s'], 'speedup_vs_ort_fp32': ratio,
+                               'eligible': ok, 'why': why})
+            estimators.append(estimator)
+        i = next((i for i, c in enumerate(considered) if c['eligible']), None)
+        best = None if i is None else considered[i]
+        speedup = best and best['speedup_vs_ort_fp32']
         out.append({
             'batch': b, 'runtime': best and best['runtime'], 'precision': best and best['precision'],
             'variant': best and best['variant'], 'images_per_s': best and best['images_per_s'],
-            'ort_fp32_images_per_s': ort,
-            'speedup_vs_ort_fp32': round(best['images_per_s'] / ort, 3) if best and ort else None,
+            'ort_fp32_images_per_s': ort and ort['images_per_s'],
+            'speedup_vs_ort_fp32': round(speedup, 3) if speedup is not None else None,
+            'estimator': None if i is None else estimators[i],
             'why': best['why'] if best else 'no runtime x precision passed parity', 'considered': considered,
         })
     return out
@@ -84,7 +98,10 @@ def recommendation_markdown(recs: List[Dict[str, Any]], label=lambda w: w) -> st
         return ''
     lines = ['## Recommendation', '',
              'Per batch size, the fastest runtime x precision of the target that passed parity (the bench run '
-             'above; speed-up over ONNX Runtime FP32 in the same run).', '',
+             'above; speed-up over ONNX Runtime FP32 in the same run, '
+             + ('the ratio of the medians: this record holds no per-repeat numbers).'
+                if any(r.get('estimator') == 'ratio of medians' for r in recs)
+                else 'the median of the per-repeat ratios, as in the ratio tables).'), '',
              '| Batch | Runtime | Precision | images/s | vs ORT FP32 | Why |', '|---|---|---|---|---|---|']
     for r in recs:
         if r['runtime'] is None:

@@ -19,7 +19,7 @@ from .recommend import recommendation_markdown
 from .runtimes import DEFAULT_ONNX_RUNTIME, EAGER_PRECISIONS, PRECISIONS, RUNTIMES, builder_runtimes, runtime_label
 
 __all__ = ['bench_results_markdown', 'bench_table_markdown', 'machine_line', 'throughput_plot',
-           'pipeline_report_markdown', 'write_report', 'report_files', 'main']
+           'pipeline_report_markdown', 'write_report', 'report_files', 'check_bench_record', 'main']
 
 _RUNTIME_ORDER = tuple(RUNTIMES)
 _PRECISION_ORDER = ('fp32',) + EAGER_PRECISIONS + tuple(p for p in PRECISIONS if p != 'fp32')
@@ -434,6 +434,83 @@ def write_report(record: Dict[str, Any], output_dir: str, force: bool = False) -
     return paths
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+_TEXT = (lambda v: isinstance(v, str) and v != '', 'a non-empty string')
+_NUMBER = (_is_number, 'a finite number')
+_COUNT = (_is_count, 'a non-negative integer')
+_BATCH = (lambda v: _is_count(v) and v > 0, 'a positive integer')
+_DICT = (lambda v: isinstance(v, dict), 'an object')
+_LIST = (lambda v: isinstance(v, list), 'a list')
+_PAIR = (lambda v: isinstance(v, str) and v.count('/') == 2, "'role/runtime/precision'")
+#: the fields of a bench record the report reads: (name, (test, what it must be), required); ``models`` per role,
+#: ``results`` and ``ratios`` per entry. Optional ones (older records lack them) are checked when present.
+_RECORD_FIELDS = (('models', _DICT, True), ('settings', _DICT, True), ('results', _LIST, True),
+                  ('ratios', _LIST, True), ('machine', _DICT, False), ('threads', _DICT, False),
+                  ('notes', _LIST, False))
+_SETTINGS_FIELDS = (('batches', _LIST, True), ('warmup', _COUNT, True), ('repeats', _BATCH, True),
+                    ('min_time_s', _NUMBER, True), ('device', _TEXT, True))
+_MODEL_FIELDS = (('input_size', _LIST, False),)
+_RESULT_FIELDS = (('role', _TEXT, True), ('runtime', _TEXT, True), ('precision', _TEXT, True), ('batch', _BATCH, True),
+                  ('images_per_s', _NUMBER, True), ('latency_ms', _DICT, True), ('iterations', _COUNT, True),
+                  ('images_per_s_repeats', _LIST, False))
+_LATENCY_FIELDS = (('p50', _NUMBER, True), ('p90', _NUMBER, True), ('p99', _NUMBER, True))
+_RATIO_FIELDS = (('kind', _TEXT, True), ('batch', _BATCH, True), ('numerator', _PAIR, True),
+                 ('denominator', _PAIR, True), ('value', _NUMBER, True))
+
+
+def _check_fields(obj: Dict[str, Any], fields, where: str, path: str) -> None:
+    for name, (test, what), required in fields:
+        if name not in obj:
+            if required:
+                raise DeployError(f'{path} is not a whole timm-recal bench record: {where}{name} is missing')
+            continue
+        if not test(obj[name]):
+            raise DeployError(f'{path} is not a whole timm-recal bench record: {where}{name} is '
+                              f'{json.dumps(obj[name])[:60]}, expected {what}')
+
+
+def check_bench_record(record: Any, path: str) -> None:
+    """Refuse, in one line naming ``path`` and the field, a JSON that is no whole bench record: every field the
+    report reads is there and of its type (a record with ``kind`` alone printed ``warm-up None calls``; one
+    without ``models`` gave an empty table)."""
+    if not isinstance(record, dict) or record.get('kind') != 'timm-recal-bench':
+        found = f"kind {record.get('kind')!r}" if isinstance(record, dict) else f'a JSON {type(record).__name__}'
+        raise DeployError(f'{path} is not a timm-recal bench record (JSON of `timm-recal bench -o`): it holds '
+                          f'{found}')
+    _check_fields(record, _RECORD_FIELDS, '', path)
+    _check_fields(record['settings'], _SETTINGS_FIELDS, 'settings.', path)
+    if not all(_BATCH[0](b) for b in record['settings']['batches']):
+        raise DeployError(f'{path} is not a whole timm-recal bench record: settings.batches holds '
+                          f"{json.dumps(record['settings']['batches'])[:60]}, expected positive integers")
+    if 'target' not in record['models']:
+        raise DeployError(f'{path} is not a whole timm-recal bench record: models.target is missing')
+    for role, model in record['models'].items():
+        _check_fields({role: model}, (((role), _DICT, True),), 'models.', path)
+        _check_fields(model, _MODEL_FIELDS, f'models.{role}.', path)
+    for i, r in enumerate(record['results']):
+        where = f'results[{i}]'
+        _check_fields({where: r}, ((where, _DICT, True),), '', path)
+        _check_fields(r, _RESULT_FIELDS, f'{where}.', path)
+        _check_fields(r['latency_ms'], _LATENCY_FIELDS, f'{where}.latency_ms.', path)
+        if r['role'] not in record['models']:
+            raise DeployError(f"{path} is not a whole timm-recal bench record: {where}.role is {r['role']!r}, "
+                              f"which models does not hold")
+        if not all(_is_number(v) for v in r.get('images_per_s_repeats') or []):
+            raise DeployError(f'{path} is not a whole timm-recal bench record: {where}.images_per_s_repeats holds '
+                              'a value that is no finite number')
+    for i, q in enumerate(record['ratios']):
+        where = f'ratios[{i}]'
+        _check_fields({where: q}, ((where, _DICT, True),), '', path)
+        _check_fields(q, _RATIO_FIELDS, f'{where}.', path)
+
+
 def report_files(kind: str, files: Sequence[str], runtime: str = DEFAULT_ONNX_RUNTIME) -> str:
     """The report of bench JSON ``files``: ``table`` (the README table of them all) or ``details`` (of one)."""
     records = []
@@ -443,11 +520,7 @@ def report_files(kind: str, files: Sequence[str], runtime: str = DEFAULT_ONNX_RU
                 records.append(json.load(f))
         except (OSError, ValueError) as e:
             raise DeployError(f'cannot read bench record {path}: {e}') from None
-        record = records[-1]
-        if not isinstance(record, dict) or record.get('kind') != 'timm-recal-bench':
-            found = f"kind {record.get('kind')!r}" if isinstance(record, dict) else f'a JSON {type(record).__name__}'
-            raise DeployError(f'{path} is not a timm-recal bench record (JSON of `timm-recal bench -o`): it holds '
-                              f'{found}')
+        check_bench_record(records[-1], path)
     try:
         if kind == 'table':
             return bench_table_markdown(records, runtime=runtime)

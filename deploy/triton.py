@@ -30,11 +30,11 @@ from timm_recal.outputs import atomic_folder, check_writable_folder, write_text
 
 from .errors import DeployError
 from .export import export_onnx
-from .metadata import load_onnx, read_metadata
+from .metadata import check_metadata, load_onnx, read_metadata
 from .onnx_save import copy_onnx
 from .tensorrt_build import read_sidecar, sidecar_path
-from .triton_backends import (ARTIFACT_SUFFIXES, ARTIFACTS, DEFAULT_BACKEND, TRITON_BACKENDS, backend_hook,
-                              triton_backend)
+from .triton_backends import (ARTIFACTS, DEFAULT_BACKEND, TRITON_BACKENDS, backend_hook, check_batching,
+                              source_kind, triton_backend, triton_steps)
 
 __all__ = [
     'TRITON_BACKENDS', 'BACKEND_RUNTIME', 'artifact_io', 'triton_config_text', 'validate_triton_config',
@@ -78,8 +78,9 @@ def _onnx_io(path: str) -> Dict[str, Any]:
             out.append({'name': vi.name, 'shape': shape, 'dtype': _onnx_dtype_name(tt.elem_type)})
         return out
 
-    return {'inputs': tensors(model.graph.input), 'outputs': tensors(model.graph.output),
-            'metadata': read_metadata(model)}
+    meta = read_metadata(model, check=False)
+    check_metadata(meta, path)  # a damaged value is refused naming the file, not 'the ONNX model'
+    return {'inputs': tensors(model.graph.input), 'outputs': tensors(model.graph.output), 'metadata': meta}
 
 
 def _package_io(path: str) -> Dict[str, Any]:
@@ -139,13 +140,7 @@ def triton_config_text(name: str, backend: str, io: Dict[str, Any], *, max_batch
                        instance_count: int = 1, label_filename: Optional[str] = 'labels.txt') -> str:
     """The ``config.pbtxt`` text for ``io`` (as ``artifact_io`` returns) under one Triton backend."""
     row = triton_backend(backend)
-    if max_batch_size < 0 or instance_count < 1 or max_queue_delay_us < 0:
-        raise DeployError('max_batch_size and the queue delay must be >= 0 and instance_count >= 1')
-    bad = [b for b in preferred_batch_sizes if b < 1 or (max_batch_size and b > max_batch_size)]
-    if bad:
-        raise DeployError(f'preferred batch sizes {bad} must lie in 1..max_batch_size ({max_batch_size})')
-    if preferred_batch_sizes and max_batch_size == 0:
-        raise DeployError('preferred batch sizes need batching (max_batch_size > 0)')
+    check_batching(max_batch_size, preferred_batch_sizes, max_queue_delay_us, instance_count)
     kind = io.get('instance_kind') or row.instance_kind
     lines = [f'name: {_pb_str(name)}', f'backend: {_pb_str(backend)}', f'max_batch_size: {max_batch_size}']
     if row.platform:
@@ -406,8 +401,7 @@ if __name__ == '__main__':
 
 def artifact_kind(path: str) -> Optional[str]:
     """The kind of file ``path`` names by its suffix (``triton_backends.ARTIFACT_SUFFIXES``), None for a MODEL spec."""
-    lower = path.lower()
-    return next((kind for kind, suffixes in ARTIFACT_SUFFIXES.items() if lower.endswith(suffixes)), None)
+    return source_kind(path)
 
 
 def triton_artifact(source: str, backend: str, workdir: str, *, export_options: Any = None,
@@ -421,18 +415,18 @@ def triton_artifact(source: str, backend: str, workdir: str, *, export_options: 
     the command that makes the right one."""
     log = log or (lambda msg: None)
     row = triton_backend(backend)
-    kind = artifact_kind(source)
-    if kind is not None and not (kind == 'onnx' and row.serves == 'built'):
+    steps = triton_steps(row, artifact_kind(source))  # the steps whose options the command line checked
+    if not {'package', 'export', 'build'} & set(steps):
         return source
     if row.requires:
         backend_hook(row.requires)()
-    if row.serves == 'model':
+    if 'package' in steps:
         return backend_hook(row.export)(source, os.path.join(workdir, row.filename), export_options, log=log)
     path = source
-    if kind is None:  # a model spec: the export stage
+    if 'export' in steps:  # a model spec: the export stage
         log(f'exporting {source} ...')
         path = export_onnx(source, os.path.join(workdir, 'model.onnx'), export_options).output
-    if row.serves == 'built':
+    if 'build' in steps:
         log(f'building the {backend} backend\'s {row.filename} from {os.path.basename(path)} ...')
         path = backend_hook(row.build)(path, os.path.join(workdir, row.filename), **(engine_options or {}))['output']
     return path

@@ -20,12 +20,13 @@ References: Triton's ``docs/user_guide/model_configuration.md``, the OpenVINO ba
 """
 import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .errors import DeployError
 
 __all__ = ['TritonBackend', 'TRITON_BACKENDS', 'DEFAULT_BACKEND', 'triton_backend', 'package_hook', 'backend_hook',
-           'SERVES', 'ARTIFACTS', 'ARTIFACT_SUFFIXES']
+           'SERVES', 'ARTIFACTS', 'ARTIFACT_SUFFIXES', 'STEP_OPTIONS', 'source_kind', 'triton_steps',
+           'steps_text', 'check_batching']
 
 #: what a backend's ``serves`` may be (see the module docstring)
 SERVES = ('onnx', 'built', 'model')
@@ -34,6 +35,18 @@ ARTIFACTS = {'onnx': 'an ONNX file (.onnx)', 'plan': 'a TensorRT engine (.plan)'
              'pt2': 'an AOTInductor package (.pt2)'}
 #: the file name suffixes of each kind (lower case)
 ARTIFACT_SUFFIXES = {'onnx': ('.onnx',), 'plan': ('.plan', '.engine', '.trt'), 'pt2': ('.pt2',)}
+#: the steps of making and serving a backend's file (``triton_steps``), each with the options (``dest`` names of
+#: the command line, ``options.TritonOptions`` and the engine keywords) that shape it: an option of a step that
+#: does not happen would be ignored, so ``timm-recal triton`` refuses it
+STEP_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    'export': ('checkpoint', 'use_ema', 'num_classes', 'img_size', 'device', 'exporter', 'verbose'),  # ONNX export
+    'package': ('checkpoint', 'use_ema', 'num_classes', 'img_size', 'device'),  # the row's ``export`` hook
+    'build': ('batch', 'precision', 'workspace_mb', 'timing_cache', 'tf32', 'check_ops', 'verbose'),
+    'batching': ('max_batch_size', 'preferred_batch_sizes', 'queue_delay_us'),
+}
+#: what each step does to the source, for messages
+_STEP_WORDS = {'export': 'exported to ONNX', 'package': 'compiled into the served package',
+               'build': 'built into the served engine'}
 
 
 @dataclass(frozen=True)
@@ -103,3 +116,44 @@ def package_hook(backend: TritonBackend) -> Callable[..., str]:
     if not backend.package:
         raise DeployError(f'the {backend.name} backend serves a file, not the model')
     return backend_hook(backend.package)
+
+
+def source_kind(path: str) -> Optional[str]:
+    """The kind of file ``path`` names by its suffix (``ARTIFACT_SUFFIXES``), None for a MODEL spec."""
+    lower = str(path).lower()
+    return next((kind for kind, suffixes in ARTIFACT_SUFFIXES.items() if lower.endswith(suffixes)), None)
+
+
+def triton_steps(backend: TritonBackend, kind: Optional[str]) -> Tuple[str, ...]:
+    """The steps (keys of ``STEP_OPTIONS``) that serving a source of ``kind`` (``source_kind``; None: a MODEL
+    spec) with ``backend`` takes: a file of another kind than the row makes is served as it is; a MODEL is
+    ``package``d by a row that serves the model, else ``export``ed; an ONNX file is ``build``t by a row that
+    serves a built file; Triton batches (``batching``) where the row says so. ``triton.triton_artifact`` follows
+    the same steps, so what a command refuses as not applying is what it would have ignored."""
+    if kind is not None and not (kind == 'onnx' and backend.serves == 'built'):
+        steps: Tuple[str, ...] = ()
+    elif backend.serves == 'model':
+        steps = ('package',)
+    else:
+        steps = (('export',) if kind is None else ()) + (('build',) if backend.serves == 'built' else ())
+    return steps + (('batching',) if backend.batching else ())
+
+
+def steps_text(backend: TritonBackend, steps: Sequence[str]) -> str:
+    """What happens to the source, in words: ``'is exported to ONNX, and Triton does not batch it'``."""
+    made = [_STEP_WORDS[s] for s in steps if s in _STEP_WORDS]
+    what = 'is ' + ' and '.join(made) if made else 'is served as it is'
+    return what + ('' if 'batching' in steps else f', and the {backend.name} backend does not batch (max_batch_size 0)')
+
+
+def check_batching(max_batch_size: int, preferred_batch_sizes: Sequence[int] = (), max_queue_delay_us: int = 0,
+                   instance_count: int = 1) -> None:
+    """Refuse batching settings Triton would refuse, before anything is exported or built (the command line and
+    the pipeline call it up front; ``triton.triton_config_text`` again)."""
+    if max_batch_size < 0 or instance_count < 1 or max_queue_delay_us < 0:
+        raise DeployError('max_batch_size and the queue delay must be >= 0 and instance_count >= 1')
+    if preferred_batch_sizes and max_batch_size == 0:
+        raise DeployError('preferred batch sizes need batching (max_batch_size > 0)')
+    bad = [b for b in preferred_batch_sizes if b < 1 or b > max_batch_size]
+    if bad:
+        raise DeployError(f'preferred batch sizes {list(bad)} must lie in 1..max_batch_size ({max_batch_size})')

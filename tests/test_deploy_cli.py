@@ -233,3 +233,23 @@ def test_random_weights_are_the_same_in_every_load_and_leave_the_callers_generat
     assert torch.equal(torch.rand(3), expected_next)
     for (k, a), b in zip(first.state_dict().items(), second.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_a_closed_stdout_ends_a_verb_quietly(tmp_path):
+    """``timm-recal report details X | head`` ended with 'timm-recal report: error: [Errno 32] Broken pipe' on
+    stderr: a reader that stops reading ends the command quietly, with the status a shell shows for SIGPIPE."""
+    record = {'kind': 'timm-recal-bench', 'models': {'target': {'name': 'm', 'input_size': [3, 8, 8]}},
+              'settings': {'batches': [1], 'warmup': 1, 'repeats': 1, 'min_time_s': 0.1, 'device': 'cpu'},
+              'results': [{'role': 'target', 'runtime': 'ort', 'precision': 'fp32', 'batch': 1, 'images_per_s': 1.0,
+                           'latency_ms': {'p50': 1.0, 'p90': 1.0, 'p99': 1.0}, 'iterations': 1}], 'ratios': []}
+    path = tmp_path / 'b.json'
+    path.write_text(json.dumps(record))
+    code = 'import sys; from timm_recal.cli import main; sys.exit(main(sys.argv[1:]))'
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes a byte
+    try:
+        proc = subprocess.run([sys.executable, '-c', code, 'report', 'details', str(path)], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert proc.stderr == '' and proc.returncode == 141, proc.stderr

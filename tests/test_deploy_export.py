@@ -116,3 +116,17 @@ def test_full_registry_dynamo_export_fp32_parity(name, tmp_path):
     r = parity(name, model=model, img_size=size, keep_dir=str(tmp_path))
     assert r['passed'], f"{name}: {r['failures']}"
     assert r['max_abs_err'] <= 1e-4 and r['max_rel_err'] <= 1e-3 and r['top1_agreement'] == 1.0
+
+
+def test_onnx_export_refuses_aoti_only_options(tmp_path, capsys):
+    """``--max-batch``, ``--static-batches`` and ``--compile-timeout`` shape an AOTInductor package; an ONNX export
+    ignored them and exited 0 (while ``--format aoti`` refused the ONNX-only options)."""
+    from deploy_helpers import run_cli
+    out = tmp_path / 'x.onnx'
+    rc, _, err = run_cli(capsys, 'export', 'cnn3', '-o', out, '--max-batch', '8', '--static-batches', '4',
+                         '--compile-timeout', '5')
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert '--max-batch, --static-batches, --compile-timeout shape an AOTInductor package (--format aoti)' in err
+    rc, _, err = run_cli(capsys, 'export', 'cnn3', '-o', out, '--static-batches', 'none')
+    assert rc == 2 and '--static-batches shapes an AOTInductor package' in err
+    assert not out.exists()

@@ -1,6 +1,7 @@
 """Bad input to the deploy verbs gives a clear one-line error, a non-zero exit and no output (issue 11's deploy
 items): opset range, label folders that are not the model's labels, an ONNX file paired with other weights,
 options checked before any work, a corrupt image read by a DataLoader worker."""
+import json
 import os
 import shutil
 
@@ -324,3 +325,41 @@ def test_output_under_a_regular_file_is_refused_up_front(argv, two_checkpoints, 
     extra = {'validate': ['--data', cifar_samples()], 'quantize': ['--calib-data', cifar_samples()]}.get(argv[0], [])
     rc, _, err = run_cli(capsys, *argv, *extra)
     assert rc == 2 and 'is a file, so' in err and os.listdir(tmp_path) == ['afile'], err
+
+
+def _bench_record():
+    """A whole bench record as `timm-recal bench -o` writes it (two batches, one runtime)."""
+    results = [{'role': 'target', 'model': 'm', 'runtime': 'ort', 'precision': 'fp32', 'batch': b,
+                'images_per_s': 100.0 * b, 'images_per_s_repeats': [100.0 * b] * 3,
+                'latency_ms': {'p50': 1.0, 'p90': 1.5, 'p99': 2.0, 'mean': 1.1, 'min': 0.9}, 'iterations': 10}
+               for b in (1, 4)]
+    return {'kind': 'timm-recal-bench', 'models': {'target': {'spec': 'm.onnx', 'name': 'm', 'input_size': [3, 8, 8]}},
+            'settings': {'batches': [1, 4], 'warmup': 3, 'repeats': 3, 'min_time_s': 0.1, 'device': 'cpu'},
+            'machine': {}, 'threads': {}, 'results': results, 'ratios': [], 'notes': []}
+
+
+@pytest.mark.parametrize('damage,field', [
+    (lambda r: {'kind': 'timm-recal-bench'}, 'models is missing'),
+    (lambda r: r.pop('models') and None, 'models is missing'),
+    (lambda r: r['results'][0].update(images_per_s='fast'), 'results[0].images_per_s is "fast", expected a finite'),
+    (lambda r: r['settings'].pop('warmup'), 'settings.warmup is missing'),
+    (lambda r: r['results'][1]['latency_ms'].pop('p99'), 'results[1].latency_ms.p99 is missing'),
+    (lambda r: r['results'][0].update(role='compare'), "results[0].role is 'compare', which models does not hold"),
+    (lambda r: r['ratios'].append({'kind': 'x', 'batch': 1, 'numerator': 'a', 'denominator': 'b/c/d', 'value': 1}),
+     'ratios[0].numerator is "a"'),
+])
+@pytest.mark.parametrize('kind', ['table', 'details'])
+def test_report_refuses_a_record_missing_what_it_reads(kind, damage, field, tmp_path, capsys):
+    """A record with its kind alone printed 'warm-up None calls ... device None' (exit 0); one without models an
+    empty table while details showed rows; images_per_s "fast" was printed as "fast". Each field the report reads
+    is checked: one line naming the file and the field."""
+    path = tmp_path / 'r.json'
+    path.write_text(json.dumps(_bench_record()))
+    rc, out, err = run_cli(capsys, 'report', kind, path)
+    assert rc == 0 and out.strip(), err  # the whole record is reported
+    record = _bench_record()
+    damaged = damage(record)
+    path.write_text(json.dumps(damaged if isinstance(damaged, dict) else record))
+    rc, out, err = run_cli(capsys, 'report', kind, path)
+    assert rc == 2 and not out and len(err.strip().splitlines()) == 1, err
+    assert f'{path} is not a whole timm-recal bench record: {field}' in err, err

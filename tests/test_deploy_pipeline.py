@@ -212,3 +212,59 @@ def test_serving_stages_engine_skipped_without_tensorrt_and_triton_written(tmp_p
     rec = json.loads((out / 'report.json').read_text())
     assert rec['triton']['status'] == 'skipped' and 'TensorRT is not installed' in rec['triton']['reason']
     assert not (out / 'triton').exists()
+
+
+@pytest.mark.parametrize('extra,message', [
+    (['--stages', 'triton', '--preferred-batch-sizes', '128'],
+     'preferred batch sizes [128] must lie in 1..max_batch_size (64)'),
+    (['--stages', 'triton', '--max-batch-size', '0', '--preferred-batch-sizes', '4'], 'need batching'),
+    (['--stages', 'triton', '--backend', 'pytorch', '--preferred-batch-sizes', '4'],
+     'do not apply to --backend pytorch'),
+    (['--stages', 'triton', '--backend', 'tensorrt'], 'add engine to --stages'),
+    (['--compare', 'nonexist_model'], "unknown model 'nonexist_model'"),
+    (['--stages', 'export'], "unknown model 'nonexist_target'"),
+])
+def test_options_the_stages_would_refuse_are_checked_before_the_export(extra, message, tmp_path, capsys,
+                                                                       monkeypatch):
+    """A triton option the stage refuses (or a backend it must skip without the engine stage) and a misspelt
+    --compare were found only after the target's export: the run failed (or exited 1 with a folder written)
+    after the slow work. Now one line, before it, and no folder."""
+    from timm_recal.cli import main
+    monkeypatch.setattr(pl, 'export_source', lambda *a, **k: pytest.fail('exported before the options were checked'))
+    monkeypatch.setattr(pl, 'open_source', lambda *a, **k: pytest.fail('loaded before the options were checked'))
+    target = 'nonexist_target' if 'nonexist_target' in message else TARGET
+    assert main(['pipeline', target, '-o', str(tmp_path / 'p'), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'p').exists()
+
+
+def _bench_rows(repeats_by_key, batch=1):
+    import statistics
+    return [{'role': 'target', 'model': 'm', 'runtime': rt, 'precision': p, 'batch': batch,
+             'images_per_s': statistics.median(reps), 'images_per_s_repeats': reps}
+            for (rt, p), reps in repeats_by_key.items()]
+
+
+def test_recommendation_uses_the_ratio_tables_paired_ratios():
+    """The recommendation divided two medians while the ratio tables hold the median of the per-repeat ratios:
+    here INT8's median is below ORT FP32's, yet it was faster in every repeat but one (the machine changed speed
+    between repeats), and the table says 1.10x; the recommendation picked ORT FP32 ('0.90x' for INT8)."""
+    from timm_recal_deploy.recommend import recommend, recommendation_markdown
+    from timm_recal_deploy.timing import compute_ratios
+    results = _bench_rows({('ort', 'fp32'): [100.0, 200.0, 300.0], ('ort', 'int8'): [120.0, 180.0, 330.0],
+                           ('eager', 'fp32'): [50.0, 90.0, 150.0]})
+    parity = [{'role': 'target', 'runtime': 'ort', 'precision': p, 'result': {'passed': True}} for p in ('fp32', 'int8')]
+    table = next(q for q in compute_ratios(results) if q['kind'] == 'int8_vs_fp32')
+    assert table['value'] == pytest.approx(1.1) and table['ratio_of_medians'] == pytest.approx(0.9)
+    rec, = recommend({'parity': parity, 'bench': {'results': results, 'ratios': compute_ratios(results)}})
+    assert (rec['runtime'], rec['precision']) == ('ort', 'int8')
+    assert rec['speedup_vs_ort_fp32'] == round(table['value'], 3) and rec['estimator'] == table['estimator']
+    assert [c['precision'] for c in rec['considered']][:2] == ['int8', 'fp32']
+    assert 'the median of the per-repeat ratios' in recommendation_markdown([rec])
+    # a record from before bench kept per-repeat numbers: the ratio of the medians, and the text says so
+    old = [{k: v for k, v in r.items() if k != 'images_per_s_repeats'} for r in results]
+    rec, = recommend({'parity': parity, 'bench': {'results': old}})
+    assert (rec['runtime'], rec['precision']) == ('ort', 'fp32') and rec['estimator'] == 'ratio of medians'
+    assert rec['speedup_vs_ort_fp32'] == 1.0
+    assert 'the ratio of the medians: this record holds no per-repeat numbers' in recommendation_markdown([rec])

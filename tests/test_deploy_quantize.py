@@ -141,3 +141,22 @@ def test_int8_keeps_the_most_sensitive_nodes_in_float(fp32, tmp_path):
     assert meta['fp32_layers'] == kept and meta['moving_average'] is True
     with pytest.raises(DeployError, match='fp32_layers'):
         quantize_int8(path, str(tmp_path / 'bad.onnx'), CIFAR_SAMPLES, fp32_layers=-1)
+
+
+def test_fp16_refuses_int8_options(fp32, tmp_path, capsys):
+    """``--precision fp16`` ignored every INT8 option (the gate rewrite included: ``convert_fp16`` applies none)
+    and exited 0; now one line naming them, before anything is read or written."""
+    from deploy_helpers import run_cli
+    from timm_recal_deploy.quantize import quantize
+    _, path = fp32
+    out = tmp_path / 'q.onnx'
+    rc, _, err = run_cli(capsys, 'quantize', path, '-o', out, '--precision', 'fp16', '--gate-fusion', 'early_squeeze',
+                         '--float-gates-from', '/nonexist', '--symmetric', '--fp32-layers', '5', '--calib-method',
+                         'entropy')
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert '--calib-method, --fp32-layers, --gate-fusion, --symmetric, --float-gates-from shape INT8 ' in err
+    rc, _, err = run_cli(capsys, 'quantize', path, '-o', out, '--precision', 'fp16', '--no-per-channel')
+    assert rc == 2 and '--no-per-channel shapes INT8 quantization only' in err
+    with pytest.raises(DeployError, match='--calib-data shapes INT8'):
+        quantize(path, str(out), precision='fp16', calib_data='somewhere')
+    assert not out.exists()

@@ -228,3 +228,89 @@ def test_triton_tensorrt_backend_without_tensorrt_writes_nothing(exported, tmp_p
         assert 'TensorRT is not installed' in err and 'timm-recal[tensorrt]' in err and 'no CUDA GPU' in err
         assert 'Traceback' not in err and 'exporting' not in err
         assert os.listdir(tmp_path) == []
+
+def test_triton_refuses_options_that_do_not_apply(exported, tmp_path, capsys):
+    """An option of a step that serving SOURCE with --backend does not take (a model's options for a file, an
+    engine's for a file that is not built, batching for a backend that does not batch) was silently ignored,
+    exit 0: now one line naming each, before anything is read, exported or written."""
+    from timm_recal.cli import main
+    repo = tmp_path / 'repo'
+    pt2 = tmp_path / 'c.pt2'
+    pt2.write_bytes(b'not read: the check comes first')
+    cases = [
+        ([exported, '--precision', 'int8', '--batch', '1,4,8', '--workspace', '100', '--tf32', '--timing-cache',
+          '/nonexist/x', '--checkpoint', '/nonexist.pth', '--img-size', '64', '--num-classes', '5', '--device',
+          'cuda'], '--checkpoint, --num-classes, --img-size, --device, --batch, --precision, --workspace, '
+                   '--timing-cache, --tf32 do not apply: ' + exported + ' is served as it is'),
+        ([str(pt2), '--backend', 'pytorch', '--max-batch-size', '8', '--preferred-batch-sizes', '2,4',
+          '--queue-delay-us', '500'], '--max-batch-size, --preferred-batch-sizes, --queue-delay-us do not apply: '
+                                      f'{pt2} is served as it is, and the pytorch backend does not batch'),
+        (['cnn3', '--backend', 'pytorch', '--exporter', 'legacy'],
+         '--exporter does not apply: cnn3 is compiled into the served package'),
+        ([exported, '--verbose'], '--verbose does not apply'),
+        ([exported, '--client-example', '--max-batch-size', '8'], '--max-batch-size does not apply with --client-example'),
+    ]
+    for argv, message in cases:
+        assert main(['triton', *argv, '-o', str(repo)]) == 2, argv
+        out, err = capsys.readouterr()
+        assert message in err and len(err.strip().splitlines()) == 1 and 'exporting' not in err, err
+        assert not out and not repo.exists()
+    # what does apply still works: --max-batch-size 0 is what the non-batching row writes anyway
+    assert main(['triton', exported, '-o', str(repo), '--max-batch-size', '0']) == 0
+    assert _parse(repo / 'se_cnn3' / 'config.pbtxt').max_batch_size == 0
+
+
+def test_triton_checks_batching_before_the_export(tmp_path, capsys, monkeypatch):
+    """A preferred batch size outside 1..max_batch_size was found after the MODEL's export."""
+    from timm_recal.cli import main
+    from timm_recal_deploy import triton
+    monkeypatch.setattr(triton, 'export_onnx', lambda *a, **k: pytest.fail('exported before the options were checked'))
+    for extra, message in ((['--preferred-batch-sizes', '128'], 'preferred batch sizes [128] must lie in 1..'
+                                                                 'max_batch_size (64)'),
+                           (['--max-batch-size', '0', '--preferred-batch-sizes', '4,8'], 'need batching')):
+        assert main(['triton', 'cnn3', '-o', str(tmp_path / 'repo'), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
+
+
+def test_triton_names_a_damaged_file(exported, tmp_path, capsys):
+    """Damaged metadata was reported as 'the ONNX model: damaged metadata', naming no file."""
+    from timm_recal.cli import main
+    model = onnx.load(exported)
+    for p in model.metadata_props:
+        if p.key == 'input_size':
+            p.value = p.value[:4]
+    damaged = str(tmp_path / 'damaged.onnx')
+    onnx.save(model, damaged)
+    assert main(['triton', damaged, '-o', str(tmp_path / 'repo')]) == 2
+    err = capsys.readouterr().err
+    assert f'{damaged}: damaged metadata' in err and 'input_size' in err and not (tmp_path / 'repo').exists()
+
+
+#: ``timm-recal ARGV`` under a file-size limit (EFBIG, as a full disk): one line per run on stderr
+_LIMITED = r'''
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from timm_recal.cli import main
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+@pytest.mark.parametrize('source', ['file', 'cnn3'])
+def test_triton_write_error_names_the_output_not_the_source_or_a_temporary_file(exported, tmp_path, source):
+    """Copying the source into the repository past a size limit said 'cannot write SOURCE' (the file only read;
+    ``shutil`` names it first), and a MODEL's export said 'cannot write /tmp/timm-recal-triton-XXXX/model.onnx'."""
+    import subprocess
+    import sys
+    repo = tmp_path / 'out' / 'repo'
+    src = exported if source == 'file' else source
+    proc = subprocess.run([sys.executable, '-c', _LIMITED, str(100_000), 'triton', src, '-o', str(repo),
+                           '--exporter', 'legacy'][:None if source != 'file' else -2],
+                          capture_output=True, text=True, timeout=600)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('timm-recal')]
+    assert proc.returncode == 2 and len(errors) == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    assert errors[0].startswith(f'timm-recal triton: error: cannot write {repo}') and 'File too large' in errors[0]
+    assert exported not in errors[0] and 'timm-recal-triton-' not in errors[0] and '.tmp' not in errors[0]
+    assert not os.path.exists(tmp_path / 'out')  # nothing half-written, no parent left behind

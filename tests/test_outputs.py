@@ -250,3 +250,22 @@ def test_public_path_names_no_local_folders(tmp_path, monkeypatch):
                                    'labels': ['cat', 'dog'], 'fp32_layers': ['/stem/conv/Conv', '/head/fc/Gemm']}
     write_json(plain, 'runs/r.json')
     assert '/tmp' not in (tmp_path / 'runs' / 'r.json').read_text()
+
+
+def test_atomic_folder_write_error_names_the_file_written_not_the_one_read(tmp_path):
+    """``shutil.copyfile`` sets ``filename`` to the file it reads and ``filename2`` to the one it writes: a copy into
+    the folder past a size limit said 'cannot write SOURCE' (only read). It names the file under the final folder;
+    an error that names no file inside the folder names the folder the user gave, never a temporary one."""
+    import errno
+    source = tmp_path / 'source.onnx'
+    source.write_bytes(b'x')
+    final = str(tmp_path / 'repo')
+    with pytest.raises(OutputWriteError) as e:
+        with outputs.atomic_folder(final) as tmp:
+            raise OSError(errno.EFBIG, 'File too large', str(source), None, os.path.join(tmp, 'm', '1', 'model.onnx'))
+    assert str(e.value) == f"cannot write {os.path.join(final, 'm', '1', 'model.onnx')}: File too large"
+    with pytest.raises(OutputWriteError) as e:
+        with outputs.atomic_folder(final):
+            raise OSError(errno.ENOSPC, 'No space left on device', str(source))
+    assert str(e.value) == f'cannot write {final}: No space left on device'
+    assert sorted(os.listdir(tmp_path)) == ['source.onnx']

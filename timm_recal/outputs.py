@@ -248,6 +248,19 @@ def _renameat2(src: str, dst: str, flags: int) -> bool:
     raise OSError(err, os.strerror(err), dst)
 
 
+def _written_path(error: OSError, tmp: str, path: str) -> str:
+    """The file a failed write inside the folder being built was writing (as it will be named under ``path``),
+    else ``path`` itself. ``shutil.copyfile`` sets ``filename`` to the file it reads and ``filename2`` to the one
+    it writes: a source that is only read is never the path that could not be written."""
+    root = os.path.abspath(tmp)
+    for name in (getattr(error, 'filename2', None), getattr(error, 'filename', None)):
+        if isinstance(name, (str, os.PathLike)):
+            name = os.path.abspath(os.fspath(name))
+            if name == root or name.startswith(root + os.sep):
+                return os.path.join(path, os.path.relpath(name, root))
+    return path
+
+
 @contextlib.contextmanager
 def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
     """Yield a temporary folder beside ``path``; it becomes ``path`` when the block completes.
@@ -290,7 +303,7 @@ def atomic_folder(path: PathLike, force: bool = False) -> Iterator[str]:
         except BaseException as e:
             _remove(tmp)
             if isinstance(e, OSError) and not isinstance(e, OutputError):
-                e = write_error(getattr(e, 'filename', None) or path, e)
+                e = write_error(_written_path(e, tmp, path), e)
             if isinstance(e, OutputError):  # name the final folder, never the temporary one beside it
                 message = str(e)
                 for hidden in (os.path.abspath(tmp), tmp):
