@@ -34,7 +34,9 @@ relative paths of the same length, so no byte of the library moves.
 import hashlib
 import json
 import os
+import platform
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -61,7 +63,7 @@ from .sources import HASHED_WEIGHTS, NAMING_KEYS, Source, is_onnx_path, onnx_dat
 __all__ = ['AotiExportOptions', 'AotiExportResult', 'export_aoti', 'cached_package', 'package_metadata',
            'check_package', 'build_package', 'PACKAGE_KEY', 'DEFAULT_MAX_BATCH', 'PACKAGE_PRECISIONS',
            'is_package_path', 'package_source', 'inspect_package', 'default_static_batches', 'static_model_name',
-           'DYNAMIC_MODEL', 'triton_package', 'triton_export']
+           'DYNAMIC_MODEL', 'triton_package', 'triton_export', 'check_libraries']
 
 #: the ``aot_inductor.metadata`` entry holding our JSON
 PACKAGE_KEY = 'timm_recal'
@@ -76,6 +78,8 @@ DYNAMIC_MODEL = 'model'
 #: the example batch torch.export traces with (a batch of 1 would be specialized away)
 EXAMPLE_BATCH = 2
 PACKAGE_PRECISIONS = ('fp32', 'bf16', 'fp16')
+#: ELF ``e_machine`` numbers by ``platform.machine()``: a library for another machine never loads (unknown: unchecked)
+ELF_MACHINES = {'x86_64': 62, 'amd64': 62, 'aarch64': 183, 'arm64': 183, 'ppc64le': 21, 's390x': 22}
 
 
 @dataclass
@@ -140,8 +144,9 @@ def package_metadata(path: str) -> Dict[str, Any]:
 
 
 def check_package(path: str, meta: Dict[str, Any], device: Optional[str] = None) -> None:
-    """Refuse a package this process cannot load safely: another torch version, a CUDA package without CUDA, or
-    another device kind than ``device`` (checked before the shared library is loaded)."""
+    """Refuse a package this process cannot load safely: another torch version, a CUDA package without CUDA,
+    another device kind than ``device``, or compiled libraries missing or not for this machine
+    (``check_libraries``; all checked before the shared library is loaded)."""
     built = meta.get('torch')
     if built != torch.__version__:
         raise DeployError(f'{path} was compiled with torch {built}; this is torch {torch.__version__}: compiled '
@@ -154,6 +159,67 @@ def check_package(path: str, meta: Dict[str, Any], device: Optional[str] = None)
         raise DeployError(f"{path} was compiled for {meta.get('device')}, not --device {device}")
     if kind == 'cuda' and meta.get('device') != device_name('cuda'):
         raise DeployError(f"{path} was compiled for {meta.get('device')}, this GPU is {device_name('cuda')}")
+    check_libraries(path, meta)
+
+
+def _elf_problem(head: bytes, size: int) -> Optional[str]:
+    """Why a compiled library (its first 64 bytes, its size) cannot be loaded by this process, or None: not an
+    ELF shared object, another word size, byte order or machine, or cut short before its section headers."""
+    if len(head) < 52 or head[:4] != b'\x7fELF':
+        return 'is not a compiled library (no ELF header)'
+    bits, order = {1: 32, 2: 64}.get(head[4]), {1: '<', 2: '>'}.get(head[5])
+    if bits is None or order is None:
+        return 'has a damaged ELF header'
+    ours = struct.calcsize('P') * 8
+    if bits != ours:
+        return f'is a {bits}-bit library; this Python is {ours}-bit'
+    if order != ('<' if sys.byteorder == 'little' else '>'):
+        return f"is a {'little' if order == '<' else 'big'}-endian library; this machine is {sys.byteorder}-endian"
+    e_type, e_machine = struct.unpack_from(order + 'HH', head, 16)
+    if e_type != 3:  # ET_DYN
+        return 'is no shared library (ELF type {})'.format(e_type)
+    want = ELF_MACHINES.get(platform.machine().lower())
+    if want is not None and e_machine != want:
+        built = next((m for m, n in ELF_MACHINES.items() if n == e_machine), f'ELF machine {e_machine}')
+        return f'was built for {built}; this machine is {platform.machine()}'
+    if bits == 64 and len(head) >= 64:
+        shoff, = struct.unpack_from(order + 'Q', head, 0x28)
+        shentsize, shnum = struct.unpack_from(order + 'HH', head, 0x3A)
+    else:
+        shoff, = struct.unpack_from(order + 'I', head, 0x20)
+        shentsize, shnum = struct.unpack_from(order + 'HH', head, 0x2E)
+    if shoff + shentsize * shnum > size:
+        return f'is cut short ({size} bytes; its section headers end at {shoff + shentsize * shnum})'
+    return None
+
+
+def check_libraries(path: str, meta: Dict[str, Any]) -> None:
+    """Refuse a package whose compiled libraries cannot load here, read from the zip without loading them: every
+    model its metadata names (the dynamic one and each static batch) needs its library, and each library must be
+    an ELF shared object of this machine (a load would fail, leave torch's extraction folder behind, or worse)."""
+    names = [DYNAMIC_MODEL] + [static_model_name(b) for b in meta.get('static_batches') or ()]
+    problems: List[str] = []
+    try:
+        with zipfile.ZipFile(path) as z:
+            libs = [i for i in z.infolist() if i.filename.endswith('.so') and '/aotinductor/' in i.filename]
+            problems += [f'it holds no compiled library for its {_model_label(n)}' for n in names
+                         if not any(f'/aotinductor/{n}/' in i.filename for i in libs)]
+            for info in libs:
+                with z.open(info) as f:
+                    problem = _elf_problem(f.read(64), info.file_size)
+                if problem:
+                    name = info.filename.split('/aotinductor/')[1].split('/')[0]
+                    problems.append(f"the library of its {_model_label(name)} {problem}")
+    except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as e:  # a member that cannot be read
+        raise DeployError(f'{path} is a damaged AOTInductor package: {e}') from None
+    if problems:
+        raise DeployError(f'{path} cannot load here: {problems[0]} (damaged, or made elsewhere: re-export it on '
+                          'this machine with timm-recal export MODEL --format aoti)')
+
+
+def _model_label(name: str) -> str:
+    return 'dynamic-batch model' if name == DYNAMIC_MODEL else f'static model {name}'
+
 
 
 def is_package_path(spec: Any) -> bool:
@@ -171,7 +237,8 @@ def package_source(path: str, device: Optional[str] = None) -> Source:
 
 
 def inspect_package(path: str) -> Dict[str, Any]:
-    """``timm-recal info FILE.pt2``: the metadata, the size, and whether this process can load it (and why not)."""
+    """``timm-recal info FILE.pt2``: the metadata, the size, and whether this process can load it (and why not):
+    ``check_package``'s checks, compiled libraries included, without loading them (a load may end the process)."""
     meta = package_metadata(path)
     try:
         check_package(path, meta)

@@ -28,9 +28,9 @@ from .ort_runtime import available_providers
 from .options import Int8Options, ModelOptions, OutputOptions, RuntimeOptions, TimingOptions, with_overrides
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
-from .runtimes import (PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions, default_runtimes, numbers_hook,
-                       package_runtime,
-                       open_runtime, runtime_spec, supports_precision)
+from .runtimes import (EAGER_PRECISIONS, PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions,
+                       default_runtimes, numbers_hook, package_runtime, open_runtime, runtime_spec,
+                       supports_precision)
 from .sources import Source, check_pairing, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
 from .malloc_policy import keep_freed_memory
@@ -151,6 +151,67 @@ def _check_options(o: BenchOptions) -> None:
         scan_images(o.calib_data)  # a missing, empty or imageless folder is found now, not after the export
 
 
+def _is_file(spec: str) -> bool:
+    """A side given as a file (an ONNX file or a compiled package) rather than a MODEL."""
+    return bool(package_runtime(spec)) or spec.lower().endswith('.onnx')
+
+
+def _check_output(out_path: str, sides: Sequence['_Side']) -> None:
+    """``-o`` must not name an input: ``--force`` would replace the model or weights just timed with JSON."""
+    inputs = [p for side in sides for p in [side.spec, side.checkpoint, *(side.onnx or ())] if p]
+    same = next((p for p in inputs if os.path.isfile(p) and os.path.realpath(p) == os.path.realpath(out_path)), None)
+    if same is not None:
+        raise DeployError(f'-o {out_path} is an input of this run ({same}); write the record elsewhere')
+
+
+def _check_sides(sides: Sequence['_Side'], o: BenchOptions, runtimes: Sequence[str], notes: List[str]) -> None:
+    """What a file side cannot use, refused before any export or timing: a file carries its weights (no
+    --checkpoint/--use-ema), runs at the precision it was made for (an FP32 ONNX file also at the runtime
+    precision bf16), and no file runs under autocast (--amp, with no MODEL side)."""
+    if o.amp and all(_is_file(side.spec) for side in sides):
+        raise DeployError(f'--amp applies to a MODEL (PyTorch under autocast); {sides[0].spec} is a file that '
+                          'runs at its own precision')
+    for side in sides:
+        flag = '--checkpoint/--use-ema' if side.role == 'target' else '--compare-checkpoint'
+        if package_runtime(side.spec) is not None:
+            _check_package_side(side, o, runtimes)
+            continue
+        if not side.spec.lower().endswith('.onnx'):
+            continue  # a MODEL
+        if side.onnx or side.module is not None:
+            raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')
+        if side.checkpoint is not None or (o.use_ema and side.role == 'target'):
+            raise DeployError(f'{flag} apply to a MODEL; {side.spec} is an ONNX file with its own weights')
+        if o.precisions is None:
+            continue  # the file's own precision
+        built = onnx_precision(side.spec)
+        runs = [built] + (['bf16'] if built == 'fp32' else [])  # bf16: a runtime precision of the FP32 file
+        if not set(runs) & set(o.precisions):
+            raise DeployError(f"{side.spec} is a {built} ONNX file, not --precision {','.join(o.precisions)}: a file "
+                              f"runs at the precision it was made for (give --precision {' or '.join(runs)} or none; "
+                              'timm-recal quantize makes the others)')
+        skipped = [p for p in o.precisions if p not in runs]
+        if skipped:
+            notes.append(f"{side.role} {os.path.basename(side.spec)} is a {built} ONNX file: {', '.join(skipped)} "
+                         'not timed for it')
+
+
+def _check_package_side(side: '_Side', o: BenchOptions, runtimes: Sequence[str]) -> None:
+    """A compiled file (a .pt2) runs under its own runtime with its own weights, at the precision it was built
+    for (which an explicit --precision must include); read from its metadata, nothing loaded."""
+    word = package_runtime(side.spec)
+    if side.onnx or side.module is not None or side.checkpoint is not None or (o.use_ema and side.role == 'target'):
+        raise DeployError(f'{side.spec} is a compiled package with its own weights; --checkpoint, --use-ema '
+                          'and --onnx/--compare-onnx are for model specs')
+    if word not in runtimes:
+        raise DeployError(f'{side.spec} is a compiled package: it runs under {word}; add {word} to --runtimes')
+    src = open_source(side.spec, ModelOptions(img_size=o.img_size, device=o.device))  # refuses another --device
+    built = src.meta['precision']
+    if o.precisions is not None and built not in o.precisions:
+        raise DeployError(f"{side.spec} was compiled for {built}, not --precision {','.join(o.precisions)}: a "
+                          f'package runs at the precision it was built for (give --precision {built} or none)')
+
+
 def _onnx_files(side: _Side, src: Source) -> Dict[str, str]:
     """The given ONNX files of a MODEL side by precision, each checked to come from that model."""
     files: Dict[str, str] = {}
@@ -189,24 +250,13 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
     opts = ModelOptions(side.checkpoint, o.num_classes, o.use_ema and side.role == 'target', o.img_size, o.device)
     word = package_runtime(side.spec)
     if word is not None:  # a compiled file (a .pt2): its own runtime runs it, at the precision it was built for
-        if side.onnx or side.module is not None or side.checkpoint is not None or opts.use_ema:
-            raise DeployError(f'{side.spec} is a compiled package with its own weights; --checkpoint, --use-ema '
-                              'and --onnx/--compare-onnx are for model specs')
-        if word not in runtimes:
-            raise DeployError(f'{side.spec} is a compiled package: it runs under {word}; add {word} to --runtimes')
-        src = open_source(side.spec, opts)  # refuses a package built for another --device
-        built = src.meta['precision']
-        if o.precisions is not None and built not in o.precisions:
-            raise DeployError(f"{side.spec} was compiled for {built}, not --precision {','.join(o.precisions)}: a "
-                              f'package runs at the precision it was built for (give --precision {built} or none)')
+        src = open_source(side.spec, opts)  # its options were checked before any work (``_check_sides``)
         others = [w for w in runtimes if w != word]
         if others:
             notes.append(f"{side.role} {os.path.basename(side.spec)} is a compiled package: only {word} runs it "
                          f"({', '.join(others)} skipped)")
         return None, {}, src
-    if side.spec.lower().endswith('.onnx'):
-        if side.onnx or side.module is not None:
-            raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')
+    if side.spec.lower().endswith('.onnx'):  # its options were checked before any work (``_check_sides``)
         src = open_source(side.spec, opts)
         check_batches_fit(onnx_footprint(side.spec, src.info['input_size']), parse_batches(o.batches), o.device,
                           f'{side.role} {os.path.basename(side.spec)}')
@@ -251,7 +301,7 @@ def _open_or_note(word: str, source: Any, p: str, notes: List[str], role: str, f
     return None
 
 
-def _onnx_precisions(word: str, files: Dict[str, str], o: BenchOptions, model_side: bool,
+def _onnx_precisions(word: str, files: Dict[str, str], o: BenchOptions,
                      notes: List[str], role: str) -> List[Tuple[str, str]]:
     """``[(precision, file)]`` an ONNX runtime times: the files it supports, and ``bf16`` on the FP32 file."""
     out = []
@@ -259,8 +309,8 @@ def _onnx_precisions(word: str, files: Dict[str, str], o: BenchOptions, model_si
         path = files.get('fp32' if p == 'bf16' else p)
         if path is None or (p == 'bf16' and 'bf16' not in _precisions(o)):
             continue
-        if p == 'fp32' and model_side and 'fp32' not in _precisions(o):
-            continue  # exported only for bf16
+        if p == 'fp32' and 'fp32' not in _precisions(o):
+            continue  # a MODEL side's file exported only for bf16; a file side asked for bf16 alone
         if not supports_precision(word, p):
             notes.append(f'{role}/{word}/{p} skipped: {runtime_spec(word).label} has no {p.upper()} '
                          f"(it runs {', '.join(runtime_spec(word).precisions)})")
@@ -291,7 +341,7 @@ def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
                 timed += [_Timed(side.role, name, runner)] if runner is not None else []
         elif RUNTIMES[word].kind == 'onnx':
             hook = artifact_hook(word)
-            for p, path in _onnx_precisions(word, files, o, model_src is not None, notes, side.role):
+            for p, path in _onnx_precisions(word, files, o, notes, side.role):
                 record = None
                 if hook is not None:  # a runtime that picks or builds its own file (OpenVINO's INT8 pick)
                     path, record = hook(path, p, files, src, o, workdir, notes, log, side.role)
@@ -356,7 +406,8 @@ def _settings(o: BenchOptions, batches, runtimes, timed: List[_Timed]) -> Dict[s
         'batches': list(batches), 'runtimes': list(runtimes),
         'precisions': sorted({t.runner.precision for t in timed}),
         'warmup': o.warmup, 'repeats': o.repeats, 'min_time_s': o.min_time_s, 'min_iters': o.min_iters,
-        'device': o.device, 'amp': o.amp, 'input': 'standard normal, seed 0',
+        'device': o.device, 'amp': any(t.runner.precision in EAGER_PRECISIONS for t in timed),  # what ran
+        'input': 'standard normal, seed 0',
         'order': ('interleaved: each repeat times every runner once, forward order on even repeats, reversed on odd; '
                   'the target and compare runner of one runtime and precision back to back'),
         'images_per_s': 'median over repeats of batch * calls / seconds in each timing window',
@@ -410,17 +461,21 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
     import torch
     o = with_overrides(BenchOptions, options, overrides)
     log = log or (lambda msg: None)
-    out_path = resolve_output(o.output, o.force, default_name='bench.json') if o.output else None
+    out_path = resolve_output(o.output, o.force, default_name='bench.json', suffix='.json') if o.output else None
     batches = parse_batches(o.batches)
     _check_options(o)
     notes: List[str] = []
     packaged = list(dict.fromkeys(w for w in (package_runtime(target), package_runtime(o.compare or '')) if w))
     runtimes = _gate_runtimes(o.runtimes if o.runtimes is not None or not packaged else packaged, o.device, notes)
-    machine = machine_info()
-    notes += [n for n in [_busy_note(machine)] if n]
     sides = [_Side('target', target, o.checkpoint, o.onnx, model)]
     if o.compare:
         sides.append(_Side('compare', o.compare, o.compare_checkpoint, o.compare_onnx, compare_model))
+    if out_path:
+        _check_output(out_path, sides)
+    first_side_note = len(notes)
+    _check_sides(sides, o, runtimes, notes)
+    machine = machine_info()
+    notes[first_side_note:first_side_note] = [n for n in [_busy_note(machine)] if n]
     with torch_threads(o.threads) as threads_in_force, keep_freed_memory(o.keep_freed_memory) as malloc, \
             temporary_folder('timm_recal_bench_') as workdir:
         picks: Dict[str, Any] = {}
@@ -429,6 +484,8 @@ def bench(target: str, options: Optional[BenchOptions] = None, *, model: Optiona
                  for t in _side_runners(side, o, runtimes, workdir, notes, log, picks, failed)]
         if not timed:
             raise DeployError('nothing to time: ' + '; '.join(notes))
+        if o.amp and not any(t.runner.precision in EAGER_PRECISIONS for t in timed):
+            notes.append('--amp not applied: no runtime timed a MODEL side under autocast')
         results = _run_batches(timed, batches, o, clock, notes, log, failed)
         extra = _extra_numbers(timed, runtimes, batches, o, notes, log)
     record = BenchResult(

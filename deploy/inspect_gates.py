@@ -31,7 +31,7 @@ from .gate_probe import GateProbe, GateSite, require_gates, zeroed_channels
 from .images import _batches, make_dataset, scan_images
 from .options import DataOptions, ModelOptions, OutputOptions, RuntimeOptions, with_overrides
 from .results import Result
-from .runtimes import open_runtime, runtime_spec
+from .runtimes import open_runtime, package_runtime, runtime_spec
 from .sources import HASHED_WEIGHTS, Source, check_pairing, is_onnx_path, open_source
 from .torch_threads import torch_threads
 
@@ -329,6 +329,9 @@ def inspect(model_or_onnx: str, options: Optional[InspectOptions] = None, **over
     """The inspect stage: ``InspectResult`` for a MODEL, ``GateDiffResult`` for an ONNX file (module docstring)."""
     o = with_overrides(InspectOptions, options, overrides)
     t0 = time.perf_counter()
+    if package_runtime(model_or_onnx):  # compiled code has no gate modules to hook nor tensors to tap
+        raise DeployError(f'{model_or_onnx} is a compiled package: its gates cannot be probed; inspect the MODEL it '
+                          f'was compiled from (timm-recal info {model_or_onnx} names it) or an ONNX export of it')
     final = _check_options(o)
     with torch_threads(o.threads):  # intra-op threads of the PyTorch passes (the runtimes take their own)
         if is_onnx_path(model_or_onnx):

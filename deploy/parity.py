@@ -7,8 +7,9 @@ agreement (mean overlap of the two top-5 sets), and non-finite outputs. A run pa
 ``max_abs_err <= atol`` AND ``max_rel_err <= rtol``, and the top-1 agreement reaches ``min_top1``; the
 defaults per precision are ``TOLERANCES``.
 
-Parity compares artifacts: an ONNX file with the PyTorch model its metadata names (``--checkpoint`` or the one
-recorded at export), or a MODEL with ``--onnx FILE``. Handed only a MODEL, it calls the export stage (and the
+Parity compares artifacts: an ONNX file or a compiled package (a ``.pt2``, under its own runtime at its own
+precision) with the PyTorch model its metadata names (``--checkpoint`` or the one recorded at export), or a MODEL
+with ``--onnx FILE``. Handed only a MODEL, it calls the export stage (and the
 quantize stage for ``--precision fp16/int8``) into a temporary folder (``keep_dir`` keeps the files). INT8 is
 calibrated on ``calib_data``, disjoint from ``data``; without it, one folder is split into a calibration part
 and a measurement part.
@@ -32,7 +33,8 @@ from .metadata import read_metadata
 from .options import (DataOptions, Int8Options, ModelOptions, OutputOptions, RuntimeOptions, with_overrides)
 from .quantize import QuantizeOptions, convert_fp16, quantize_int8
 from .results import Result
-from .runtimes import DEFAULT_ONNX_RUNTIME, PRECISIONS, REFERENCE_RUNTIME, open_runtime, runtime_spec
+from .runtimes import (DEFAULT_ONNX_RUNTIME, PRECISIONS, REFERENCE_RUNTIME, open_runtime, package_runtime,
+                       runtime_spec)
 from .sources import Source, check_pairing, open_source
 from .torch_threads import torch_threads
 
@@ -150,6 +152,25 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray) -> Optional[float]:
     return float(100.0 * (logits.argmax(1) == labels).mean())
 
 
+def _runtime_word(spec: str, o: ParityOptions) -> str:
+    """The runtime parity runs: a compiled package's own, else the one asked (or the default ONNX runtime)."""
+    return package_runtime(spec) or (o.runtimes or [DEFAULT_ONNX_RUNTIME])[0]
+
+
+def _check_package(spec: str, onnx_path: Optional[str], o: ParityOptions) -> None:
+    """A compiled package is compared with the PyTorch model its metadata records, under its own runtime and at
+    the precision it was built for; what would be ignored is refused (before the reference is built)."""
+    word = package_runtime(spec)
+    if onnx_path is not None:
+        raise DeployError(f'{spec} is a compiled package, compared with the model it records; --onnx is for a MODEL')
+    if o.runtimes and list(o.runtimes) != [word]:
+        raise DeployError(f"{spec} is a compiled package; it runs under {word}, not --runtimes {','.join(o.runtimes)}")
+    built = open_source(spec, o).meta['precision']  # reads the metadata only; refuses another --device
+    if o.precision is not None and o.precision != built:
+        raise DeployError(f'{spec} was compiled for {built}, not --precision {o.precision}: a package runs at the '
+                          f'precision it was built for (give --precision {built} or none)')
+
+
 def _check_options(o: ParityOptions) -> None:
     if o.precision is not None and o.precision not in PRECISIONS:
         raise DeployError(f"--precision must be one of {', '.join(PRECISIONS)}, got {o.precision!r}")
@@ -265,9 +286,12 @@ def _measure(ref: Source, c: _Candidate, o: ParityOptions):
     loader = DataLoader(dataset, batch_size=o.batch_size, shuffle=False)
     ref_runner = open_runtime(REFERENCE_RUNTIME, ref.model, precision=amp_precision(o.device) if o.amp else 'fp32',
                               device=o.device, input_size=ref.info['input_size'], threads=o.threads)
-    word = (o.runtimes or [DEFAULT_ONNX_RUNTIME])[0]
-    source, kw = (c.path, {}) if runtime_spec(word).kind == 'onnx' else (ref.model, dict(
-        device=o.device, input_size=ref.info['input_size'], info=ref.info, compile_timeout=o.compile_timeout))
+    word = _runtime_word(ref.spec, o)
+    if ref.kind == 'package' or runtime_spec(word).kind == 'onnx':  # a file: the one the candidate names
+        source, kw = c.path, {}
+    else:  # a PyTorch runtime (compiled) runs the module itself
+        source, kw = ref.model, dict(device=o.device, input_size=ref.info['input_size'], info=ref.info,
+                                     compile_timeout=o.compile_timeout)
     runner = open_runtime(word, source, precision=c.precision, threads=o.threads, **kw)
     (r, out), labels = collect_logits(loader, [ref_runner, runner], o.progress, f'parity {c.precision}')
     return r, out, labels, dataset, ref_runner.describe(), runner.describe()
@@ -283,7 +307,7 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
            model: Optional[nn.Module] = None, **overrides) -> ParityResult:
     """Compare PyTorch and a runtime's logits; ``passed`` says if every gate held.
 
-    ``model_or_onnx``: a MODEL spec or an ``.onnx`` file. ``onnx_path``: with a MODEL, compare against this file
+    ``model_or_onnx``: a MODEL spec, an ``.onnx`` file or a compiled package. ``onnx_path``: with a MODEL, compare against this file
     instead of exporting. ``model``: an already built module as the PyTorch side (e.g. randomized weights).
     ``overrides`` set single ``ParityOptions`` fields (``precision``, ``data``, ``output``...).
     """
@@ -293,6 +317,11 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
     _check_options(o)
     if onnx_path is not None and model_or_onnx.lower().endswith('.onnx'):
         raise DeployError('give either an ONNX file or a MODEL with --onnx, not two ONNX files')
+    if onnx_path is not None and package_runtime(onnx_path):
+        raise DeployError(f'--onnx takes an ONNX file; compare a compiled package on its own: timm-recal parity '
+                          f'{onnx_path}')
+    if package_runtime(model_or_onnx):
+        _check_package(model_or_onnx, onnx_path, o)
     ref = open_source(model_or_onnx, o, module=model, need_model=True)
     if ref.kind == 'onnx':
         onnx_path = ref.onnx_path
@@ -304,8 +333,12 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
         if o.keep_dir and os.path.exists(o.keep_dir) and not os.path.isdir(o.keep_dir):
             raise DeployError(f'--keep-dir {o.keep_dir} is a file, not a folder')
         os.makedirs(work, exist_ok=True)
-        c = _candidate(ref, onnx_path, root, work, o) if runtime_spec((o.runtimes or [DEFAULT_ONNX_RUNTIME])[0]).kind == 'onnx' \
-            else _Candidate(None, o.precision or 'fp32')  # a PyTorch runtime (compiled) runs the module itself
+        if ref.kind == 'package':  # the package as it is, at the precision it was built for
+            c = _Candidate(ref.spec, ref.meta['precision'])
+        elif runtime_spec(_runtime_word(ref.spec, o)).kind == 'onnx':
+            c = _candidate(ref, onnx_path, root, work, o)
+        else:  # a PyTorch runtime (compiled) runs the module itself
+            c = _Candidate(None, o.precision or 'fp32')
         with torch_threads(o.threads):  # the PyTorch side runs with --threads as the runtime does
             r, out, labels, dataset, ref_desc, run_desc = _measure(ref, c, o)
     result = _result(ref, c, o, r, out, labels, dataset, ref_desc, run_desc, root, t_start)

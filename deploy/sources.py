@@ -34,8 +34,9 @@ NAMING_KEYS = ('model_spec', 'architecture', 'tag', 'weights', 'checkpoint')
 
 @dataclass
 class Source:
-    """A resolved MODEL_OR_ONNX: ``kind`` 'model' (``model`` set) or 'onnx' (``onnx_path``/``meta`` set; ``model``
-    too when a PyTorch reference was asked for). ``info`` holds ``DATA_KEYS`` and ``NAMING_KEYS``."""
+    """A resolved MODEL_OR_ONNX: ``kind`` 'model' (``model`` set), 'onnx' (``onnx_path``/``meta`` set) or 'package'
+    (a runtime's compiled file: ``meta`` set); for a file, ``model`` too when a PyTorch reference was asked for.
+    ``info`` holds ``DATA_KEYS`` and ``NAMING_KEYS``."""
     spec: str
     kind: str
     info: Dict[str, Any] = field(default_factory=dict)
@@ -124,9 +125,10 @@ def reference_model(meta: Dict[str, Any], onnx_path: str, opts: ModelOptions):
             raise DeployError(f'{onnx_path} was exported from checkpoint {recorded}, which is not there (looked in '
                               'the working folder and beside the file); pass --checkpoint')
     if checkpoint is None and weights in ('random', 'module'):
+        own = 'compiles its own package' if package_runtime(onnx_path) else 'exports its own ONNX file'
         raise DeployError(f"{onnx_path} was exported with {'random' if weights == 'random' else 'in-memory'} "
                           'weights, so the PyTorch reference cannot be rebuilt; pass --checkpoint, or run parity '
-                          'on the MODEL so that it exports its own ONNX file')
+                          f'on the MODEL so that it {own}')
     size = (meta.get('input_size') or [None])[-1]
     model, info = load_model(_local_dir_spec(spec, meta, checkpoint), checkpoint,
                              num_classes=meta.get('num_classes') if checkpoint is None else None,
@@ -167,11 +169,10 @@ def check_pairing(info: Dict[str, Any], meta: Dict[str, Any], onnx_path: str,
                           f"({info.get('weights')} {info.get('checkpoint') or ''}): the weight hashes differ".replace(' )', ')'))
 
 
-def _onnx_source(spec: str, opts: ModelOptions, module: Optional[nn.Module], need_model: bool) -> Source:
-    meta = read_metadata(spec)
-    check_img_size(meta, opts.img_size, spec)
-    info = {**onnx_data_config(meta, spec), **{k: meta.get(k) for k in NAMING_KEYS}}
-    src = Source(spec, 'onnx', info, onnx_path=spec, meta=meta)
+def _with_reference(src: Source, opts: ModelOptions, module: Optional[nn.Module], need_model: bool) -> Source:
+    """A file's source with its PyTorch side: ``module`` as given, or (``need_model``) the model its metadata
+    records, rebuilt and hash-checked (``reference_model``); the same for an ONNX file and a compiled package."""
+    meta, spec = src.meta, src.spec
     if module is not None:
         src.model = module.eval()
         src.info['weights'] = 'module'
@@ -184,17 +185,25 @@ def _onnx_source(spec: str, opts: ModelOptions, module: Optional[nn.Module], nee
     return src
 
 
+def _onnx_source(spec: str, opts: ModelOptions, module: Optional[nn.Module], need_model: bool) -> Source:
+    meta = read_metadata(spec)
+    check_img_size(meta, opts.img_size, spec)
+    info = {**onnx_data_config(meta, spec), **{k: meta.get(k) for k in NAMING_KEYS}}
+    return _with_reference(Source(spec, 'onnx', info, onnx_path=spec, meta=meta), opts, module, need_model)
+
+
 def open_source(spec: str, opts: Optional[ModelOptions] = None, module: Optional[nn.Module] = None,
                 need_model: bool = False) -> Source:
-    """Resolve MODEL_OR_ONNX ``spec``: an ``.onnx`` file (with its PyTorch reference when ``need_model``), a
-    runtime's compiled package (``kind == 'package'``; the runtime table's ``package_source``) or a model spec
-    built with ``opts`` (or ``module``, an already built model that ``spec`` only names)."""
+    """Resolve MODEL_OR_ONNX ``spec``: an ``.onnx`` file or a runtime's compiled package (``kind == 'package'``;
+    the runtime table's ``package_source``), each with its PyTorch reference when ``need_model`` (the model its
+    metadata records: a package was made from a model as an ONNX file was), or a model spec built with ``opts``
+    (or ``module``, an already built model that ``spec`` only names)."""
     opts = opts or ModelOptions()
     word = package_runtime(spec)
     if word is not None:
         src = package_source_hook(word)(spec, opts.device)
         check_img_size(src.meta, opts.img_size, spec)
-        return src
+        return _with_reference(src, opts, module, need_model)
     if is_onnx_path(spec):
         return _onnx_source(spec, opts, module, need_model)
     if module is not None:

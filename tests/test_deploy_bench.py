@@ -296,8 +296,11 @@ def test_report_table_and_plot_from_bench_record(tmp_path):
 
 def test_report_table_command(tmp_path, capsys):
     from timm_recal_deploy.report import main
+    timed = dict(latency_ms={'p50': 1.0, 'p90': 1.0, 'p99': 1.0}, iterations=10)  # a whole record: report checks
     rec = {'kind': 'timm-recal-bench', 'models': {'target': {'name': 'x', 'input_size': [3, 32, 32]}},
-           'results': [_res('target', 'eager', 'fp32', 1, 5.0), _res('target', 'ort', 'fp32', 1, 10.0)]}
+           'settings': {'batches': [1], 'warmup': 1, 'repeats': 1, 'min_time_s': 0.1, 'device': 'cpu'},
+           'results': [dict(_res('target', 'eager', 'fp32', 1, 5.0), **timed),
+                       dict(_res('target', 'ort', 'fp32', 1, 10.0), **timed)]}
     rec['ratios'] = compute_ratios(rec['results'])
     path = tmp_path / 'x.json'
     path.write_text(json.dumps(rec))
@@ -366,3 +369,84 @@ def test_keep_freed_memory_from_the_command_line_is_recorded(capsys, tmp_path):
                          '--repeats', '1', '--min-time', '0', '--keep-freed-memory', '-o', out)
     assert rc == 0, err
     assert json.loads(out.read_text())['threads']['malloc'] == KEPT_POLICY
+
+
+def test_bench_output_is_json_and_never_an_input(tiny_onnx, tmp_path, capsys):
+    """``bench m.onnx -o m.onnx --force`` replaced the model it had just timed with JSON: -o must end in .json (as
+    parity's and validate's) and name no input, refused before any timing, the input untouched."""
+    from timm_recal.cli import main
+    import shutil
+    model = tmp_path / 'm.onnx'
+    shutil.copyfile(tiny_onnx[0], model)
+    before = model.read_bytes()
+    rc = main(['bench', str(model), '--runtimes', 'ort', '--batch', '1', '--repeats', '1', '--warmup', '0',
+               '--min-time', '0', '-o', str(model), '--force'])
+    err = capsys.readouterr().err
+    assert rc != 0 and "should end with '.json'" in err and len(err.strip().splitlines()) == 1
+    assert model.read_bytes() == before
+    named_json = tmp_path / 'weights.json'  # an input that does end in .json (a checkpoint here) is refused too
+    named_json.write_bytes(b'{}')
+    with pytest.raises(DeployError, match='is an input of this run'):
+        bench(TINY, checkpoint=str(named_json), runtimes=['eager'], batches=[1], output=str(named_json), force=True)
+    assert named_json.read_bytes() == b'{}'
+
+
+def test_bench_of_an_onnx_file_refuses_what_cannot_apply(tiny_onnx, capsys):
+    """An ONNX file runs at its own precision with its own weights, never under autocast: --precision it cannot
+    run, --amp and --checkpoint/--use-ema were accepted and ignored (or misrecorded); now one line, before any
+    timing, the way validate refuses them. What is valid stays valid."""
+    from timm_recal.cli import main
+    fp32, int8 = tiny_onnx
+    fast = dict(batches=[1], warmup=0, repeats=1, min_time_s=0.0)
+    with pytest.raises(DeployError, match=r'is a fp32 ONNX file, not --precision int8'):
+        bench(fp32, precisions=['int8'], runtimes=['ort'], **fast)  # was: timed fp32, recorded precisions ['fp32']
+    with pytest.raises(DeployError, match=r'is a int8 ONNX file, not --precision fp32'):
+        bench(int8, precisions=['fp32'], runtimes=['ort'], **fast)
+    with pytest.raises(DeployError, match=r'--amp applies to a MODEL'):
+        bench(fp32, amp=True, runtimes=['ort'], **fast)  # was: settings.amp true, nothing under autocast
+    with pytest.raises(DeployError, match=r'--amp applies to a MODEL'):
+        bench(int8, compare=fp32, amp=True, **fast)
+    with pytest.raises(DeployError, match=r'--checkpoint/--use-ema apply to a MODEL'):
+        bench(fp32, checkpoint='missing.pth', runtimes=['ort'], **fast)  # was: accepted, even a missing file
+    with pytest.raises(DeployError, match=r'--checkpoint/--use-ema apply to a MODEL'):
+        bench(fp32, use_ema=True, runtimes=['ort'], **fast)
+    with pytest.raises(DeployError, match=r'--compare-checkpoint apply to a MODEL'):
+        bench(TINY, compare=fp32, compare_checkpoint='missing.pth', runtimes=['ort'], **fast)
+    rc = main(['bench', fp32, '--precision', 'int8', '--batch', '1'])
+    err = capsys.readouterr().err
+    assert rc != 0 and len(err.strip().splitlines()) == 1 and 'not --precision int8' in err
+    # valid: the file's own precision among others (a note says what it skips), the MODEL side's --amp
+    rec = bench(fp32, precisions=['fp32', 'int8'], runtimes=['ort'], **fast)
+    assert [(r['runtime'], r['precision']) for r in rec.results] == [('ort', 'fp32')]
+    assert rec.settings['precisions'] == ['fp32'] and any('int8 not timed for it' in n for n in rec.notes)
+    rec = bench(TINY, compare=fp32, amp=True, runtimes=['eager', 'ort'], **fast)
+    assert rec.settings['amp'] is True and any(r['precision'].startswith('amp_') for r in rec.results)
+    rec = bench(TINY, amp=True, runtimes=['ort'], **fast)  # nothing ran under autocast: recorded so, and said
+    assert rec.settings['amp'] is False and any('--amp not applied' in n for n in rec.notes)
+
+
+def test_bench_of_an_fp32_onnx_file_at_bf16_times_only_bf16(tiny_onnx, monkeypatch):
+    """bf16 is a runtime precision of the FP32 file (OpenVINO's hint): --precision bf16 stays valid, and times bf16
+    alone (it timed fp32 too, which was not asked). A fake runtime row stands in for OpenVINO."""
+    from timm_recal_deploy import runtimes as rt
+    from timm_recal_deploy.ort_runtime import open_ort
+    fp32, _ = tiny_onnx
+
+    class Fake(rt.Runner):
+        name = 'fake_bf16'
+
+        def __init__(self, path, precision):
+            self.inner, self.precision = open_ort(path, precision='fp32', threads=1), precision
+            self.input_size = self.inner.input_size
+
+        def __call__(self, images):
+            return self.inner(images)
+
+    def open_fake(path, *, precision='fp32', threads=None, **kw):
+        return Fake(path, precision)
+    monkeypatch.setitem(rt.RUNTIMES, 'fake_bf16', rt.RuntimeSpec(
+        'fake_bf16', 'fake', 'onnx', 'ort_runtime:open_ort', 'onnxruntime', 'deploy', precisions=('fp32', 'bf16')))
+    real = rt._opener
+    monkeypatch.setattr(rt, '_opener', lambda spec: open_fake if spec.word == 'fake_bf16' else real(spec))
+    rec = bench(fp32, precisions=['bf16'], runtimes=['fake_bf16'], batches=[1], warmup=0, repeats=1, min_time_s=0.0)
+    assert [(r['runtime'], r['precision']) for r in rec.results] == [('fake_bf16', 'bf16')]

@@ -504,3 +504,70 @@ def test_pipeline_triton_stage_serves_the_package(cnn3_package, compile_cache, t
     assert not r.passed and stages['triton']['status'] == 'error' and 'SIGKILL' in stages['triton']['error']
     assert r.triton is None and not (tmp_path / 'crash' / 'triton').exists()
     assert (tmp_path / 'crash' / 'report.md').is_file() and stages['export']['status'] == 'ok'
+
+
+def test_parity_of_a_package_rebuilds_its_reference_and_inspect_refuses_it(cnn3_package, tmp_path, capsys):
+    """``parity m.pt2`` compares the package, under its own runtime and precision, with the PyTorch model its
+    metadata records (the checkpoint found beside it, its hash checked), as ``parity m.onnx`` does; it ended in
+    ``'NoneType' object has no attribute ...`` tracebacks. What would be ignored is refused in one line, and
+    ``inspect m.pt2`` (compiled code has no gates to hook) is refused in one line, writing nothing."""
+    _, _, path = cnn3_package
+    p = parity(path, limit=8)
+    assert p.passed and p.runtime['runtime'] == 'aoti' and p.reference['runtime'] == 'eager'
+    assert p.onnx == os.path.abspath(path) and p.model['weights'] == 'checkpoint' and p.n_images == 8
+    rc, out, _ = run_cli(capsys, 'parity', path, '--data', cifar_samples(), '--limit', '8', '--runtimes', 'aoti',
+                         '--json')
+    assert rc == 0 and json.loads(out)['passed']
+    for args, message in ((['--runtimes', 'ort'], 'it runs under aoti, not --runtimes ort'),
+                          (['--precision', 'bf16'], 'was compiled for fp32, not --precision bf16'),
+                          (['--onnx', tmp_path / 'm.onnx'], '--onnx is for a MODEL')):
+        rc, _, err = run_cli(capsys, 'parity', path, '--limit', '4', *args)
+        assert rc != 0 and message in err and len(err.strip().splitlines()) == 1, err
+    alone = tmp_path / 'alone.pt2'  # its checkpoint neither where recorded nor beside it: asks for --checkpoint
+    alone.write_bytes(open(path, 'rb').read())
+    rc, _, err = run_cli(capsys, 'parity', alone, '--limit', '4')
+    assert rc != 0 and 'pass --checkpoint' in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run_cli(capsys, 'inspect', path, '--data', cifar_samples(), '-o', tmp_path / 'out')
+    assert rc != 0 and 'is a compiled package: its gates cannot be probed' in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / 'out').exists()
+
+
+def _with_libraries(src: str, dst: str, change) -> str:
+    """A copy of the package ``src`` whose compiled libraries are ``change(bytes)`` (None: left out)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w') as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename.endswith('.so'):
+                data = change(data)
+            if data is not None:
+                zout.writestr(item, data)
+    return dst
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda data: None, 'holds no compiled library for its dynamic-batch model'),
+    (lambda data: b'\x7fELF' + b'junk' * 1000, 'has a damaged ELF header'),
+    (lambda data: b'MZ' + data[2:], 'is not a compiled library'),
+    (lambda data: data[:len(data) // 2], 'is cut short'),
+    (lambda data: data[:18] + (183 if data[18] != 183 else 62).to_bytes(2, 'little') + data[20:], 'was built for'),
+], ids=['missing', 'junk', 'not_elf', 'truncated', 'other_machine'])
+def test_a_package_whose_libraries_cannot_load_is_refused_before_loading(cnn3_package, tmp_path, monkeypatch,
+                                                                         capsys, damage, message):
+    """``info`` said "loads here: yes" for a package with missing or junk libraries (validate then failed "does
+    not load" and left torch's /tmp/aotinductor_* folders behind): the libraries are checked from the zip, so info
+    says no (and why) and every stage refuses the package in one line without loading it."""
+    _, _, path = cnn3_package
+    bad = _with_libraries(path, str(tmp_path / 'bad.pt2'), damage)
+    rc, out, _ = run_cli(capsys, 'info', bad, '--json')
+    loads = json.loads(out)['loads_here']
+    assert rc == 0 and loads.startswith('no: ') and message in loads, loads
+    tmp = tmp_path / 'tmp'
+    tmp.mkdir()
+    monkeypatch.setenv('TMPDIR', str(tmp))  # where torch's loader would extract the package
+    rc, _, err = run_cli(capsys, 'validate', bad, '--data', cifar_samples(), '--limit', '4')
+    assert rc != 0 and message in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(DeployError, match=message):
+        open_runtime('aoti', bad)
+    assert not list(tmp.glob('aotinductor_*'))
+    rc, out, _ = run_cli(capsys, 'info', path, '--json')
+    assert rc == 0 and json.loads(out)['loads_here'] == 'yes'

@@ -275,3 +275,13 @@ def test_the_time_shares_print_nothing_on_stderr():
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) > 0
     assert 'profiler_st' not in done.stderr and 'USDT' not in done.stderr, done.stderr[-2000:]
+
+
+def test_a_compiled_package_is_refused_in_one_line(tmp_path, capsys):
+    """``inspect m.pt2`` ended in ``'NoneType' object has no attribute 'named_modules'``: a compiled package has
+    no gate modules to hook nor tensors to tap, so it is refused by name, before reading it, writing nothing."""
+    package = tmp_path / 'm.pt2'
+    package.write_bytes(b'PK')  # refused by what it is, before it is read
+    rc, _, err = run_cli(capsys, 'inspect', package, '--data', cifar_samples(), '-o', tmp_path / 'out')
+    assert rc != 0 and 'is a compiled package: its gates cannot be probed' in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / 'out').exists()
