@@ -89,7 +89,7 @@ def head_in_pool(model: nn.Module) -> nn.Module:
 
 
 def trained(name: str) -> nn.Module:
-    return timm.create_model(f'local-dir:weights/{name}.cifar10').eval()
+    return timm.create_model(f'local-dir:weights/{name}.cifar10', pretrained=True).eval()  # the shipped weights
 
 
 def without(model: nn.Module, name: str) -> nn.Module:
