@@ -121,6 +121,7 @@ def test_report_verb(tmp_path, capsys):
                     latency_ms={'p50': 1.0, 'p90': 1.0, 'p99': 1.0}, iterations=3)
                for rt, v in (('eager', 5.0), ('ort', 10.0))]
     rec = {'kind': 'timm-recal-bench', 'models': {'target': {'name': 'x', 'input_size': [3, 32, 32]}},
+           'settings': {'batches': [1], 'warmup': 1, 'repeats': 1, 'min_time_s': 0.1, 'device': 'cpu'},  # whole
            'results': results, 'ratios': compute_ratios(results)}
     path = tmp_path / 'b.json'
     path.write_text(json.dumps(rec))
