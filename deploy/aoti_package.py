@@ -9,8 +9,8 @@ both run alike. Each static model carries its own copy of the weights, so the pa
 per static batch.
 
 A package carries the provenance our ONNX files carry (model spec, weights and their SHA-256, preprocessing,
-labels: ``export.PROVENANCE_KEYS``) plus the torch version, device, dtype, memory format and batch range it was
-compiled for, as JSON under the ``timm_recal`` key of AOTInductor's own ``aot_inductor.metadata`` (the
+labels: ``export.PROVENANCE_KEYS``) plus the torch version, device (on the CPU, the vector ISA its code needs),
+dtype, memory format and batch range it was compiled for, as JSON under the ``timm_recal`` key of AOTInductor's own ``aot_inductor.metadata`` (the
 supported way: it is compiled into the package and written beside it as ``*wrapper_metadata.json``).
 ``package_metadata`` reads that JSON from the zip without loading the shared library, so a package of another
 torch version or device is refused in one line before anything is loaded.
@@ -63,7 +63,8 @@ from .sources import HASHED_WEIGHTS, NAMING_KEYS, Source, is_onnx_path, onnx_dat
 __all__ = ['AotiExportOptions', 'AotiExportResult', 'export_aoti', 'cached_package', 'package_metadata',
            'check_package', 'build_package', 'PACKAGE_KEY', 'DEFAULT_MAX_BATCH', 'PACKAGE_PRECISIONS',
            'is_package_path', 'package_source', 'inspect_package', 'default_static_batches', 'static_model_name',
-           'DYNAMIC_MODEL', 'triton_package', 'triton_export', 'check_libraries']
+           'DYNAMIC_MODEL', 'triton_package', 'triton_export', 'check_libraries', 'compiled_cpu_isa',
+           'missing_cpu_isa']
 
 #: the ``aot_inductor.metadata`` entry holding our JSON
 PACKAGE_KEY = 'timm_recal'
@@ -159,7 +160,35 @@ def check_package(path: str, meta: Dict[str, Any], device: Optional[str] = None)
         raise DeployError(f"{path} was compiled for {meta.get('device')}, not --device {device}")
     if kind == 'cuda' and meta.get('device') != device_name('cuda'):
         raise DeployError(f"{path} was compiled for {meta.get('device')}, this GPU is {device_name('cuda')}")
+    missing = missing_cpu_isa(meta.get('cpu_isa') or '') if kind == 'cpu' else []
+    if missing:
+        raise DeployError(f"{path} was compiled for the CPU instructions {meta['cpu_isa']!r}; this CPU lacks "
+                          f"{', '.join(missing)}, so its code would stop at an illegal instruction (re-export it on "
+                          'this machine: timm-recal export MODEL --format aoti)')
     check_libraries(path, meta)
+
+
+#: inductor's CPU vector ISA words (``str(cpu_vec_isa.pick_vec_isa())``, e.g. ``'avx512 avx512_vnni'``) -> whether
+#: this CPU runs code compiled for them (cpuinfo, no compiler needed where a package is loaded); AMX code is also
+#: built with AVX-512 BF16. An unknown word (another architecture's) is not checked.
+_CPU_ISA_CHECKS: Dict[str, Callable[[], bool]] = {
+    'avx2': lambda: torch.cpu._is_avx2_supported(),
+    'avx512': lambda: torch.cpu._is_avx512_supported(),
+    'avx512_vnni': lambda: torch.cpu._is_vnni_supported(),
+    'amx_tile': lambda: torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported(),
+    'amx_fp16': lambda: torch.cpu._is_amx_fp16_supported(),
+}
+
+
+def compiled_cpu_isa() -> str:
+    """The vector ISA inductor compiles CPU code for on this machine (recorded in a CPU package's metadata)."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+    return str(pick_vec_isa())
+
+
+def missing_cpu_isa(isa: str) -> List[str]:
+    """The words of ``isa`` (``compiled_cpu_isa`` where a package was built) this CPU lacks."""
+    return [word for word in isa.split() if word in _CPU_ISA_CHECKS and not _CPU_ISA_CHECKS[word]()]
 
 
 def _elf_problem(head: bytes, size: int) -> Optional[str]:
@@ -263,6 +292,8 @@ def _package_meta(info: Dict[str, Any], model: nn.Module, device: str, precision
                 memory_format=_memory_format(device), batch_range=[1, int(max_batch)],
                 static_batches=sorted({int(b) for b in static_batches}),
                 freezing=not device.startswith('cuda'), versions=library_versions())
+    if device_kind(device) == 'cpu':  # what its code needs of a CPU (``check_package``)
+        meta['cpu_isa'] = compiled_cpu_isa()
     macs = conv_macs_per_image(prepared, meta['input_size']) if device_kind(device) == 'cpu' else None
     meta['weight_prepack'] = {name: weight_prepack(precision, device, macs, batch) for name, batch in
                               [(DYNAMIC_MODEL, None)] + [(static_model_name(b), b) for b in meta['static_batches']]}
@@ -272,7 +303,7 @@ def _package_meta(info: Dict[str, Any], model: nn.Module, device: str, precision
 def _cache_key(meta: Dict[str, Any], prepared: nn.Module) -> str:
     ident = {k: meta.get(k) for k in ('architecture', 'num_classes', 'input_size', 'torch', 'device', 'dtype',
                                       'memory_format', 'batch_range', 'static_batches', 'freezing',
-                                      'weight_prepack')}
+                                      'weight_prepack', 'cpu_isa')}
     ident.update(weights=weights_digest(prepared), modules=module_types(prepared), code=code_digest(prepared),
                  # the code that made the graph, ours and timm's (not onnx's, which the meta records too)
                  versions={k: v for k, v in (meta.get('versions') or {}).items() if k in ('timm', 'timm_recal')},

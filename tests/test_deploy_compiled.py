@@ -230,6 +230,26 @@ def test_other_torch_device_or_file_is_refused_in_one_line(cnn3_package, tmp_pat
     assert rc == 0 and json.loads(out)['loads_here'].startswith('no: ') and 'torch 2.5.0' in out
 
 
+def test_a_cpu_package_needs_the_vector_instructions_it_was_compiled_for(cnn3_package, tmp_path, capsys,
+                                                                         monkeypatch):
+    """A CPU package records inductor's ISA (``cpu_isa``); on a CPU without one of its instructions the library
+    would die by SIGILL, so it is refused in one line before anything is loaded (the check reads cpuinfo: here
+    the CPU is made to lack the recorded ISA's last word)."""
+    import timm_recal_deploy.aoti_package as aoti_package
+    _, _, path = cnn3_package
+    isa = package_metadata(path)['cpu_isa']
+    assert isa == aoti_package.compiled_cpu_isa() and aoti_package.missing_cpu_isa(isa) == []
+    assert aoti_package.missing_cpu_isa('sve256 neon') == []  # another architecture's words: not checked
+    word = isa.split()[-1]
+    monkeypatch.setitem(aoti_package._CPU_ISA_CHECKS, word, lambda: False)
+    with pytest.raises(DeployError, match=rf"compiled for the CPU instructions '{isa}'; this CPU lacks {word}, "):
+        open_runtime('aoti', path)
+    rc, _, err = run_cli(capsys, 'validate', path, '--data', cifar_samples(), '--limit', '4')
+    assert rc != 0 and 'illegal instruction' in err and len(err.strip().splitlines()) == 1
+    rc, out, _ = run_cli(capsys, 'info', path, '--json')
+    assert rc == 0 and json.loads(out)['loads_here'].startswith('no: ') and f'lacks {word}' in out
+
+
 def test_validate_a_package_by_its_metadata(cnn3_package, capsys):
     _, _, path = cnn3_package
     rc, out, _ = run_cli(capsys, 'validate', path, '--data', cifar_samples(), '--limit', '8', '--json')
