@@ -31,7 +31,7 @@ from .results import Result
 from .runtimes import (EAGER_PRECISIONS, PRECISIONS, RUNTIMES, Runner, artifact_hook, check_precisions,
                        default_runtimes, numbers_hook, package_runtime, open_runtime, runtime_spec,
                        supports_precision)
-from .sources import Source, check_pairing, open_source
+from .sources import Source, check_pairing, is_onnx_path, open_source
 from .timing import busy_cpus, compute_ratios, machine_info, summarize_times, time_interleaved
 from .malloc_policy import keep_freed_memory
 from .torch_threads import torch_threads
@@ -153,7 +153,7 @@ def _check_options(o: BenchOptions) -> None:
 
 def _is_file(spec: str) -> bool:
     """A side given as a file (an ONNX file or a compiled package) rather than a MODEL."""
-    return bool(package_runtime(spec)) or spec.lower().endswith('.onnx')
+    return bool(package_runtime(spec)) or is_onnx_path(spec)
 
 
 def _check_output(out_path: str, sides: Sequence['_Side']) -> None:
@@ -176,7 +176,7 @@ def _check_sides(sides: Sequence['_Side'], o: BenchOptions, runtimes: Sequence[s
         if package_runtime(side.spec) is not None:
             _check_package_side(side, o, runtimes)
             continue
-        if not side.spec.lower().endswith('.onnx'):
+        if not is_onnx_path(side.spec):
             continue  # a MODEL
         if side.onnx or side.module is not None:
             raise DeployError(f'{side.spec} is an ONNX file already; --onnx/--compare-onnx are for model specs')
@@ -256,7 +256,7 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
             notes.append(f"{side.role} {os.path.basename(side.spec)} is a compiled package: only {word} runs it "
                          f"({', '.join(others)} skipped)")
         return None, {}, src
-    if side.spec.lower().endswith('.onnx'):  # its options were checked before any work (``_check_sides``)
+    if is_onnx_path(side.spec):  # its options were checked before any work (``_check_sides``)
         src = open_source(side.spec, opts)
         check_batches_fit(onnx_footprint(side.spec, src.info['input_size']), parse_batches(o.batches), o.device,
                           f'{side.role} {os.path.basename(side.spec)}')

@@ -667,10 +667,9 @@ def _check_triton_steps(args: argparse.Namespace, backend: str, batching: bool =
     """Refuse, before any work, options of a step that serving ``args.source`` with ``backend`` does not take
     (``triton_backends.triton_steps``): a model's options for a file, an engine's for a file not built, batching
     for a backend that does not batch. Each would be silently ignored."""
-    from .triton import artifact_kind
-    from .triton_backends import STEP_OPTIONS, steps_text, triton_steps
+    from .triton_backends import STEP_OPTIONS, source_kind, steps_text, triton_steps
     row = triton_backend(backend)
-    steps = triton_steps(row, artifact_kind(args.source))
+    steps = triton_steps(row, source_kind(args.source))
     spelling = {a.dest: a.option_strings[0] for a in _triton_parser()._actions if a.option_strings}
 
     def given(dests) -> str:

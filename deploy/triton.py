@@ -399,9 +399,8 @@ if __name__ == '__main__':
 '''
 
 
-def artifact_kind(path: str) -> Optional[str]:
-    """The kind of file ``path`` names by its suffix (``triton_backends.ARTIFACT_SUFFIXES``), None for a MODEL spec."""
-    return source_kind(path)
+#: the kind of file a path names by its suffix, None for a MODEL spec (the backend table's ``source_kind``)
+artifact_kind = source_kind
 
 
 def triton_artifact(source: str, backend: str, workdir: str, *, export_options: Any = None,
