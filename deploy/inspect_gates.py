@@ -335,6 +335,11 @@ def inspect(model_or_onnx: str, options: Optional[InspectOptions] = None, **over
     final = _check_options(o)
     with torch_threads(o.threads):  # intra-op threads of the PyTorch passes (the runtimes take their own)
         if is_onnx_path(model_or_onnx):
+            model_only = [flag for flag, off in (('--no-importance', not o.importance), ('--no-cost', not o.cost),
+                                                 ('--no-ort-profile', not o.ort_profile)) if off]
+            if model_only:  # the gate diff runs none of these analyses: the flags would be ignored, so refused
+                raise DeployError(f"{' and '.join(model_only)} appl{'ies' if len(model_only) == 1 else 'y'} to a "
+                                  f"MODEL (inspect MODEL {model_only[0]} ...), not to an ONNX file's gate diff")
             return _diff_file(model_or_onnx, o, final, t0)
         file_only = [flag for flag, value in (('--reference', o.reference), ('--precision', o.precision),
                                               ('--runtimes', o.runtimes)) if value is not None]

@@ -115,3 +115,19 @@ def test_conv_init():
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CNN3(**kwargs)
+
+
+@pytest.mark.parametrize('name,kwargs,match', [
+    # the plain net has no gate: attn_stage (even the default 1) placed nothing and was silently ignored
+    ('cnn3', dict(attn_stage=2), "CNN3 has no gate to configure, got attn_stage; give attn_layer="),
+    ('cnn3', dict(attn_stage=1), "CNN3 has no gate to configure, got attn_stage; give attn_layer="),
+    ('cnn3', dict(attn_stage=0, attn_reduction=8), 'got attn_stage and attn_reduction'),
+    # 1.5 matched no layer index (a gated name without a gate); True was layer 1
+    ('se_cnn3', dict(attn_stage=1.5), r'attn_stage must index one of the 3 conv layers \(an int 0..2\), got 1.5'),
+    ('se_cnn3', dict(attn_stage=True), r'attn_stage must index one of the 3 conv layers \(an int 0..2\), got True'),
+    ('se_cnn3', dict(attn_stage=-1), 'attn_stage must index one of the 3 conv layers'),
+])
+def test_attn_stage_needs_a_gate_and_an_int(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        timm.create_model(name, **kwargs)
+    assert isinstance(timm.create_model('se_cnn3', attn_stage=0).stages[0].attn, SqueezeExcite)

@@ -233,11 +233,17 @@ def test_bad_input_is_one_line_and_writes_nothing(se_cnn3_checkpoint, se_cnn3_on
         (['se_cnn3', '--checkpoint', ckpt, '--runtimes', 'ort'], r'inspect: error: --runtimes applies to an ONNX file'),
         (['se_cnn3', '--checkpoint', ckpt, '--reference', 'se_cnn3', '--precision', 'fp16'],
          r'inspect: error: --reference and --precision apply to an ONNX file'),
+        # the reverse: a file's gate diff runs none of the MODEL's analyses, so their flags were silently ignored
+        ([se_cnn3_onnx, '--no-importance'], r'inspect: error: --no-importance applies to a MODEL .*not to an ONNX'),
+        ([se_cnn3_onnx, '--no-cost', '--no-ort-profile'],
+         r'inspect: error: --no-cost and --no-ort-profile apply to a MODEL'),
     ]
     for i, (argv, message) in enumerate(cases):
         out = tmp_path / f'out{i}'
         extra = [] if '--data' in argv else ['--data', data]
-        rc, _, err = run_cli(capsys, 'inspect', *argv, *extra, '-o', out, '--no-importance', '--no-ort-profile')
+        if str(argv[0]) != str(se_cnn3_onnx):  # keep the MODEL cases quick
+            extra += ['--no-importance', '--no-ort-profile']
+        rc, _, err = run_cli(capsys, 'inspect', *argv, *extra, '-o', out)
         assert rc != 0 and len(err.strip().splitlines()) == 1, err
         assert __import__('re').search(message, err), err
         assert not out.exists()

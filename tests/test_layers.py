@@ -1,7 +1,9 @@
 """Gates: shapes, exact parameter counts, widths of the SE profiles, constant init, errors."""
+import re
 import warnings
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -202,6 +204,21 @@ def test_se_refuses_rd_mults_without_a_positive_bottleneck(rd_mults, match):
 def test_se_reduction_settings_must_be_positive_and_finite(kwargs, error, match):
     with pytest.raises(error, match=match):
         SqueezeExcite(64, **kwargs)
+
+
+@pytest.mark.parametrize('rd_channels,error', [
+    (2.5, TypeError), (8.0, TypeError), (True, TypeError), (float('nan'), TypeError), ('8', TypeError),
+    (0, ValueError), (-4, ValueError),
+])
+def test_se_rd_channels_must_be_a_positive_int(rd_channels, error):
+    """``rd_channels=2.5`` was truncated to a hidden width of 2 (True to 1, NaN a bare int() error). timm's own
+    ``SEModule`` takes an int width only (its Conv2d refuses 8.0 too), so a float is refused, integral or not."""
+    for build in (SqueezeExcite, get_gate('nosqueeze'), get_gate('slowsq')):
+        with pytest.raises(error, match=r'rd_channels \(the hidden width\) must be a positive integer, got '
+                                        + re.escape(repr(rd_channels))):
+            build(64, rd_channels=rd_channels)
+    assert SqueezeExcite(64, rd_channels=8).widths == (64, 8, 64)
+    assert SqueezeExcite(64, rd_channels=np.int64(8)).widths == (64, 8, 64)
 
 
 @pytest.mark.parametrize('groups', [2.5, 2.0, True])

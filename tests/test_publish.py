@@ -276,6 +276,64 @@ def test_card_of_the_shipped_no_aug_config_claims_no_augmentation(tmp_path):
     assert json.loads((out / 'metrics.json').read_text())['training']['augmentation'] == 'no augmentation'
 
 
+def test_train_config_of_another_model_is_refused(tmp_path, cnn3_ckpt, capsys):
+    """A --train-config written for another model (or another class count) was accepted and the card claimed its
+    recipe for these weights; now one line naming both, nothing written. The same model (any spelling: a tag,
+    hf-hub:ORG/ARCH.TAG, a JSON file) and a config without ``model`` (a recipe for any model) pass."""
+    import yaml
+    recipe = {'epochs': 2, 'sched': 'step', 'opt': 'sgd', 'lr': 0.05}
+    other_json = tmp_path / 'other.json'
+    other_json.write_text(json.dumps({'model': 'hf-hub:test-org/resnet20_cifar.cifar10', **recipe}))
+    classes = tmp_path / 'classes.yaml'
+    classes.write_text(yaml.safe_dump({'model': 'cnn3', 'model_kwargs': {'num_classes': 100}, **recipe}))
+    out = tmp_path / 'out'
+    base = ['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/x', '--dry-run', '-o', str(out)]
+    for config, message in ((_train_yaml(tmp_path, 'resnet20_cifar'), 'trains resnet20_cifar, not cnn3'),
+                            (str(other_json), 'trains resnet20_cifar, not cnn3'),
+                            (str(classes), 'trains 100 classes, the weights of cnn3 have 10')):
+        rc = main(base + ['--train-config', config])
+        err = capsys.readouterr().err
+        assert rc == 2 and f'--train-config {config} {message}' in err, err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+    same = tmp_path / 'same.json'
+    same.write_text(json.dumps({'model': 'cnn3.cifar10', **recipe}))
+    anymodel = tmp_path / 'any.yaml'
+    anymodel.write_text(yaml.safe_dump(recipe))
+    for i, config in enumerate((str(same), str(anymodel))):
+        assert main(base[:-1] + [str(tmp_path / f'ok{i}'), '--train-config', config]) == 0, capsys.readouterr().err
+        assert json.loads((tmp_path / f'ok{i}' / 'metrics.json').read_text())['training']['epochs'] == 2
+
+
+def test_tag_contradicting_the_metrics_is_refused(tmp_path, capsys):
+    """``--tag svhn`` on CIFAR-10 weights whose metrics.json says cifar10 named the repo and config.json's tag svhn
+    while the card described CIFAR-10; now one line, nothing written."""
+    folder = WEIGHTS / 'se_shufflenetv2_x0_5_cifar.cifar10'
+    assert json.loads((folder / 'metrics.json').read_text())['dataset'] == 'cifar10'
+    out = tmp_path / 'out'
+    rc = main(['publish', str(folder), '--tag', 'svhn', '--dry-run', '-o', str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and ("the pretrained tag 'svhn' names svhn, but the metrics of se_shufflenetv2_x0_5_cifar were "
+                        'measured on cifar10') in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    assert main(['publish', str(folder), '--tag', 'cifar10_seed1', '--dry-run', '-o', str(out)]) == 0
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--private'], '--private applies to the upload'),
+    (['--overwrite', '--commit-message', 'x'], '--overwrite, --commit-message apply to the upload'),
+    (['--create-pr'], '--create-pr applies to the upload'),
+])
+def test_upload_options_with_dry_run_are_refused(flags, message, tmp_path, cnn3_ckpt, capsys):
+    """--dry-run uploads nothing, so --private and the other upload options were silently dropped."""
+    out = tmp_path / 'out'
+    rc = main(['publish', 'cnn3', '--checkpoint', cnn3_ckpt, '--repo-id', 'test-org/x', '--dry-run', '-o', str(out),
+               *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and '--dry-run uploads nothing' in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_dataset_contradicting_the_metrics_or_the_tag_is_refused(tmp_path, capsys):
     """A --dataset other than the one the metrics were measured on (a --metrics JSON, a weights folder's
     metrics.json) or the one the tag names is one line and writes nothing: the card would name one data set and

@@ -111,6 +111,12 @@ def _bad_cases(tmp_path, data, run):
         '--resume a finished run': (['-c', good, '--resume', str(ckpt)] + d,
                                     'nothing to train, the checkpoint has finished 1 of 1 epochs; raise epochs (--epochs)'),
         'nan lr': (['-c', good, '--lr', 'nan'] + d, 'lr (--lr) must be > 0, got nan'),
+        # flags the run would not read were dropped silently: float32 training, the JPEG path without a cache
+        '--amp-dtype without --amp': (['-c', good, '--amp-dtype', 'float16'] + d,
+                                      '--amp-dtype float16 sets the precision of --amp, which is off'),
+        '--data-cache without the device path': (['-c', good, '--data-cache', str(tmp_path / 'cache')] + d,
+                                                 '--data-cache is the cache of --data-path device, and this run uses '
+                                                 '--data-path jpeg'),
         'inf lr': (['-c', good, '--lr', 'inf'] + d, 'lr (--lr) must be > 0, got inf'),
     }
 
@@ -124,7 +130,8 @@ CASES = ['epochs 0 in YAML', 'negative --epochs', 'malformed YAML', 'YAML not a 
          'unknown scheduler', 'missing data folder', 'no data folder given', 'missing split folder',
          'data without images', 'batch larger than the data', 'class count mismatch', 'output is a file',
          'missing --resume', '--resume a folder', '--resume a text file', '--resume a truncated checkpoint',
-         '--resume another model', '--resume a finished run', 'nan lr', 'inf lr']
+         '--resume another model', '--resume a finished run', 'nan lr', 'inf lr', '--amp-dtype without --amp',
+         '--data-cache without the device path']
 if not torch.cuda.is_available():
     CASES.append('--device cuda without CUDA')
 

@@ -344,18 +344,52 @@ def _pretrained_source(spec: str, checkpoint: Optional[str]) -> Source:
                   base_model=hub_id if hub_id and hub_id.split('/')[0] != 'timm-recal' else None)
 
 
-def training_from_config(path: str, input_size: Optional[int] = None) -> Dict[str, Any]:
+def training_from_config(path: str, input_size: Optional[int] = None, arch: Optional[str] = None,
+                         num_classes: Optional[int] = None) -> Dict[str, Any]:
     """The recipe of a train.py YAML config (``--train-config``), as the card states it; ``input_size`` is the
-    model's image side (the augmentation depends on it when the config sets no ``img_size``)."""
-    from .training.config import load_config
+    model's image side (the augmentation depends on it when the config sets no ``img_size``).
+
+    A config that names another model than ``arch``, or trains another class count than ``num_classes``, is
+    refused: the card would claim the weights were trained with a recipe written for a different network. A config
+    without ``model`` is a recipe for any model (``timm-recal train --model``) and passes.
+    """
+    from .training.config import load_config, read_yaml
     try:
         cfg = load_config(path, {})
+        raw = read_yaml(path)
     except (OSError, ValueError) as e:
         raise PublishError(f'cannot read --train-config {path}: {str(e).splitlines()[0]}') from None
+    named = raw.get('model') if isinstance(raw, dict) else None
+    if named is not None and not isinstance(named, str):
+        raise PublishError(f'--train-config {path}: model must name a model, got {named!r}')
+    other = _config_arch(named) if named else None
+    if arch and other and other != arch:
+        raise PublishError(f'--train-config {path} trains {other}, not {arch} (the model published); give the config '
+                           f'{arch} was trained with')
+    classes = cfg.num_classes if cfg.num_classes is not None else (cfg.model_kwargs or {}).get('num_classes')
+    if num_classes and classes is not None and classes != num_classes:
+        raise PublishError(f'--train-config {path} trains {classes} classes, the weights of {arch or "the model"} have '
+                           f'{num_classes}; give the config they were trained with')
     if _schedule(cfg) is None:
         raise PublishError(f'--train-config {path}: timm cannot build its lr schedule (sched {cfg.sched!r}, '
                            f'epochs {cfg.epochs}); `timm-recal train` would refuse it too')
     return recipe_dict(cfg, os.path.basename(path), input_size=input_size)
+
+
+def _config_arch(spec: Any) -> Optional[str]:
+    """The architecture a training config's ``model`` names: ``ARCH[.TAG]``, ``local-dir:FOLDER`` (its config.json),
+    or ``hf-hub:ORG/ARCH.TAG`` (the Hub's timm naming); None where the name does not tell (no network is asked)."""
+    spec = str(spec)
+    for prefix in ('hf-hub:', 'hf_hub:'):
+        if spec.startswith(prefix):
+            name = spec[len(prefix):].rpartition('/')[2].partition('.')[0]
+            return name if name and _timm().is_model(name) else None
+    if spec.startswith('local-dir:'):
+        cfg_path = os.path.join(spec[len('local-dir:'):], 'config.json')
+        if not os.path.isfile(cfg_path):
+            return None
+        return str(_read_json(cfg_path).get('architecture') or '').split('.')[0] or None
+    return spec.partition('.')[0] or None
 
 
 #: create_scheduler_v2's keyword <- the train.py / TrainConfig option it comes from (those that set the length)
@@ -592,6 +626,10 @@ def _dataset(src: Source, dataset: Optional[str]) -> Optional[str]:
     from .model_card import DATASETS, dataset_for_tag
     recorded = (src.metrics or {}).get('dataset')
     by_tag = dataset_for_tag(src.tag)
+    if recorded and by_tag and str(recorded).lower() != by_tag:
+        # e.g. --tag svhn on CIFAR-10 weights: the repo and config.json would say SVHN, the card and metrics CIFAR-10
+        raise PublishError(f'the pretrained tag {src.tag!r} names {by_tag}, but the metrics of {src.arch} were '
+                           f'measured on {recorded}; give --tag naming the weights of {recorded}')
     if not dataset:
         return recorded or by_tag
     dataset = dataset.lower() if dataset.lower() in DATASETS else dataset
@@ -787,6 +825,12 @@ def publish(source: str, repo_id: Optional[str] = None, *, checkpoint: Optional[
         check_repo_id(base_model)
     if overwrite and create_pr:
         raise PublishError('--overwrite and --create-pr exclude each other')
+    if dry_run:  # nothing reads the upload's options then: refuse them rather than drop them silently
+        given = [flag for flag, value in (('--private', private), ('--overwrite', overwrite),
+                                          ('--create-pr', create_pr), ('--commit-message', commit_message)) if value]
+        if given:
+            raise PublishError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the upload, and "
+                               '--dry-run uploads nothing; leave ' + ('it' if len(given) == 1 else 'them') + ' out')
     if output and os.path.exists(output) and not force:
         raise OutputExistsError(f'{output} exists; pass --force to replace it')
     if output:
@@ -800,7 +844,8 @@ def publish(source: str, repo_id: Optional[str] = None, *, checkpoint: Optional[
     if metrics:
         src.metrics = metrics_from_file(metrics, src.arch)
     if train_config:
-        src.training = training_from_config(train_config, _input_size(src.model))
+        src.training = training_from_config(train_config, _input_size(src.model), src.arch,
+                                            int(getattr(src.model, 'num_classes', 0) or 0) or None)
     _dataset(src, dataset)  # a --dataset that contradicts the metrics or the tag, before anything is written
     if repo_id is None:
         if not src.tag:

@@ -73,9 +73,8 @@ def reduced_channels(
     if channels < 1:
         raise ValueError(f"{name}: channels must be positive, got {channels}")
     if rd_channels is not None:
-        if rd_channels < 1:
-            raise ValueError(f"{name}: rd_channels must be positive, got {rd_channels}")
-        return int(rd_channels)
+        # timm's own SE layers take an int width only (their Conv2d refuses 8.0); a float such as 2.5 was truncated
+        return check_positive_int(rd_channels, 'rd_channels (the hidden width)', name)
     if rd_ratio is not None:
         reduction = 1.0 / check_positive_number(rd_ratio, 'rd_ratio', name)
     if reduction is None:

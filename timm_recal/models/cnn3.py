@@ -17,6 +17,7 @@ bump 64-4-4-64.
 Weights start from PyTorch's default init (``conv_init='torch'``): the paper's recipe (Adadelta, lr 1.0, step
 decay 0.7, batch 64) is PyTorch's MNIST example, which keeps the default init.
 """
+import numbers
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -39,7 +40,8 @@ class CNN3(ClassifierHeadMixin, nn.Module):
         widths: output channels of the conv layers.
         attn_layer: gate name/class (``'se'``, ``'slowsq'``, ``'slowex'``, ``'slowsqex'``, ``'bump'``, ...) or
             None for the plain net.
-        attn_stage: index of the conv layer the gate follows (1 = the 2nd conv, as in the paper).
+        attn_stage: index of the conv layer the gate follows; None (default) is 1, the 2nd conv, as in the paper.
+            Refused without ``attn_layer``, like ``attn_reduction``: there is no gate it could place.
         attn_reduction: reduction ratio r of the gate; None (default) is r = 16. Refused without ``attn_layer``:
             there is no gate it could configure.
         drop_rate: dropout before the classifier.
@@ -54,7 +56,7 @@ class CNN3(ClassifierHeadMixin, nn.Module):
             global_pool: str = 'avg',
             drop_rate: float = 0.,
             attn_layer: LayerType = None,
-            attn_stage: int = 1,
+            attn_stage: Optional[int] = None,
             attn_reduction: Optional[float] = None,
             act_layer: LayerType = nn.ReLU,
             conv_init: str = 'torch',
@@ -66,15 +68,20 @@ class CNN3(ClassifierHeadMixin, nn.Module):
         name = type(self).__name__
         if not widths:
             raise ValueError(f"{name}: widths needs at least one conv layer")
-        if not 0 <= attn_stage < len(widths):
-            raise ValueError(f"{name}: attn_stage must index one of the {len(widths)} conv layers "
-                             f"(0..{len(widths) - 1}), got {attn_stage}")
         if not 0. <= drop_rate < 1.:
             raise ValueError(f"{name}: drop_rate must be in [0, 1), got {drop_rate}")
         gate = get_gate(attn_layer)
-        if gate is None and attn_reduction is not None:
-            raise ValueError(f"{name} has no gate to configure, got attn_reduction; give attn_layer= (e.g. 'se') to "
-                             f"add one")
+        if gate is None:
+            given = [k for k, v in (('attn_stage', attn_stage), ('attn_reduction', attn_reduction)) if v is not None]
+            if given:
+                raise ValueError(f"{name} has no gate to configure, got {' and '.join(given)}; give attn_layer= "
+                                 f"(e.g. 'se') to add one")
+        attn_stage = 1 if attn_stage is None else attn_stage
+        # a float or bool matched no layer index (1.5: no gate at all) or the wrong one (True: layer 1)
+        if isinstance(attn_stage, bool) or not isinstance(attn_stage, numbers.Integral) \
+                or not 0 <= attn_stage < len(widths):
+            raise ValueError(f"{name}: attn_stage must index one of the {len(widths)} conv layers "
+                             f"(an int 0..{len(widths) - 1}), got {attn_stage!r}")
         attn_reduction = 16 if attn_reduction is None else attn_reduction
         act_layer = get_act_layer(act_layer)
         self.num_classes = num_classes

@@ -1,5 +1,9 @@
 """``timm-recal train``: argument definitions (no heavy imports here) and the command."""
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 __all__ = ['add_train_parser', 'add_fast_arguments', 'run_train', 'add_package_parser']
 
@@ -67,6 +71,7 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in _OVERRIDES}
     overrides.update(output=args.output, amp=args.amp, channels_last=args.channels_last)
     cfg = load_config(args.config, overrides)
+    _check_flags_apply(args, cfg)
     resuming = bool(cfg.resume)
     if os.path.isdir(cfg.output) and os.listdir(cfg.output) and not (args.force or resuming):
         raise FileExistsError(f"{cfg.output} exists and is not empty; pass --force, or --resume auto to continue")
@@ -79,6 +84,17 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"best top-1 {result['best_top1']:.2f} at epoch {result['best_epoch'] + 1} of {result['epochs']}; "
               f"run folder {cfg.output}")
     return 0
+
+
+def _check_flags_apply(args: argparse.Namespace, cfg: 'TrainConfig') -> None:
+    """A flag the run would not read is refused, not dropped: ``--amp-dtype`` only sets the precision of ``--amp``
+    (without it the run trains in float32), and ``--data-cache`` is the cache of ``--data-path device`` only."""
+    if args.amp_dtype is not None and not cfg.amp:
+        raise ValueError(f"--amp-dtype {args.amp_dtype} sets the precision of --amp, which is off; add --amp (or "
+                         f"amp: true in the config) or leave --amp-dtype out")
+    if args.data_cache is not None and cfg.data_path != 'device':
+        raise ValueError(f"--data-cache is the cache of --data-path device, and this run uses --data-path "
+                         f"{cfg.data_path}; add --data-path device or leave --data-cache out")
 
 
 def add_package_parser(sub) -> argparse.ArgumentParser:
