@@ -408,7 +408,9 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('model', metavar='MODEL_OR_ONNX')
     add_data_args(p, 64, required=True, data_help='labelled ImageFolder (DIR/<class>/<image>)')
     p.add_argument('--workers', '-j', type=non_negative_int, default=0, help='data loading processes')
-    p.add_argument('--per-class', action='store_true', help='also per-class top-1')
+    p.add_argument('--per-class', action='store_true',
+                   help='also per-class top-1: a table, worst class first (the 10 worst of more than 20; '
+                        'every class in --json/-o)')
     g = p.add_argument_group('paired comparison')
     g.add_argument('--compare', metavar='MODEL_OR_ONNX',
                    help="a second model or file on the same images: both top-1s, McNemar's exact test and a "
@@ -697,9 +699,11 @@ def _scratch_named(error: BaseException, work: str, output: str) -> BaseExceptio
 def run_triton(args: argparse.Namespace) -> int:
     from timm_recal.outputs import temporary_folder
     from .export import ExportOptions
-    from .triton import artifact_io, triton_artifact, triton_client_example, write_triton_repository
+    from .triton import artifact_io, triton_artifact, triton_client_example, triton_model_name, write_triton_repository
     from .triton_backends import check_batching
     o = from_args(TritonOptions, args)
+    if args.name is not None:
+        triton_model_name(args.name, {}, args.source)  # a name the repository could not hold: before any export
     if not args.client_example and not args.output:
         raise DeployError('an output folder is required (-o/--output REPO_DIR), or pass --client-example')
     backend = DEFAULT_BACKEND if args.client_example else o.backend  # the example needs the I/O names only
@@ -725,7 +729,7 @@ def run_triton(args: argparse.Namespace) -> int:
             raise _scratch_named(e, work, args.output or args.source) from None
         if args.client_example:
             meta = artifact_io(artifact)['metadata']
-            print(triton_client_example(args.name or meta.get('architecture') or 'model', meta))
+            print(triton_client_example(triton_model_name(args.name, meta, artifact), meta))
             return 0
         r = write_triton_repository(artifact, args.output, backend=o.backend, name=args.name,
                                     max_batch_size=o.max_batch_size, preferred_batch_sizes=o.preferred_batch_sizes,

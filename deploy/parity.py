@@ -14,6 +14,7 @@ quantize stage for ``--precision fp16/int8``) into a temporary folder (``keep_di
 calibrated on ``calib_data``, disjoint from ``data``; without it, one folder is split into a calibration part
 and a measurement part.
 """
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -192,6 +193,29 @@ def _check_options(o: ParityOptions) -> None:
         scan_images(o.calib_data)
 
 
+def _check_int8_options(o: ParityOptions, ref: Source, onnx_path: Optional[str]) -> None:
+    """Refuse INT8 calibration options (``Int8Options``) when this run quantizes nothing, before any export: an
+    FP32/FP16 check, an INT8 file (calibrated when it was made), a package or a compiled PyTorch runtime ignored
+    them and printed PASSED as if the recipe had been checked."""
+    defaults = Int8Options()
+    given = [f"--{'no-' if getattr(defaults, f.name) is True else ''}{f.name.replace('_', '-')}"
+             for f in dataclasses.fields(Int8Options) if getattr(o, f.name) != getattr(defaults, f.name)]
+    if not given:
+        return
+    if ref.kind == 'package' or runtime_spec(_runtime_word(ref.spec, o)).kind != 'onnx':
+        why = f'{ref.spec} runs as it is' if ref.kind == 'package' else f'--runtimes {_runtime_word(ref.spec, o)} ' \
+            'runs the PyTorch module'
+    else:
+        file_precision = read_metadata(onnx_path).get('precision', 'fp32') if onnx_path else 'fp32'
+        precision = o.precision or file_precision
+        if precision == 'int8' and file_precision == 'fp32':
+            return  # parity quantizes the FP32 file: the options shape it
+        why = (f'{onnx_path} is already INT8 (calibrated when it was quantized)' if file_precision == 'int8'
+               else f'parity calibrates only for --precision int8 of an FP32 file or MODEL, not {precision}')
+    raise DeployError(f"{', '.join(given)} {'shapes' if len(given) == 1 else 'shape'} INT8 calibration, which this "
+                      f'run does not do: {why}')
+
+
 @dataclass
 class _Candidate:
     """The file parity measures, how it was made, and which images of the folder it may be measured on."""
@@ -327,6 +351,7 @@ def parity(model_or_onnx: str, onnx_path: Optional[str] = None, options: Optiona
         onnx_path = ref.onnx_path
     elif onnx_path is not None:
         check_pairing(ref.info, read_metadata(onnx_path), onnx_path, ref.model)
+    _check_int8_options(o, ref, onnx_path)
     root = o.data if o.data is not None else bundled_samples_dir(ref.data_config)
     with temporary_folder('timm_recal_parity_') as tmp:
         work = o.keep_dir or tmp

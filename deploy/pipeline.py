@@ -353,7 +353,8 @@ def _engine(run: _Run) -> None:
                             json_name=name)
             if res is not None:
                 run.built[(word, p)] = built['file']
-                run.engine.append({'runtime': word, 'precision': p, 'status': 'built', 'result': res})
+                run.engine.append({'runtime': word, 'precision': p, 'status': 'built', 'result': res,
+                                   'file': built['file']})  # what a row without build_columns shows
             elif run.stages[-1]['status'] == 'skipped':
                 run.engine.append({'runtime': word, 'precision': p, 'status': 'skipped',
                                    'reason': run.stages[-1]['reason']})

@@ -16,7 +16,8 @@ from timm_recal.outputs import call_atomically, public_paths, resolve_output, to
 from .errors import DeployError
 from .malloc_policy import DEFAULT_POLICY
 from .recommend import recommendation_markdown
-from .runtimes import DEFAULT_ONNX_RUNTIME, EAGER_PRECISIONS, PRECISIONS, RUNTIMES, builder_runtimes, runtime_label
+from .runtimes import (DEFAULT_ONNX_RUNTIME, EAGER_PRECISIONS, PRECISIONS, RUNTIMES, build_columns_hook,
+                       builder_runtimes, runtime_label)
 
 __all__ = ['bench_results_markdown', 'bench_table_markdown', 'machine_line', 'throughput_plot',
            'pipeline_report_markdown', 'write_report', 'report_files', 'check_bench_record', 'main']
@@ -346,30 +347,48 @@ def _bench_section(record: Dict[str, Any], png_name: Optional[str]) -> List[str]
     if png_name:
         out += [f'![throughput vs batch size]({png_name})', '']
     out += ['### Summary (ratios measured side by side in this run)', '',
-            bench_table_markdown([bench_rec]).split('\n\nMeasured on:')[0], '']
+            bench_table_markdown([bench_rec], runtime=_summary_runtime(bench_rec)).split('\n\nMeasured on:')[0], '']
     out += [bench_results_markdown(bench_rec)]
     return out + _int8_pick_lines(bench_rec)
 
 
+def _summary_runtime(bench_rec: Dict[str, Any]) -> str:
+    """The ONNX runtime of a bench record's summary table: ``DEFAULT_ONNX_RUNTIME`` when the run timed it, else
+    the first ONNX runtime it timed, in table order (a run with ``--runtimes eager,openvino`` had a summary of
+    ORT columns that were all '-')."""
+    timed = {r.get('runtime') for r in bench_rec.get('results') or []}
+    onnx = [w for w, spec in RUNTIMES.items() if spec.kind == 'onnx' and w in timed]
+    return DEFAULT_ONNX_RUNTIME if DEFAULT_ONNX_RUNTIME in timed or not onnx else onnx[0]
+
+
 def _engines_section(record: Dict[str, Any]) -> List[str]:
-    """The files the runtimes with a builder made (the engine stage), one table for them all."""
+    """The files the runtimes with a builder made (the engine stage), one table for them all: the columns each
+    runtime's row fills from its build records (``RuntimeSpec.build_columns``), else the file's name."""
     engines = record.get('engine') or []
     if not engines:
         return []
     first = builder_runtimes()[0]  # the one builder of records written before engine entries named theirs
     words = list(dict.fromkeys(e.get('runtime') or first for e in engines))
+    cells = [_build_cells(e.get('runtime') or first, e) for e in engines]
+    columns = list(dict.fromkeys(c for row in cells for c in row))
     rows = []
-    for e in engines:
-        r = e.get('result') or {}
-        prof = r.get('profile') or {}
+    for e, row in zip(engines, cells):
         rows.append(([runtime_label(e.get('runtime') or first)] if len(words) > 1 else []) + [
             e.get('precision'), e.get('status') if e.get('status') != 'skipped' else f"skipped: {e.get('reason')}",
-            r.get('tensorrt_version', '-'), (r.get('gpu') or {}).get('name', '-'),
-            '/'.join(str(prof[k][0]) for k in ('min', 'opt', 'max') if prof.get(k)) or '-',
-            f"`{os.path.basename(r['output'])}`" if r.get('output') else '-'])
+            *(row.get(c) for c in columns)])
     return [f"## {' and '.join(runtime_label(w) for w in words)} engines", '',
-            _table((['Runtime'] if len(words) > 1 else []) + ['Precision', 'Engine', 'TensorRT', 'GPU',
-                                                              'Batch min/opt/max', 'Plan'], rows), '']
+            _table((['Runtime'] if len(words) > 1 else []) + ['Precision', 'Engine'] + columns, rows), '']
+
+
+def _build_cells(word: str, entry: Dict[str, Any]) -> Dict[str, Any]:
+    """``{column: value}`` of one engine entry: its runtime row's ``build_columns`` of the build record, or the
+    built file's name for a row without them (a runtime unknown here: the same)."""
+    result = entry.get('result') or {}
+    hook = build_columns_hook(word) if word in RUNTIMES else None
+    if hook is not None:
+        return hook(result)
+    built = entry.get('file') or result.get('output')
+    return {'File': f'`{os.path.basename(built)}`' if built else None}
 
 
 def _triton_section(record: Dict[str, Any]) -> List[str]:
@@ -511,6 +530,17 @@ def check_bench_record(record: Any, path: str) -> None:
         _check_fields(q, _RATIO_FIELDS, f'{where}.', path)
 
 
+def _check_has_runtime(record: Dict[str, Any], path: str, runtime: str) -> None:
+    """Refuse a ``table`` of a runtime the record never timed: its columns were all '-' (exit 0), as if the
+    runtime had been timed and had failed; the message lists the ONNX runtimes the record holds."""
+    timed = list(dict.fromkeys(r['runtime'] for r in record['results']))
+    if runtime not in timed:
+        onnx = [w for w in timed if w in RUNTIMES and RUNTIMES[w].kind == 'onnx']
+        raise DeployError(f"{path} holds no {runtime} results (it timed {', '.join(timed) or 'nothing'}); "
+                          + (f"choose --runtimes {' or '.join(onnx)}" if onnx else 'a table needs an ONNX runtime '
+                             'timed beside eager (timm-recal bench FILE.onnx or MODEL)'))
+
+
 def report_files(kind: str, files: Sequence[str], runtime: str = DEFAULT_ONNX_RUNTIME) -> str:
     """The report of bench JSON ``files``: ``table`` (the README table of them all) or ``details`` (of one)."""
     records = []
@@ -521,6 +551,8 @@ def report_files(kind: str, files: Sequence[str], runtime: str = DEFAULT_ONNX_RU
         except (OSError, ValueError) as e:
             raise DeployError(f'cannot read bench record {path}: {e}') from None
         check_bench_record(records[-1], path)
+        if kind == 'table':
+            _check_has_runtime(records[-1], path, runtime)
     try:
         if kind == 'table':
             return bench_table_markdown(records, runtime=runtime)

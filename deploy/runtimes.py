@@ -24,6 +24,7 @@ from .errors import BatchNotSupported, DeployError
 __all__ = ['RuntimeSpec', 'RUNTIMES', 'PRECISIONS', 'FILE_PRECISIONS', 'EAGER_PRECISIONS', 'Runner',
            'BatchNotSupported', 'runtime_spec', 'parse_runtimes', 'open_runtime', 'bench_input', 'check_precisions',
            'runtime_label', 'supports_precision', 'native_bf16', 'artifact_hook', 'numbers_hook', 'builder_hook',
+           'build_columns_hook',
            'default_runtimes', 'builder_runtimes', 'DEFAULT_ONNX_RUNTIME', 'REFERENCE_RUNTIME', 'PACKAGE_RUNTIME',
            'device_kind', 'package_runtime', 'package_source_hook']
 
@@ -63,6 +64,10 @@ class RuntimeSpec:
     #: 'module:function' building a file of its own from an ONNX file before it can open or serve it (TensorRT's
     #: plan): the pipeline's ``engine`` stage runs every row that has one (``builder_hook``)
     builder: Optional[str] = None
+    #: 'module:function' ``fn(build record) -> {column header: value}``: what the report's engines table shows of
+    #: one file its ``builder`` made (the same keys for a skipped build's empty record); None: the file's name
+    #: (``build_columns_hook``)
+    build_columns: Optional[str] = None
     #: its builder parses only signed INT8 QDQ files (zero point 0): the pipeline quantizes symmetrically for it
     int8_symmetric: bool = False
     #: a table header's short name ('ORT'); the label when None
@@ -95,7 +100,8 @@ RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
                 precisions=('fp32', 'bf16', 'int8'), artifact='openvino_int8:bench_artifact', pipeline_on=('cpu',)),
     RuntimeSpec('trt', 'TensorRT', 'onnx', 'tensorrt_runtime:open_tensorrt', 'tensorrt', 'tensorrt', gpu=True,
                 extra_numbers=('tensorrt', 'tensorrt_runtime:bench_numbers'),
-                builder='tensorrt_build:pipeline_build', int8_symmetric=True),
+                builder='tensorrt_build:pipeline_build', build_columns='tensorrt_build:build_columns',
+                int8_symmetric=True),
     # compiled PyTorch (CPU and CUDA): torch.compile in this process; an AOTInductor package built in a child
     RuntimeSpec('inductor', 'PyTorch inductor (torch.compile)', 'model', 'inductor_runtime:open_inductor', 'torch',
                 'deploy', precisions=('fp32', 'bf16', 'fp16')),
@@ -222,6 +228,13 @@ def builder_hook(word: str) -> Optional[Callable[..., Any]]:
     ``NotAvailableHere`` (the reason) when this machine or this file cannot be built for: a skip, not a failure."""
     spec = runtime_spec(word)
     return _hook(spec, spec.builder) if spec.builder else None
+
+
+def build_columns_hook(word: str) -> Optional[Callable[[Dict[str, Any]], Dict[str, Any]]]:
+    """``fn(build record) -> {column header: value}``: the columns of the report's engines table that runtime
+    ``word`` fills from a record of its ``builder``, or None (the table then shows the built file alone)."""
+    spec = runtime_spec(word)
+    return _hook(spec, spec.build_columns) if spec.build_columns else None
 
 
 def _hook(spec: RuntimeSpec, ref: str) -> Callable[..., Any]:

@@ -54,7 +54,7 @@ from .trt_ops import check_onnx_for_tensorrt
 __all__ = [
     'INSTALL_HINT', 'DEFAULT_BATCH_PROFILE', 'SIDECAR_FORMAT', 'import_tensorrt', 'cuda_device', 'require_tensorrt',
     'tensorrt_major', 'build_settings', 'create_network_and_config', 'parse_batch_profile', 'sidecar_path',
-    'read_sidecar', 'check_sidecar', 'file_sha256', 'build_engine', 'load_engine', 'pipeline_build',
+    'read_sidecar', 'check_sidecar', 'file_sha256', 'build_engine', 'load_engine', 'pipeline_build', 'build_columns',
 ]
 
 INSTALL_HINT = ("pip install 'timm-recal[tensorrt]' (TensorRT's libraries come from NVIDIA's package index, "
@@ -369,6 +369,15 @@ def pipeline_build(onnx_path: str, precision: str, *, max_batch_size: int = 0,
     plan = os.path.splitext(onnx_path)[0] + '.plan'
     record = build_engine(onnx_path, plan, batch=batch)
     return plan, record
+
+
+def build_columns(record: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``trt`` row's columns of the pipeline report's engines table (``runtimes.build_columns_hook``) from one
+    ``pipeline_build`` record; a skipped build's record is empty and every cell None (shown as '-')."""
+    prof = record.get('profile') or {}
+    return {'TensorRT': record.get('tensorrt_version'), 'GPU': (record.get('gpu') or {}).get('name'),
+            'Batch min/opt/max': '/'.join(str(prof[k][0]) for k in ('min', 'opt', 'max') if prof.get(k)) or None,
+            'Plan': f"`{os.path.basename(record['output'])}`" if record.get('output') else None}
 
 
 def _resolve_build_outputs(output: str, force: bool, stem: str, timing_cache: Optional[str]) -> str:

@@ -38,7 +38,7 @@ from .triton_backends import (ARTIFACTS, DEFAULT_BACKEND, TRITON_BACKENDS, backe
 
 __all__ = [
     'TRITON_BACKENDS', 'BACKEND_RUNTIME', 'artifact_io', 'triton_config_text', 'validate_triton_config',
-    'write_triton_repository', 'triton_client_example', 'triton_artifact', 'artifact_kind',
+    'write_triton_repository', 'triton_client_example', 'triton_artifact', 'artifact_kind', 'triton_model_name',
 ]
 
 #: the first Triton release whose PyTorch backend loads AOTInductor packages
@@ -54,6 +54,8 @@ _TRITON_TYPES = {
     'bool': 'TYPE_BOOL',
 }
 _MODEL_NAME = re.compile(r'[^A-Za-z0-9_.-]+')
+#: a ``--name`` as given: a plain folder name of the repository, and what a client requests
+_GIVEN_NAME = re.compile(r'[A-Za-z0-9_-][A-Za-z0-9_.-]*')
 
 
 def _onnx_dtype_name(elem_type: int) -> str:
@@ -247,8 +249,7 @@ def write_triton_repository(
     io = _served_artifact_io(source, backend, max_batch_size)
     runtime, filename = row.runtime, row.filename
     meta = io['metadata']
-    name = name or meta.get('architecture') or os.path.splitext(os.path.basename(source))[0]
-    name = _MODEL_NAME.sub('_', name).strip('._') or 'model'
+    name = triton_model_name(name, meta, source)
     out_shape = io['outputs'][0]['shape'] if io['outputs'] else []
     labels = _labels_of(meta, out_shape[-1] if out_shape else None)
     text = triton_config_text(name, backend, io, max_batch_size=max_batch_size,
@@ -273,6 +274,20 @@ def write_triton_repository(
         'max_batch_size': max_batch_size, 'validated_with_model_config_pb2': validated, 'config_text': text,
         'serve': f'tritonserver --model-repository={repo_dir}',
     }
+
+
+def triton_model_name(name: Optional[str], meta: Dict[str, Any], source: str) -> str:
+    """The model's name in the repository (its folder, and what a client requests). A given ``name`` is kept as
+    it is or refused in one line: it was silently rewritten ('a/b c' became 'a_b_c'), while ``--client-example``
+    requested the name as typed, a model the repository did not hold. Without one: the architecture (else the
+    file's stem) with other characters replaced. The repository and the client example both take it from here."""
+    if name is not None:
+        if not _GIVEN_NAME.fullmatch(name):
+            raise DeployError(f"--name {name!r} is not a Triton model name: use letters, digits, '_', '-' and '.' "
+                              "(not first), as it names the model's folder in the repository")
+        return name
+    derived = meta.get('architecture') or os.path.splitext(os.path.basename(source))[0]
+    return _MODEL_NAME.sub('_', derived).strip('._') or 'model'
 
 
 def _served_artifact_io(source: str, backend: str, max_batch_size: int) -> Dict[str, Any]:

@@ -28,7 +28,7 @@ from .runtimes import (DEFAULT_ONNX_RUNTIME, PACKAGE_RUNTIME, REFERENCE_RUNTIME,
 from .sources import Source, open_source
 
 __all__ = ['ValidateOptions', 'ValidateResult', 'PairedTop1', 'validate', 'paired_top1', 'topk_correct',
-           'format_metrics', 'format_paired']
+           'format_metrics', 'format_per_class', 'format_paired']
 
 
 @dataclass
@@ -140,16 +140,22 @@ def _check_dataset(dataset, cfg: Dict[str, Any]) -> None:
                           'folder or --num-classes?')
 
 
-def _source(model_or_onnx: str, o: ValidateOptions, model: Optional[nn.Module]) -> Source:
+def _source(model_or_onnx: str, o: ValidateOptions, model: Optional[nn.Module], compare: bool = False) -> Source:
+    """The source of one side. ``compare``: the ``--compare`` side, whose weights come from
+    ``--compare-checkpoint``; its refusals name that flag and the file (they named ``--checkpoint``, which the
+    user had not given)."""
+    ckpt = '--compare-checkpoint' if compare else '--checkpoint/--use-ema'
+    side = (lambda kind: f'--compare {model_or_onnx} is {kind}, which') if compare else (lambda kind: kind)
     if package_runtime(model_or_onnx) is not None:
         if o.checkpoint is not None or o.use_ema or o.amp:
-            raise DeployError('--checkpoint/--use-ema/--amp apply to a MODEL; a .pt2 package carries its weights')
+            raise DeployError(f"{ckpt}/--amp apply to a MODEL; {side('a .pt2 package')} carries its weights")
     elif model_or_onnx.lower().endswith('.onnx'):
         if o.checkpoint is not None or o.use_ema:
-            raise DeployError('--checkpoint/--use-ema apply to a MODEL; an ONNX file carries its own weights')
+            raise DeployError(f"{ckpt} apply to a MODEL; {side('an ONNX file')} carries its own weights")
         if o.device != 'cpu' or o.amp:
             gpu = ', '.join(w for w, r in RUNTIMES.items() if r.gpu and r.kind == 'onnx')
-            raise DeployError(f'--device/--amp apply to a MODEL; for an ONNX file choose the runtime with '
+            which = f', and --compare {model_or_onnx} is an ONNX file' if compare else ''
+            raise DeployError(f'--device/--amp apply to a MODEL{which}; for an ONNX file choose the runtime with '
                               f'--runtimes ({gpu})')
     else:
         check_device(o.device)
@@ -215,7 +221,7 @@ def validate(model_or_onnx: str, data: Optional[str] = None, options: Optional[V
         scan_images(o.data)
     src = _source(model_or_onnx, o, model)
     co = _compare_options(o)
-    other = _source(o.compare, co, None) if o.compare is not None else None
+    other = _source(o.compare, co, None, compare=True) if o.compare is not None else None
     if other is not None:
         _check_same_labels(src, other)
     runner, dataset = _prepare(o, src)
@@ -274,16 +280,45 @@ def _result(src: Source, o: ValidateOptions, runner, dataset, out, lab, t0) -> V
         runtime=runner.describe(), seconds=round(time.perf_counter() - t0, 2), per_class=per_class)
 
 
+#: ``--per-class`` text output: every class up to this many, else the ``PER_CLASS_WORST`` worst (the JSON has all)
+PER_CLASS_ALL = 20
+PER_CLASS_WORST = 10
+
+
+def _source_name(r) -> str:
+    return r.get('onnx') or r.get('model_spec')
+
+
 def format_metrics(result: ValidateResult) -> str:
-    """One line for the console; with a comparison, a line for the second model and the paired statistics."""
+    """One line for the console; with a comparison, a line for the second model and the paired statistics; with
+    ``per_class``, each model's per-class table (``format_per_class``)."""
     def line(r) -> str:
-        src = r.get('onnx') or r.get('model_spec')
-        return (f"{src} [{r.get('precision')}, weights: {r.get('weights')}]: top-1 {r['top1']:.2f}%  "
+        return (f"{_source_name(r)} [{r.get('precision')}, weights: {r.get('weights')}]: top-1 {r['top1']:.2f}%  "
                 f"top-{r['topk']} {r['top5']:.2f}%  on {r['n_images']} images of {r['data']}")
     lines = [line(result)]
     paired, other = result.get('paired'), result.get('compare')
     if paired is not None and other is not None:
         lines += [line(other), format_paired(paired)]
+    for r in (result, other):
+        if r is not None and r.get('per_class'):
+            lines.append(format_per_class(r['per_class'], _source_name(r) if other is not None else None))
+    return '\n'.join(lines)
+
+
+def format_per_class(per_class: Dict[str, Dict[str, Any]], name: Optional[str] = None) -> str:
+    """Per-class top-1 as a text table, worst class first: every class up to ``PER_CLASS_ALL`` of them, else
+    the ``PER_CLASS_WORST`` worst and a line saying where the rest are (``--per-class`` printed nothing without
+    ``--json``/``-o``). ``name``: the model it belongs to, when two are shown."""
+    rows = sorted(per_class.items(), key=lambda kv: (kv[1]['top1'], kv[0]))
+    shown = rows if len(rows) <= PER_CLASS_ALL else rows[:PER_CLASS_WORST]
+    what = 'per-class top-1' + (f' of {name}' if name else '')
+    head = (f'{what}, {len(rows)} classes, worst first:' if len(shown) == len(rows)
+            else f'{what}, the {len(shown)} worst of {len(rows)} classes:')
+    width = max([len('class')] + [len(c) for c, _ in shown])
+    lines = [head, f"  {'class':<{width}}  {'images':>6}  {'top-1':>7}"]
+    lines += [f"  {c:<{width}}  {v['n']:>6}  {v['top1']:>6.2f}%" for c, v in shown]
+    if len(shown) < len(rows):
+        lines.append(f'  ... {len(rows) - len(shown)} more classes in the JSON (--json or -o)')
     return '\n'.join(lines)
 
 

@@ -363,3 +363,32 @@ def test_report_refuses_a_record_missing_what_it_reads(kind, damage, field, tmp_
     rc, out, err = run_cli(capsys, 'report', kind, path)
     assert rc == 2 and not out and len(err.strip().splitlines()) == 1, err
     assert f'{path} is not a whole timm-recal bench record: {field}' in err, err
+
+
+def test_report_table_of_a_runtime_the_record_never_timed_is_one_line(tmp_path, capsys):
+    """``report table --runtimes openvino`` of a record that timed ort printed a table of '-' (exit 0), as if
+    OpenVINO had run and failed; now one line naming the file and the runtimes it holds."""
+    path = tmp_path / 'r.json'
+    path.write_text(json.dumps(_bench_record()))
+    rc, out, err = run_cli(capsys, 'report', 'table', path, '--runtimes', 'openvino')
+    assert rc == 2 and not out and len(err.strip().splitlines()) == 1, err
+    assert f'{path} holds no openvino results (it timed ort); choose --runtimes ort' in err
+    rc, out, err = run_cli(capsys, 'report', 'table', path)
+    assert rc == 0 and '| m | 8x8 | 1 | - | 100.0 |' in out, err  # the runtime it timed: as before
+
+
+def test_pipeline_report_summary_is_of_the_onnx_runtime_the_bench_ran():
+    """A pipeline run with ``--runtimes eager,openvino`` had a bench summary of ORT columns, all '-'; the summary
+    is now of the ONNX runtime the bench timed (ORT whenever it ran)."""
+    from timm_recal_deploy.report import pipeline_report_markdown
+    bench = _bench_record()
+    bench['results'] = [dict(r, runtime='openvino') for r in bench['results']] + [
+        dict(r, runtime='eager', images_per_s=r['images_per_s'] / 2) for r in bench['results']]
+    record = {'model': 'm', 'model_name': 'm', 'passed': True, 'bench': bench}
+    md = pipeline_report_markdown(record, None)
+    summary = md[md.index('### Summary'):md.index('### Throughput')]
+    assert '| OpenVINO CPU FP32 img/s |' in summary and '| m | 8x8 | 4 | 200.0 (NCHW) | 400.0 |' in summary
+    assert 'ORT' not in summary
+    bench['results'] += [dict(r, runtime='ort', images_per_s=1.0) for r in _bench_record()['results']]
+    summary = pipeline_report_markdown(record, None)
+    assert '| ORT FP32 img/s |' in summary and '| m | 8x8 | 4 | 200.0 (NCHW) | 1.00 |' in summary

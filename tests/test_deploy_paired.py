@@ -111,3 +111,51 @@ def test_label_sets_compared_by_name():
     _check_same_labels(_source(None, 2), _source(['cat', 'dog']))         # unnamed: the data folder check decides
     with pytest.raises(DeployError, match='predict different labels'):
         _check_same_labels(_source(['cat', 'dog']), _source(['cat', 'cow']))
+
+
+def test_validate_per_class_prints_a_table_worst_first(two_models, capsys):
+    """``--per-class`` printed nothing about the classes without --json/-o: now a table of every class, worst
+    first, with the numbers of the JSON; with --compare one table per model, each named."""
+    _, ckpt, second_onnx = two_models
+    argv = ['validate', second_onnx, '--data', cifar_samples(), '--per-class']
+    rc, out, err = run_cli(capsys, *argv)
+    assert rc == 0, err
+    rc, js, err = run_cli(capsys, *argv, '--json')
+    per_class = json.loads(js)['per_class']
+    lines = out.strip().splitlines()
+    assert lines[1] == 'per-class top-1, 10 classes, worst first:' and lines[2].split() == ['class', 'images', 'top-1']
+    rows = [ln.split() for ln in lines[3:]]
+    assert len(rows) == 10 and {r[0] for r in rows} == set(per_class)
+    assert [(int(n), float(t.rstrip('%'))) for _, n, t in rows] == [
+        (per_class[c]['n'], round(per_class[c]['top1'], 2)) for c, _, _ in rows]
+    tops = [per_class[c]['top1'] for c, _, _ in rows]
+    assert tops == sorted(tops) and len(set(tops)) > 1, 'worst first, and a random model is not equally bad everywhere'
+    rc, out, err = run_cli(capsys, 'validate', second_onnx, '--compare', CIFAR_MODEL, '--compare-checkpoint', ckpt,
+                           '--data', cifar_samples(), '--per-class', '--resamples', 100)
+    assert rc == 0, err
+    assert f'per-class top-1 of {second_onnx}, 10 classes' in out and f'per-class top-1 of {CIFAR_MODEL}, 10' in out
+
+
+def test_per_class_table_of_many_classes_shows_the_worst():
+    """1000 ImageNet classes are not printed one per line: the worst ten, and where the rest are."""
+    from timm_recal_deploy.validate import PER_CLASS_WORST, format_per_class
+    per_class = {f'c{i:02d}': {'n': 4, 'top1': 100.0 - i} for i in range(25)}
+    lines = format_per_class(per_class).splitlines()
+    assert lines[0] == f'per-class top-1, the {PER_CLASS_WORST} worst of 25 classes:'
+    assert [ln.split()[0] for ln in lines[2:-1]] == [f'c{i:02d}' for i in range(24, 24 - PER_CLASS_WORST, -1)]
+    assert lines[-1].strip() == f'... {25 - PER_CLASS_WORST} more classes in the JSON (--json or -o)'
+
+
+def test_compare_side_errors_name_the_compare_flags(two_models, tmp_path, capsys):
+    """``--compare-checkpoint`` with an ONNX ``--compare`` was refused as '--checkpoint/--use-ema apply to a
+    MODEL', a flag the user had not given; now the message names --compare-checkpoint and the file."""
+    _, ckpt, second_onnx = two_models
+    err = _one_line_error(capsys, 'validate', CIFAR_MODEL, '--checkpoint', ckpt, '--compare', second_onnx,
+                          '--compare-checkpoint', ckpt, '--data', cifar_samples())
+    assert f'--compare-checkpoint apply to a MODEL; --compare {second_onnx} is an ONNX file' in err, err
+    assert '--checkpoint/' not in err
+    err = _one_line_error(capsys, 'validate', CIFAR_MODEL, '--checkpoint', ckpt, '--compare', second_onnx, '--amp',
+                          '--data', cifar_samples())
+    assert f'--device/--amp apply to a MODEL, and --compare {second_onnx} is an ONNX file' in err, err
+    err = _one_line_error(capsys, 'validate', second_onnx, '--checkpoint', ckpt, '--data', cifar_samples())
+    assert '--checkpoint/--use-ema apply to a MODEL; an ONNX file carries its own weights' in err  # unchanged

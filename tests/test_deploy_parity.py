@@ -121,3 +121,34 @@ def test_threads_apply_to_the_pytorch_side_and_are_restored(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert r['passed'] and seen and set(seen) == {1} and r['reference']['threads'] == 1
+
+
+def test_int8_options_of_a_run_that_quantizes_nothing_are_refused(tmp_path, monkeypatch):
+    """``--fp32-layers``/``--calib-method``... with an FP32 or FP16 check, or with a file that is already INT8,
+    were ignored and the run printed PASSED as if the recipe had been checked; now one line before any export.
+    An INT8 check of an FP32 file still takes them."""
+    from timm_recal_deploy import parity as parity_mod
+    from timm_recal_deploy.quantize import quantize_int8
+    name = 'cnn3'
+    model = _randomized(name, 32)
+    path = export_onnx(name, str(tmp_path / 'm.onnx'), model=model, exporter='legacy')['output']
+    int8 = quantize_int8(path, str(tmp_path / 'm_int8.onnx'), calib_images=8).output  # on the bundled samples
+    cases = [
+        (dict(precision=None, fp32_layers=2, calib_method='entropy'),
+         '--calib-method, --fp32-layers shape INT8 calibration, which this run does not do: parity calibrates only '
+         'for --precision int8 of an FP32 file or MODEL, not fp32'),
+        (dict(precision='fp16', moving_average=False), '--no-moving-average shapes INT8 calibration'),
+        (dict(onnx_path=int8, symmetric=True), f'--symmetric shapes INT8 calibration, which this run does not do: '
+                                               f'{int8} is already INT8'),
+    ]
+    monkeypatch.setattr(parity_mod, 'export_source', lambda *a, **k: pytest.fail('exported before the check'))
+    for kw, message in cases:
+        with pytest.raises(DeployError) as e:
+            parity(name, model=model, **kw)
+        assert message in str(e.value)
+    with pytest.raises(DeployError, match='--calib-images shapes INT8 calibration'):
+        parity(int8, model=model, calib_images=64)
+    r = parity(name, onnx_path=path, model=model, precision='int8', calib_images=8, calib_method='percentile',
+               limit=8)
+    assert r.calibration['calibrate_method'] == 'percentile' and r.calibration['calib_images'] == 8
+

@@ -166,3 +166,44 @@ def test_standalone_triton_makes_a_backends_file_from_its_row(tmp_path, monkeypa
     assert triton_artifact(str(other), 'fakebuilt', str(work)) == str(other) and calls == []
     # TensorRT's row: a package given to it is not built (and TensorRT, absent here, is never asked for)
     assert triton_artifact(str(other), 'tensorrt', str(work)) == str(other)
+
+
+def _trt_entries():
+    built = {'runtime': 'trt', 'precision': 'fp32', 'status': 'built', 'file': 'out/m.plan',
+             'result': {'tensorrt_version': '10.13.3', 'gpu': {'name': 'NVIDIA H100'}, 'output': 'out/m.plan',
+                        'profile': {'input': 'input', 'min': [1, 3, 32, 32], 'opt': [16, 3, 32, 32],
+                                    'max': [64, 3, 32, 32]}}}
+    skipped = {'runtime': 'trt', 'precision': 'int8', 'status': 'skipped', 'reason': 'TensorRT is not installed'}
+    return [built, skipped]
+
+
+def test_engines_table_reads_the_rows_not_tensorrt_keys(monkeypatch):
+    """The report's engines table read TensorRT's keys by name (``tensorrt_version``, ``gpu``, ``profile``) for
+    every runtime with a builder; now each row's ``build_columns`` hook fills its columns (TensorRT's table is
+    unchanged) and a row without one shows its built file, not empty TensorRT columns."""
+    from timm_recal_deploy.report import _engines_section
+    assert '\n'.join(_engines_section({'engine': _trt_entries()})) == '\n'.join([
+        '## TensorRT engines', '',
+        '| Precision | Engine | TensorRT | GPU | Batch min/opt/max | Plan |',
+        '|---|---|---|---|---|---|',
+        '| fp32 | built | 10.13.3 | NVIDIA H100 | 1/16/64 | `m.plan` |',
+        '| int8 | skipped: TensorRT is not installed | - | - | - | - |', ''])
+    monkeypatch.setattr(runtimes, 'fake_columns', lambda rec: {'Fake version': rec.get('version')}, raising=False)
+    monkeypatch.setitem(RUNTIMES, 'fakert', RuntimeSpec('fakert', 'Fake runtime', 'onnx', 'ort_runtime:open_ort',
+                                                        'onnxruntime', 'deploy', builder='runtimes:fake_copy_build',
+                                                        build_columns='runtimes:fake_columns'))
+    monkeypatch.setitem(RUNTIMES, 'plainrt', RuntimeSpec('plainrt', 'Plain runtime', 'onnx', 'ort_runtime:open_ort',
+                                                         'onnxruntime', 'deploy', builder='runtimes:fake_copy_build'))
+    engines = _trt_entries()[:1] + [
+        {'runtime': 'fakert', 'precision': 'fp32', 'status': 'built', 'file': 'out/m.fake', 'result': {'version': '2'}},
+        {'runtime': 'plainrt', 'precision': 'fp32', 'status': 'built', 'file': 'out/m.plain', 'result': {}}]
+    title, _, table, _ = _engines_section({'engine': engines})
+    lines = table.splitlines()
+    assert title == '## TensorRT and Fake runtime and Plain runtime engines'
+    assert lines[0] == ('| Runtime | Precision | Engine | TensorRT | GPU | Batch min/opt/max | Plan | Fake version '
+                        '| File |')
+    assert lines[2:] == ['| TensorRT | fp32 | built | 10.13.3 | NVIDIA H100 | 1/16/64 | `m.plan` | - | - |',
+                          '| Fake runtime | fp32 | built | - | - | - | - | 2 | - |',
+                          '| Plain runtime | fp32 | built | - | - | - | - | - | `m.plain` |']
+    report_strings = [text for _, text in _code_strings(DEPLOY / 'report.py') if 'tensorrt' in text.lower()]
+    assert report_strings == [], f'report.py names TensorRT in code: {report_strings}'

@@ -314,3 +314,27 @@ def test_triton_write_error_names_the_output_not_the_source_or_a_temporary_file(
     assert errors[0].startswith(f'timm-recal triton: error: cannot write {repo}') and 'File too large' in errors[0]
     assert exported not in errors[0] and 'timm-recal-triton-' not in errors[0] and '.tmp' not in errors[0]
     assert not os.path.exists(tmp_path / 'out')  # nothing half-written, no parent left behind
+
+
+def test_model_name_is_the_same_in_the_repository_and_the_client_example(exported, tmp_path, capsys):
+    """``--name 'a/b c'`` was written as the folder 'a_b_c' while ``--client-example --name 'a/b c'`` requested
+    'a/b c', a model the repository did not hold. A given name is now kept or refused in one line (before any
+    export); a derived name is the same in both."""
+    from timm_recal.cli import main
+    repo = tmp_path / 'repo'
+    for argv in (['-o', str(repo)], ['--client-example'], ['-o', str(repo), '--backend', 'openvino']):
+        assert main(['triton', exported, '--name', 'a/b c', *argv]) == 2
+        out, err = capsys.readouterr()
+        assert "--name 'a/b c' is not a Triton model name" in err and len(err.strip().splitlines()) == 1, err
+        assert not out and not repo.exists()
+    with pytest.raises(DeployError, match="--name '.hidden' is not a Triton model name"):
+        write_triton_repository(exported, str(repo), name='.hidden')
+    assert main(['triton', exported, '-o', str(repo), '--name', 'se-cnn3_v1.2']) == 0
+    assert os.listdir(repo) == ['se-cnn3_v1.2']
+    assert _parse(repo / 'se-cnn3_v1.2' / 'config.pbtxt').name == 'se-cnn3_v1.2'
+    assert main(['triton', exported, '--client-example', '--name', 'se-cnn3_v1.2']) == 0
+    assert "client.infer('se-cnn3_v1.2'" in capsys.readouterr().out
+    # no architecture in the metadata: both take the file's stem (the example asked for 'model')
+    from timm_recal_deploy import triton
+    bare = dict(artifact_io(exported)['metadata'], architecture=None)
+    assert triton.triton_model_name(None, bare, '/x/my model.onnx') == 'my_model'
