@@ -43,7 +43,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite
 
 __all__ = ['fuse_gates', 'FusedChannelGate', 'FusedSkipLayerExcitation', 'LateMap', 'PointwiseConvGate',
-           'ShuffleGatedStage', 'ShuffleGatedUnit', 'spatial_mean', 'spatial_sum', 'squeeze_early', 'window_mean']
+           'ShuffleGatedStage', 'ShuffleGatedUnit', 'spatial_mean', 'spatial_sum', 'squeeze_early']
 
 
 #: an ungrouped excitation layer runs as an inductor loop, not a GEMM extern, where batch x its weights is at most
@@ -108,38 +108,6 @@ def _vector_layer(v: torch.Tensor, layer: nn.Module, as_loop: bool = False) -> t
     return layer(v)  # activations and Identity are shape-agnostic
 
 
-def _as_loop(v: torch.Tensor, layer: nn.Module) -> bool:
-    """Whether ``layer`` on ``v`` ``[N, C]`` runs as an inductor loop: an ungrouped conv where batch x its weights
-    is at most ``LOOP_MAX_MACS`` in the graph being built (a symbolic batch whose range does not decide: no)."""
-    return isinstance(layer, nn.Conv2d) and layer.groups == 1 and statically_known_true(
-        v.shape[0] * layer.weight.numel() <= LOOP_MAX_MACS)
-
-
-def _windows(x: torch.Tensor, size) -> Optional[Tuple[int, int]]:
-    """The window ``(kh, kw)`` of ``adaptive_avg_pool2d(x, size)`` where its windows tile ``x`` (H and W multiples
-    of the output's), else None."""
-    oh, ow = (size, size) if isinstance(size, int) else tuple(size)
-    h, w = x.shape[-2:]
-    if oh is None or ow is None or h % oh or w % ow:
-        return None
-    return h // oh, w // ow
-
-
-def window_mean(x: torch.Tensor, size) -> torch.Tensor:
-    """``adaptive_avg_pool2d(x, size)``, as a reduction over a view where the windows tile the map (``_windows``),
-    summed in float32 at least, as ``spatial_mean`` is.
-
-    Why: inductor inlines the adaptive pool (a pointwise window sum) into the loop that reads it, so a matrix
-    product written as a loop over the pooled vector re-pooled the map once per output; a reduction is a buffer
-    of its own, which that loop reads."""
-    k = _windows(x, size)
-    if k is None:
-        return F.adaptive_avg_pool2d(x, size)
-    (n, c, h, w), (kh, kw) = x.shape, k
-    pooled = x.reshape(n, c, h // kh, kh, w // kw, kw).sum((3, 5), dtype=torch.promote_types(x.dtype, torch.float32))
-    return (pooled / (kh * kw)).to(x.dtype)
-
-
 def _check_eval(module: nn.Module) -> None:
     if module.training:
         raise RuntimeError(f'{type(module).__name__} is an inference rewrite (fuse_gates); it has no train mode')
@@ -191,9 +159,11 @@ class FusedChannelGate(nn.Module):
         (BF16) and 0.97 / 0.92 (FP32); ``seresnet50`` at batch 1 0.93 / 0.90 (BF16) and 0.94 / 0.93 (FP32), but at
         batch 16, where a GEMM reads the weights once for the whole batch, 0.91 / 0.94 and 0.91 / 0.92. SLE's
         layers stay GEMMs: inductor inlines the adaptive pool before them into such a loop, once per output
-        (0.41 of the base at batch 16) unless the pool is a reduction (``FusedSkipLayerExcitation.excite``)."""
+        (0.41 of the base at batch 16)."""
         for layer in self.layers:
-            v = _vector_layer(v, layer, _as_loop(v, layer))
+            loop = isinstance(layer, nn.Conv2d) and statically_known_true(
+                v.shape[0] * layer.weight.numel() <= LOOP_MAX_MACS)
+            v = _vector_layer(v, layer, loop)
         return v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,15 +180,9 @@ class FusedSkipLayerExcitation(nn.Module):
         self.conv1, self.act, self.conv2, self.gate = sle.conv1, sle.act, sle.conv2, sle.gate
 
     def excite(self, x_early: torch.Tensor) -> torch.Tensor:
-        """The gate ``[N, C_out]`` of ``x_early``; its convs as loops where ``FusedChannelGate.excite`` would, on
-        a pool that is a reduction (``window_mean``), else as GEMMs on the adaptive pool.
-
-        Why: at batch 1 a BF16 GEMM call (about 27 us) costs more than a loop over the same weights, and
-        ``sle_shufflenetv2_x0_5_cifar`` makes six (see the compiled README for the measurements)."""
-        loops = _windows(x_early, self.pool_size) is not None
-        v = window_mean(x_early, self.pool_size).flatten(1)
-        h = self.act(_vector_conv(v, self.conv1, loops and _as_loop(v, self.conv1)))
-        return self.gate(_vector_conv(h, self.conv2, loops and _as_loop(h, self.conv2)))
+        """The gate ``[N, C_out]`` of ``x_early``."""
+        v = F.adaptive_avg_pool2d(x_early, self.pool_size).flatten(1)
+        return self.gate(_vector_conv(self.act(_vector_conv(v, self.conv1)), self.conv2))
 
     def forward(self, x_early: torch.Tensor, x_late: torch.Tensor) -> torch.Tensor:
         _check_eval(self)

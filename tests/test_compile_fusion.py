@@ -11,7 +11,7 @@ from torch import nn
 from conftest import randomize_bn_
 from timm_recal.layers import BoosterGate, SkipLayerExcitation, SqueezeExcite, get_gate, list_gates
 from timm_recal_deploy.compile_fusion import (
-    FusedChannelGate, FusedSkipLayerExcitation, PointwiseConvGate, fuse_gates, squeeze_early, window_mean,
+    FusedChannelGate, FusedSkipLayerExcitation, PointwiseConvGate, fuse_gates, squeeze_early,
 )
 
 C, SIZE = 32, 8
@@ -185,32 +185,6 @@ def test_small_excitations_are_loops_where_the_graph_knows_the_batch_is_small(ba
         if reference is not None:  # the loop form (each sample alone) against the GEMM form of the batch
             torch.testing.assert_close(reference, gate.excite(gate.pool(x)), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(program.module()(x), gate(x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize('size', [4, (4, 2), (2, 4), 1, 3, (None, 4)])
-def test_window_mean_is_the_adaptive_pool(size):
-    """Tiling windows (8x8 -> 4x4, 4x2...) as a reduction, the rest (3x3 of 8x8, None) the adaptive pool itself;
-    BF16 summed in float32 (a BF16 running sum over 4 values already rounds)."""
-    x = torch.randn(2, 5, 8, 8)
-    torch.testing.assert_close(window_mean(x, size), nn.functional.adaptive_avg_pool2d(x, size))
-    xb = x.bfloat16()
-    torch.testing.assert_close(window_mean(xb, size).float(),
-                               nn.functional.adaptive_avg_pool2d(xb.float(), size).bfloat16().float())
-
-
-@pytest.mark.parametrize('batch, early, linears', [(1, 8, 0), (64, 8, 1), (1024, 8, 2), (1, 6, 2)])
-def test_sle_excitation_is_loops_on_a_window_sum_where_small(batch, early, linears):
-    """An SLE 16 -> 32 (4x4 conv: 8,192 weights, 1x1: 1,024): both layers loops at batch 1 on an 8x8 early map
-    (2x2 windows, pooled by a reduction), the 4x4 conv a GEMM at 64 (``LOOP_MAX_MACS``), both at 1024; on a 6x6
-    map (no tiling windows: the adaptive pool, which inductor would inline into a loop) GEMMs. Equal to the SLE."""
-    torch.manual_seed(5)
-    sle = _randomized(SkipLayerExcitation(16, 32))
-    fused = FusedSkipLayerExcitation(sle).eval()
-    x_early, x_late = torch.randn(batch, 16, early, early), torch.randn(batch, 32, 4, 4)
-    with torch.no_grad():
-        program = torch.export.export(fused, (x_early, x_late))
-        assert _linears(program) == linears
-        torch.testing.assert_close(program.module()(x_early, x_late), sle(x_early, x_late), rtol=1e-5, atol=1e-5)
 
 
 def test_the_compiled_cpu_pool_sums_rows_first_so_its_round_off_does_not_grow_with_the_map():

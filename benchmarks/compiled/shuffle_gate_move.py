@@ -1,12 +1,8 @@
 """Before / after: the CIFAR ShuffleNetV2 gates moved before the channel shuffle (``ShuffleGatedUnit``,
-``ShuffleGatedStage`` in ``deploy/compile_fusion.py``), against the form before (the gate after the shuffle);
-with ``--before sle_gemms``, the SLE net's excitation as loops on a window-sum pool (``window_mean``) against GEMMs
-on the adaptive pool (its form before).
+``ShuffleGatedStage`` in ``deploy/compile_fusion.py``), against the form before (the gate after the shuffle).
 
     python benchmarks/compiled/shuffle_gate_move.py --precision fp32,bf16 --batch 1,16 \\
         -o benchmarks/compiled/shuffle_gate_move_cpu.json
-    python benchmarks/compiled/shuffle_gate_move.py --before sle_gemms --precision bf16,fp32 --batch 1,16 \\
-        -o benchmarks/compiled/sle_excite_loops_cpu.json
 
 Per precision and batch: the base net, and the SE, AB and SLE nets each as ``prepare_for_compile`` makes them now
 (``moved``) and with the two moves switched off (``after_shuffle``, the form before), all with the shipped trained
@@ -47,51 +43,33 @@ def gates_after_the_shuffle() -> Iterator[None]:
         cf._shuffle_gated_units, cf._shuffle_gated_stages = units, stages
 
 
-@contextmanager
-def sle_excitation_as_gemms() -> Iterator[None]:
-    """``FusedSkipLayerExcitation`` as it was before its loops: the adaptive pool, GEMMs."""
-    windows = cf._windows
-    cf._windows = lambda x, size: None
-    try:
-        yield
-    finally:
-        cf._windows = windows
-
-
-#: ``--before``: (the label of the form now, the form before, the nets it concerns)
-BEFORE = {'after_shuffle': ('moved', gates_after_the_shuffle, NETS),
-          'sle_gemms': ('sle_loops', sle_excitation_as_gemms, ('sle_shufflenetv2_x0_5_cifar',))}
-
-
 def trained(name: str) -> nn.Module:
     return timm.create_model(f'local-dir:weights/{name}.cifar10', pretrained=True).eval()  # the shipped weights
 
 
-def forms(dtype: torch.dtype, before: str) -> Dict[str, nn.Module]:
-    now, form_before, nets = BEFORE[before]
+def forms(dtype: torch.dtype) -> Dict[str, nn.Module]:
     models = {BASE: prepare_for_compile(trained(BASE), SIZE, dtype).to(dtype)}
-    for net in nets:
-        models[f'{net}/{now}'] = prepare_for_compile(trained(net), SIZE, dtype).to(dtype)
-        with form_before():
-            models[f'{net}/{before}'] = prepare_for_compile(trained(net), SIZE, dtype).to(dtype)
+    for net in NETS:
+        models[f'{net}/moved'] = prepare_for_compile(trained(net), SIZE, dtype).to(dtype)
+        with gates_after_the_shuffle():
+            models[f'{net}/after_shuffle'] = prepare_for_compile(trained(net), SIZE, dtype).to(dtype)
     return models
 
 
-def run(precision: str, batch: int, repeats: int, before: str = 'after_shuffle') -> dict:
+def run(precision: str, batch: int, repeats: int) -> dict:
     dtype = compiled_dtype(precision, 'cpu')
     x = torch.randn(batch, *SIZE, dtype=dtype)
     calls, max_err = {}, {}
-    now = BEFORE[before][0]
-    for name, model in forms(dtype, before).items():
+    for name, model in forms(dtype).items():
         with torch._inductor.config.patch({'freezing': True, 'cpp.weight_prepack': precision != 'fp32'}), \
                 torch.no_grad():
             compiled = torch.compile(model, fullgraph=True, dynamic=False)
             out = compiled(x)
             compiled(x)
         calls[name] = compiled
-        if name.endswith(f'/{now}'):
+        if name.endswith('/moved'):
             max_err[name.split('/')[0]] = out.float()
-        elif name.endswith(f'/{before}'):
+        elif name.endswith('/after_shuffle'):
             net = name.split('/')[0]
             max_err[net] = (max_err[net] - out.float()).abs().max().item()
     with torch.no_grad():
@@ -108,7 +86,7 @@ def run(precision: str, batch: int, repeats: int, before: str = 'after_shuffle')
     return {'precision': precision, 'batch': batch, 'calls_per_window': n,
             'median_us': {k: statistics.median(v) * 1e6 for k, v in times.items()},
             'vs_base': {k: statistics.median(b / t for b, t in zip(times[BASE], v)) for k, v in times.items()},
-            f'max_abs_logit_diff_{now}_vs_{before}': max_err}
+            'max_abs_logit_diff_moved_vs_after_shuffle': max_err}
 
 
 def main() -> None:
@@ -116,13 +94,12 @@ def main() -> None:
     p.add_argument('--precision', default='fp32,bf16')
     p.add_argument('--batch', default='1,16')
     p.add_argument('--repeats', type=int, default=11)
-    p.add_argument('--before', choices=sorted(BEFORE), default='after_shuffle', help='the form to compare with')
     p.add_argument('-o', '--output', required=True)
     a = p.parse_args()
     torch.manual_seed(0)
     torch._dynamo.config.cache_size_limit = 64  # one graph per net, precision and batch, all kept
     torch._dynamo.config.accumulated_cache_size_limit = 1024
-    runs = [run(prec, int(b), a.repeats, a.before) for prec in a.precision.split(',') for b in a.batch.split(',')]
+    runs = [run(prec, int(b), a.repeats) for prec in a.precision.split(',') for b in a.batch.split(',')]
     record = {'machine': machine_info(), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
               'repeats': a.repeats, 'runs': runs}
     with open(a.output, 'w') as f:
