@@ -64,7 +64,7 @@ __all__ = ['AotiExportOptions', 'AotiExportResult', 'export_aoti', 'cached_packa
            'check_package', 'build_package', 'PACKAGE_KEY', 'DEFAULT_MAX_BATCH', 'PACKAGE_PRECISIONS',
            'is_package_path', 'package_source', 'inspect_package', 'default_static_batches', 'static_model_name',
            'DYNAMIC_MODEL', 'triton_package', 'triton_export', 'check_libraries', 'compiled_cpu_isa',
-           'missing_cpu_isa']
+           'missing_cpu_isa', 'dynamic_model_package']
 
 #: the ``aot_inductor.metadata`` entry holding our JSON
 PACKAGE_KEY = 'timm_recal'
@@ -404,6 +404,36 @@ def build_package(model: nn.Module, meta: Dict[str, Any], out: str, *, device: s
                                                                                prepack.get(name, True)}))
     package_aoti(out, files)
     return call_atomically(out, lambda tmp: _without_local_paths(out, tmp), force=True)
+
+
+def _member_model(name: str) -> Optional[str]:
+    """The model a package member belongs to (``ARCHIVE/data/aotinductor/MODEL/...``), or None (the archive's own
+    files)."""
+    head, sep, rest = name.partition('/data/aotinductor/')
+    return rest.split('/')[0] if sep and '/' in rest else None
+
+
+def dynamic_model_package(src: str, dst: str) -> None:
+    """Copy the package ``src`` to ``dst`` with its dynamic model alone, the one Triton's ``torch_aoti`` platform
+    (and ``aoti_load_package``) loads: each static model is another copy of the weights that a server never runs
+    (a resnet50 FP32 package: about half its bytes). The dynamic model's members are copied byte for byte; its
+    metadata then lists no static batches."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w') as zout:
+        for item in zin.infolist():
+            model = _member_model(item.filename)
+            if model not in (None, DYNAMIC_MODEL):
+                continue
+            data = zin.read(item)
+            if model == DYNAMIC_MODEL and item.filename.endswith('wrapper_metadata.json'):
+                raw = json.loads(data)
+                if PACKAGE_KEY in raw:
+                    meta = json.loads(raw[PACKAGE_KEY])
+                    meta['static_batches'] = []
+                    meta['weight_prepack'] = {k: v for k, v in (meta.get('weight_prepack') or {}).items()
+                                              if k == DYNAMIC_MODEL}
+                    raw[PACKAGE_KEY] = json.dumps(meta)
+                    data = json.dumps(raw).encode()
+            zout.writestr(item, data)
 
 
 def _local_roots() -> List[bytes]:

@@ -310,7 +310,8 @@ def _server_readme(name: str, meta: Dict[str, Any]) -> str:
     """The repository's README: an AOTInductor package loads only in the torch it was compiled with."""
     return (f"# Triton model repository: {name}\n\n"
             f"`{name}/1/model.pt2` is an AOTInductor package (`platform: \"torch_aoti\"` of Triton's PyTorch "
-            f"backend, Triton {TORCH_AOTI_TRITON} or newer).\n\n"
+            f"backend, Triton {TORCH_AOTI_TRITON} or newer) holding the dynamic-batch model alone (the one the "
+            "server loads; the static models of the source package are left out).\n\n"
             f"- The server's PyTorch must be **torch {meta.get('torch')}**: a package loads only in the torch "
             "version it was compiled with (pick the Triton release whose PyTorch backend carries it).\n"
             f"- Device: {meta.get('device')}; precision {meta.get('precision')} ({meta.get('dtype')} inputs and "
@@ -338,8 +339,9 @@ def _write_model_folder(repo_dir: str, force: bool, name: str, text: str, labels
             shutil.copyfile(sidecar_path(source), sidecar_path(target))
         elif source.lower().endswith('.onnx'):
             copy_onnx(source, target)  # written anew without the exporter's local paths
-        else:  # an AOTInductor package: its provenance is checked, its bytes are served as they are
-            shutil.copyfile(source, target)
+        else:  # an AOTInductor package (provenance checked): its dynamic model, the one the server loads
+            from .aoti_package import dynamic_model_package
+            dynamic_model_package(source, target)
 
 
 def triton_client_example(model_name: str, metadata: Dict[str, Any], url: str = 'localhost:8001') -> str:

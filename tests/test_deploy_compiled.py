@@ -476,6 +476,20 @@ def test_triton_pytorch_backend_writes_a_torch_aoti_model(cnn3_package, tmp_path
     assert 'platform: "torch_aoti"' in text and 'max_batch_size: 0' in text and 'dims: [ -1, 3, 32, 32 ]' in text
     assert 'kind: KIND_CPU' in text and (repo / NAME / '1' / 'model.pt2').is_file()
     assert f'torch {torch.__version__}' in (repo / 'README.md').read_text()
+    # the dynamic model alone (Triton loads no other): it says so, and runs every batch as the package does
+    served = str(repo / NAME / '1' / 'model.pt2')
+    with zipfile.ZipFile(served) as z:
+        assert {n.split('/data/aotinductor/')[1].split('/')[0] for n in z.namelist() if '/data/aotinductor/' in n} \
+            == {'model'}
+    meta, full = package_metadata(served), package_metadata(path)
+    assert meta['static_batches'] == [] and meta['weight_prepack'] == {'model': full['weight_prepack']['model']}
+    assert {k: v for k, v in meta.items() if k not in ('static_batches', 'weight_prepack')} \
+        == {k: v for k, v in full.items() if k not in ('static_batches', 'weight_prepack')}
+    x = sample_batch(NAME, 32, n=3).numpy()
+    runner, reference = open_runtime('aoti', served), open_runtime('aoti', path)
+    assert runner.static_models == {}
+    for batch in (1, 3):
+        np.testing.assert_allclose(runner(x[:batch]), reference(x[:batch]), atol=1e-5, rtol=1e-5)
     onnx_repo = tmp_path / 'other'
     rc, _, err = run_cli(capsys, 'triton', path, '--backend', 'onnxruntime', '-o', onnx_repo)
     assert rc != 0 and 'served by --backend pytorch' in err and not onnx_repo.exists()
@@ -512,8 +526,12 @@ def test_pipeline_triton_stage_serves_the_package(cnn3_package, compile_cache, t
     r = pipeline(NAME, str(tmp_path / 'ok'), **kw)
     assert r.passed and r.triton['status'] == 'written' and r.triton['runtime'] == 'aoti'
     served = tmp_path / 'ok' / 'triton' / NAME / '1' / 'model.pt2'
-    with open(path, 'rb') as f:
-        assert served.read_bytes() == f.read()  # the export's package: the same cache entry, not a second compile
+    # the export's package (the same cache entry, not a second compile), its dynamic model alone
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(served) as zs:
+        source = {n: z.read(n) for n in z.namelist()}
+        copied = {n: zs.read(n) for n in zs.namelist()}
+    assert set(copied) == {n for n in source if '/data/aotinductor/batch_1/' not in n} and len(copied) < len(source)
+    assert all(copied[n] == source[n] for n in copied if not n.endswith('wrapper_metadata.json'))
     assert len(list(compile_cache.glob('aoti/*.pt2'))) == 1
     config = (tmp_path / 'ok' / 'triton' / NAME / 'config.pbtxt').read_text()
     assert 'platform: "torch_aoti"' in config and 'max_batch_size: 0' in config
