@@ -240,3 +240,23 @@ def test_conv_init_and_drop_path():
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CifarResNet(device='meta', **kwargs)
+
+
+@pytest.mark.parametrize('kwargs,error,match', [
+    # '' built a net whose first forward hit 'NoneType' object is not callable
+    (dict(act_layer=''), ValueError, "CifarResNet: act_layer '' names no activation"),
+    (dict(norm_layer=''), ValueError, "CifarResNet: norm_layer '' names no norm layer"),
+    # floats reached torch ("out_channels must be divisible by groups"); True built a 1-block stage silently
+    (dict(widths=(16, 32.5, 64)), TypeError, r'widths\[1\] must be a positive integer, got 32.5'),
+    (dict(layers=(3, 2.5, 3)), TypeError, r'layers\[1\] must be a positive integer, got 2.5'),
+    (dict(layers=(3, True, 3)), TypeError, r'layers\[1\] must be a positive integer, got True'),
+    (dict(stem_chs=0), ValueError, 'stem_chs must be a positive integer, got 0'),
+    (dict(in_chans=0), ValueError, 'in_chans must be a positive integer, got 0'),
+    (dict(num_classes=10.0), TypeError, 'num_classes must be an integer'),
+    (dict(drop_rate=float('nan')), ValueError, r'drop_rate must be in \[0, 1\), got nan'),
+])
+def test_bad_constructor_args_refused_in_one_line(kwargs, error, match):
+    with pytest.raises(error, match=match) as e:
+        timm.create_model('resnet20_cifar', device='meta', **kwargs)
+    assert '\n' not in str(e.value)
+    assert timm.create_model('resnet20_cifar', num_classes=-1, device='meta').head.fc.__class__ is nn.Identity

@@ -131,3 +131,30 @@ def test_attn_stage_needs_a_gate_and_an_int(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         timm.create_model(name, **kwargs)
     assert isinstance(timm.create_model('se_cnn3', attn_stage=0).stages[0].attn, SqueezeExcite)
+
+
+@pytest.mark.parametrize('kwargs,error,match', [
+    # '' is timm's "no activation": the net built, then its first forward hit 'NoneType' object is not callable
+    (dict(act_layer=''), ValueError, "CNN3: act_layer '' names no activation"),
+    (dict(act_layer='relu7'), ValueError, "CNN3: act_layer 'relu7' is not an activation timm knows"),
+    # a float width reached torch as "out_channels must be divisible by groups"; 0 failed at the first forward
+    (dict(widths=(32, 64.5, 128)), TypeError, r'CNN3: widths\[1\] must be a positive integer, got 64.5'),
+    (dict(widths=(32, 0, 128)), ValueError, r'CNN3: widths\[1\] must be a positive integer, got 0'),
+    (dict(widths=(True, 64, 128)), TypeError, r'CNN3: widths\[0\] must be a positive integer, got True'),
+    (dict(widths=64), TypeError, 'CNN3: widths must be a sequence of positive integers'),
+    (dict(in_chans=0), ValueError, 'CNN3: in_chans must be a positive integer, got 0'),
+    (dict(num_classes=2.5), TypeError, r'CNN3: num_classes must be an integer \(0 for no classifier\), got 2.5'),
+])
+def test_bad_constructor_args_refused_in_one_line(kwargs, error, match):
+    with pytest.raises(error, match=match) as e:
+        timm.create_model('se_cnn3', **kwargs)
+    assert '\n' not in str(e.value)
+
+
+def test_what_timm_accepts_is_accepted():
+    """As timm's own models: num_classes <= 0 is "no classifier", None kwargs are dropped (default act)."""
+    for n in (0, -1):
+        assert timm.create_model('cnn3', num_classes=n)(x32()).shape == (2, 128)
+    m = timm.create_model('cnn3', act_layer=None, widths=[8, 16])
+    assert isinstance(m.stages[0].act, nn.ReLU) and m(x32()).shape == (2, 10)
+    assert type(timm.create_model('cnn3', act_layer='gelu').stages[0].act).__name__ == 'GELU'

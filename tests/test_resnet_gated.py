@@ -314,3 +314,14 @@ def test_placement_errors():
     with pytest.raises(ValueError, match="'pre' placement needs a gate"):
         PreGateBottleneck(64, 16)
     assert placement_block(Bottleneck, 'standard') is Bottleneck
+
+
+@pytest.mark.parametrize('name', ['se_resnet18', 'se_pre_resnet50', 'ab_resnet18'])
+def test_act_layer_that_names_no_activation_is_refused_in_one_line(name):
+    # timm's ResNet read '' as "no activation" and then called it: TypeError 'NoneType' object is not callable
+    with pytest.raises(ValueError, match=f"{name}: act_layer '' names no activation") as e:
+        timm.create_model(name, act_layer='', device='meta')
+    assert '\n' not in str(e.value)
+    with pytest.raises(ValueError, match=f"{name}: act_layer 'relu7' is not an activation timm knows"):
+        timm.create_model(name, act_layer='relu7', device='meta')
+    assert isinstance(timm.create_model(name, act_layer='silu', device='meta').act1, nn.SiLU)

@@ -153,3 +153,29 @@ def test_channels_last_training_step_matches_nchw_and_fx_traces(name):
     from torchvision.models.feature_extraction import create_feature_extractor
     traced = create_feature_extractor(model.eval(), return_nodes=['stages.1'])
     assert traced(x.contiguous(memory_format=torch.channels_last))['stages.1'].shape[0] == 4
+
+
+@pytest.mark.parametrize('kwargs,error,match', [
+    # an odd width built, then failed at the first forward ("expected input[...] to have 233 channels")
+    (dict(stage_chs=(116, 233, 464)), ValueError, r'stage_chs must be even .* got 233 in \(116, 233, 464\)'),
+    (dict(stage_chs=(116.0, 232, 464)), TypeError, r'stage_chs\[0\] must be a positive integer, got 116.0'),
+    # 0 units: a stage that did not downsample, silently another net with wrong feature_info reductions
+    (dict(stage_units=(0, 8, 4)), ValueError, r'stage_units\[0\] must be a positive integer, got 0'),
+    (dict(stage_units=(4, 8.5, 4)), TypeError, r'stage_units\[1\] must be a positive integer, got 8.5'),
+    (dict(stem_chs=0), ValueError, 'stem_chs must be a positive integer, got 0'),
+    (dict(head_chs=0), ValueError, 'head_chs must be a positive integer, got 0'),
+    (dict(in_chans=0), ValueError, 'in_chans must be a positive integer, got 0'),
+    # NaN reached nn.Dropout silently; 1.5 gave torch's message without the argument's name
+    (dict(drop_rate=float('nan')), ValueError, r'ShuffleNetV2: drop_rate must be in \[0, 1\], got nan'),
+    (dict(drop_rate=1.5), ValueError, r'ShuffleNetV2: drop_rate must be in \[0, 1\], got 1.5'),
+])
+def test_bad_constructor_args_refused_in_one_line(kwargs, error, match):
+    with pytest.raises(error, match=match) as e:
+        timm.create_model('se_shufflenetv2_cifar', device='meta', **kwargs)
+    assert '\n' not in str(e.value)
+
+
+def test_what_timm_accepts_is_accepted():
+    """drop_rate 1.0 and num_classes -1 (no classifier) build in timm's own models, so they build here."""
+    m = timm.create_model('shufflenetv2_x0_5_cifar', drop_rate=1.0, num_classes=-1).eval()
+    assert m(torch.randn(1, 3, 32, 32)).shape == (1, 1024)

@@ -298,3 +298,22 @@ def test_seeds_multiply_the_grid_and_can_be_chosen(tmp_path):
     for bad in ('seeds: [1, 1]\n', 'seeds: [-1]\n', 'seeds: 3\n', 'seeds: [1]\noverrides: {seed: 2}\n'):
         with pytest.raises(ValueError, match='seed'):
             load_sweep(_write(tmp_path, GRID + bad))
+
+
+def test_flags_the_sweep_would_not_use_are_refused(tmp_path, capsys):
+    """--seed on a sweep with a seeds list was silently dropped (every cell sets its own seed), and --plot-only
+    beside --dry-run was silently ignored; both are refused before anything is written."""
+    from timm_recal.cli import main
+    from timm_recal.training.sweep import Cell, cell_config, load_sweep
+    sweep, out = _write(tmp_path, GRID + 'seeds: [7, 8]\n'), tmp_path / 'out'
+    assert main(['sweep', '-c', sweep, '-o', str(out), '--dry-run', '--seed', '3']) == 2
+    err = capsys.readouterr().err
+    assert '--seed 3: this sweep file trains every cell with each of its seeds [7, 8]; pick some with --seeds' in err
+    assert main(['sweep', '-c', sweep, '-o', str(out), '--dry-run', '--plot-only']) == 2
+    assert 'not allowed with argument --dry-run' in capsys.readouterr().err
+    assert not out.exists()
+    spec = load_sweep(sweep)
+    with pytest.raises(ValueError, match='--seed 3: this sweep file'):
+        cell_config(spec, Cell(TINY_MODEL, 1e-2, 4, 7), str(out), {'seed': 3})
+    assert main(['sweep', '-c', sweep, '-o', str(out), '--dry-run', '--seeds', '8']) == 0  # the way to pick a seed
+    assert main(['sweep', '-c', _write(tmp_path, GRID), '-o', str(out), '--dry-run', '--seed', '3']) == 0

@@ -1,13 +1,19 @@
 """Pieces shared by the model files: default cfgs, weight init, timm's classifier API, deprecated kwargs."""
+import math
+import numbers
 import warnings
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import LayerType, get_act_layer, get_norm_layer
+
+from ..layers._helpers import check_positive_int
 
 __all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'HUB_ORG', 'imagenet_cfg', 'cifar_cfg', 'init_conv_weights_',
-           'warn_renamed_kwarg', 'ClassifierHeadMixin']
+           'warn_renamed_kwarg', 'ClassifierHeadMixin', 'resolve_act_layer', 'resolve_norm_layer',
+           'check_widths', 'check_io', 'check_drop_rate']
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -38,6 +44,59 @@ def warn_renamed_kwarg(old: str, new: str, owner: str) -> None:
     """A deprecated keyword still works for now, and says which one replaces it."""
     warnings.warn(f"{owner}: {old} is deprecated, use {new} (the same setting on every timm-recal model)",
                   FutureWarning, stacklevel=3)
+
+
+def resolve_act_layer(act_layer: LayerType, owner: str, what: str = 'act_layer') -> Callable[..., nn.Module]:
+    """timm's ``get_act_layer``, refusing what it reads as "no activation" (``''``, None): the model was built
+    and only its first forward failed, with ``'NoneType' object is not callable``."""
+    try:
+        act = get_act_layer(act_layer)
+    except KeyError:
+        raise ValueError(f"{owner}: {what} {act_layer!r} is not an activation timm knows "
+                         f"(e.g. 'relu', 'silu', nn.ReLU)") from None
+    if act is None:
+        raise ValueError(f"{owner}: {what} {act_layer!r} names no activation; this model needs one "
+                         f"(e.g. 'relu', nn.ReLU)")
+    return act
+
+
+def resolve_norm_layer(norm_layer: LayerType, owner: str) -> Callable[..., nn.Module]:
+    """timm's ``get_norm_layer``, refusing ``''`` / None (read as "no norm") and unknown names in one line."""
+    try:
+        norm = get_norm_layer(norm_layer)
+    except KeyError:
+        raise ValueError(f"{owner}: norm_layer {norm_layer!r} is not a norm layer timm knows "
+                         f"(e.g. 'batchnorm2d', nn.BatchNorm2d)") from None
+    if norm is None:
+        raise ValueError(f"{owner}: norm_layer {norm_layer!r} names no norm layer; this model needs one "
+                         f"(e.g. 'batchnorm2d', nn.BatchNorm2d)")
+    return norm
+
+
+def check_widths(values: Any, what: str, owner: str) -> Tuple[int, ...]:
+    """A sequence of positive ints (channel widths, blocks per stage). A float reached torch as an unclear
+    "out_channels must be divisible by groups", a 0 built a model that failed at its first forward, and a bool
+    (``True``) silently built a width or depth of 1."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{owner}: {what} must be a sequence of positive integers, got {values!r}")
+    return tuple(check_positive_int(v, f"{what}[{i}]", owner) for i, v in enumerate(values))
+
+
+def check_io(in_chans: Any, num_classes: Any, owner: str) -> None:
+    """``in_chans`` a positive int (0 built a model no input fits); ``num_classes`` an int. As in timm,
+    ``num_classes <= 0`` means no classifier (features only) and is accepted; a float or bool is not."""
+    check_positive_int(in_chans, 'in_chans', owner)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise TypeError(f"{owner}: num_classes must be an integer (0 for no classifier), got {num_classes!r}")
+
+
+def check_drop_rate(rate: Any, owner: str, what: str = 'drop_rate', high_open: bool = False) -> None:
+    """A dropout probability in [0, 1] as torch (and timm) accept it, or [0, 1) with ``high_open``; NaN was
+    passed to ``nn.Dropout`` silently."""
+    ok = isinstance(rate, numbers.Real) and not isinstance(rate, bool) and math.isfinite(rate) \
+        and 0. <= rate and (rate < 1. if high_open else rate <= 1.)
+    if not ok:
+        raise ValueError(f"{owner}: {what} must be in [0, 1{')' if high_open else ']'}, got {rate!r}")
 
 
 def init_conv_weights_(model: nn.Module, mode: str = 'kaiming_fan_out') -> None:

@@ -20,6 +20,7 @@ sit on the residual branch before the sum, on C = the block's output channels, a
 ("Accuracy Booster", Fig. 2, Tables 5, 6 and 15) place them. Per block AB adds 3C parameters (C depthwise
 weights + BN), AB-Plus C^2 + 2C, SE (r = 16, bias) 2 C (C // 16) + C // 16 + C.
 """
+import numbers
 from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -27,12 +28,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import ClassifierHead, DropPath, LayerType, create_act_layer, get_act_layer, get_norm_layer
+from timm.layers import ClassifierHead, DropPath, LayerType, create_act_layer
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices  # no public export in timm 1.0.31
 
 from ..layers import get_gate
-from ._common import ClassifierHeadMixin, cifar_cfg, init_conv_weights_
+from ..layers._helpers import check_positive_int
+from ._common import (
+    ClassifierHeadMixin, check_drop_rate, check_io, check_widths, cifar_cfg, init_conv_weights_, resolve_act_layer,
+    resolve_norm_layer,
+)
 
 __all__ = ['CifarResNet', 'BasicBlock', 'PreActBlock', 'PadShortcut']
 
@@ -224,16 +229,20 @@ class CifarResNet(ClassifierHeadMixin, nn.Module):
         if shortcut not in _SHORTCUTS[block]:
             raise ValueError(f"{name}: block {block!r} supports shortcut {' or '.join(map(repr, _SHORTCUTS[block]))}, "
                              f"got {shortcut!r}")
+        if isinstance(layers, Sequence) and any(
+                isinstance(n, numbers.Integral) and not isinstance(n, bool) and n < 1 for n in layers):
+            raise ValueError(f"{name}: every stage needs at least one block, got layers={tuple(layers)}")
+        layers = check_widths(layers, 'layers', name)
+        widths = check_widths(widths, 'widths', name)
         if len(layers) != len(widths) or not layers:
             raise ValueError(f"{name}: layers and widths need one entry per stage, got {layers} and {widths}")
-        if any(n < 1 for n in layers):
-            raise ValueError(f"{name}: every stage needs at least one block, got layers={tuple(layers)}")
+        stem_chs = check_positive_int(stem_chs, 'stem_chs', name)
+        check_io(in_chans, num_classes, name)
         for arg, rate in (('drop_rate', drop_rate), ('block_drop_rate', block_drop_rate),
                           ('drop_path_rate', drop_path_rate)):
-            if not 0. <= rate < 1.:
-                raise ValueError(f"{name}: {arg} must be in [0, 1), got {rate}")
-        act_layer = get_act_layer(act_layer)
-        norm_layer = get_norm_layer(norm_layer)
+            check_drop_rate(rate, name, arg, high_open=True)
+        act_layer = resolve_act_layer(act_layer, name)
+        norm_layer = resolve_norm_layer(norm_layer, name)
         gate = get_gate(attn_layer)
         if gate is None and attn_reduction is not None:
             raise ValueError(f"{name} has no gate to configure, got attn_reduction; give attn_layer= (e.g. 'se') to "

@@ -23,12 +23,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from timm.layers import ClassifierHead, LayerType, create_act_layer, get_act_layer
+from timm.layers import ClassifierHead, LayerType, create_act_layer
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices  # no public export in timm 1.0.31
 
 from ..layers import get_gate
-from ._common import ClassifierHeadMixin, cifar_cfg, init_conv_weights_
+from ._common import (
+    ClassifierHeadMixin, check_drop_rate, check_io, check_widths, cifar_cfg, init_conv_weights_, resolve_act_layer,
+)
 
 __all__ = ['CNN3']
 
@@ -66,10 +68,11 @@ class CNN3(ClassifierHeadMixin, nn.Module):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         name = type(self).__name__
+        widths = check_widths(widths, 'widths', name)
         if not widths:
             raise ValueError(f"{name}: widths needs at least one conv layer")
-        if not 0. <= drop_rate < 1.:
-            raise ValueError(f"{name}: drop_rate must be in [0, 1), got {drop_rate}")
+        check_io(in_chans, num_classes, name)
+        check_drop_rate(drop_rate, name, high_open=True)
         gate = get_gate(attn_layer)
         if gate is None:
             given = [k for k, v in (('attn_stage', attn_stage), ('attn_reduction', attn_reduction)) if v is not None]
@@ -83,7 +86,7 @@ class CNN3(ClassifierHeadMixin, nn.Module):
             raise ValueError(f"{name}: attn_stage must index one of the {len(widths)} conv layers "
                              f"(an int 0..{len(widths) - 1}), got {attn_stage!r}")
         attn_reduction = 16 if attn_reduction is None else attn_reduction
-        act_layer = get_act_layer(act_layer)
+        act_layer = resolve_act_layer(act_layer, name)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate

@@ -31,7 +31,7 @@ from timm.models import (
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..layers import get_gate
-from ._common import imagenet_cfg, warn_renamed_kwarg
+from ._common import imagenet_cfg, resolve_act_layer, warn_renamed_kwarg
 from ._warm_start import norm_before_gate, warm_start_state_dict
 from .resnet_blocks import placement_block
 
@@ -169,6 +169,8 @@ def _create_resnet_gated(variant: str, pretrained: bool = False, attn_reduction:
     """
     v = model_args[variant]
     base = BASES[v['base']]
+    if 'act_layer' in kwargs:  # timm's ResNet reads '' / None as "no activation", then calls it (TypeError)
+        resolve_act_layer(kwargs['act_layer'], variant)
     block_args = dict(kwargs.pop('block_args', None) or {})
     gate_args = dict(kwargs.pop('gate_args', None) or {})
     if 'reduction' in gate_args:

@@ -23,7 +23,11 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices  # no public export in timm 1.0.31
 
 from ..layers import SkipLayerExcitation, get_gate
-from ._common import ClassifierHeadMixin, HUB_ORG, cifar_cfg, imagenet_cfg, init_conv_weights_, warn_renamed_kwarg
+from ..layers._helpers import check_positive_int
+from ._common import (
+    ClassifierHeadMixin, HUB_ORG, check_drop_rate, check_io, check_widths, cifar_cfg, imagenet_cfg,
+    init_conv_weights_, warn_renamed_kwarg,
+)
 
 __all__ = ['ShuffleNetV2', 'ShuffleUnit']
 
@@ -79,6 +83,8 @@ class ShuffleUnit(nn.Module):
             raise ValueError(f"ShuffleUnit: stride must be 1 or 2, got {stride}")
         if stride == 1 and in_chs != out_chs:
             raise ValueError("ShuffleUnit: a stride-1 unit keeps its width (in_chs == out_chs)")
+        if out_chs % 2:
+            raise ValueError(f"ShuffleUnit: out_chs must be even (two halves of out_chs // 2), got {out_chs}")
         mid = out_chs // 2
         self.stride = stride
         if stride > 1:
@@ -111,7 +117,7 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
     """ShuffleNet V2 with optional SE-style gates at eight positions, or SLE between stages.
 
     Args:
-        stage_chs: output widths of stages 2-4.
+        stage_chs: output widths of stages 2-4 (even: a unit splits its channels in two halves).
         stage_units: units per stage (the first one downsamples).
         head_chs: width of the final 1x1 conv (1024, or 2048 for 2.0x).
         cifar_stem: 3x3 stride-1 stem without max-pool (32x32 inputs).
@@ -146,8 +152,20 @@ class ShuffleNetV2(ClassifierHeadMixin, nn.Module):
     ):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
+        name = type(self).__name__
+        stage_chs = check_widths(stage_chs, 'stage_chs', name)
+        stage_units = check_widths(stage_units, 'stage_units', name)
         if len(stage_chs) != len(stage_units):
             raise ValueError("ShuffleNetV2: stage_chs and stage_units must have the same length")
+        # a unit splits its output into two halves of out_chs // 2: an odd width built, then failed at the forward
+        odd = [c for c in stage_chs if c % 2]
+        if odd:
+            raise ValueError(f"{name}: stage_chs must be even (each unit splits its channels into two halves), got "
+                             f"{odd[0]} in {stage_chs}")
+        stem_chs = check_positive_int(stem_chs, 'stem_chs', name)
+        head_chs = check_positive_int(head_chs, 'head_chs', name)
+        check_io(in_chans, num_classes, name)
+        check_drop_rate(drop_rate, name)
         if attn_reductions is not None:
             warn_renamed_kwarg('attn_reductions=', 'attn_reduction=', 'ShuffleNetV2')
             attn_reduction = attn_reductions

@@ -29,8 +29,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from ..outputs import OutputError, call_atomically, check_writable_folder, write_json, write_text
 from .config import TrainConfig, check_config, check_data, load_config, read_yaml, recorded_path
 
-__all__ = ['SweepSpec', 'Cell', 'load_sweep', 'grid_cells', 'cell_config', 'cell_status', 'check_cells',
-           'check_sweep_output', 'run_sweep', 'collect_results', 'write_results', 'plot_heatmap']
+__all__ = ['SweepSpec', 'Cell', 'load_sweep', 'grid_cells', 'check_overrides', 'cell_config', 'cell_status',
+           'check_cells', 'check_sweep_output', 'run_sweep', 'collect_results', 'write_results', 'plot_heatmap']
 
 _KEYS = {'base_config', 'models', 'lr', 'batch_size', 'overrides', 'title', 'seeds'}
 _GRID_OWNED = {'model', 'lr', 'batch_size', 'output', 'resume'}  # set per cell by the sweep itself
@@ -139,8 +139,17 @@ def grid_cells(spec: SweepSpec, models: Optional[Sequence[str]] = None, seeds: O
     return [Cell(m, lr, bs, seed) for m in chosen for lr in spec.lrs for bs in spec.batch_sizes for seed in seeds]
 
 
+def check_overrides(spec: SweepSpec, overrides: Optional[Dict[str, Any]] = None) -> None:
+    """A caller's override the cells would not use is refused: with a ``seeds`` list every cell sets its own seed,
+    so ``--seed`` was silently dropped (the file itself may not set both either)."""
+    if spec.seeds and (overrides or {}).get('seed') is not None:
+        raise ValueError(f"--seed {overrides['seed']}: this sweep file trains every cell with each of its seeds "
+                         f"{spec.seeds}; pick some with --seeds, or remove the seeds list to use --seed")
+
+
 def cell_config(spec: SweepSpec, cell: Cell, out_dir: str, overrides: Optional[Dict[str, Any]] = None) -> TrainConfig:
     """The base config with the sweep's and the caller's overrides, then the cell's model, lr and batch size."""
+    check_overrides(spec, overrides)
     values = dict(spec.overrides)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     owned = sorted(_GRID_OWNED & set(values))

@@ -16,8 +16,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     '(Wang & Yuan, Figure 1) into the output folder.')
     p.add_argument('--config', '-c', required=True, help='sweep YAML (train_configs/sweeps/...)')
     p.add_argument('-o', '--output', required=True, help='sweep folder: one run folder per cell, results, heatmap')
-    p.add_argument('--dry-run', action='store_true', help='list the cells and their state; train nothing')
-    p.add_argument('--plot-only', action='store_true', help='collect the results and redraw; train nothing')
+    mode = p.add_mutually_exclusive_group()  # together, --dry-run won and --plot-only was silently dropped
+    mode.add_argument('--dry-run', action='store_true', help='list the cells and their state; train nothing')
+    mode.add_argument('--plot-only', action='store_true', help='collect the results and redraw; train nothing')
     p.add_argument('--models', nargs='+', help='train only these models of the sweep (the results cover all)')
     p.add_argument('--seeds', nargs='+', type=int, help="train only these of the sweep file's seeds")
     p.add_argument('--data-dir', dest='data_dir')
@@ -46,6 +47,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from . import sweep
     spec = sweep.load_sweep(args.config)
     overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    sweep.check_overrides(spec, overrides)
     cells = sweep.grid_cells(spec, args.models, args.seeds)
     sweep.check_sweep_output(args.output)
     if args.parallel < 1:
