@@ -66,7 +66,8 @@ class BenchResult(Result):
     output: Optional[str] = None
     tensorrt: List[Dict[str, Any]] = field(default_factory=list)  # trtexec-style numbers of each trt runner
     kind: str = 'timm-recal-bench'
-    #: per role: which OpenVINO INT8 file was timed (our QDQ file or an NNCF IR) and why (``pick_int8``)
+    #: per role: which file a runtime's ``artifact`` hook picked to time, and why (OpenVINO's INT8: our QDQ file or
+    #: an NNCF IR, ``pick_int8``), with that ``runtime`` and ``precision``
     int8_pick: Dict[str, Any] = field(default_factory=dict)
     #: runners that could not be timed because their compile died, failed or timed out (``{key, error}``)
     failed: List[Dict[str, Any]] = field(default_factory=list)
@@ -272,7 +273,14 @@ def _side_sources(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
     if not any(RUNTIMES[w].kind == 'onnx' for w in runtimes):
         return src, {}, src
     if side.onnx:
-        return src, _onnx_files(side, src), src
+        files = _onnx_files(side, src)
+        missing = [p for p in _precisions(o) if p in PRECISIONS and files.get('fp32' if p == 'bf16' else p) is None]
+        if missing:  # asked for, with no file to run it: said, not silently left out of the tables
+            given = ', '.join(os.path.basename(f) for f in side.onnx)
+            why = ' (bf16 runs the FP32 file)' if 'bf16' in missing else ''
+            notes.append(f"{side.role}: --onnx ({given}) has no file for {', '.join(missing)}{why}: not timed under "
+                         'the ONNX runtimes')
+        return src, files, src
     side.desc['onnx_temporary'] = True
     return src, _export_for_bench(side, src, o, workdir, log), src
 
@@ -345,8 +353,8 @@ def _side_runners(side: _Side, o: BenchOptions, runtimes: Sequence[str], workdir
                 record = None
                 if hook is not None:  # a runtime that picks or builds its own file (OpenVINO's INT8 pick)
                     path, record = hook(path, p, files, src, o, workdir, notes, log, side.role)
-                if record is not None:
-                    picks[side.role] = record
+                if record is not None:  # the report names the runtime and precision from the record
+                    picks[side.role] = {'runtime': word, 'precision': p, **record}
                 variant = (record or {}).get('timed')
                 runner = _open_or_note(word, path, p, notes, side.role, failed, threads=o.threads)
                 if runner is not None:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from .errors import DeployError
 from .options import DEFAULT_PIPELINE_STAGES, EXPORTERS, GATE_REWRITES, PIPELINE_STAGES, TritonOptions, from_args
-from .runtimes import PRECISIONS, RUNTIMES, parse_runtimes
+from .runtimes import PRECISIONS, RUNTIMES, numbers_text_hook, parse_runtimes
 from .triton_backends import DEFAULT_BACKEND, TRITON_BACKENDS, triton_backend
 
 # Only these light modules are imported here. Every stage module (export, parity, validate, quantize, bench,
@@ -496,7 +496,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from .bench import BenchOptions, bench
     from .report import bench_results_markdown
     r = bench(args.target, from_args(BenchOptions, args), log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print_result(r, args.json, lambda r: bench_results_markdown(r.to_dict()) + _trtexec_text(r.tensorrt))
+    print_result(r, args.json, lambda r: bench_results_markdown(r.to_dict()) + _extra_numbers_text(r))
     if r.output:
         print(f'wrote {r.output}', file=sys.stderr)
     return 0
@@ -557,17 +557,15 @@ def run_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trtexec_text(numbers) -> str:
-    """``bench --runtimes trt``: trtexec's summary lines per engine and batch (ms, p50/p90/p99)."""
-    lines = []
-    for n in numbers or []:
-        for r in n['results']:
-            lat, gpu, full = r['latency_ms'], r['gpu_compute_ms'], r['gpu_with_transfers_ms']
-            lines.append(f"\n{n['key']} batch {r['batch']}: throughput {r['throughput_images_per_s']:.1f} images/s "
-                         f"({r['throughput_qps']:.1f} qps); latency p50/p90/p99 {lat['p50']:.3f}/{lat['p90']:.3f}/"
-                         f"{lat['p99']:.3f} ms; GPU compute p50/p90/p99 {gpu['p50']:.3f}/{gpu['p90']:.3f}/"
-                         f"{gpu['p99']:.3f} ms; with H2D+D2H {full['p50']:.3f}/{full['p90']:.3f}/{full['p99']:.3f} ms")
-    return ''.join(lines)
+def _extra_numbers_text(record: Any) -> str:
+    """``bench``'s text after its tables: each row's ``extra_numbers`` in the record as its ``numbers_text`` hook
+    shows them (``trt``: trtexec's summary lines); a hook's module is imported only when its numbers are there."""
+    text = ''
+    for word, spec in RUNTIMES.items():
+        numbers = record.get(spec.extra_numbers[0]) if spec.extra_numbers else None
+        hook = numbers_text_hook(word) if numbers else None
+        text += hook[1](numbers) if hook else ''
+    return text
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:

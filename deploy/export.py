@@ -99,8 +99,14 @@ def check_onnx(model_proto, what: str) -> None:
 
 
 def default_onnx_name(spec: Optional[str]) -> str:
-    """``resnet50.onnx`` for ``resnet50``, ``org_repo.onnx`` for ``hf-hub:org/repo``."""
-    return os.path.basename((spec or 'model').split(':')[-1].rstrip('/').replace('/', '_').replace('.', '_') + '.onnx')
+    """``resnet50.onnx`` for ``resnet50``, ``org_repo.onnx`` for ``hf-hub:org/repo``, ``FOLDER.onnx`` for
+    ``local-dir:PATH/FOLDER``: the folder's own name, since its path (``/home/NAME/...``, ``..``) would put a
+    local folder into a file name that records and reports publish."""
+    spec = spec or 'model'
+    if spec.startswith('local-dir:'):
+        folder = os.path.basename(os.path.realpath(os.path.expanduser(spec[len('local-dir:'):] or '.')))
+        spec = folder or 'model'
+    return os.path.basename(spec.split(':')[-1].rstrip('/').replace('/', '_').replace('.', '_') + '.onnx')
 
 
 def _check_options(o: ExportOptions) -> None:

@@ -24,7 +24,7 @@ from timm_recal.outputs import atomic_folder, write_json
 from .bench import BenchOptions, bench as bench_stage, parse_batches
 from .errors import DeployError, NoNativePrecision, NotAvailableHere
 from .export import ExportOptions, export_source
-from .images import bundled_samples_dir, scan_images, split_indices
+from .images import bundled_samples_dir, scan_images, split_indices, spread_indices
 from .model_io import is_onnx_path, parse_model_spec
 from .options import (DEFAULT_PIPELINE_STAGES, PIPELINE_STAGES, Int8Options, ModelOptions, RuntimeOptions,
                       TritonOptions, with_overrides)
@@ -152,6 +152,9 @@ class _Role:
     checkpoint: Optional[str]
     source: Optional[Source] = None
     files: Dict[str, str] = field(default_factory=dict)
+    #: per precision: the images of the data folder a file was calibrated on (the INT8 split), which the
+    #: model's validation leaves out, as standalone parity does
+    calibrated_on: Dict[str, List[int]] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -236,12 +239,28 @@ def _quantize_one(run: _Run, r: _Role, p: str, path: str):
         q = with_overrides(QuantizeOptions, q, {'symmetric': True})  # the QDQ form a builder parses
     if p == 'fp16':
         return convert_fp16(r.files['fp32'], path, q)
+    root = _data_root(run, r)
     if run.o.calib_data is not None:
+        _check_calib_disjoint(run.o.calib_data, root)
         return quantize_int8(r.files['fp32'], path, run.o.calib_data, q)
-    root = run.o.data if run.o.data is not None else bundled_samples_dir(r.source.data_config)
-    n = len(scan_images(root)[0])  # calibrate on one part of the images, parity measures the other
-    return quantize_int8(r.files['fp32'], path, root, q, indices=split_indices(n, run.o.calib_images)[0],
-                         split_of=n)
+    n = len(scan_images(root)[0])  # calibrate on one part of the images, parity and validate measure the other
+    r.calibrated_on[p] = split_indices(n, run.o.calib_images)[0]
+    return quantize_int8(r.files['fp32'], path, root, q, indices=r.calibrated_on[p], split_of=n)
+
+
+def _data_root(run: _Run, r: _Role) -> str:
+    """The folder parity and validate measure ``r`` on: ``--data``, else the bundled samples of its model."""
+    return run.o.data if run.o.data is not None else bundled_samples_dir(r.source.data_config)
+
+
+def _check_calib_disjoint(calib_data: str, root: str) -> None:
+    """``--calib-data`` must not overlap the measured images: an INT8 file's parity and top-1 on the images it
+    was calibrated on would be optimistic (standalone parity refuses the same)."""
+    a, b = os.path.realpath(calib_data), os.path.realpath(root)
+    if a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep):
+        raise DeployError(f'--calib-data {calib_data} overlaps the measured images {root}; calibrate on disjoint '
+                          'images (CIFAR-10: calibrate on train, measure on test), or leave --calib-data out to '
+                          'split --data in two')
 
 
 def _quantize(run: _Run) -> None:
@@ -298,19 +317,26 @@ def _parity(run: _Run) -> None:
 def _validate(run: _Run) -> None:
     o = run.o
     for r in run.roles:
-        root = o.data if o.data is not None else bundled_samples_dir(r.source.data_config)
-        if not scan_images(root)[1]:
+        images, classes = scan_images(_data_root(run, r))
+        if not classes:
             run.notes.append(f'{r.role}: the images have no class folders; validation skipped')
             continue
         jobs = [('pytorch', r.spec, dict(model=r.source.model, img_size=o.img_size, device=o.device, amp=o.amp))]
         jobs += [(p, path, dict(threads=o.threads)) for p, path in r.files.items()]
+        # an INT8 file calibrated on part of these images is measured on the others, and so is every other row
+        # of the model: the table compares top-1s of the same images
+        held = sorted(set().union(*r.calibrated_on.values()))
         for _, _, kw in jobs:
             kw['folder_order'] = o.folder_order
+            if held:
+                kw['indices'] = spread_indices(len(images), None, exclude=held)
         for what, src, kw in jobs:
             res = run.stage('validate', r.role, what, lambda: validate_stage(src, o.data, **kw),
                             json_name=f'{r.prefix}validate_{what}.json')
             if res is not None:
-                run.validate.append({'role': r.role, 'precision': what, 'result': res})
+                run.validate.append({'role': r.role, 'precision': what, 'result': res,
+                                     'n_images': res['n_images'],
+                                     'calibration_images_excluded': len(held)})
 
 
 def _bench(run: _Run) -> None:
@@ -460,6 +486,8 @@ def _check_options(o: PipelineOptions) -> None:
         scan_images(o.data)
     if o.calib_data is not None:
         scan_images(o.calib_data)
+        if o.data is not None and 'int8' in o.precisions:
+            _check_calib_disjoint(o.calib_data, o.data)  # before the export; the bundled samples: at quantize
 
 
 def _record(run: _Run, model: str, t_start: float) -> PipelineResult:

@@ -17,7 +17,7 @@ from .errors import DeployError
 from .malloc_policy import DEFAULT_POLICY
 from .recommend import recommendation_markdown
 from .runtimes import (DEFAULT_ONNX_RUNTIME, EAGER_PRECISIONS, PRECISIONS, RUNTIMES, build_columns_hook,
-                       builder_runtimes, runtime_label)
+                       builder_runtimes, runtime_label, vs_best_eager_kind)
 
 __all__ = ['bench_results_markdown', 'bench_table_markdown', 'machine_line', 'throughput_plot',
            'pipeline_report_markdown', 'write_report', 'report_files', 'check_bench_record', 'main']
@@ -153,7 +153,6 @@ def bench_table_markdown(records: Sequence[Dict[str, Any]], runtime: str = DEFAU
     ``records`` are bench records (dicts, e.g. ``json.load`` of ``timm-recal bench -o`` files); both the target
     and the ``--compare`` model of each get rows.
     """
-    from .timing import vs_best_eager_kind  # lazily: timing needs numpy, the report of a record does not
     rows = []
     machines = []
     for rec in records:
@@ -330,13 +329,18 @@ def _validation_section(record: Dict[str, Any]) -> List[str]:
     validation = record.get('validate') or []
     if not validation:
         return []
-    rows = []
+    rows, left_out = [], {}
     for v in validation:
         r = v.get('result') or {}
         rows.append([_role_name(record, v['role']), v['precision'], r.get('n_images', r.get('images')),
                      r.get('top1'), r.get('top5')])
-    return ['## Validation (accuracy on labelled images)', '',
-            _table(['Model', 'Runtime / precision', 'Images', 'Top-1 %', 'Top-5 %'], rows), '']
+        if v.get('calibration_images_excluded'):
+            left_out[_role_name(record, v['role'])] = v['calibration_images_excluded']
+    note = ([f"Every row of a model is measured on the images its INT8 file was not calibrated on ("
+             + '; '.join(f'{name}: {n} calibration images left out' for name, n in left_out.items()) + ').', '']
+            if left_out else [])
+    return ['## Validation (accuracy on labelled images)', ''] + note + [
+        _table(['Model', 'Runtime / precision', 'Images', 'Top-1 %', 'Top-5 %'], rows), '']
 
 
 def _bench_section(record: Dict[str, Any], png_name: Optional[str]) -> List[str]:
@@ -418,14 +422,23 @@ def _stages_section(record: Dict[str, Any]) -> List[str]:
                     for s in stages]), '']
 
 
+def _pick_label(pick: Dict[str, Any]) -> str:
+    """The runtime whose ``artifact`` hook made a bench pick: the one the record names, else the table's row with
+    that hook (records before the pick named its runtime)."""
+    word = pick.get('runtime') or next((w for w, r in RUNTIMES.items() if r.artifact), None)
+    return runtime_label(word) if word else 'the runtime'
+
+
 def _int8_pick_lines(bench_rec: Dict[str, Any]) -> List[str]:
-    """Which OpenVINO INT8 file each model ran (QDQ or NNCF IR) and why."""
+    """Which INT8 file each model ran where a runtime's ``artifact`` hook picked it (OpenVINO: QDQ or NNCF IR),
+    and why."""
     out = []
     for role, pick in (bench_rec.get('int8_pick') or {}).items():
         cands = ', '.join(f"{k}: {100 * v['agreement']:.2f}% agreement"
                           + (f", {v['images_per_s']:.1f} img/s" if v.get('images_per_s') is not None else '')
                           for k, v in (pick.get('candidates') or {}).items())
-        out.append(f"- OpenVINO INT8 of {_model_name(bench_rec, role)}: timed the **{pick.get('timed')}** file "
+        out.append(f"- {_pick_label(pick)} {str(pick.get('precision', 'int8')).upper()} of "
+                   f"{_model_name(bench_rec, role)}: timed the **{pick.get('timed')}** file "
                    f"({pick.get('reason')}; {cands}; agreement on {pick.get('agreement_images', '-')}).")
     return out + [''] if out else []
 

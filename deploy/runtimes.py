@@ -24,7 +24,7 @@ from .errors import BatchNotSupported, DeployError
 __all__ = ['RuntimeSpec', 'RUNTIMES', 'PRECISIONS', 'FILE_PRECISIONS', 'EAGER_PRECISIONS', 'Runner',
            'BatchNotSupported', 'runtime_spec', 'parse_runtimes', 'open_runtime', 'bench_input', 'check_precisions',
            'runtime_label', 'supports_precision', 'native_bf16', 'artifact_hook', 'numbers_hook', 'builder_hook',
-           'build_columns_hook',
+           'build_columns_hook', 'numbers_text_hook', 'vs_best_eager_kind',
            'default_runtimes', 'builder_runtimes', 'DEFAULT_ONNX_RUNTIME', 'REFERENCE_RUNTIME', 'PACKAGE_RUNTIME',
            'device_kind', 'package_runtime', 'package_source_hook']
 
@@ -53,6 +53,12 @@ class RuntimeSpec:
     artifact: Optional[str] = None
     #: ``(bench record field, 'module:function')``: numbers beyond images/s of its timed runners (``numbers_hook``)
     extra_numbers: Optional[Tuple[str, str]] = None
+    #: 'module:function' ``fn(numbers) -> str``: how ``bench``'s text output shows those numbers
+    #: (``numbers_text_hook``)
+    numbers_text: Optional[str] = None
+    #: the name its FP32-over-best-eager ratio goes by (``<ratio_name>_vs_best_eager``): ONNX Runtime's providers
+    #: share 'ort', the name records have always had; its word when None (``vs_best_eager_kind``)
+    ratio_name: Optional[str] = None
     #: device kinds ('cpu', 'cuda': ``device_kind``) on which bench runs it when ``--runtimes`` is not given
     default_on: Tuple[str, ...] = ()
     #: device kinds on which the pipeline's default adds it to bench's, when its ``package`` is importable (the
@@ -89,17 +95,20 @@ RUNTIMES: Dict[str, RuntimeSpec] = {r.word: r for r in (
     RuntimeSpec('eager_cl', 'PyTorch eager (channels_last)', 'model', 'eager_runtime:open_eager_cl', 'torch',
                 'deploy', precisions=('fp32', 'bf16'), reference=True, default_on=('cpu', 'cuda'), layout='CL'),
     RuntimeSpec('ort', 'ONNX Runtime CPU', 'onnx', 'ort_runtime:open_ort', 'onnxruntime', 'deploy',
-                providers=('CPUExecutionProvider',), default_on=('cpu',), onnx_default=True, short_label='ORT'),
+                providers=('CPUExecutionProvider',), default_on=('cpu',), onnx_default=True, short_label='ORT',
+                ratio_name='ort'),
     RuntimeSpec('ort_cuda', 'ONNX Runtime CUDA', 'onnx', 'ort_runtime:open_ort_cuda', 'onnxruntime-gpu', 'deploy',
-                gpu=True, providers=('CUDAExecutionProvider', 'CPUExecutionProvider'), default_on=('cuda',)),
+                gpu=True, providers=('CUDAExecutionProvider', 'CPUExecutionProvider'), default_on=('cuda',),
+                ratio_name='ort'),
     RuntimeSpec('ort_trt', 'ONNX Runtime TensorRT', 'onnx', 'ort_runtime:open_ort_trt', 'onnxruntime-gpu',
                 'deploy', gpu=True,
                 providers=('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider'),
-                default_on=('cuda',)),
+                default_on=('cuda',), ratio_name='ort'),
     RuntimeSpec('openvino', 'OpenVINO CPU', 'onnx', 'openvino_runtime:open_openvino', 'openvino', 'openvino',
                 precisions=('fp32', 'bf16', 'int8'), artifact='openvino_int8:bench_artifact', pipeline_on=('cpu',)),
     RuntimeSpec('trt', 'TensorRT', 'onnx', 'tensorrt_runtime:open_tensorrt', 'tensorrt', 'tensorrt', gpu=True,
                 extra_numbers=('tensorrt', 'tensorrt_runtime:bench_numbers'),
+                numbers_text='tensorrt_runtime:numbers_text',
                 builder='tensorrt_build:pipeline_build', build_columns='tensorrt_build:build_columns',
                 int8_symmetric=True),
     # compiled PyTorch (CPU and CUDA): torch.compile in this process; an AOTInductor package built in a child
@@ -205,6 +214,22 @@ def numbers_hook(word: str) -> Optional[Tuple[str, Callable[..., Any]]]:
     expect beyond images/s (``trt``: trtexec's), or None."""
     spec = runtime_spec(word)
     return (spec.extra_numbers[0], _hook(spec, spec.extra_numbers[1])) if spec.extra_numbers else None
+
+
+def numbers_text_hook(word: str) -> Optional[Tuple[str, Callable[[Any], str]]]:
+    """``(bench record field, fn(numbers) -> str)``: how ``bench``'s text output shows runtime ``word``'s
+    ``extra_numbers`` (``trt``: trtexec's summary lines), or None."""
+    spec = runtime_spec(word)
+    return (spec.extra_numbers[0], _hook(spec, spec.numbers_text)) if spec.extra_numbers and spec.numbers_text \
+        else None
+
+
+def vs_best_eager_kind(word: str) -> str:
+    """The ratio kind of runtime ``word``'s FP32 over the best FP32 eager: ``<ratio_name>_vs_best_eager`` of its
+    row (``ort_vs_best_eager`` for every ONNX Runtime provider), ``<word>_vs_best_eager`` for a row without one
+    or a word not in the table (a record of another version)."""
+    spec = RUNTIMES.get(word)
+    return f'{(spec.ratio_name if spec and spec.ratio_name else word)}_vs_best_eager'
 
 
 def package_runtime(path: Any) -> Optional[str]:

@@ -32,7 +32,7 @@ from .errors import DeployError
 from .metadata import read_metadata
 from .tensorrt_build import build_engine, load_engine, require_tensorrt
 
-__all__ = ['TrtRunner', 'open_tensorrt', 'bench_tensorrt', 'bench_numbers']
+__all__ = ['TrtRunner', 'open_tensorrt', 'bench_tensorrt', 'bench_numbers', 'numbers_text']
 
 
 def _percentiles(values: Sequence[float]) -> Dict[str, float]:
@@ -272,3 +272,17 @@ def bench_numbers(timed: Sequence[Any], batches: Sequence[int], o: Any, notes: L
         out.append({'key': t.key, 'model': t.model, 'results': bench_tensorrt(
             t.runner, inside, warmup=max(o.warmup, 1), min_time_s=o.min_time_s)})
     return out
+
+
+def numbers_text(numbers: Sequence[Dict[str, Any]]) -> str:
+    """The runtime table's ``numbers_text`` hook of ``trt``: ``bench``'s text output of ``bench_numbers``,
+    trtexec's summary lines per engine and batch (ms, p50/p90/p99)."""
+    lines = []
+    for n in numbers or []:
+        for r in n['results']:
+            lat, gpu, full = r['latency_ms'], r['gpu_compute_ms'], r['gpu_with_transfers_ms']
+            lines.append(f"\n{n['key']} batch {r['batch']}: throughput {r['throughput_images_per_s']:.1f} images/s "
+                         f"({r['throughput_qps']:.1f} qps); latency p50/p90/p99 {lat['p50']:.3f}/{lat['p90']:.3f}/"
+                         f"{lat['p99']:.3f} ms; GPU compute p50/p90/p99 {gpu['p50']:.3f}/{gpu['p90']:.3f}/"
+                         f"{gpu['p99']:.3f} ms; with H2D+D2H {full['p50']:.3f}/{full['p90']:.3f}/{full['p99']:.3f} ms")
+    return ''.join(lines)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import DeployError
-from .runtimes import PRECISIONS, RUNTIMES
+from .runtimes import PRECISIONS, RUNTIMES, vs_best_eager_kind
 
 __all__ = ['time_interleaved', 'summarize_times', 'compute_ratios', 'paired_ratio', 'machine_info', 'busy_cpus',
            'amx_usable', 'vs_best_eager_kind']
@@ -112,12 +112,6 @@ def _ratio(kind: str, num: Dict[str, Any], den: Dict[str, Any], **extra) -> Dict
         denominator=f"{den['role']}/{den['runtime']}/{den['precision']}",
         value=value, estimator=estimator, ratio_of_medians=num['images_per_s'] / den['images_per_s'],
     )
-
-
-def vs_best_eager_kind(runtime: str) -> str:
-    """The ratio kind of ``runtime``'s FP32 over the best FP32 eager: ``ort_vs_best_eager`` for every ONNX Runtime
-    provider (the name records have always had), ``<runtime>_vs_best_eager`` for the others."""
-    return 'ort_vs_best_eager' if runtime.startswith('ort') else f'{runtime}_vs_best_eager'
 
 
 def compute_ratios(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -10,7 +10,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from torch import nn
@@ -19,7 +19,7 @@ from timm_recal.outputs import resolve_output, write_json
 
 from .eager_runtime import amp_precision, check_device
 from .errors import DeployError
-from .images import collect_logits, make_dataset, scan_images
+from .images import collect_logits, make_dataset, scan_images, spread_indices
 from .options import DataOptions, ModelOptions, OutputOptions, RuntimeOptions, with_overrides
 from .paired_stats import bootstrap_difference_ci, discordant_counts, mcnemar_exact
 from .results import Result
@@ -41,6 +41,9 @@ class ValidateOptions(ModelOptions, RuntimeOptions, DataOptions, OutputOptions):
     compare_checkpoint: Optional[str] = None  # weights for a ``compare`` model spec
     resamples: int = 10_000                   # bootstrap resamples of the paired top-1 difference
     seed: int = 0                             # the bootstrap's seed
+    #: only these images of ``data`` (indices into its sorted listing; ``limit`` then spreads over them): the
+    #: pipeline measures an INT8 file on the images it was not calibrated on
+    indices: Optional[Sequence[int]] = None
 
 
 @dataclass
@@ -185,7 +188,11 @@ def _check_same_labels(first: Source, second: Source) -> None:
 def _prepare(o: ValidateOptions, src: Source):
     """``(runner, dataset)`` of one side, checked before any image is run."""
     runner = _open_runner(src, o)
-    dataset = make_dataset(o.data, src.data_config, limit=o.limit, folder_order=o.folder_order)
+    idx = None if o.indices is None else list(o.indices)
+    if idx is not None and o.limit is not None:
+        idx = [idx[i] for i in spread_indices(len(idx), o.limit)]
+    dataset = make_dataset(o.data, src.data_config, limit=o.limit if idx is None else None, indices=idx,
+                           folder_order=o.folder_order)
     _check_dataset(dataset, src.data_config)
     return runner, dataset
 
