@@ -1,7 +1,8 @@
 """What a package's batch shape costs in ``aoti`` at one batch: the dynamic model of the default range
 (``--max-batch 1024``), a dynamic model of a small range (``--max-batch 16``: the symbolic batch's range then
 decides ``compile_fusion.LOOP_MAX_MACS``, so the small excitation layers are loops, not GEMM calls) and a static
-model of that batch (``--static-batches 16``), for a base net and its recalibrated nets, all timed interleaved.
+model of that batch (``--static-batches 16``), for a base net and its recalibrated nets, and beside them the
+``inductor`` runner's graph of that batch (``torch.compile`` in this process, static): all timed interleaved.
 
     python benchmarks/compiled/aoti_batch_shapes.py --precision bf16 --batch 16 --repeats 11 \\
         -o benchmarks/compiled/aoti_batch_shapes_bf16_b16_cpu.json
@@ -19,6 +20,7 @@ import tempfile
 from typing import Dict, Tuple
 
 import numpy as np
+import timm
 import torch
 
 import timm_recal  # noqa: F401  (registers the models)
@@ -55,13 +57,18 @@ def main() -> None:
                 runner = open_runtime('aoti', path, precision=a.precision)
                 described[f'{net}/{label}'] = runner.describe()['shape']
                 calls.append((f'{net}/{label}', runner.prepare(a.batch)))
+        for net in NETS:  # the same graph through torch.compile
+            model = timm.create_model(f'local-dir:weights/{net}.cifar10', pretrained=True).eval()
+            runner = open_runtime('inductor', model, precision=a.precision, input_size=(3, 32, 32))
+            calls.append((f'{net}/inductor_{a.batch}', runner.prepare(a.batch)))
+            described[f'{net}/inductor_{a.batch}'] = runner.describe()['shape']
         windows = time_interleaved(calls, warmup=3, repeats=a.repeats, min_time_s=a.min_time)
     per_call = {k: [statistics.median(w) for w in v] for k, v in windows.items()}
     record = {'machine': machine_info(), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
               'precision': a.precision, 'batch': a.batch, 'repeats': a.repeats, 'shapes': described,
               'images_per_s': {k: a.batch / statistics.median(v) for k, v in per_call.items()},
               'vs_base': {}, 'vs_dynamic_1_1024': {}}
-    for label in shapes(a.batch):
+    for label in [*shapes(a.batch), f'inductor_{a.batch}']:
         base = per_call[f'{BASE}/{label}']
         for net in NETS:
             key = f'{net}/{label}'
