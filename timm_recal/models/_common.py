@@ -46,31 +46,30 @@ def warn_renamed_kwarg(old: str, new: str, owner: str) -> None:
                   FutureWarning, stacklevel=3)
 
 
-def resolve_act_layer(act_layer: LayerType, owner: str, what: str = 'act_layer') -> Callable[..., nn.Module]:
-    """timm's ``get_act_layer``, refusing what it reads as "no activation" (``''``, None): the model was built
-    and only its first forward failed, with ``'NoneType' object is not callable``."""
+def _resolve_layer(value: LayerType, get: Callable[[LayerType], Any], owner: str, what: str, kind: str,
+                   example: str) -> Callable[..., nn.Module]:
+    """timm's ``get_act_layer`` / ``get_norm_layer`` (``get``) of ``value``, refusing in one line an unknown name
+    (a bare KeyError) and what timm reads as "none" (``''``, None): the model was built and only its first forward
+    failed, with ``'NoneType' object is not callable``."""
     try:
-        act = get_act_layer(act_layer)
+        layer = get(value)
     except KeyError:
-        raise ValueError(f"{owner}: {what} {act_layer!r} is not an activation timm knows "
-                         f"(e.g. 'relu', 'silu', nn.ReLU)") from None
-    if act is None:
-        raise ValueError(f"{owner}: {what} {act_layer!r} names no activation; this model needs one "
-                         f"(e.g. 'relu', nn.ReLU)")
-    return act
+        raise ValueError(f"{owner}: {what} {value!r} is not {kind} timm knows (e.g. {example})") from None
+    if layer is None:
+        raise ValueError(f"{owner}: {what} {value!r} names no {kind.split(' ', 1)[1]}; this model needs one "
+                         f"(e.g. {example})")
+    return layer
+
+
+def resolve_act_layer(act_layer: LayerType, owner: str, what: str = 'act_layer') -> Callable[..., nn.Module]:
+    """The activation class of ``act_layer``; "no activation" and unknown names refused (``_resolve_layer``)."""
+    return _resolve_layer(act_layer, get_act_layer, owner, what, 'an activation', "'relu', 'silu', nn.ReLU")
 
 
 def resolve_norm_layer(norm_layer: LayerType, owner: str) -> Callable[..., nn.Module]:
-    """timm's ``get_norm_layer``, refusing ``''`` / None (read as "no norm") and unknown names in one line."""
-    try:
-        norm = get_norm_layer(norm_layer)
-    except KeyError:
-        raise ValueError(f"{owner}: norm_layer {norm_layer!r} is not a norm layer timm knows "
-                         f"(e.g. 'batchnorm2d', nn.BatchNorm2d)") from None
-    if norm is None:
-        raise ValueError(f"{owner}: norm_layer {norm_layer!r} names no norm layer; this model needs one "
-                         f"(e.g. 'batchnorm2d', nn.BatchNorm2d)")
-    return norm
+    """The norm class of ``norm_layer``; "no norm" and unknown names refused (``_resolve_layer``)."""
+    return _resolve_layer(norm_layer, get_norm_layer, owner, 'norm_layer', 'a norm layer',
+                          "'batchnorm2d', nn.BatchNorm2d")
 
 
 def check_widths(values: Any, what: str, owner: str) -> Tuple[int, ...]:
