@@ -319,6 +319,62 @@ def test_tag_contradicting_the_metrics_is_refused(tmp_path, capsys):
     assert main(['publish', str(folder), '--tag', 'cifar10_seed1', '--dry-run', '-o', str(out)]) == 0
 
 
+
+@pytest.mark.parametrize('tag', ['a/b', 'cifar10 x', '', 'x..y'])
+def test_malformed_tag_is_refused_as_the_tag(tag, tmp_path, capsys):
+    """A --tag the repo name cannot hold was refused as a "malformed --repo-id" the user never gave (or, empty,
+    dropped silently, publishing under the source's tag); now one line naming --tag, nothing written."""
+    out = tmp_path / 'out'
+    rc = main(['publish', str(WEIGHTS / 'se_shufflenetv2_x0_5_cifar.cifar10'), '--tag', tag, '--dry-run',
+               '-o', str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f'malformed --tag {tag!r}' in err and '--repo-id' not in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_weights_of_another_class_count_than_the_data_set_are_refused(tmp_path, capsys):
+    """A run folder's tag defaults to cifar10: a 5-class run was published as CIFAR-10 weights with CIFAR-10
+    results in its card. Weights whose class count is not the data set's (by the tag or --dataset) are refused;
+    a tag naming no known data set passes."""
+    run = _fake_run(tmp_path, 'cnn3')
+    ckpt = torch.load(run / 'last.pth.tar', map_location='cpu', weights_only=False)
+    ckpt['state_dict'] = _random_model('cnn3', num_classes=5).state_dict()  # trained on a 5-class folder
+    torch.save(ckpt, run / 'last.pth.tar')
+    out = tmp_path / 'out'
+    for extra, named in (([], "the pretrained tag 'cifar10'"), (['--tag', 'flowers5', '--dataset', 'svhn'],
+                                                                 '--dataset svhn')):
+        rc = main(['publish', str(run), '--dry-run', '-o', str(out), *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and 'the weights of cnn3 classify 5 classes, but ' in err, err
+        assert f'(named by {named}) has 10' in err, err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+    assert main(['publish', str(run), '--dry-run', '-o', str(out), '--tag', 'flowers5']) == 0, capsys.readouterr().err
+    assert json.loads((out / 'config.json').read_text())['num_classes'] == 5
+
+
+@pytest.mark.parametrize('spec', ['cnn3.cifar10', 'local-dir:{folder}'])
+def test_run_of_a_tagged_or_local_dir_model_is_published_as_its_architecture(spec, tmp_path, capsys):
+    """A run trained as ``model: ARCH.TAG`` or ``local-dir:FOLDER`` records that name as the checkpoint's arch: its
+    publish failed with "saved from 'cnn3.cifar10', not 'cnn3.cifar10'" (and so did ARCH --checkpoint of it); now
+    the architecture the name gives is published."""
+    folder = tmp_path / 'weights'
+    folder.mkdir()
+    from timm_recal.hub import write_weights_folder
+    write_weights_folder(_random_model('cnn3'), folder)
+    spec = spec.format(folder=folder)
+    run = _fake_run(tmp_path, 'cnn3', model=spec)
+    ckpt = torch.load(run / 'last.pth.tar', map_location='cpu', weights_only=False)
+    torch.save({**ckpt, 'arch': spec}, run / 'last.pth.tar')
+    out = tmp_path / 'out'
+    assert main(['publish', str(run), '--dry-run', '-o', str(out)]) == 0, capsys.readouterr().err
+    assert json.loads((out / 'config.json').read_text())['architecture'] == 'cnn3'
+    assert main(['publish', 'cnn3', '--checkpoint', str(run / 'last.pth.tar'), '--tag', 'cifar10', '--dry-run',
+                 '-o', str(tmp_path / 'out2')]) == 0, capsys.readouterr().err
+    rc = main(['publish', 'resnet20_cifar', '--checkpoint', str(run / 'last.pth.tar'), '--tag', 'cifar10',
+               '--dry-run', '-o', str(tmp_path / 'out3')])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"saved from {spec!r}, not 'resnet20_cifar'" in err, err
+
 @pytest.mark.parametrize('flags,message', [
     (['--private'], '--private applies to the upload'),
     (['--overwrite', '--commit-message', 'x'], '--overwrite, --commit-message apply to the upload'),

@@ -118,6 +118,16 @@ def _bad_cases(tmp_path, data, run):
                                                  '--data-cache is the cache of --data-path device, and this run uses '
                                                  '--data-path jpeg'),
         'inf lr': (['-c', good, '--lr', 'inf'] + d, 'lr (--lr) must be > 0, got inf'),
+        # a name given as a YAML number reached str methods: an AttributeError traceback
+        'device not text': (['-c', yaml('dev.yaml', 'device: 0\n')] + d,
+                            "training option 'device' needs a text value (a name or path), got 0"),
+        'optimizer not text': (['-c', yaml('opt5.yaml', 'opt: 5\n')] + d,
+                               "training option 'opt' needs a text value (a name or path), got 5"),
+        'dataset null': (['-c', yaml('dsn.yaml', 'dataset: null\n')] + d,
+                         "training option 'dataset' needs a text value (a name or path), got None"),
+        # timm's multistep scheduler bisects the milestones: out of order, the lr decayed at the wrong epochs
+        'milestones out of order': (['-c', yaml('ms2.yaml', 'sched: multistep\ndecay_milestones: [10, 5]\n')] + d,
+                                    'decay_milestones must be in increasing order, got [10, 5]'),
     }
 
 
@@ -131,7 +141,8 @@ CASES = ['epochs 0 in YAML', 'negative --epochs', 'malformed YAML', 'YAML not a 
          'data without images', 'batch larger than the data', 'class count mismatch', 'output is a file',
          'missing --resume', '--resume a folder', '--resume a text file', '--resume a truncated checkpoint',
          '--resume another model', '--resume a finished run', 'nan lr', 'inf lr', '--amp-dtype without --amp',
-         '--data-cache without the device path']
+         '--data-cache without the device path', 'device not text', 'optimizer not text', 'dataset null',
+         'milestones out of order']
 if not torch.cuda.is_available():
     CASES.append('--device cuda without CUDA')
 

@@ -149,3 +149,42 @@ def test_trained_weights_int8_agreement_on_cifar10_test(folder, tmp_path, shared
     # the contract is the agreement; parity's max-error gates (worst single image) are reported, not asserted
     # here: on SE one image of 10,000 reaches a relative error of 0.41 against the 0.25 gate
     assert r['top1_agreement'] >= 0.99, format_report(r)
+
+
+def test_uncached_hub_weights_offline_say_what_to_do(tmp_path, monkeypatch):
+    """``pretrained=True`` with the Hub offline and the weights not cached raised huggingface_hub's bare "check
+    your connection" (naming neither the model nor the repo); now one line naming both and the ways out, for a
+    trained tag (local-dir:) and a warm start from timm's weights (pretrained_cfg_overlay file)."""
+    from hub_cache import offline_hub
+    from timm_recal.models._common import PretrainedWeightsError
+    offline_hub(monkeypatch, tmp_path / 'empty_cache')
+    for name, repo, hint in (('se_shufflenetv2_x0_5_cifar', 'timm-recal/se_shufflenetv2_x0_5_cifar.cifar10',
+                              "timm.create_model('local-dir:FOLDER', pretrained=True)"),
+                             ('se_resnet18', 'timm/resnet18.a1_in1k', 'pretrained_cfg_overlay=dict(file=PATH)')):
+        with pytest.raises(PretrainedWeightsError) as info:
+            timm.create_model(name, pretrained=True)
+        message = str(info.value)
+        assert message.startswith(f'{name}: pretrained weights hf-hub:{repo} are not in the local Hugging Face '
+                                  'cache') and 'HF_HUB_OFFLINE=1' in message and hint in message, message
+        assert 'pretrained=False' in message and len(message.splitlines()) == 1
+
+
+def test_local_dir_with_another_models_weights_is_one_line(tmp_path):
+    """A ``local-dir:`` folder whose config.json names one model and whose weights are another's raised PyTorch's
+    state dict error, every key of both models on many lines; now one line naming the folder and a few keys."""
+    from timm_recal.hub import write_weights_folder
+    from timm_recal.models._common import PretrainedWeightsError
+    folder = tmp_path / 'mixed'
+    folder.mkdir()
+    write_weights_folder(timm.create_model('ab_shufflenetv2_x0_5_cifar'), folder)
+    config = json.loads((folder / 'config.json').read_text())
+    (folder / 'config.json').write_text(json.dumps({**config, 'architecture': 'se_shufflenetv2_x0_5_cifar'}))
+    with pytest.raises(PretrainedWeightsError) as info:
+        timm.create_model(f'local-dir:{folder}', pretrained=True)
+    message = str(info.value)
+    assert message.startswith(f'se_shufflenetv2_x0_5_cifar: the weights of local-dir:{folder} do not fit it (keys: ')
+    assert 'missing (stem_attn.fc.0.weight' in message and 'unexpected (' in message, message
+    assert len(message.splitlines()) == 1 and len(message) < 500
+    # the same folder with its own architecture still loads
+    (folder / 'config.json').write_text(json.dumps(config))
+    assert timm.create_model(f'local-dir:{folder}', pretrained=True).num_classes == 10

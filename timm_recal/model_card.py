@@ -15,13 +15,15 @@ __all__ = ['DATASETS', 'CardInfo', 'dataset_for_tag', 'build_card', 'deploy_mark
 
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
 
-#: data sets a pretrained tag can name: Hub data set id, display name, evaluation split and size, label names
+#: data sets a pretrained tag can name: Hub data set id, display name, evaluation split and size, class count,
+#: label names
 DATASETS: Dict[str, Dict[str, Any]] = {
-    'cifar10': dict(hub_id='cifar10', name='CIFAR-10', split='test', n_images=10000, labels=CIFAR10_CLASSES,
-                    text='cifar10.md'),
-    'cifar100': dict(hub_id='cifar100', name='CIFAR-100', split='test', n_images=10000),
-    'svhn': dict(hub_id='svhn', name='SVHN', split='test', n_images=26032),
-    'imagenet-1k': dict(hub_id='imagenet-1k', name='ImageNet-1k', split='validation', n_images=50000),
+    'cifar10': dict(hub_id='cifar10', name='CIFAR-10', split='test', n_images=10000, num_classes=10,
+                    labels=CIFAR10_CLASSES, text='cifar10.md'),
+    'cifar100': dict(hub_id='cifar100', name='CIFAR-100', split='test', n_images=10000, num_classes=100),
+    'svhn': dict(hub_id='svhn', name='SVHN', split='test', n_images=26032, num_classes=10),
+    'imagenet-1k': dict(hub_id='imagenet-1k', name='ImageNet-1k', split='validation', n_images=50000,
+                        num_classes=1000),
 }
 
 _GATES = [  # name prefix -> (gate, Hub tag); longest prefix first

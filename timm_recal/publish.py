@@ -31,10 +31,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .errors import RecalError
 
-__all__ = ['PublishError', 'Source', 'check_repo_id', 'load_source', 'read_run', 'read_report', 'build_hub_folder',
-           'check_publishable', 'HubTarget', 'check_hub_target', 'upload_hub_folder', 'publish', 'add_parser',
-           'add_package_weights_parser']
+__all__ = ['PublishError', 'Source', 'check_repo_id', 'check_tag', 'load_source', 'read_run', 'read_report',
+           'build_hub_folder', 'check_publishable', 'HubTarget', 'check_hub_target', 'upload_hub_folder', 'publish',
+           'add_parser', 'add_package_weights_parser']
 
+_TAG = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
 _REPO_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$')
 _PICKLE_SUFFIXES = ('.bin', '.pt', '.pth', '.pkl', '.pickle', '.ckpt', '.tar', '.npy', '.npz')
 _ABS_PATH = re.compile(r'(?:^|[\s"\'(`=,\[])((?:/(?:home|root|tmp|Users|work|mnt|var|private|scratch|data)/'
@@ -66,6 +67,15 @@ def check_repo_id(repo_id: str) -> str:
         raise PublishError(f"malformed --repo-id {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.'; "
                            "no '--' or '..'; at most 96 characters each)")
     return repo_id
+
+
+def check_tag(tag: str) -> str:
+    """A pretrained tag usable in ``ARCH.TAG`` (timm's name) and in the repo name ``ORG/ARCH.TAG``; refused as
+    ``--tag`` (it was refused as a malformed ``--repo-id`` the user never gave, or, empty, silently dropped)."""
+    if not isinstance(tag, str) or not _TAG.match(tag) or '..' in tag or tag.endswith(('.', '-')):
+        raise PublishError(f"malformed --tag {tag!r}: expected letters, digits, '_', '-' and '.' (e.g. cifar10, "
+                           "a1_in1k), starting with a letter or digit, at most 64 characters")
+    return tag
 
 
 def _timm():
@@ -148,7 +158,9 @@ def _why_unreadable(path: str, error: BaseException) -> str:
 def _build_with_weights(arch: str, state_dict: Dict[str, Any], path: str, file_arch: Optional[str], **kwargs):
     """``arch`` with ``state_dict`` loaded strictly; a checkpoint of another architecture is refused by name."""
     timm = _timm()
-    if file_arch and file_arch.split('.')[0] != arch:
+    # the checkpoint records the model as it was named: ARCH.TAG, local-dir:FOLDER, hf-hub:ORG/ARCH.TAG
+    other = _config_arch(file_arch) if file_arch else None
+    if other and other != arch:
         raise PublishError(f'checkpoint {path} was saved from {file_arch!r}, not {arch!r}')
     cfg = timm.models.get_pretrained_cfg(arch)
     clf = (cfg.classifier if cfg is not None else None) or 'fc'
@@ -246,9 +258,14 @@ def read_run(run_dir: str) -> Source:
     except Exception as e:
         raise PublishError(f'cannot read {ckpt_path}: {_why_unreadable(str(ckpt_path), e)}') from None
     args = ckpt.get('args')
-    arch = ckpt.get('arch') or getattr(args, 'model', None)
-    if not arch or not isinstance(ckpt.get('state_dict'), dict):
+    spec = ckpt.get('arch') or getattr(args, 'model', None)
+    if not spec or not isinstance(ckpt.get('state_dict'), dict):
         raise PublishError(f'{ckpt_path} names no architecture or holds no state_dict')
+    # a run of `model: ARCH.TAG` (or local-dir:, hf-hub:) records that name: publish its architecture
+    arch = _config_arch(spec)
+    if not arch or not _timm().is_model(arch):
+        raise PublishError(f'{ckpt_path}: the run trained model {spec!r}, whose architecture cannot be told here; '
+                           f'give it: timm-recal publish ARCH --checkpoint {ckpt_path}')
     row = _last_row(run / 'summary.csv')
     epochs_done = int(row['epoch']) + 1
     total = _run_epochs(args, run)
@@ -631,7 +648,8 @@ def _dataset(src: Source, dataset: Optional[str]) -> Optional[str]:
         raise PublishError(f'the pretrained tag {src.tag!r} names {by_tag}, but the metrics of {src.arch} were '
                            f'measured on {recorded}; give --tag naming the weights of {recorded}')
     if not dataset:
-        return recorded or by_tag
+        origin = f'the metrics ({recorded})' if recorded else f'the pretrained tag {src.tag!r}'
+        return _check_class_count(src, recorded or by_tag, origin)
     dataset = dataset.lower() if dataset.lower() in DATASETS else dataset
     if recorded and str(recorded).lower() != dataset.lower():
         raise PublishError(f'--dataset {dataset} contradicts the metrics of {src.arch}, measured on {recorded}; '
@@ -639,6 +657,19 @@ def _dataset(src: Source, dataset: Optional[str]) -> Optional[str]:
     if by_tag and by_tag != dataset.lower():
         raise PublishError(f'--dataset {dataset} contradicts the pretrained tag {src.tag!r}, which names {by_tag}; '
                            f'leave --dataset out, or give --tag naming the weights of {dataset}')
+    return _check_class_count(src, dataset, f'--dataset {dataset}')
+
+
+def _check_class_count(src: Source, dataset: Optional[str], origin: str) -> Optional[str]:
+    """``dataset``, unless the weights classify another number of classes than that data set has: a run on a
+    5-class folder (a run folder's tag defaults to cifar10) would be carded as CIFAR-10 results."""
+    from .model_card import DATASETS
+    known = DATASETS.get(str(dataset or '').lower(), {})
+    classes = int(getattr(src.model, 'num_classes', 0) or 0)
+    if known.get('num_classes') and classes and classes != known['num_classes']:
+        raise PublishError(f"the weights of {src.arch} classify {classes} classes, but {known['name']} (named by "
+                           f"{origin}) has {known['num_classes']}; give --tag and --dataset naming the data they "
+                           f"were trained on")
     return dataset
 
 
@@ -821,6 +852,8 @@ def publish(source: str, repo_id: Optional[str] = None, *, checkpoint: Optional[
     from .outputs import OutputExistsError, check_writable_folder
     if repo_id is not None:
         check_repo_id(repo_id)
+    if tag is not None:
+        check_tag(tag)
     if base_model is not None:
         check_repo_id(base_model)
     if overwrite and create_pr:
@@ -851,6 +884,9 @@ def publish(source: str, repo_id: Optional[str] = None, *, checkpoint: Optional[
         if not src.tag:
             raise PublishError(f'{src.arch} has no pretrained tag to name the repo: give --repo-id ORG/NAME or --tag')
         repo_id = hub_repo_id(src.arch, src.tag)
+        if not _REPO_ID.match(repo_id):
+            raise PublishError(f'{repo_id}, the repo name of {src.arch} and its tag {src.tag!r}, is not a valid Hub '
+                               "name (letters, digits, '-', '_', '.'; at most 96 characters); give --repo-id ORG/NAME")
     if report:
         read_report(report, src.arch, int(getattr(src.model, 'num_classes', 0) or 0))
     usage = f'{src.arch}.{src.tag}' if src.tag and repo_id == hub_repo_id(src.arch, src.tag) else None

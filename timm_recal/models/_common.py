@@ -1,6 +1,7 @@
 """Pieces shared by the model files: default cfgs, weight init, timm's classifier API, deprecated kwargs."""
 import math
 import numbers
+import re
 import warnings
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -8,12 +9,14 @@ import torch
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerType, get_act_layer, get_norm_layer
+from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
+from ..errors import RecalError
 from ..layers._helpers import check_positive_int
 
 __all__ = ['CIFAR10_MEAN', 'CIFAR10_STD', 'HUB_ORG', 'imagenet_cfg', 'cifar_cfg', 'init_conv_weights_',
            'warn_renamed_kwarg', 'ClassifierHeadMixin', 'resolve_act_layer', 'resolve_norm_layer',
-           'check_widths', 'check_io', 'check_drop_rate']
+           'check_widths', 'check_io', 'check_drop_rate', 'build_model', 'PretrainedWeightsError']
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -38,6 +41,86 @@ def cifar_cfg(url: str = '', **kwargs) -> Dict[str, Any]:
         'mean': CIFAR10_MEAN, 'std': CIFAR10_STD,
         'first_conv': 'stem.conv', 'classifier': 'head.fc', 'license': 'apache-2.0', **kwargs,
     }
+
+
+class PretrainedWeightsError(RecalError):
+    """``pretrained=True`` could not load the weights; the message names them and says what to do. A
+    ``RuntimeError`` (via ``RecalError``), as timm's own "No pretrained weights exist" and PyTorch's state dict
+    errors are."""
+
+
+def _weights_location(variant: str, kwargs: Dict[str, Any]) -> str:
+    """Where ``pretrained=True`` loads ``variant``'s weights from, as a user names it (``local-dir:FOLDER``,
+    ``hf-hub:ORG/NAME``, a file or URL), resolved as timm's ``load_pretrained`` does."""
+    try:
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        cfg = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+    except Exception:  # noqa: BLE001  (only a better message depends on it)
+        return variant
+    if cfg.get('source') == 'local-dir' and cfg.get('file'):
+        return f"local-dir:{cfg['file']}"
+    if cfg.get('state_dict') is not None:
+        return 'the given state_dict'
+    if cfg.get('file'):
+        return str(cfg['file'])
+    if cfg.get('hf_hub_id'):
+        return f"hf-hub:{cfg['hf_hub_id']}"
+    return str(cfg.get('url') or variant)
+
+
+def _few(keys: Sequence[str]) -> str:
+    return ', '.join(keys[:3]) + (f' (+{len(keys) - 3})' if len(keys) > 3 else '')
+
+
+def _load_mismatch(text: str) -> str:
+    """PyTorch's many-line ``load_state_dict`` error (every key, quoted) as counts and the first few keys."""
+    parts = []
+    for label, pattern in (('missing', r'Missing key\(s\) in state_dict: ([^\n]*)'),
+                           ('unexpected', r'Unexpected key\(s\) in state_dict: ([^\n]*)')):
+        found = re.search(pattern, text)
+        keys = re.findall(r'"([^"]+)"', found.group(1)) if found else []
+        if keys:
+            parts.append(f'{len(keys)} {label} ({_few(keys)})')
+    shapes = re.findall(r'size mismatch for ([^:\s]+):', text)
+    if shapes:
+        parts.append(f'{len(shapes)} of another shape ({_few(shapes)})')
+    return '; '.join(parts) or (text.strip().splitlines() or [''])[0][:200]
+
+
+def _hub_unreachable_errors() -> Tuple[type, ...]:
+    """What huggingface_hub raises for weights that are not cached while the Hub cannot be asked."""
+    try:
+        from huggingface_hub import errors
+    except ImportError:
+        return ()
+    return tuple(getattr(errors, n) for n in ('LocalEntryNotFoundError', 'OfflineModeIsEnabled') if hasattr(errors, n))
+
+
+def build_model(model_cls: type, variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """timm's ``build_model_with_cfg``, with a failed weights load said in one line that names the weights and what
+    to do: uncached Hub weights while offline (huggingface_hub says only "check your connection", naming neither
+    the model nor the repo) and weights of another model (PyTorch lists every missing and unexpected key)."""
+    try:
+        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    except Exception as e:
+        if not pretrained:
+            raise
+        where = _weights_location(variant, kwargs)
+        offline = _hub_unreachable_errors()
+        if offline and isinstance(e, offline):
+            # our own trained weights come as save_for_hf folders (weights/<arch>.<tag>); timm's as single files
+            ours = where.startswith(f'hf-hub:{HUB_ORG}/')
+            local = ("load a save_for_hf folder of them with timm.create_model('local-dir:FOLDER', pretrained=True)"
+                     if ours else "give a downloaded copy with pretrained_cfg_overlay=dict(file=PATH)")
+            raise PretrainedWeightsError(
+                f"{variant}: pretrained weights {where} are not in the local Hugging Face cache and the Hub cannot "
+                f"be reached (offline: HF_HUB_OFFLINE=1, or no network); download them once with network access, "
+                f"{local}, or use pretrained=False") from None
+        if isinstance(e, RuntimeError) and 'Error(s) in loading state_dict' in str(e):
+            raise PretrainedWeightsError(
+                f"{variant}: the weights of {where} do not fit it (keys: {_load_mismatch(str(e))}); they are "
+                f"another model's, or of another configuration") from None
+        raise
 
 
 def warn_renamed_kwarg(old: str, new: str, owner: str) -> None:

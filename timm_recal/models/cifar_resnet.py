@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import ClassifierHead, DropPath, LayerType, create_act_layer
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices  # no public export in timm 1.0.31
 
 from ..layers import get_gate
 from ..layers._helpers import check_positive_int
 from ._common import (
-    ClassifierHeadMixin, check_drop_rate, check_io, check_widths, cifar_cfg, init_conv_weights_, resolve_act_layer,
-    resolve_norm_layer,
+    ClassifierHeadMixin, build_model, check_drop_rate, check_io, check_widths, cifar_cfg, init_conv_weights_,
+    resolve_act_layer, resolve_norm_layer,
 )
 
 __all__ = ['CifarResNet', 'BasicBlock', 'PreActBlock', 'PadShortcut']
@@ -391,7 +391,7 @@ default_cfgs = generate_default_cfgs({name: cifar_cfg(pool_size=(8, 8)) for name
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs) -> CifarResNet:
-    return build_model_with_cfg(
+    return build_model(
         CifarResNet, variant, pretrained,
         feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3)),
         **dict(model_args[variant.split('.')[0]], **kwargs),

@@ -24,12 +24,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 from timm.layers import ClassifierHead, LayerType, create_act_layer
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices  # no public export in timm 1.0.31
 
 from ..layers import get_gate
 from ._common import (
-    ClassifierHeadMixin, check_drop_rate, check_io, check_widths, cifar_cfg, init_conv_weights_, resolve_act_layer,
+    ClassifierHeadMixin, build_model, check_drop_rate, check_io, check_widths, cifar_cfg, init_conv_weights_,
+    resolve_act_layer,
 )
 
 __all__ = ['CNN3']
@@ -172,7 +173,7 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_cnn3(variant: str, pretrained: bool = False, **kwargs) -> CNN3:
-    return build_model_with_cfg(
+    return build_model(
         CNN3, variant, pretrained,
         feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2)),
         **dict(model_args[variant.split('.')[0]], **kwargs),

@@ -25,13 +25,13 @@ The gates of these weights are untrained. No warm tag is offered for:
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from timm.models import (
-    build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, is_model, model_entrypoint, register_model,
+    generate_default_cfgs, get_pretrained_cfg, is_model, model_entrypoint, register_model,
     resolve_pretrained_cfg,
 )
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..layers import get_gate
-from ._common import imagenet_cfg, resolve_act_layer, warn_renamed_kwarg
+from ._common import build_model, imagenet_cfg, resolve_act_layer, warn_renamed_kwarg
 from ._warm_start import norm_before_gate, warm_start_state_dict
 from .resnet_blocks import placement_block
 
@@ -195,7 +195,7 @@ def _create_resnet_gated(variant: str, pretrained: bool = False, attn_reduction:
                 f"give weights with pretrained_cfg_overlay=dict(file=...).")
     model_kwargs = dict(block=_block(variant), layers=base.layers, **base.args)
     model_kwargs.update(kwargs)
-    return build_model_with_cfg(
+    return build_model(
         ResNet, variant, pretrained,
         pretrained_filter_fn=warm_start_state_dict,
         block_args=block_args,

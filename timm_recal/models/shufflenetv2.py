@@ -19,13 +19,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 from timm.layers import ClassifierHead, LayerType
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices  # no public export in timm 1.0.31
 
 from ..layers import SkipLayerExcitation, get_gate
 from ..layers._helpers import check_positive_int
 from ._common import (
-    ClassifierHeadMixin, HUB_ORG, check_drop_rate, check_io, check_widths, cifar_cfg, imagenet_cfg,
+    ClassifierHeadMixin, build_model, HUB_ORG, check_drop_rate, check_io, check_widths, cifar_cfg, imagenet_cfg,
     init_conv_weights_, warn_renamed_kwarg,
 )
 
@@ -367,7 +367,7 @@ def _create_shufflenetv2(variant: str, pretrained: bool = False, **kwargs) -> Sh
     args = dict(model_args[variant.split('.')[0]])
     if args['cifar_stem']:
         kwargs.setdefault('num_classes', 10)
-    return build_model_with_cfg(
+    return build_model(
         ShuffleNetV2, variant, pretrained,
         feature_cfg=dict(feature_cls='getter', out_indices=(0, 1, 2, 3, 4)),
         **dict(args, **kwargs),

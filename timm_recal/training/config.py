@@ -112,6 +112,9 @@ def _coerce(name: str, value: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
     if hint is bool and not isinstance(value, bool):
         raise ValueError(f"training option {name!r} is true or false, got {value!r}")
+    if str in args and len(args) == 1 and not isinstance(value, str) and not (value is None and hint is not str):
+        # a name or path given as a YAML number (`device: 0`, `opt: 5`) reached str methods as an AttributeError
+        raise ValueError(f"training option {name!r} needs a text value (a name or path), got {value!r}")
     kind = args[0] if len(args) == 1 and args[0] in (int, float) else None
     if kind is None or value is None or isinstance(value, bool):
         return value
@@ -272,6 +275,9 @@ def check_config(cfg: TrainConfig, need_data: bool = True) -> None:
     if not isinstance(milestones, (list, tuple)) or not all(
             isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones):
         raise ValueError(f"decay_milestones must be a list of epoch numbers, got {milestones!r}")
+    if any(a > b for a, b in zip(milestones, milestones[1:])):
+        # timm's multistep scheduler bisects the list: out of order, it decays at the wrong epochs, silently
+        raise ValueError(f"decay_milestones must be in increasing order, got {list(milestones)!r}")
     for key, allowed in (('interpolation', _INTERPOLATIONS), ('train_interpolation', _INTERPOLATIONS + ('random',))):
         if getattr(cfg, key) not in ('',) + allowed:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {getattr(cfg, key)!r}")
