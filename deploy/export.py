@@ -133,6 +133,12 @@ def _trial_forward(model: nn.Module, x: torch.Tensor, arch: str) -> None:
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         raise DeployError(f'{arch} returns {getattr(out, "shape", type(out).__name__)}, expected (batch, classes) '
                           'logits; only classifiers are supported')
+    declared = getattr(model, 'num_classes', None)  # timm's; 0 (``--num-classes 0``) means no classifier at all
+    if isinstance(declared, int) and declared != out.shape[1]:
+        why = (f'has no classifier (--num-classes 0): it returns {out.shape[1]} pooled features, not class logits'
+               if declared == 0 else f'declares {declared} classes but returns {out.shape[1]} outputs')
+        raise DeployError(f'{arch} {why}; only classifiers are supported (the file would record '
+                          f'{declared} classes beside an output named {OUTPUT_NAME!r})')
 
 
 def _run_exporter(model: nn.Module, x: torch.Tensor, o: ExportOptions):

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
-from .metadata import count_ops, load_onnx, metadata_problems, read_metadata
+from .metadata import count_ops, decode_props, graph_precision, load_onnx, metadata_problems
 from .results import Result
 from .trt_ops import tensorrt_info
 
@@ -52,7 +52,9 @@ def inspect_onnx(path: str) -> InfoResult:
     """Describe the ONNX file ``path`` (external data is sized, not loaded)."""
     import numpy as np
     model = load_onnx(path, load_external_data=False)
-    meta = read_metadata(model, check=False)  # shows a damaged value instead of refusing the file
+    # what the file holds, damaged values included (shown, not refused); not ``read_metadata``, whose defaults
+    # (precision fp32, the graph's input/output names) would pass for metadata of a file that has none
+    meta = decode_props({p.key: p.value for p in model.metadata_props})
     init = {t.name for t in model.graph.initializer}
     data_files = {e.value for t in model.graph.initializer for e in t.external_data if e.key == 'location'}
     folder = os.path.dirname(os.path.abspath(path))
@@ -62,10 +64,10 @@ def inspect_onnx(path: str) -> InfoResult:
                                 if os.path.isfile(os.path.join(folder, f))),
         ir_version=int(model.ir_version), producer=f'{model.producer_name} {model.producer_version}'.strip(),
         opsets={(o.domain or 'ai.onnx'): int(o.version) for o in model.opset_import},
-        precision=meta.get('precision', 'fp32'), inputs=_values(model.graph.input, init),
+        precision=meta.get('precision') or graph_precision(model), inputs=_values(model.graph.input, init),
         outputs=_values(model.graph.output), nodes=len(model.graph.node), op_counts=count_ops(model),
         initializers=len(init), parameters=int(sum(int(np.prod(t.dims)) for t in model.graph.initializer)),
-        metadata={k: v for k, v in meta.items() if k not in ('graph_input_shape',)}, tensorrt=tensorrt_info(path),
+        metadata=meta, tensorrt=tensorrt_info(path),
         metadata_problems=metadata_problems(meta))
 
 
@@ -108,7 +110,7 @@ def format_info(r: InfoResult) -> str:
     lines += [f"  output {v['name']}: {v['type']} {v['shape']}" for v in r.outputs]
     lines.append(f'  {r.nodes} nodes, {r.initializers} initializers, {r.parameters:,} parameters')
     lines.append('  ops: ' + ', '.join(f'{op} {n}' for op, n in sorted(r.op_counts.items(), key=lambda t: -t[1])))
-    lines.append('  metadata:')
+    lines.append('  metadata:' if meta or labels or quant else '  metadata: none')
     lines += [f'    {k}: {_short(v)}' for k, v in sorted(meta.items())]
     if labels:
         lines.append(f'    class_labels: {len(labels)} ({_short(", ".join(map(str, labels[:5])), 60)}, ...)')

@@ -45,7 +45,7 @@ from .errors import DeployError
 from .runtimes import PRECISIONS
 
 __all__ = ['METADATA_KEYS', 'read_metadata', 'check_metadata', 'metadata_problems', 'set_metadata', 'copy_metadata', 'load_onnx', 'decode_props',
-           'onnx_precision', 'count_ops']
+           'graph_precision', 'onnx_precision', 'count_ops']
 
 #: key -> 'str' (stored as is) or 'json' (JSON-encoded)
 METADATA_KEYS: Dict[str, str] = {
@@ -197,10 +197,17 @@ def onnx_precision(path: str) -> str:
         return 'int8'
     if 'fp16' in base or 'half' in base:
         return 'fp16'
-    ops = {n.op_type for n in model.graph.node}
+    return graph_precision(model)
+
+
+def graph_precision(model_proto) -> str:
+    """Precision of a graph from its nodes and weights alone, for files without ``precision`` metadata:
+    quantization nodes mean INT8, float16 initializers FP16, else FP32."""
+    import onnx
+    ops = {n.op_type for n in model_proto.graph.node}
     if ops & {'QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'ConvInteger', 'MatMulInteger'}:
         return 'int8'
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model_proto.graph.initializer):
         return 'fp16'
     return 'fp32'
 

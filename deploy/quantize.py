@@ -164,10 +164,40 @@ def _check_int8(o: QuantizeOptions) -> None:
     check_gate_rewrite(o.gate_fusion)
 
 
+#: per-channel QDQ writes ``DequantizeLinear(axis=...)``, an attribute from opset 13 on
+PER_CHANNEL_MIN_OPSET = 13
+
+
+def _check_int8_opset(source, in_onnx: str, per_channel: bool) -> None:
+    """Refuse, before calibrating, a graph whose QDQ copy the ONNX checker would reject at the very end: per-channel
+    scales below opset 13, and IR version 3 files (opset 7/8 exports), whose initializers must be graph inputs."""
+    opset = next((int(i.version) for i in source.opset_import if i.domain in ('', 'ai.onnx')), 0)
+    if source.ir_version < 4:
+        raise DeployError(f'{in_onnx} is ONNX IR version {source.ir_version} (opset {opset}), which INT8 QDQ cannot '
+                          f'be written in; re-export it with --opset {PER_CHANNEL_MIN_OPSET} or newer')
+    if per_channel and opset < PER_CHANNEL_MIN_OPSET:
+        raise DeployError(f'{in_onnx} has opset {opset}: per-channel INT8 weights need opset '
+                          f'{PER_CHANNEL_MIN_OPSET} or newer; re-export it with --opset {PER_CHANNEL_MIN_OPSET} (or '
+                          'quantize with --no-per-channel)')
+
+
+def _default_name(in_onnx: str, suffix: str) -> str:
+    """``m_int8.onnx`` for ``m.onnx`` (or ``M.ONNX``): the last extension only is replaced, whatever its case, so
+    ``a.onnx.onnx`` gives ``a.onnx_int8.onnx`` and a folder ``-o`` never gets a file named like the input."""
+    name = os.path.basename(in_onnx)
+    return (name[:-len('.onnx')] if name.lower().endswith('.onnx') else name) + suffix
+
+
+def _replaces(path: str, in_onnx: str) -> bool:
+    """Whether writing ``path`` (a rename onto that name) replaces the input file, also when the input is reached
+    through a symlink (``-o`` naming the file a linked input points to)."""
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    return os.path.join(folder, os.path.basename(path)) == os.path.realpath(in_onnx)
+
+
 def _resolve(in_onnx: str, out_onnx: Optional[str], o: QuantizeOptions, suffix: str) -> str:
-    path = resolve_output(out_onnx, o.force, default_name=os.path.basename(in_onnx).replace('.onnx', suffix),
-                          suffix='.onnx')
-    if os.path.abspath(path) == os.path.abspath(in_onnx):
+    path = resolve_output(out_onnx, o.force, default_name=_default_name(in_onnx, suffix), suffix='.onnx')
+    if _replaces(path, in_onnx):
         raise DeployError('the output would overwrite the input ONNX file')
     return path
 
@@ -200,6 +230,22 @@ class _Quantizer:
                                 extra_options=extra, **self.cache, **nodes)
         except Exception as e:
             raise DeployError(f'INT8 quantization of {self.in_onnx} failed: {str(e).splitlines()[0][:300]}') from None
+
+
+def _even_batches(loader, method: str):
+    """``loader`` with batches of one size for the histogram methods (percentile, entropy).
+
+    ORT's histogram calibrator stacks every batch's outputs into one array (``np.asarray``), which fails
+    ("inhomogeneous shape") when the last batch is smaller; the histogram is of all values, however batched, so
+    batches of the largest size <= ``--batch-size`` that divides the image count give the same ranges from every
+    image. MinMax takes ranges batch by batch and keeps the loader as it is.
+    """
+    n, size = len(loader.dataset), loader.batch_size
+    if method == 'minmax' or n % size == 0:
+        return loader
+    from torch.utils.data import DataLoader
+    even = max(d for d in range(1, min(size, n) + 1) if n % d == 0)
+    return DataLoader(loader.dataset, batch_size=even, shuffle=False, num_workers=loader.num_workers)
 
 
 def _pre_process(in_onnx: str, tmp: str, enabled: bool) -> Tuple[str, str]:
@@ -267,6 +313,7 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
     meta = read_metadata(source, check=False)
     check_metadata(meta, in_onnx)
     _require_fp32(meta, in_onnx)
+    _check_int8_opset(source, in_onnx, o.per_channel)
     n_ranked = sum(n.op_type in RANKED_OPS for n in source.graph.node)
     if o.fp32_layers > n_ranked:
         raise DeployError(f'--fp32-layers {o.fp32_layers}: {in_onnx} has {n_ranked} ranked nodes '
@@ -282,8 +329,9 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
         # a net without gates (the base of a comparison) has nothing to leave out: the same recipe for both
         gate_nodes = gate_branch_nodes(load_onnx(in_onnx, load_external_data=False))
         o.float_nodes = list(o.float_nodes) + [n for n in gate_nodes if n not in o.float_nodes]
-    loader = make_loader(o.calib_data, onnx_data_config(meta, in_onnx), o.batch_size,
-                         limit=None if indices is not None else o.calib_images, seed=o.seed, indices=indices)
+    loader = _even_batches(make_loader(o.calib_data, onnx_data_config(meta, in_onnx), o.batch_size,
+                                       limit=None if indices is not None else o.calib_images, seed=o.seed,
+                                       indices=indices), o.calib_method)
     t0 = time.perf_counter()
     proto, ranked, ranking, pre_note, fused = _quantize_graph(in_onnx, loader, meta.get('input_name') or 'input', o)
     given = [n for n in dict.fromkeys(o.float_nodes) if n not in ranked]
