@@ -166,6 +166,27 @@ def test_bad_train_input_is_one_line_and_writes_nothing(case, tiny_cifar, finish
     assert sorted(os.listdir(finished_run)) == before
 
 
+@pytest.mark.parametrize('arch, model, refused', [
+    (f'{MODEL}.cifar10', MODEL, False), (MODEL, f'{MODEL}.cifar10', False), ('resnet20_cifar.cifar10', MODEL, True)])
+def test_resume_compares_architectures_not_tags(arch, model, refused, finished_run, tmp_path):
+    """A checkpoint of ``X.cifar10`` (a run warm-started from tagged weights) resumes under ``X`` and the other way
+    round: the same architecture, refused before as "another model"; another architecture still is."""
+    import timm
+    from timm_recal.training.config import load_config
+    from timm_recal.training.trainer import _load_resume
+    ckpt = torch.load(finished_run / 'last.pth.tar', map_location='cpu', weights_only=False)
+    ckpt['arch'] = arch
+    torch.save(ckpt, tmp_path / 'ckpt.pth.tar')
+    cfg = load_config(None, dict(model=model))
+    net = timm.create_model(MODEL)
+    if refused:
+        with pytest.raises(ValueError, match=f"the checkpoint is of model '{arch}'"):
+            _load_resume(net, cfg, str(tmp_path / 'ckpt.pth.tar'), None, None)
+    else:
+        assert _load_resume(net, cfg, str(tmp_path / 'ckpt.pth.tar'), None, None) == 1
+        assert all(torch.equal(v, ckpt['state_dict'][k]) for k, v in net.state_dict().items())
+
+
 def _cli(*args, **kwargs):
     env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
     return [sys.executable, '-m', 'timm_recal.cli', *args], dict(env=env, cwd=kwargs.get('cwd', REPO), text=True)

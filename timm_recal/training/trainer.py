@@ -314,6 +314,13 @@ def _why_unreadable(path: str, error: Exception) -> str:
     return first[:200]
 
 
+def _architecture(model: str) -> Optional[str]:
+    """The architecture a ``--model`` names, its pretrained tag dropped (``X.cifar10`` is ``X``: a run warm-started
+    from tagged weights resumes under ``X``, and the other way round), or None for ``hf-hub:`` / ``local-dir:``
+    sources, whose weights' fit is then what ``resume_checkpoint`` checks."""
+    return None if ':' in model else model.split('.', 1)[0]
+
+
 def _load_resume(model: nn.Module, cfg: TrainConfig, path: str, optimizer, scaler) -> int:
     """Load ``path`` into model/optimizer; a checkpoint that is no checkpoint, or of another model, is one clear
     line (not PyTorch's pickle or state-dict dump)."""
@@ -326,7 +333,7 @@ def _load_resume(model: nn.Module, cfg: TrainConfig, path: str, optimizer, scale
     if not isinstance(meta, dict) or 'state_dict' not in meta:
         raise ValueError(f"--resume {path}: not a training checkpoint (no state_dict); weights alone cannot resume")
     arch = meta.get('arch')
-    if arch and arch != cfg.model:
+    if arch and _architecture(arch) and _architecture(cfg.model) and _architecture(arch) != _architecture(cfg.model):
         raise ValueError(f"--resume {path}: the checkpoint is of model {arch!r}, not {cfg.model!r}")
     try:
         return resume_checkpoint(model, path, optimizer=optimizer, loss_scaler=scaler, log_info=True) or 0
