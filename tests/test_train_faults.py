@@ -88,6 +88,8 @@ def _bad_cases(tmp_path, data, run):
                                   "device_modules: cannot import 'no_such_module'"),
         'model_kwargs not a mapping': (['-c', yaml('mk.yaml', 'model_kwargs: 3\n')] + d,
                                        'model_kwargs must be a mapping'),
+        'model_kwargs repeating drop': (['-c', yaml('mk3.yaml', 'model_kwargs: {drop_rate: 0.2}\n')] + d,
+                                        'model_kwargs: drop_rate is set by the training option drop; give it there'),
         'unknown model': (['-c', good, '--model', 'shufflenetv2_x05_cifar'] + d,
                           "unknown model 'shufflenetv2_x05_cifar'; did you mean shufflenetv2_x0_5_cifar"),
         'unknown optimizer': (['-c', yaml('opt.yaml', 'opt: nosuch\n')] + d, "cannot build optimizer 'nosuch'"),
@@ -142,7 +144,7 @@ CASES = ['epochs 0 in YAML', 'negative --epochs', 'malformed YAML', 'YAML not a 
          'missing --resume', '--resume a folder', '--resume a text file', '--resume a truncated checkpoint',
          '--resume another model', '--resume a finished run', 'nan lr', 'inf lr', '--amp-dtype without --amp',
          '--data-cache without the device path', 'device not text', 'optimizer not text', 'dataset null',
-         'milestones out of order']
+         'milestones out of order', 'model_kwargs repeating drop']
 if not torch.cuda.is_available():
     CASES.append('--device cuda without CUDA')
 

@@ -103,6 +103,11 @@ class TrainConfig:
 _FIELDS = {f.name for f in fields(TrainConfig)}
 
 
+#: ``create_model`` keywords the trainer always passes from an option of its own (``model_kwargs`` may not repeat
+#: them); ``num_classes`` and ``drop_path_rate`` are passed only when their options are set, so they may be here
+_MODEL_KWARGS_OWNED = {'drop_rate': 'drop', 'pretrained': 'pretrained'}
+
+
 def _coerce(name: str, value: Any) -> Any:
     """Numbers given as YAML strings (PyYAML reads ``1e-3`` as a string) become numbers, as argparse's ``type``
     makes them in train.py; anything else that is not a number where one is needed is an error."""
@@ -166,6 +171,10 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
         kwargs['model_kwargs'] = {}
     if not isinstance(kwargs['model_kwargs'], dict):
         raise ValueError(f"model_kwargs must be a mapping of keyword arguments, got {kwargs['model_kwargs']!r}")
+    owned = sorted(set(kwargs['model_kwargs']) & set(_MODEL_KWARGS_OWNED))
+    if owned:  # the trainer always passes these from their own options: a copy here was "multiple values" at build
+        raise ValueError(f"model_kwargs: {owned[0]} is set by the training option "
+                         f"{_MODEL_KWARGS_OWNED[owned[0]]}; give it there, not in model_kwargs")
     modules = kwargs.get('device_modules') or []
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise ValueError(f"device_modules must be a list of module names, got {modules!r}")
