@@ -418,22 +418,31 @@ def dynamic_model_package(src: str, dst: str) -> None:
     (and ``aoti_load_package``) loads: each static model is another copy of the weights that a server never runs
     (a resnet50 FP32 package: about half its bytes). The dynamic model's members are copied byte for byte; its
     metadata then lists no static batches."""
+    def member(name: str, data: bytes) -> Optional[bytes]:
+        model = _member_model(name)
+        if model not in (None, DYNAMIC_MODEL):
+            return None
+        if model is None or not name.endswith('wrapper_metadata.json'):
+            return data
+        raw = json.loads(data)
+        if PACKAGE_KEY in raw:
+            meta = json.loads(raw[PACKAGE_KEY])
+            meta['static_batches'] = []
+            meta['weight_prepack'] = {k: v for k, v in (meta.get('weight_prepack') or {}).items()
+                                      if k == DYNAMIC_MODEL}
+            raw[PACKAGE_KEY] = json.dumps(meta)
+        return json.dumps(raw).encode()
+    _rewrite_members(src, dst, member)
+
+
+def _rewrite_members(src: str, dst: str, member: Callable[[str, bytes], Optional[bytes]]) -> None:
+    """Copy the zip ``src`` to ``dst``, each member as ``member(name, data)`` makes it (None: left out), with its
+    original entry (name, compression, times)."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w') as zout:
         for item in zin.infolist():
-            model = _member_model(item.filename)
-            if model not in (None, DYNAMIC_MODEL):
-                continue
-            data = zin.read(item)
-            if model == DYNAMIC_MODEL and item.filename.endswith('wrapper_metadata.json'):
-                raw = json.loads(data)
-                if PACKAGE_KEY in raw:
-                    meta = json.loads(raw[PACKAGE_KEY])
-                    meta['static_batches'] = []
-                    meta['weight_prepack'] = {k: v for k, v in (meta.get('weight_prepack') or {}).items()
-                                              if k == DYNAMIC_MODEL}
-                    raw[PACKAGE_KEY] = json.dumps(meta)
-                    data = json.dumps(raw).encode()
-            zout.writestr(item, data)
+            data = member(item.filename, zin.read(item))
+            if data is not None:
+                zout.writestr(item, data)
 
 
 def _local_roots() -> List[bytes]:
@@ -450,14 +459,14 @@ def _without_local_paths(src: str, dst: str) -> None:
     """Copy the package ``src`` to ``dst`` without its C++ sources, every local root in the other members
     replaced by ``././``... of the same length (a relative path: offsets in the library stay where they were)."""
     roots = _local_roots()
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, 'w') as zout:
-        for item in zin.infolist():
-            if item.filename.endswith('.cpp'):
-                continue
-            data = zin.read(item)
-            for root in roots:
-                data = data.replace(root, (b'./' * len(root))[:len(root) - 1] + b'/')
-            zout.writestr(item, data)
+
+    def member(name: str, data: bytes) -> Optional[bytes]:
+        if name.endswith('.cpp'):
+            return None
+        for root in roots:
+            data = data.replace(root, (b'./' * len(root))[:len(root) - 1] + b'/')
+        return data
+    _rewrite_members(src, dst, member)
 
 
 def export_aoti(spec: Optional[str], output: Optional[str] = None, options: Optional[AotiExportOptions] = None, *,

@@ -177,16 +177,19 @@ def make_dataset(data_dir: Optional[str], data_config: Dict[str, Any], limit: Op
 
 def make_loader(data_dir: Optional[str], data_config: Dict[str, Any], batch_size: int,
                 limit: Optional[int] = None, num_workers: int = 0, seed: int = 0,
-                indices: Optional[Sequence[int]] = None) -> DataLoader:
+                indices: Optional[Sequence[int]] = None, even: bool = False) -> DataLoader:
     """Batches ``(images float32 NCHW, labels int64)`` of ``data_dir`` (bundled samples when None).
 
     ``data_config`` is a timm data config; its ``num_classes``/``class_labels`` (as returned by
     ``model_io.load_model`` or ``metadata.read_metadata``) select the label mapping. ``loader.dataset`` has
-    ``samples``, ``classes`` and ``label_mode``.
+    ``samples``, ``classes`` and ``label_mode``. ``even``: batches of one size, the largest <= ``batch_size``
+    that divides the image count (for consumers that stack every batch, as ORT's histogram calibrators do).
     """
     if batch_size < 1:
         raise DeployError(f'batch size must be >= 1, got {batch_size}')
     ds = make_dataset(data_dir, data_config, limit, seed, indices)
+    if even and len(ds) % batch_size:
+        batch_size = max(d for d in range(1, min(batch_size, len(ds)) + 1) if len(ds) % d == 0)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 

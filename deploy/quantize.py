@@ -232,22 +232,6 @@ class _Quantizer:
             raise DeployError(f'INT8 quantization of {self.in_onnx} failed: {str(e).splitlines()[0][:300]}') from None
 
 
-def _even_batches(loader, method: str):
-    """``loader`` with batches of one size for the histogram methods (percentile, entropy).
-
-    ORT's histogram calibrator stacks every batch's outputs into one array (``np.asarray``), which fails
-    ("inhomogeneous shape") when the last batch is smaller; the histogram is of all values, however batched, so
-    batches of the largest size <= ``--batch-size`` that divides the image count give the same ranges from every
-    image. MinMax takes ranges batch by batch and keeps the loader as it is.
-    """
-    n, size = len(loader.dataset), loader.batch_size
-    if method == 'minmax' or n % size == 0:
-        return loader
-    from torch.utils.data import DataLoader
-    even = max(d for d in range(1, min(size, n) + 1) if n % d == 0)
-    return DataLoader(loader.dataset, batch_size=even, shuffle=False, num_workers=loader.num_workers)
-
-
 def _pre_process(in_onnx: str, tmp: str, enabled: bool) -> Tuple[str, str]:
     if not enabled:
         return in_onnx, 'skipped'
@@ -329,9 +313,11 @@ def quantize_int8(in_onnx: str, out_onnx: Optional[str], calib_data: Optional[st
         # a net without gates (the base of a comparison) has nothing to leave out: the same recipe for both
         gate_nodes = gate_branch_nodes(load_onnx(in_onnx, load_external_data=False))
         o.float_nodes = list(o.float_nodes) + [n for n in gate_nodes if n not in o.float_nodes]
-    loader = _even_batches(make_loader(o.calib_data, onnx_data_config(meta, in_onnx), o.batch_size,
-                                       limit=None if indices is not None else o.calib_images, seed=o.seed,
-                                       indices=indices), o.calib_method)
+    # ORT's histogram calibrators (percentile, entropy) stack every batch's outputs into one array: a smaller last
+    # batch failed ("inhomogeneous shape"); their histogram is of all values however batched, MinMax goes by batch
+    loader = make_loader(o.calib_data, onnx_data_config(meta, in_onnx), o.batch_size,
+                         limit=None if indices is not None else o.calib_images, seed=o.seed, indices=indices,
+                         even=o.calib_method != 'minmax')
     t0 = time.perf_counter()
     proto, ranked, ranking, pre_note, fused = _quantize_graph(in_onnx, loader, meta.get('input_name') or 'input', o)
     given = [n for n in dict.fromkeys(o.float_nodes) if n not in ranked]

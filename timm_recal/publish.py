@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .errors import RecalError
+from .training.config import model_architecture
 
 __all__ = ['PublishError', 'Source', 'check_repo_id', 'check_tag', 'load_source', 'read_run', 'read_report',
            'build_hub_folder', 'check_publishable', 'HubTarget', 'check_hub_target', 'upload_hub_folder', 'publish',
@@ -159,7 +160,7 @@ def _build_with_weights(arch: str, state_dict: Dict[str, Any], path: str, file_a
     """``arch`` with ``state_dict`` loaded strictly; a checkpoint of another architecture is refused by name."""
     timm = _timm()
     # the checkpoint records the model as it was named: ARCH.TAG, local-dir:FOLDER, hf-hub:ORG/ARCH.TAG
-    other = _config_arch(file_arch) if file_arch else None
+    other = model_architecture(file_arch) if file_arch else None
     if other and other != arch:
         raise PublishError(f'checkpoint {path} was saved from {file_arch!r}, not {arch!r}')
     cfg = timm.models.get_pretrained_cfg(arch)
@@ -262,7 +263,7 @@ def read_run(run_dir: str) -> Source:
     if not spec or not isinstance(ckpt.get('state_dict'), dict):
         raise PublishError(f'{ckpt_path} names no architecture or holds no state_dict')
     # a run of `model: ARCH.TAG` (or local-dir:, hf-hub:) records that name: publish its architecture
-    arch = _config_arch(spec)
+    arch = model_architecture(spec)
     if not arch or not _timm().is_model(arch):
         raise PublishError(f'{ckpt_path}: the run trained model {spec!r}, whose architecture cannot be told here; '
                            f'give it: timm-recal publish ARCH --checkpoint {ckpt_path}')
@@ -379,7 +380,7 @@ def training_from_config(path: str, input_size: Optional[int] = None, arch: Opti
     named = raw.get('model') if isinstance(raw, dict) else None
     if named is not None and not isinstance(named, str):
         raise PublishError(f'--train-config {path}: model must name a model, got {named!r}')
-    other = _config_arch(named) if named else None
+    other = model_architecture(named) if named else None
     if arch and other and other != arch:
         raise PublishError(f'--train-config {path} trains {other}, not {arch} (the model published); give the config '
                            f'{arch} was trained with')
@@ -391,22 +392,6 @@ def training_from_config(path: str, input_size: Optional[int] = None, arch: Opti
         raise PublishError(f'--train-config {path}: timm cannot build its lr schedule (sched {cfg.sched!r}, '
                            f'epochs {cfg.epochs}); `timm-recal train` would refuse it too')
     return recipe_dict(cfg, os.path.basename(path), input_size=input_size)
-
-
-def _config_arch(spec: Any) -> Optional[str]:
-    """The architecture a training config's ``model`` names: ``ARCH[.TAG]``, ``local-dir:FOLDER`` (its config.json),
-    or ``hf-hub:ORG/ARCH.TAG`` (the Hub's timm naming); None where the name does not tell (no network is asked)."""
-    spec = str(spec)
-    for prefix in ('hf-hub:', 'hf_hub:'):
-        if spec.startswith(prefix):
-            name = spec[len(prefix):].rpartition('/')[2].partition('.')[0]
-            return name if name and _timm().is_model(name) else None
-    if spec.startswith('local-dir:'):
-        cfg_path = os.path.join(spec[len('local-dir:'):], 'config.json')
-        if not os.path.isfile(cfg_path):
-            return None
-        return str(_read_json(cfg_path).get('architecture') or '').split('.')[0] or None
-    return spec.partition('.')[0] or None
 
 
 #: create_scheduler_v2's keyword <- the train.py / TrainConfig option it comes from (those that set the length)

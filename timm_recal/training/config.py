@@ -5,6 +5,7 @@
 overrides. Keys train.py has but this trainer ignores are kept (and reported), never silently invented.
 """
 import argparse
+import json
 import math
 import os
 import typing
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = ['TrainConfig', 'load_config', 'check_config', 'read_yaml', 'resolve_lr', 'recorded_path', 'option_name',
-           'IGNORED_KEYS']
+           'IGNORED_KEYS', 'model_architecture']
 
 #: train.py options this trainer accepts in a YAML file but does not act on (logging, distributed, ...).
 IGNORED_KEYS = {
@@ -101,6 +102,29 @@ class TrainConfig:
 
 
 _FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+def model_architecture(spec: Any) -> Optional[str]:
+    """The architecture a ``model`` option names: ``ARCH[.TAG]``, ``local-dir:FOLDER`` (its config.json), or
+    ``hf-hub:ORG/ARCH.TAG`` (the Hub's timm naming, when ARCH is registered); None where the name does not tell
+    (no network is asked). Resume and publish compare architectures, not spellings (``X.cifar10`` is ``X``)."""
+    spec = str(spec)
+    for prefix in ('hf-hub:', 'hf_hub:'):
+        if spec.startswith(prefix):
+            import timm
+            import timm_recal  # noqa: F401  (registers the architectures)
+            name = spec[len(prefix):].rpartition('/')[2].partition('.')[0]
+            return name if name and timm.is_model(name) else None
+    if spec.startswith('local-dir:'):
+        try:
+            with open(os.path.join(spec[len('local-dir:'):], 'config.json')) as f:
+                cfg = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(cfg, dict):
+            return None
+        return str(cfg.get('architecture') or '').split('.')[0] or None
+    return spec.partition('.')[0] or None
 
 
 #: ``create_model`` keywords the trainer always passes from an option of its own (``model_kwargs`` may not repeat

@@ -22,7 +22,7 @@ from torch import nn
 from ..class_folders import few, indices_by_name, not_in
 from ..outputs import atomic_output, check_not_terminated, created_parents, temp_name, write_json, write_text
 from ..pause_points import pause_point
-from .config import TrainConfig, as_namespace, check_config, option_name, resolve_lr
+from .config import TrainConfig, as_namespace, check_config, model_architecture, option_name, resolve_lr
 
 __all__ = ['train', 'build_transforms', 'build_loaders', 'compiled_step_model', 'evaluate', 'TrainingDiverged', 'RUN_FILES']
 
@@ -314,13 +314,6 @@ def _why_unreadable(path: str, error: Exception) -> str:
     return first[:200]
 
 
-def _architecture(model: str) -> Optional[str]:
-    """The architecture a ``--model`` names, its pretrained tag dropped (``X.cifar10`` is ``X``: a run warm-started
-    from tagged weights resumes under ``X``, and the other way round), or None for ``hf-hub:`` / ``local-dir:``
-    sources, whose weights' fit is then what ``resume_checkpoint`` checks."""
-    return None if ':' in model else model.split('.', 1)[0]
-
-
 def _load_resume(model: nn.Module, cfg: TrainConfig, path: str, optimizer, scaler) -> int:
     """Load ``path`` into model/optimizer; a checkpoint that is no checkpoint, or of another model, is one clear
     line (not PyTorch's pickle or state-dict dump)."""
@@ -333,7 +326,8 @@ def _load_resume(model: nn.Module, cfg: TrainConfig, path: str, optimizer, scale
     if not isinstance(meta, dict) or 'state_dict' not in meta:
         raise ValueError(f"--resume {path}: not a training checkpoint (no state_dict); weights alone cannot resume")
     arch = meta.get('arch')
-    if arch and _architecture(arch) and _architecture(cfg.model) and _architecture(arch) != _architecture(cfg.model):
+    ours, theirs = model_architecture(cfg.model), model_architecture(arch) if arch else None
+    if ours and theirs and ours != theirs:  # architectures, not spellings: X.cifar10 resumes under X
         raise ValueError(f"--resume {path}: the checkpoint is of model {arch!r}, not {cfg.model!r}")
     try:
         return resume_checkpoint(model, path, optimizer=optimizer, loss_scaler=scaler, log_info=True) or 0
